@@ -1,0 +1,150 @@
+"""
+# ml_training_pipeline
+
+Trains a tabular model every night on the latest data and promotes it only when it is better.
+
+`ingest` → `validate` → `version` → `train` → `evaluate` → `register`
+
+| task | what it does |
+|---|---|
+| **ingest** | reads the run's data interval plus `training_window_days` from `source` into the lake |
+| **validate** | checks it with Great Expectations; a critical failure quarantines the batch and stops the run |
+| **version** | stores a content-addressed snapshot (same data, same version id) with its lineage |
+| **train** | fits a scikit-learn pipeline, tracked as one MLflow run |
+| **evaluate** | scores the candidate, the champion and a trivial baseline on the same holdout |
+| **register** | new model version; `challenger` always moves to it, `champion` only if it was blessed |
+
+Bad input (unreadable files, failed expectations) fails the task at once without retries.
+Backfill with `make airflow ARGS="backfill create --dag-id ml_training_pipeline --from-date ... --to-date ..."`.
+Every task body is one call into `pipeline_tasks.stages`; see the README for the params.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import CronDataIntervalTimetable, Param, dag
+from mlops_airflow.runtime import pipeline_task, run_spec
+
+from pipeline_tasks.config import load_config
+
+CONFIG = load_config()  # stdlib only: paths and default thresholds, no I/O
+
+PARAMS = {
+    "source": Param(
+        CONFIG.demo_source_uri, type="string", title="Source",
+        description="URI of a CSV or Parquet file, a folder or glob of them (date-partitioned "
+        "when file names carry YYYY-MM-DD), or a SQL query when 'SQL connection' is set. "
+        "The default is the demo flights feed.",
+    ),
+    "sql_conn_id": Param(
+        "", type="string", title="SQL connection",
+        description="Airflow connection id to run 'Source' against as a SQL query. The query may "
+        "use :window_start, :interval_start and :interval_end. Leave empty for files.",
+    ),
+    "target": Param("is_late", type="string", minLength=1, title="Target column",
+                    description="The label column to predict."),
+    "task_type": Param("auto", type="string", enum=["auto", "classification", "regression"],
+                       title="Task type",
+                       description="auto infers it from the target: few integer values or text "
+                       "means classification, otherwise regression."),
+    "time_column": Param("", type="string", title="Time column",
+                         description="Timestamp column for the time-aware split and the window "
+                         "filter. Empty: detected (a datetime column, or time_hour, timestamp...)."),
+    "training_window_days": Param(28, type="integer", minimum=0, maximum=3660,
+                                  title="Training window (days)",
+                                  description="Days of data before the interval's end to train "
+                                  "on (date-partitioned sources and SQL)."),
+    "model_name": Param("", type="string", title="Registered model name",
+                        description="Empty: derived from the source and target, e.g. "
+                        "flights_is_late."),
+    "min_baseline_lift": Param(CONFIG.min_baseline_lift, type="number", minimum=0,
+                               title="Minimum lift over the trivial baseline",
+                               description="Relative improvement of the primary metric over a "
+                               "majority-class / mean model that the candidate must reach."),
+    "min_champion_delta": Param(CONFIG.min_champion_delta, type="number",
+                                title="Minimum improvement over the champion",
+                                description="The candidate must beat the champion's primary "
+                                "metric by more than this (absolute; 0 means strictly better)."),
+    "min_primary_metric": Param(CONFIG.min_primary_metric, type=["null", "number"],
+                                title="Absolute primary-metric floor",
+                                description="Optional: a floor (ceiling for error metrics such "
+                                "as rmse) the candidate must meet."),
+    "hyperparameter_search": Param(False, type="boolean", title="Hyperparameter search",
+                                   description="Run a randomized search CV within the time "
+                                   "budget below."),
+    "search_time_budget_s": Param(CONFIG.search_time_budget_s, type="number", minimum=0,
+                                  title="Search time budget (s)",
+                                  description="Upper bound on the hyperparameter search time."),
+    "force_promote": Param(False, type="boolean", title="Force promotion",
+                           description="Promote even if the gate rejects the candidate. "
+                           "Recorded on the model version with the reason below."),
+    "force_reason": Param("", type="string", title="Reason for forcing",
+                          description="Required when 'Force promotion' is on."),
+}
+
+
+@dag(
+    dag_id="ml_training_pipeline",
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=pendulum.datetime(2013, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["mlops", "training"],
+    doc_md=__doc__,
+    params=PARAMS,
+    default_args={
+        "owner": "mlops",
+        "retries": 2,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": True,
+        "execution_timeout": timedelta(hours=2),
+    },
+)
+def ml_training_pipeline():
+    @pipeline_task
+    def ingest(**context) -> dict:
+        from pipeline_tasks import stages
+
+        return stages.ingest(run_spec(context))
+
+    @pipeline_task
+    def validate(ingested: dict, **context) -> dict:
+        from pipeline_tasks import stages
+
+        return stages.validate(run_spec(context), ingested)
+
+    @pipeline_task
+    def version(ingested: dict, validated: dict, **context) -> dict:
+        from pipeline_tasks import stages
+
+        return stages.version(run_spec(context), ingested, validated)
+
+    @pipeline_task
+    def train(ingested: dict, versioned: dict, **context) -> dict:
+        from pipeline_tasks import stages
+
+        return stages.train(run_spec(context), ingested, versioned)
+
+    @pipeline_task
+    def evaluate(trained: dict, **context) -> dict:
+        from pipeline_tasks import stages
+
+        return stages.evaluate(run_spec(context), trained)
+
+    @pipeline_task
+    def register(trained: dict, decision: dict, **context) -> dict:
+        from pipeline_tasks import stages
+
+        return stages.register(run_spec(context), trained, decision)
+
+    ingested = ingest()
+    validated = validate(ingested)
+    versioned = version(ingested, validated)
+    trained = train(ingested, versioned)
+    decision = evaluate(trained)
+    register(trained, decision)
+
+
+ml_training_pipeline()

@@ -1,0 +1,33 @@
+"""Named exceptions raised by the pipeline stages.
+
+``PipelineInputError`` subclasses mean the *input* is wrong: retrying cannot help, so the DAG
+fails the task at once instead of retrying it.
+"""
+
+
+class PipelineError(Exception):
+    """Base class of every error the library raises on purpose."""
+
+
+class PipelineInputError(PipelineError):
+    """Bad input or a failed quality gate: deterministic, never worth a retry."""
+
+
+class ConfigError(PipelineInputError):
+    """A configuration value or trigger param is invalid."""
+
+
+class IngestError(PipelineInputError):
+    """The source could not be read, or it holds no usable rows for the run."""
+
+
+class DataValidationError(PipelineInputError):
+    """A critical expectation failed: the batch is quarantined and the run stops."""
+
+    def __init__(self, message: str, result: dict | None = None):
+        super().__init__(message)
+        self.result = result or {}
+
+
+class ModelRejected(PipelineInputError):
+    """The candidate model failed the evaluation gate (used where that must stop a run)."""

@@ -1,0 +1,356 @@
+"""The embedded default stack: Airflow (api-server, scheduler, dag-processor, triggerer) and the
+MLflow UI as local processes under ``$MLOPS_HOME``, plus a small client of Airflow's REST API.
+
+This module runs Airflow as programs; it never imports Airflow. ``make demo``, ``make airflow``
+and the end-to-end tests use it, so the tests exercise the same start-up as a user.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+from typing import Any
+
+from pipeline_tasks.config import PipelineConfig
+
+log = logging.getLogger(__name__)
+
+AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+TERMINAL_RUN_STATES = {"success", "failed"}
+
+
+class StackError(RuntimeError):
+    """A component did not start, or the API answered with an error."""
+
+
+def venv_bin() -> Path:
+    return Path(sys.executable).parent
+
+
+def stack_env(config: PipelineConfig, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment of every process of the stack."""
+    env = dict(os.environ)
+    env.update({
+        "MLOPS_HOME": config.home,
+        "AIRFLOW_HOME": config.airflow_home,
+        "AIRFLOW_CONFIG": str(Path(config.airflow_home) / "airflow.cfg"),
+        # Airflow starts its own components by the bare name ``airflow``.
+        "PATH": f"{venv_bin()}{os.pathsep}{env.get('PATH', '')}",
+        "GX_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "true",
+        "MLFLOW_TRACKING_URI": config.mlflow_tracking_uri,
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra or {})
+    return env
+
+
+def render_airflow_cfg(config: PipelineConfig) -> str:
+    template = Template((Path(config.project_dir) / "airflow.cfg.example").read_text())
+    return template.substitute(
+        MLOPS_HOME=config.home,
+        AIRFLOW_HOME=config.airflow_home,
+        PROJECT_DIR=config.project_dir,
+        AIRFLOW_HOST=config.airflow_host,
+        AIRFLOW_PORT=str(config.airflow_port),
+    )
+
+
+def prepare_airflow_home(config: PipelineConfig) -> Path:
+    """Write ``airflow.cfg`` from ``airflow.cfg.example`` (when it changed) and migrate the DB."""
+    home = Path(config.airflow_home)
+    home.mkdir(parents=True, exist_ok=True)
+    cfg = home / "airflow.cfg"
+    text = render_airflow_cfg(config)
+    if not cfg.exists() or cfg.read_text() != text:
+        tmp = cfg.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(cfg)
+    marker = home / ".migrated"
+    stamp = hashlib.sha256(text.encode()).hexdigest()
+    if not marker.exists() or marker.read_text() != stamp:
+        log.info("migrating the Airflow metadata database in %s", home)
+        subprocess.run([str(venv_bin() / "airflow"), "db", "migrate"], env=stack_env(config),
+                       check=True, stdout=subprocess.DEVNULL)
+        marker.write_text(stamp)
+    return cfg
+
+
+def run_airflow_cli(config: PipelineConfig, args: list[str]) -> int:
+    """Run one Airflow CLI command against the embedded default."""
+    prepare_airflow_home(config)
+    return subprocess.call([str(venv_bin() / "airflow"), *args], env=stack_env(config))
+
+
+@dataclass
+class Stack:
+    """The processes of the embedded stack. Each runs in its own session, so stopping it stops
+    the children it forked too (LocalExecutor workers, gunicorn workers)."""
+
+    config: PipelineConfig
+    components: tuple[str, ...] = AIRFLOW_COMPONENTS
+    mlflow_ui: bool = True
+    extra_env: dict[str, str] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def log_dir(self) -> Path:
+        return Path(self.config.logs_dir)
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the child
+        self.procs[name] = subprocess.Popen(
+            argv, env=stack_env(self.config, self.extra_env), stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.config.project_dir,
+        )
+        out.close()
+        log.info("started %s (pid %d), log: %s", name, self.procs[name].pid,
+                 self.log_dir / f"{name}.log")
+
+    def start(self, timeout: float = 180.0) -> Stack:
+        for port, what in ((self.config.airflow_port, "Airflow API"),
+                           (self.config.mlflow_port, "MLflow UI")):
+            if what == "MLflow UI" and not self.mlflow_ui:
+                continue
+            if _port_open(self.config.airflow_host, port):
+                raise StackError(f"port {port} for the {what} is already in use; stop what uses "
+                                 f"it or set MLOPS_{'AIRFLOW' if 'Airflow' in what else 'MLFLOW'}"
+                                 "_PORT")
+        prepare_airflow_home(self.config)
+        airflow = str(venv_bin() / "airflow")
+        try:
+            for component in self.components:
+                self._spawn(component, [airflow, component])
+            if self.mlflow_ui:
+                artifacts = self.config.mlflow_artifact_uri
+                Path(self.config.home, "mlflow").mkdir(parents=True, exist_ok=True)
+                self._spawn("mlflow-ui", [
+                    str(venv_bin() / "mlflow"), "server",
+                    "--backend-store-uri", self.config.mlflow_tracking_uri,
+                    "--default-artifact-root", artifacts,
+                    "--host", self.config.mlflow_host, "--port", str(self.config.mlflow_port),
+                    "--workers", "1",
+                ])
+            self.wait_healthy(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                tail = _tail(self.log_dir / f"{name}.log")
+                raise StackError(f"{name} exited with code {proc.returncode}; last log lines:\n"
+                                 f"{tail}")
+
+    def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        api = AirflowAPI(self.config.airflow_url)
+        while True:
+            self.check_alive()
+            try:
+                health = api.get("/api/v2/monitor/health", auth=False)
+                if health.get("metadatabase", {}).get("status") == "healthy" and (
+                    "scheduler" not in self.components
+                    or health.get("scheduler", {}).get("status") == "healthy"
+                ):
+                    break
+            except (StackError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise StackError(f"Airflow was not healthy after {timeout:.0f} s; see "
+                                 f"{self.log_dir}")
+            time.sleep(1.0)
+        if self.mlflow_ui:
+            while not _http_ok(self.config.mlflow_ui_url + "/health"):
+                self.check_alive()
+                if time.monotonic() > deadline:
+                    raise StackError(f"the MLflow UI did not answer after {timeout:.0f} s")
+                time.sleep(1.0)
+
+    def stop(self, grace: float = 20.0) -> None:
+        """SIGTERM every process group, then SIGKILL what is left after ``grace`` seconds."""
+        for proc in self.procs.values():
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for proc in self.procs.values():
+            _signal_group(proc, signal.SIGKILL)  # the group may hold children that ignored TERM
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                log.error("process %d did not stop", proc.pid)
+        self.procs.clear()
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _port_open(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with _opener().open(url, timeout=5) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _opener() -> urllib.request.OpenerDirector:
+    # Local services only: never route through a proxy from the environment.
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class AirflowAPI:
+    """A small client of Airflow 3's REST API (``/api/v2``) with SimpleAuthManager tokens."""
+
+    def __init__(self, base_url: str, username: str | None = None, password: str | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.username, self.password = username, password
+        self._token: str | None = None
+
+    def _token_value(self) -> str:
+        if self._token is None:
+            if self.username and self.password:
+                body = {"username": self.username, "password": self.password}
+                self._token = self._request("POST", "/auth/token", body, auth=False)["access_token"]
+            else:  # login turned off ([core] simple_auth_manager_all_admins)
+                self._token = self._request("GET", "/auth/token", auth=False)["access_token"]
+        return self._token
+
+    def _request(self, method: str, path: str, body: Any = None, auth: bool = True) -> Any:
+        headers = {"Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        if auth:
+            headers["Authorization"] = f"Bearer {self._token_value()}"
+        req = urllib.request.Request(self.base_url + path, data=data, method=method,
+                                     headers=headers)
+        try:
+            with _opener().open(req, timeout=30) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:500]
+            raise StackError(f"{method} {path}: HTTP {exc.code}: {detail}") from exc
+        return json.loads(raw) if raw else None
+
+    def get(self, path: str, auth: bool = True) -> Any:
+        return self._request("GET", path, auth=auth)
+
+    def post(self, path: str, body: Any) -> Any:
+        return self._request("POST", path, body)
+
+    def patch(self, path: str, body: Any) -> Any:
+        return self._request("PATCH", path, body)
+
+    # -- DAG helpers ---------------------------------------------------------------------------
+    def wait_for_dag(self, dag_id: str, timeout: float = 180.0) -> dict:
+        """Wait until the dag-processor has parsed and serialized ``dag_id``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.get(f"/api/v2/dags/{dag_id}/details")
+            except StackError as exc:
+                if "HTTP 404" not in str(exc) or time.monotonic() > deadline:
+                    errors = self.get("/api/v2/importErrors").get("import_errors", [])
+                    raise StackError(f"DAG {dag_id} not available: {exc}; import errors: "
+                                     f"{errors}") from exc
+            time.sleep(2.0)
+
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        self.patch(f"/api/v2/dags/{dag_id}", {"is_paused": paused})
+
+    def trigger(self, dag_id: str, conf: dict | None = None, logical_date: str | None = None,
+                run_id: str | None = None) -> dict:
+        body: dict[str, Any] = {"conf": conf or {}, "logical_date": logical_date}
+        if run_id:
+            body["dag_run_id"] = run_id
+        return self.post(f"/api/v2/dags/{dag_id}/dagRuns", body)
+
+    def run(self, dag_id: str, run_id: str) -> dict:
+        return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}")
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        rid = urllib.parse.quote(run_id, safe="")
+        return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{rid}/taskInstances")["task_instances"]
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        rid = urllib.parse.quote(run_id, safe="")
+        entry = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{rid}/taskInstances/{task_id}/"
+                         f"xcomEntries/{key}?deserialize=true&stringify=false")
+        return entry["value"]
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
+        rid = urllib.parse.quote(run_id, safe="")
+        data = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{rid}/taskInstances/{task_id}/logs/"
+                        f"{try_number}?full_content=true")
+        content = data.get("content", "")
+        if isinstance(content, list):
+            return "\n".join(str(c.get("event", c)) if isinstance(c, dict) else str(c)
+                             for c in content)
+        return str(content)
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 900.0,
+                     on_change=None) -> dict:
+        """Poll until the run ends; ``on_change(task_id, state)`` hears each task state change."""
+        deadline = time.monotonic() + timeout
+        seen: dict[str, str | None] = {}
+        while True:
+            run = self.run(dag_id, run_id)
+            if on_change is not None:
+                for ti in sorted(self.task_instances(dag_id, run_id),
+                                 key=lambda t: t.get("start_date") or "9"):
+                    if seen.get(ti["task_id"]) != ti["state"]:
+                        seen[ti["task_id"]] = ti["state"]
+                        on_change(ti["task_id"], ti["state"])
+            if run["state"] in TERMINAL_RUN_STATES:
+                return run
+            if time.monotonic() > deadline:
+                raise StackError(f"run {run_id} of {dag_id} still {run['state']} after "
+                                 f"{timeout:.0f} s")
+            time.sleep(1.0)

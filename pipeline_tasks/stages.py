@@ -1,0 +1,193 @@
+"""The pipeline's stages as one call each: what a DAG task (or a plain script) runs.
+
+A ``RunSpec`` holds everything a stage needs to know about the run: its identity (dag_id, run_id,
+data interval) and its trigger params. Each stage takes the spec and the small dicts returned by
+the stages before it, calls one library function, and returns that function's small result dict.
+The Airflow DAG, the end-to-end benchmark and the chain tests all go through these functions, so
+the scheduled pipeline and the in-process pipeline are the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from typing import Any
+
+from pipeline_tasks import storage
+from pipeline_tasks.config import PipelineConfig, code_version, dataset_name, load_config
+from pipeline_tasks.errors import ConfigError
+
+TASK_TYPES = ("auto", "classification", "regression")
+#: Trigger params that override fields of ``PipelineConfig`` for one run.
+CONFIG_PARAMS = ("min_baseline_lift", "min_champion_delta", "min_primary_metric",
+                 "search_time_budget_s", "holdout_fraction", "seed")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Identity and params of one pipeline run. Plain data: no Airflow objects."""
+
+    dag_id: str
+    run_id: str
+    interval_start: str
+    interval_end: str
+    logical_date: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    sql_url: str | None = None  # resolved from params["sql_conn_id"] by the caller
+
+    def param(self, name: str, default: Any = None) -> Any:
+        value = self.params.get(name)
+        return default if value is None or value == "" else value
+
+    @cached_property
+    def config(self) -> PipelineConfig:
+        return load_config(**{k: self.params.get(k) for k in CONFIG_PARAMS
+                              if self.params.get(k) not in (None, "")})
+
+    @property
+    def source(self) -> str:
+        return str(self.param("source", self.config.demo_source_uri))
+
+    @property
+    def target(self) -> str:
+        target = self.param("target")
+        if not target:
+            raise ConfigError("param 'target' is empty: name the label column")
+        return str(target)
+
+    @property
+    def task_type(self) -> str:
+        task_type = str(self.param("task_type", "auto"))
+        if task_type not in TASK_TYPES:
+            raise ConfigError(f"param 'task_type' must be one of {TASK_TYPES}, got {task_type!r}")
+        return task_type
+
+    @property
+    def dataset_name(self) -> str:
+        return dataset_name(self.source, self.target)
+
+    @property
+    def model_name(self) -> str:
+        return str(self.param("model_name", self.dataset_name))
+
+    @property
+    def run_key(self) -> str:
+        return storage.run_partition(self.dag_id, self.run_id, self.interval_end)
+
+    @property
+    def lineage(self) -> dict[str, str]:
+        """Tags that tie an MLflow run and a model version back to this Airflow run."""
+        return {
+            "airflow.dag_id": self.dag_id,
+            "airflow.run_id": self.run_id,
+            "airflow.logical_date": self.logical_date or "",
+            "airflow.data_interval_start": self.interval_start,
+            "airflow.data_interval_end": self.interval_end,
+            "source": self.source,
+            "code_version": code_version(),
+        }
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["sql_url"] = "***" if self.sql_url else None  # never log credentials
+        return data
+
+
+def ingest(run: RunSpec) -> dict:
+    from pipeline_tasks.ingest import ingest_interval
+
+    return ingest_interval(
+        run.source,
+        interval_start=run.interval_start,
+        interval_end=run.interval_end,
+        training_window_days=int(run.param("training_window_days", 28)),
+        config=run.config,
+        run_key=run.run_key,
+        time_column=run.param("time_column"),
+        sql_url=run.sql_url,
+    ).to_dict()
+
+
+def validate(run: RunSpec, ingested: dict) -> dict:
+    from pipeline_tasks.validate import validate_dataset
+
+    return validate_dataset(
+        ingested["uri"],
+        dataset_name=run.dataset_name,
+        target=run.target,
+        config=run.config,
+        run_key=run.run_key,
+    ).to_dict()
+
+
+def version(run: RunSpec, ingested: dict, validated: dict) -> dict:
+    from pipeline_tasks.versioning import snapshot_dataset
+
+    return snapshot_dataset(
+        ingested["uri"],
+        config=run.config,
+        run_key=run.run_key,
+        source=run.source,
+        interval={k: ingested[k] for k in ("window_start", "interval_start", "interval_end")},
+        validation=validated,
+        lineage=run.lineage,
+    ).to_dict()
+
+
+def train(run: RunSpec, ingested: dict, versioned: dict) -> dict:
+    from pipeline_tasks.train import train_model
+
+    return train_model(
+        versioned["data_uri"],
+        dataset_version=versioned["version_id"],
+        target=run.target,
+        model_name=run.model_name,
+        config=run.config,
+        run_key=run.run_key,
+        task_type=run.task_type,
+        time_column=ingested.get("time_column"),
+        run_search=bool(run.param("hyperparameter_search", False)),
+        lineage=run.lineage,
+    ).to_dict()
+
+
+def evaluate(run: RunSpec, trained: dict) -> dict:
+    from pipeline_tasks.evaluate import evaluate_candidate
+
+    return evaluate_candidate(
+        model_name=run.model_name,
+        candidate_model_uri=trained["model_uri"],
+        holdout_uri=trained["holdout_uri"],
+        target=run.target,
+        task_type=trained["task_type"],
+        primary_metric=trained["primary_metric"],
+        greater_is_better=trained["greater_is_better"],
+        config=run.config,
+        force_promote=bool(run.param("force_promote", False)),
+        force_reason=run.param("force_reason"),
+    ).to_dict()
+
+
+def register(run: RunSpec, trained: dict, decision: dict) -> dict:
+    from pipeline_tasks.registry import register_model
+
+    return register_model(
+        model_name=run.model_name,
+        run_id=trained["run_id"],
+        model_uri=trained["model_uri"],
+        decision=decision,
+        lineage={**run.lineage, "dataset_version": trained["dataset_version"]},
+        config=run.config,
+    ).to_dict()
+
+
+def run_all(run: RunSpec) -> dict[str, dict]:
+    """Every stage in order, in this process: the same calls the DAG makes, without Airflow."""
+    results: dict[str, dict] = {}
+    results["ingest"] = ingest(run)
+    results["validate"] = validate(run, results["ingest"])
+    results["version"] = version(run, results["ingest"], results["validate"])
+    results["train"] = train(run, results["ingest"], results["version"])
+    results["evaluate"] = evaluate(run, results["train"])
+    results["register"] = register(run, results["train"], results["evaluate"])
+    return results

@@ -1,0 +1,121 @@
+"""Storage through fsspec URIs, with atomic writes and run-derived paths.
+
+``file://`` is the embedded default; ``s3://`` or a shared volume work the same way. Every write
+goes to a temporary name beside the target and is then renamed, so a reader never sees half a
+file. Output paths come from the run (dag_id, data interval, run id), never from ``now()``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def url_to_fs(uri: str):
+    """Return ``(filesystem, path)`` for a URI or a plain local path."""
+    import fsspec
+
+    return fsspec.core.url_to_fs(uri)
+
+
+def join(base: str, *parts: str) -> str:
+    """Join URI parts with single slashes (keeps the scheme of ``base``)."""
+    out = base.rstrip("/")
+    for part in parts:
+        out += "/" + str(part).strip("/")
+    return out
+
+
+def local_path(uri: str) -> Path:
+    """The local path of a ``file://`` URI (or a plain path); errors for remote URIs."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return Path(parsed.path if parsed.scheme else uri)
+    raise ValueError(f"{uri} is not a local path")
+
+
+def is_local(uri: str) -> bool:
+    return urlparse(uri).scheme in ("", "file")
+
+
+def exists(uri: str) -> bool:
+    fs, path = url_to_fs(uri)
+    return fs.exists(path)
+
+
+def _tmp_name(path: str) -> str:
+    parent, _, name = path.rpartition("/")
+    return f"{parent}/.{name}.tmp-{uuid.uuid4().hex[:12]}"
+
+
+def atomic_write_bytes(uri: str, data: bytes) -> str:
+    """Write ``data`` to ``uri`` through a temporary name and a rename. Returns ``uri``."""
+    fs, path = url_to_fs(uri)
+    fs.makedirs(path.rpartition("/")[0], exist_ok=True)
+    tmp = _tmp_name(path)
+    try:
+        with fs.open(tmp, "wb") as handle:
+            handle.write(data)
+        fs.mv(tmp, path)
+    finally:
+        if fs.exists(tmp):
+            fs.rm(tmp)
+    return uri
+
+
+def atomic_write_json(uri: str, obj: Any) -> str:
+    return atomic_write_bytes(uri, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+
+def read_json(uri: str) -> Any:
+    fs, path = url_to_fs(uri)
+    with fs.open(path, "rb") as handle:
+        return json.loads(handle.read())
+
+
+def atomic_write_parquet(df: pd.DataFrame, uri: str) -> str:
+    """Write a DataFrame as one Parquet file, atomically."""
+    import io
+
+    buffer = io.BytesIO()
+    df.to_parquet(buffer, index=False, engine="pyarrow")
+    return atomic_write_bytes(uri, buffer.getvalue())
+
+
+def read_parquet(uri: str) -> pd.DataFrame:
+    import pandas as pd
+
+    fs, path = url_to_fs(uri)
+    with fs.open(path, "rb") as handle:
+        return pd.read_parquet(handle, engine="pyarrow")
+
+
+def copy(src_uri: str, dst_uri: str) -> str:
+    """Copy one file atomically (the destination appears whole or not at all)."""
+    fs, path = url_to_fs(src_uri)
+    with fs.open(path, "rb") as handle:
+        return atomic_write_bytes(dst_uri, handle.read())
+
+
+def _safe(value: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=-]+|\.\.+", "_", value).strip("_")
+
+
+def run_partition(dag_id: str, run_id: str, interval_end: str | None = None) -> str:
+    """The relative folder of one DAG run: stable across retries and re-runs of the same run.
+
+    ``run_id`` is deterministic for scheduled and backfill runs (it holds the logical date), so
+    a retry or a re-run of a backfill rewrites the same place instead of adding a new one.
+    """
+    parts = [_safe(dag_id)]
+    if interval_end:
+        parts.append("interval_end=" + _safe(interval_end[:10]))
+    parts.append("run_id=" + _safe(run_id))
+    return "/".join(parts)

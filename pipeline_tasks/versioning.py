@@ -1,0 +1,118 @@
+"""Version: a content-addressed, immutable snapshot of a validated dataset, with lineage.
+
+The version id is the sha256 of the data's content (column names, dtypes and every value, in
+order), not of the file's bytes, so the same data gives the same id whatever wrote the file.
+Layout under ``lake/snapshots/<version_id>/``:
+
+- ``data.parquet``: the rows;
+- ``manifest.json``: schema, rows, source, interval, validation result. Written last, so a
+  snapshot without a manifest is incomplete and is never returned;
+- ``lineage/<run>.json``: one record per run that produced this same content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from pipeline_tasks import storage
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from pipeline_tasks.config import PipelineConfig
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+DATA = "data.parquet"
+
+
+@dataclass(frozen=True)
+class DatasetVersion:
+    version_id: str
+    uri: str
+    data_uri: str
+    manifest_uri: str
+    rows: int
+    columns: list[str]
+    created: bool  # False when the same content was already snapshotted
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def content_hash(df: pd.DataFrame) -> str:
+    """sha256 over column names, dtypes and row values (index ignored)."""
+    import pandas as pd
+
+    digest = hashlib.sha256()
+    for name, dtype in df.dtypes.items():
+        digest.update(f"{name}\x1f{dtype}\x1e".encode())
+    digest.update(pd.util.hash_pandas_object(df, index=False).values.tobytes())
+    return digest.hexdigest()
+
+
+def snapshots_uri(config: PipelineConfig) -> str:
+    return storage.join(config.lake_uri, "snapshots")
+
+
+def snapshot_dataset(
+    data_uri: str,
+    *,
+    config: PipelineConfig,
+    run_key: str,
+    source: str,
+    interval: dict[str, Any],
+    validation: dict[str, Any],
+    lineage: dict[str, Any] | None = None,
+) -> DatasetVersion:
+    """Snapshot the validated data at ``data_uri``; reuse the existing snapshot of equal content."""
+    df = storage.read_parquet(data_uri)
+    version_id = content_hash(df)
+    root = storage.join(snapshots_uri(config), version_id)
+    data_out = storage.join(root, DATA)
+    manifest_uri = storage.join(root, MANIFEST)
+    created = not storage.exists(manifest_uri)
+    if created:
+        storage.atomic_write_parquet(df, data_out)
+        manifest = {
+            "version_id": version_id,
+            "hash": "sha256 of column names, dtypes and pandas row hashes",
+            "rows": len(df),
+            "schema": {str(c): str(t) for c, t in df.dtypes.items()},
+            "source": source,
+            "interval": interval,
+            "validation": validation,
+            "raw_uri": data_uri,
+            "first_run": run_key,
+            "lineage": lineage or {},
+        }
+        storage.atomic_write_json(manifest_uri, manifest)
+        log.info("new dataset version %s (%d rows)", version_id[:12], len(df))
+    else:
+        log.info("dataset version %s already exists; no second copy", version_id[:12])
+    record = {"run": run_key, "source": source, "interval": interval, "raw_uri": data_uri,
+              "lineage": lineage or {}, "validation_success": validation.get("success")}
+    storage.atomic_write_json(
+        storage.join(root, "lineage", run_key.replace("/", "__") + ".json"), record
+    )
+    return DatasetVersion(
+        version_id=version_id,
+        uri=root,
+        data_uri=data_out,
+        manifest_uri=manifest_uri,
+        rows=len(df),
+        columns=[str(c) for c in df.columns],
+        created=created,
+    )
+
+
+def load_manifest(version_id: str, config: PipelineConfig) -> dict[str, Any]:
+    """The manifest of a snapshot, or FileNotFoundError if the version does not exist."""
+    uri = storage.join(snapshots_uri(config), version_id, MANIFEST)
+    if not storage.exists(uri):
+        raise FileNotFoundError(f"dataset version {version_id} not found at {uri}")
+    return storage.read_json(uri)

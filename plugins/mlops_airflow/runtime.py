@@ -1,0 +1,79 @@
+"""What a DAG task needs from Airflow, as plain values for ``pipeline_tasks.stages``.
+
+- ``run_spec(context)``: the run's identity, data interval and trigger params as a ``RunSpec``,
+  with a SQL connection id resolved to a URL (at run time, never while parsing).
+- ``pipeline_task``: ``@task`` whose bad-input errors fail the task at once. Retrying a bad file
+  or a failed quality gate cannot help, so ``PipelineInputError`` becomes
+  ``AirflowFailException``; anything else (a flaky store, a lost worker) is retried.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import task
+from airflow.sdk.exceptions import AirflowFailException
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def run_spec(context: dict[str, Any]):
+    """Build the ``RunSpec`` of the running task's DAG run."""
+    from pipeline_tasks.stages import RunSpec
+
+    dag_run = context["dag_run"]
+    end = context.get("data_interval_end") or dag_run.run_after
+    start = context.get("data_interval_start") or (end - timedelta(days=1))
+    params = dict(context.get("params") or {})
+    sql_url = None
+    if params.get("sql_conn_id"):
+        from airflow.sdk import Connection
+
+        sql_url = sqlalchemy_url(Connection.get(params["sql_conn_id"]))
+    return RunSpec(
+        dag_id=dag_run.dag_id,
+        run_id=dag_run.run_id,
+        interval_start=_iso(start),
+        interval_end=_iso(end),
+        logical_date=_iso(context.get("logical_date")),
+        params=params,
+        sql_url=sql_url,
+    )
+
+
+#: Airflow connection types whose URI scheme SQLAlchemy names differently.
+SQLALCHEMY_SCHEMES = {"postgres": "postgresql", "mysql": "mysql+pymysql", "mssql": "mssql+pymssql"}
+
+
+def sqlalchemy_url(conn) -> str:
+    """A SQLAlchemy URL for an Airflow connection (``sqlalchemy_url`` in extras wins)."""
+    extra = conn.extra_dejson or {}
+    if extra.get("sqlalchemy_url"):
+        return extra["sqlalchemy_url"]
+    if conn.conn_type == "sqlite":
+        return f"sqlite:///{conn.host}"
+    uri = conn.get_uri()
+    scheme, _, rest = uri.partition("://")
+    return f"{SQLALCHEMY_SCHEMES.get(scheme, scheme)}://{rest}"
+
+
+def pipeline_task(func=None, **task_kwargs):
+    """``@task`` for a pipeline stage: input errors fail fast, other errors are retried."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            from pipeline_tasks.errors import PipelineInputError
+
+            try:
+                return fn(*args, **kwargs)
+            except PipelineInputError as exc:
+                raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+        return task(task_id=fn.__name__, **task_kwargs)(wrapper)
+
+    return decorate(func) if func is not None else decorate

@@ -1,0 +1,56 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pipeline_tasks.config import PipelineConfig, dataset_name, load_config
+from pipeline_tasks.errors import ConfigError
+
+
+def test_everything_lives_under_home(tmp_path):
+    config = load_config(home=str(tmp_path))
+    assert config.airflow_home == str(tmp_path / "airflow")
+    assert config.mlflow_tracking_uri == f"sqlite:///{tmp_path}/mlflow/mlflow.db"
+    assert config.mlflow_registry_uri == config.mlflow_tracking_uri
+    for uri in (config.lake_uri, config.reports_uri, config.landing_uri, config.suites_uri):
+        assert uri.startswith(tmp_path.as_uri())
+
+
+def test_env_overrides_and_explicit_uris_survive_home_change(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLOPS_SEED", "7")
+    monkeypatch.setenv("MLOPS_LAKE_URI", "s3://bucket/lake")
+    config = load_config(home=str(tmp_path))
+    assert config.seed == 7
+    assert config.lake_uri == "s3://bucket/lake"
+    assert config.reports_uri == (tmp_path / "reports").as_uri()
+
+
+def test_bad_values_name_the_field(monkeypatch):
+    monkeypatch.setenv("MLOPS_SEED", "seven")
+    with pytest.raises(ConfigError, match="'seed'"):
+        load_config()
+    monkeypatch.delenv("MLOPS_SEED")
+    with pytest.raises(ConfigError, match="holdout_fraction"):
+        load_config(holdout_fraction=1.5)
+    with pytest.raises(ConfigError, match="unknown configuration field.*nope"):
+        PipelineConfig().with_overrides(nope=1)
+
+
+def test_dataset_name_is_derived_from_source_and_target():
+    assert dataset_name("file:///x/landing/flights/", "is_late") == "flights_is_late"
+    assert dataset_name("/data/My Cars.csv", "mpg") == "my_cars_mpg"
+    assert dataset_name("s3://b/sales/*.parquet", "y") == "sales_y"
+    assert dataset_name("SELECT * FROM t", "y").startswith("sql_")
+
+
+def test_cli_prints_resolved_config_as_json(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "pipeline_tasks", "config"],
+        env={"MLOPS_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, check=True,
+    ).stdout
+    data = json.loads(out)
+    for key in ("airflow_home", "mlflow_tracking_uri", "lake_uri", "reports_uri"):
+        assert key in data
+    assert data["airflow_home"] == str(tmp_path / "airflow")

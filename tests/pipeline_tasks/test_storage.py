@@ -1,0 +1,31 @@
+import pandas as pd
+import pytest
+
+from pipeline_tasks import storage
+
+
+def test_atomic_write_leaves_no_temporary_files(tmp_path):
+    uri = (tmp_path / "a" / "b.json").as_uri()
+    storage.atomic_write_json(uri, {"x": 1})
+    assert storage.read_json(uri) == {"x": 1}
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["b.json"]
+
+
+def test_parquet_round_trip(tmp_path):
+    uri = (tmp_path / "p.parquet").as_uri()
+    df = pd.DataFrame({"a": [1, 2], "b": ["x", None]})
+    storage.atomic_write_parquet(df, uri)
+    pd.testing.assert_frame_equal(storage.read_parquet(uri), df)
+
+
+def test_read_missing_file_fails(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        storage.read_json((tmp_path / "missing.json").as_uri())
+
+
+def test_run_partition_is_stable_and_safe():
+    key = storage.run_partition("dag", "backfill__2013-02-01T00:00:00+00:00", "2013-02-02T00:00")
+    assert key == storage.run_partition("dag", "backfill__2013-02-01T00:00:00+00:00",
+                                        "2013-02-02T00:00")
+    assert key == "dag/interval_end=2013-02-02/run_id=backfill__2013-02-01T00_00_00_00_00"
+    assert ".." not in storage.run_partition("d", "../../etc")
