@@ -28,60 +28,111 @@ from airflow.sdk import CronDataIntervalTimetable, Param, dag
 from mlops_airflow.runtime import pipeline_task, run_spec
 
 from pipeline_tasks.config import load_config
+from pipeline_tasks.stages import DEFAULT_PARAMS as DEFAULTS
 
 CONFIG = load_config()  # stdlib only: paths and default thresholds, no I/O
 
 PARAMS = {
     "source": Param(
-        CONFIG.demo_source_uri, type="string", title="Source",
+        CONFIG.demo_source_uri,
+        type="string",
+        title="Source",
         description="URI of a CSV or Parquet file, a folder or glob of them (date-partitioned "
         "when file names carry YYYY-MM-DD), or a SQL query when 'SQL connection' is set. "
         "The default is the demo flights feed.",
     ),
     "sql_conn_id": Param(
-        "", type="string", title="SQL connection",
+        DEFAULTS["sql_conn_id"],
+        type="string",
+        title="SQL connection",
         description="Airflow connection id to run 'Source' against as a SQL query. The query may "
         "use :window_start, :interval_start and :interval_end. Leave empty for files.",
     ),
-    "target": Param("is_late", type="string", minLength=1, title="Target column",
-                    description="The label column to predict."),
-    "task_type": Param("auto", type="string", enum=["auto", "classification", "regression"],
-                       title="Task type",
-                       description="auto infers it from the target: few integer values or text "
-                       "means classification, otherwise regression."),
-    "time_column": Param("", type="string", title="Time column",
-                         description="Timestamp column for the time-aware split and the window "
-                         "filter. Empty: detected (a datetime column, or time_hour, timestamp...)."),
-    "training_window_days": Param(28, type="integer", minimum=0, maximum=3660,
-                                  title="Training window (days)",
-                                  description="Days of data before the interval's end to train "
-                                  "on (date-partitioned sources and SQL)."),
-    "model_name": Param("", type="string", title="Registered model name",
-                        description="Empty: derived from the source and target, e.g. "
-                        "flights_is_late."),
-    "min_baseline_lift": Param(CONFIG.min_baseline_lift, type="number", minimum=0,
-                               title="Minimum lift over the trivial baseline",
-                               description="Relative improvement of the primary metric over a "
-                               "majority-class / mean model that the candidate must reach."),
-    "min_champion_delta": Param(CONFIG.min_champion_delta, type="number",
-                                title="Minimum improvement over the champion",
-                                description="The candidate must beat the champion's primary "
-                                "metric by more than this (absolute; 0 means strictly better)."),
-    "min_primary_metric": Param(CONFIG.min_primary_metric, type=["null", "number"],
-                                title="Absolute primary-metric floor",
-                                description="Optional: a floor (ceiling for error metrics such "
-                                "as rmse) the candidate must meet."),
-    "hyperparameter_search": Param(False, type="boolean", title="Hyperparameter search",
-                                   description="Run a randomized search CV within the time "
-                                   "budget below."),
-    "search_time_budget_s": Param(CONFIG.search_time_budget_s, type="number", minimum=0,
-                                  title="Search time budget (s)",
-                                  description="Upper bound on the hyperparameter search time."),
-    "force_promote": Param(False, type="boolean", title="Force promotion",
-                           description="Promote even if the gate rejects the candidate. "
-                           "Recorded on the model version with the reason below."),
-    "force_reason": Param("", type="string", title="Reason for forcing",
-                          description="Required when 'Force promotion' is on."),
+    "target": Param(
+        DEFAULTS["target"],
+        type="string",
+        minLength=1,
+        title="Target column",
+        description="The label column to predict.",
+    ),
+    "task_type": Param(
+        DEFAULTS["task_type"],
+        type="string",
+        enum=["auto", "classification", "regression"],
+        title="Task type",
+        description="auto infers it from the target: few integer values or text "
+        "means classification, otherwise regression.",
+    ),
+    "time_column": Param(
+        DEFAULTS["time_column"],
+        type="string",
+        title="Time column",
+        description="Timestamp column for the time-aware split and the window "
+        "filter. Empty: detected (a datetime column, or time_hour, timestamp...).",
+    ),
+    "training_window_days": Param(
+        DEFAULTS["training_window_days"],
+        type="integer",
+        minimum=0,
+        maximum=3660,
+        title="Training window (days)",
+        description="Days of data before the interval's end to train "
+        "on (date-partitioned sources and SQL).",
+    ),
+    "model_name": Param(
+        DEFAULTS["model_name"],
+        type="string",
+        title="Registered model name",
+        description="Empty: derived from the source and target, e.g. flights_is_late.",
+    ),
+    "min_baseline_lift": Param(
+        CONFIG.min_baseline_lift,
+        type="number",
+        minimum=0,
+        title="Minimum lift over the trivial baseline",
+        description="Relative improvement of the primary metric over a "
+        "majority-class / mean model that the candidate must reach.",
+    ),
+    "min_champion_delta": Param(
+        CONFIG.min_champion_delta,
+        type="number",
+        title="Minimum improvement over the champion",
+        description="The candidate must beat the champion's primary "
+        "metric by more than this (absolute; 0 means strictly better).",
+    ),
+    "min_primary_metric": Param(
+        CONFIG.min_primary_metric,
+        type=["null", "number"],
+        title="Absolute primary-metric floor",
+        description="Optional: a floor (ceiling for error metrics such "
+        "as rmse) the candidate must meet.",
+    ),
+    "hyperparameter_search": Param(
+        DEFAULTS["hyperparameter_search"],
+        type="boolean",
+        title="Hyperparameter search",
+        description="Run a randomized search CV within the time budget below.",
+    ),
+    "search_time_budget_s": Param(
+        CONFIG.search_time_budget_s,
+        type="number",
+        minimum=0,
+        title="Search time budget (s)",
+        description="Upper bound on the hyperparameter search time.",
+    ),
+    "force_promote": Param(
+        DEFAULTS["force_promote"],
+        type="boolean",
+        title="Force promotion",
+        description="Promote even if the gate rejects the candidate. "
+        "Recorded on the model version with the reason below.",
+    ),
+    "force_reason": Param(
+        DEFAULTS["force_reason"],
+        type="string",
+        title="Reason for forcing",
+        description="Required when 'Force promotion' is on.",
+    ),
 }
 
 

@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 import time
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 from pipeline_tasks.config import load_config
 
@@ -32,7 +32,7 @@ def _cmd_land(args: argparse.Namespace) -> int:
     if args.first_day:
         result = land_flights_feed(config, args.first_day, args.last_day or args.first_day)
     else:
-        result = land_demo_data(config, datetime.now(timezone.utc).date())
+        result = land_demo_data(config, datetime.now(UTC).date())
     print(json.dumps(result.to_dict(), indent=2))
     return 0
 
@@ -51,7 +51,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
          f"UI; logs in {config.logs_dir}")
     try:
         stack.start()
-        today = datetime.now(timezone.utc).date()
+        today = datetime.now(UTC).date()
         _say(f"==> landing the demo flights feed in {config.demo_source_uri}")
         landed = land_demo_data(config, today)
         _say(f"    2013 and {landed.first_day} .. {landed.last_day}: "
@@ -59,7 +59,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         api = AirflowAPI(config.airflow_url)
         _say(f"==> waiting for the dag-processor to parse {DAG_ID}")
         api.wait_for_dag(DAG_ID)
-        logical = datetime.combine(today, datetime.min.time(), timezone.utc)
+        logical = datetime.combine(today, datetime.min.time(), UTC)
         run = api.trigger(DAG_ID, conf={}, logical_date=logical.isoformat())
         api.set_paused(DAG_ID, False)
         run_id = run["dag_run_id"]

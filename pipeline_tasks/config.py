@@ -188,7 +188,7 @@ def dataset_name(source: str, target: str) -> str:
     else:
         path = re.sub(r"[*?\[].*$", "", text.split("://", 1)[-1]).rstrip("/")
         stem = path.rsplit("/", 1)[-1] or "dataset"
-        stem = re.sub(r"(\.csv\.gz|\.csv|\.parquet|\.pq)$", "", stem, flags=re.I)
+        stem = re.sub(r"(\.csv\.gz|\.csv|\.parquet|\.pq)$", "", stem, flags=re.IGNORECASE)
     name = re.sub(r"[^A-Za-z0-9]+", "_", f"{stem}_{target}").strip("_").lower()
     return name or "dataset"
 

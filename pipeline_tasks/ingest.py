@@ -17,7 +17,7 @@ import io
 import logging
 import re
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from pipeline_tasks import storage
@@ -59,12 +59,12 @@ class IngestResult:
 def _as_utc(value: str | datetime) -> datetime:
     if isinstance(value, str):
         try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            value = datetime.fromisoformat(value)
         except ValueError as exc:
             raise ConfigError(f"not an ISO timestamp: {value!r}") from exc
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def training_window(
@@ -270,7 +270,7 @@ def ingest_interval(
                     f"(for example {undated[0]}); cannot tell which partitions to read"
                 )
             first_day, last_day = window_start.date(), end.date()
-            if end == datetime.combine(last_day, datetime.min.time(), timezone.utc):
+            if end == datetime.combine(last_day, datetime.min.time(), UTC):
                 last_day -= timedelta(days=1)  # an interval ending at midnight excludes that day
             files = [u for u in all_files if first_day <= dates[u] <= last_day]
             if not files:

@@ -21,7 +21,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
-from typing import Any
+from typing import Any, Self
 
 from pipeline_tasks.config import PipelineConfig
 
@@ -202,7 +202,7 @@ class Stack:
                 log.error("process %d did not stop", proc.pid)
         self.procs.clear()
 
-    def __enter__(self) -> Stack:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

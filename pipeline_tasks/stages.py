@@ -18,6 +18,19 @@ from pipeline_tasks.config import PipelineConfig, code_version, dataset_name, lo
 from pipeline_tasks.errors import ConfigError
 
 TASK_TYPES = ("auto", "classification", "regression")
+#: Defaults of the trigger params (the DAG's form shows these). ``source`` empty means the demo feed.
+DEFAULT_PARAMS: dict[str, Any] = {
+    "source": "",
+    "sql_conn_id": "",
+    "target": "is_late",
+    "task_type": "auto",
+    "time_column": "",
+    "training_window_days": 28,
+    "model_name": "",
+    "hyperparameter_search": False,
+    "force_promote": False,
+    "force_reason": "",
+}
 #: Trigger params that override fields of ``PipelineConfig`` for one run.
 CONFIG_PARAMS = ("min_baseline_lift", "min_champion_delta", "min_primary_metric",
                  "search_time_budget_s", "holdout_fraction", "seed")
@@ -36,8 +49,11 @@ class RunSpec:
     sql_url: str | None = None  # resolved from params["sql_conn_id"] by the caller
 
     def param(self, name: str, default: Any = None) -> Any:
+        """A trigger param; empty means the given default, else the DAG's default."""
         value = self.params.get(name)
-        return default if value is None or value == "" else value
+        if value is None or value == "":
+            value = DEFAULT_PARAMS.get(name) if default is None else default
+        return None if value == "" else value
 
     @cached_property
     def config(self) -> PipelineConfig:
@@ -57,7 +73,7 @@ class RunSpec:
 
     @property
     def task_type(self) -> str:
-        task_type = str(self.param("task_type", "auto"))
+        task_type = str(self.param("task_type"))
         if task_type not in TASK_TYPES:
             raise ConfigError(f"param 'task_type' must be one of {TASK_TYPES}, got {task_type!r}")
         return task_type
@@ -100,7 +116,7 @@ def ingest(run: RunSpec) -> dict:
         run.source,
         interval_start=run.interval_start,
         interval_end=run.interval_end,
-        training_window_days=int(run.param("training_window_days", 28)),
+        training_window_days=int(run.param("training_window_days")),
         config=run.config,
         run_key=run.run_key,
         time_column=run.param("time_column"),
@@ -146,7 +162,7 @@ def train(run: RunSpec, ingested: dict, versioned: dict) -> dict:
         run_key=run.run_key,
         task_type=run.task_type,
         time_column=ingested.get("time_column"),
-        run_search=bool(run.param("hyperparameter_search", False)),
+        run_search=bool(run.param("hyperparameter_search")),
         lineage=run.lineage,
     ).to_dict()
 
@@ -163,7 +179,7 @@ def evaluate(run: RunSpec, trained: dict) -> dict:
         primary_metric=trained["primary_metric"],
         greater_is_better=trained["greater_is_better"],
         config=run.config,
-        force_promote=bool(run.param("force_promote", False)),
+        force_promote=bool(run.param("force_promote")),
         force_reason=run.param("force_reason"),
     ).to_dict()
 

@@ -8,11 +8,14 @@ the same rows.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import math
+import os
 import time
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +42,7 @@ MAX_AUTO_CLASSES = 20
 # One-hot categories rarer than this (rows) are pooled into the "infrequent" bucket.
 MIN_CATEGORY_FREQUENCY = 5
 MAX_SEARCH_ITER = 20
+DEFAULT_TRAIN_THREADS = 1
 IMPORTANCE_ROWS = 2000
 IMPORTANCE_REPEATS = 3
 # skops refuses to load types it does not know; these two are what a fitted
@@ -56,6 +60,7 @@ SEARCH_SPACE: dict[str, list] = {
 }
 TUNED_PARAMS = [key.removeprefix("model__") for key in SEARCH_SPACE]
 _DEFAULT_MAX_ITER = 100
+_LEAF_COST_FACTOR = 1.1  # mean fit time over the max_leaf_nodes choices, relative to 31
 _MAX_PARAM_LENGTH = 6000  # MLflow's limit for a param value
 
 
@@ -140,23 +145,23 @@ def train_model(
                     f"of {target!r} ({labels.iloc[0]!r}); use more data or another split"
                 )
 
-    pipe = build_pipeline(X_train, resolved_task, config)
-    fit_started = time.perf_counter()
-    pipe.fit(X_train, y_train)
-    fit_seconds = time.perf_counter() - fit_started
-    log.info("fitted %s on %d rows x %d features in %.1f s", resolved_task, len(X_train),
-             X_train.shape[1], fit_seconds)
+    with limit_threads(config) as threads:
+        pipe = build_pipeline(X_train, resolved_task, config)
+        fit_started = time.perf_counter()
+        pipe.fit(X_train, y_train)
+        fit_seconds = time.perf_counter() - fit_started
+        log.info("fitted %s on %d rows x %d features in %.1f s (%s threads)", resolved_task,
+                 len(X_train), X_train.shape[1], fit_seconds, threads or "default")
 
-    search_info: dict[str, Any] = {"enabled": False}
-    if run_search:
-        pipe, search_info = _search(
-            pipe, X_train, y_train, resolved_task, metric, split_info["split"] == "time",
-            fit_seconds, config,
-        )
+        search_info: dict[str, Any] = {"enabled": False}
+        if run_search:
+            pipe, search_info = _search(
+                pipe, X_train, y_train, resolved_task, metric, split_info["split"] == "time",
+                fit_seconds, config,
+            )
+        metrics = score_model(pipe, X_holdout, y_holdout, resolved_task)
     model_params = pipe.named_steps["model"].get_params()
     best_params = {name: _jsonable(model_params[name]) for name in TUNED_PARAMS}
-
-    metrics = score_model(pipe, X_holdout, y_holdout, resolved_task)
     log.info("holdout %s = %.4f (%s)", metric, metrics[metric],
              ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
 
@@ -352,11 +357,11 @@ def _labelled_frame(
     if time_col is not None:
         if not pd.api.types.is_datetime64_any_dtype(frame[time_col]):
             try:
-                frame[time_col] = pd.to_datetime(frame[time_col], utc=True)
+                frame[time_col] = pd.to_datetime(frame[time_col], utc=True, format="ISO8601")
             except (TypeError, ValueError) as exc:
                 raise ConfigError(
                     f"time_column {time_col!r} ({frame[time_col].dtype}) cannot be read as "
-                    f"datetimes: {exc}"
+                    f"ISO 8601 datetimes: {exc}"
                 ) from exc
         no_time = frame[time_col].isna()
         if no_time.any():
@@ -487,16 +492,23 @@ def _search(pipe, X, y, task_type: str, metric: str, time_aware: bool, fit_secon
         cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=config.seed)
     else:
         cv = KFold(n_splits=folds, shuffle=True, random_state=config.seed)
-    # A candidate costs about `folds` fits on a fraction of the rows, scaled by its max_iter;
-    # count it as `folds` full fits at the average max_iter of the space (a safe overestimate).
-    iter_factor = sum(SEARCH_SPACE["model__max_iter"]) / len(SEARCH_SPACE["model__max_iter"])
-    iter_factor /= _DEFAULT_MAX_ITER
-    per_candidate = max(fit_seconds * iter_factor * folds, 1e-3)
-    remaining = config.search_time_budget_s - fit_seconds * iter_factor  # keep time for the refit
+    # Cost model from the one timed fit: a fit's time grows with its boosting iterations (and a
+    # little with the leaf count) and roughly with its rows. A candidate is `folds` fits at the
+    # space's average max_iter on the folds' average share of the rows (1/2 for TimeSeriesSplit,
+    # (k-1)/k for K-fold). Early stopping usually ends fits sooner, so this errs on the safe side.
+    iterations_done = max(int(getattr(pipe.named_steps["model"], "n_iter_", _DEFAULT_MAX_ITER)), 1)
+    mean_max_iter = sum(SEARCH_SPACE["model__max_iter"]) / len(SEARCH_SPACE["model__max_iter"])
+    row_share = 0.5 if time_aware else (folds - 1) / folds
+    per_fit = max(fit_seconds * mean_max_iter / iterations_done * _LEAF_COST_FACTOR * row_share,
+                  1e-3)
+    refit = fit_seconds * mean_max_iter / iterations_done * _LEAF_COST_FACTOR
+    per_candidate = per_fit * folds
+    remaining = config.search_time_budget_s - refit  # keep time for the final refit
     n_iter = max(1, min(MAX_SEARCH_ITER, int(remaining // per_candidate)))
     log.info(
-        "hyperparameter search: one fit took %.1f s, budget %.0f s -> %d candidates x %d folds "
-        "(%s)", fit_seconds, config.search_time_budget_s, n_iter, folds, type(cv).__name__,
+        "hyperparameter search: one fit took %.1f s (%d iterations), about %.1f s per candidate "
+        "fit; budget %.0f s -> %d candidates x %d folds (%s)", fit_seconds, iterations_done,
+        per_fit, config.search_time_budget_s, n_iter, folds, type(cv).__name__,
     )
     search = RandomizedSearchCV(
         pipe, SEARCH_SPACE, n_iter=n_iter, scoring=SKLEARN_SCORERS[metric], cv=cv,
@@ -532,7 +544,11 @@ def _log_run(*, pipe, snapshot, snapshot_uri, X_train, X_holdout, y_holdout, tas
 
     experiment_id = tracking.ensure_experiment(model_name, config)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{_safe_key(run_key)}",
-                          tags=tags) as run:
+                          tags=tags) as run, warnings.catch_warnings():
+        # Two known-noise warnings: MLflow registers its local dataset source twice, and it hints
+        # about integer columns, which stay integer on purpose (see normalize_features).
+        warnings.filterwarnings("ignore", message="The specified dataset source can be")
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
         mlflow.log_params(params)
         dataset = mlflow.data.from_pandas(
             snapshot, source=snapshot_uri, name=dataset_version, targets=target
@@ -556,7 +572,8 @@ def _log_run(*, pipe, snapshot, snapshot_uri, X_train, X_holdout, y_holdout, tas
                  model_info.model_uri)
         mlflow.log_metrics(metrics, model_id=model_info.model_id)
         mlflow.log_dict({"features": feature_columns}, "feature_columns.json")
-        _log_plots(pipe, X_holdout, y_holdout, task_type, metric, config)
+        with limit_threads(config):
+            _log_plots(pipe, X_holdout, y_holdout, task_type, metric, config)
         return run.info.run_id, experiment_id, model_info.model_uri
 
 
@@ -632,6 +649,29 @@ def _pinned_requirements() -> list[str]:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+@contextlib.contextmanager
+def limit_threads(config: PipelineConfig):
+    """Cap the OpenMP threads of the boosting code (``config.extra["train_threads"]``, default 1).
+
+    On a small machine shared with Airflow and parallel tasks, OpenMP's spinning threads make a
+    fit 5-100x slower when a core is busy; one thread per task is both fast and predictable.
+    An ``OMP_NUM_THREADS`` set by the user wins. Yields the limit in force (None: the default).
+    """
+    if os.environ.get("OMP_NUM_THREADS"):
+        yield None
+        return
+    from threadpoolctl import threadpool_limits
+
+    try:
+        threads = int(config.extra.get("train_threads", DEFAULT_TRAIN_THREADS))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"extra.train_threads must be an integer: {exc}") from exc
+    if threads < 1:
+        raise ConfigError(f"extra.train_threads must be >= 1, got {threads}")
+    with threadpool_limits(limits=threads, user_api="openmp"):
+        yield threads
 
 
 def _safe_key(value: str) -> str:

@@ -5,7 +5,11 @@ import pytest
 
 from pipeline_tasks.config import load_config
 from pipeline_tasks.demo_data import (
-    FEED_COLUMNS, flights_for_day, flights_year, land_flights_feed, source_day,
+    FEED_COLUMNS,
+    flights_for_day,
+    flights_year,
+    land_flights_feed,
+    source_day,
 )
 
 

@@ -1,0 +1,313 @@
+"""The evaluation gate: score the candidate, the trivial baseline and the champion on one holdout.
+
+The rule (thresholds come from the config, never from code):
+
+1. Absolute part, always applied. The candidate's primary metric must beat the trivial baseline
+   (class priors / the mean) by ``min_baseline_lift`` relative to the baseline's magnitude:
+   ``cand >= base + lift*|base|`` when greater is better, ``cand <= base - lift*|base|`` (that is
+   ``base*(1-lift)`` for a positive baseline) when lower is better. If ``min_primary_metric`` is
+   set, it is a floor (greater is better) or a ceiling (lower is better).
+2. Champion part, when a champion exists and can score the holdout. The candidate must be better
+   than the champion by at least ``min_champion_delta`` (``cand >= champ + delta``, or
+   ``cand <= champ - delta`` when lower is better); with a delta of 0 it must be strictly better,
+   so an equal model is not promoted and a worse model never is.
+
+If the champion cannot score the holdout (its input columns or task type no longer match), the
+reason says so and only the absolute part decides. The verdicts come from MLflow's
+``validate_evaluation_results`` with ``MetricThreshold``; the reason string restates them in words.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline_tasks import storage, tracking
+from pipeline_tasks.config import PipelineConfig
+from pipeline_tasks.errors import ConfigError
+from pipeline_tasks.metrics import TASK_TYPES, baseline_metrics, score_model
+
+log = logging.getLogger(__name__)
+
+CHAMPION_ALIAS = "champion"
+# MLflow's min_absolute_change must be positive; "strictly better" is "better by more than this".
+_STRICT_IMPROVEMENT = 1e-12
+RULE = (
+    "absolute: primary metric beats the trivial baseline by min_baseline_lift relative to |baseline|"
+    " and respects min_primary_metric (floor, or ceiling when lower is better); champion: better "
+    "than the champion by at least min_champion_delta, strictly better when it is 0"
+)
+
+
+@dataclass(frozen=True)
+class EvaluationDecision:
+    """The gate's verdict, with every number it was based on."""
+
+    blessed: bool
+    reason: str
+    primary_metric: str
+    greater_is_better: bool
+    candidate_metrics: dict[str, float]
+    baseline_metrics: dict[str, float]
+    champion_metrics: dict[str, float] | None
+    champion_version: str | None
+    deltas: dict[str, float]
+    thresholds: dict
+    forced: bool
+    force_reason: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+class _SchemaMismatch(Exception):
+    """A model cannot take the holdout as input (internal: becomes part of the reason)."""
+
+
+def evaluate_candidate(
+    *,
+    model_name: str,
+    candidate_model_uri: str,
+    holdout_uri: str,
+    target: str,
+    task_type: str,
+    primary_metric: str,
+    greater_is_better: bool,
+    config: PipelineConfig,
+    force_promote: bool = False,
+    force_reason: str | None = None,
+) -> EvaluationDecision:
+    """Decide whether the candidate may become champion.
+
+    Blessed iff (1) its primary metric beats the trivial baseline by ``min_baseline_lift``
+    relative to ``|baseline|`` and respects ``min_primary_metric`` (floor; ceiling when lower is
+    better), and (2) if a champion can score the holdout, it beats the champion by at least
+    ``min_champion_delta`` (strictly when that is 0): equal or worse models are never blessed.
+
+    ``force_promote`` blesses regardless of the gate; it needs a non-empty ``force_reason``, and
+    the decision records both the override and what the gate would have said.
+    """
+    if task_type not in TASK_TYPES:
+        raise ConfigError(f"task_type must be one of {', '.join(TASK_TYPES)}; got {task_type!r}")
+    if force_promote and not (force_reason or "").strip():
+        raise ConfigError("force_promote=True needs a non-empty force_reason (who/why)")
+    if not 0.0 <= config.min_baseline_lift <= 1.0:
+        raise ConfigError(f"min_baseline_lift must be in [0, 1], got {config.min_baseline_lift}")
+    if config.min_champion_delta < 0:
+        raise ConfigError(
+            f"min_champion_delta must be >= 0 (a worse model is never promoted), got "
+            f"{config.min_champion_delta}"
+        )
+    tracking.configure_mlflow(config)
+    import mlflow
+
+    from pipeline_tasks.train import limit_threads, normalize_target
+
+    holdout = storage.read_parquet(holdout_uri)
+    if target not in holdout.columns:
+        raise ConfigError(f"target column {target!r} is not in the holdout {holdout_uri}")
+    y = normalize_target(holdout[target], task_type)
+
+    candidate = mlflow.sklearn.load_model(candidate_model_uri)
+    with limit_threads(config):
+        try:
+            candidate_metrics = score_model(candidate, _model_input(candidate, holdout), y,
+                                            task_type)
+        except _SchemaMismatch as exc:
+            raise ConfigError(f"the candidate cannot score its own holdout: {exc}") from exc
+        if primary_metric not in candidate_metrics:
+            raise ConfigError(
+                f"primary metric {primary_metric!r} is not computed for this task "
+                f"(available: {', '.join(sorted(candidate_metrics))})"
+            )
+        base = baseline_metrics(y, task_type)
+        champion_version, champion_metrics, champion_note = _score_champion(
+            model_name, holdout, y, task_type, primary_metric
+        )
+
+    blessed, gate_reason = _gate(
+        metric=primary_metric,
+        greater_is_better=greater_is_better,
+        candidate=candidate_metrics,
+        baseline=base,
+        champion=champion_metrics,
+        champion_version=champion_version,
+        champion_note=champion_note,
+        config=config,
+    )
+    forced = bool(force_promote)
+    reason = gate_reason
+    if forced:
+        reason = (
+            f"blessed by override (force_promote): {force_reason.strip()}; "
+            f"the gate alone would have said: {gate_reason}"
+        )
+        blessed = True
+    log.info("evaluation of %s: %s", candidate_model_uri, reason)
+
+    deltas = {}
+    for name, value in candidate_metrics.items():
+        if name in base:
+            deltas[f"{name}_vs_baseline"] = value - base[name]
+        if champion_metrics and name in champion_metrics:
+            deltas[f"{name}_vs_champion"] = value - champion_metrics[name]
+    return EvaluationDecision(
+        blessed=blessed,
+        reason=reason,
+        primary_metric=primary_metric,
+        greater_is_better=greater_is_better,
+        candidate_metrics=candidate_metrics,
+        baseline_metrics=base,
+        champion_metrics=champion_metrics,
+        champion_version=champion_version,
+        deltas=deltas,
+        thresholds={
+            "min_baseline_lift": config.min_baseline_lift,
+            "min_primary_metric": config.min_primary_metric,
+            "min_champion_delta": config.min_champion_delta,
+            "rule": RULE,
+        },
+        forced=forced,
+        force_reason=force_reason.strip() if forced else None,
+    )
+
+
+def _model_input(model: Any, holdout):
+    """The holdout columns the model was fitted on, normalised as in training."""
+    from pipeline_tasks.train import normalize_features
+
+    expected = [str(c) for c in getattr(model, "feature_names_in_", [])]
+    if not expected:
+        raise _SchemaMismatch("the model does not record its input columns")
+    missing = [c for c in expected if c not in holdout.columns]
+    if missing:
+        raise _SchemaMismatch(f"holdout lacks its input column(s) {', '.join(missing)}")
+    return normalize_features(holdout[expected])
+
+
+def _score_champion(model_name: str, holdout, y, task_type: str, metric: str):
+    """``(version, metrics, note)``: metrics is None when there is no usable champion."""
+    import mlflow
+    from sklearn.base import is_classifier
+
+    from pipeline_tasks.registry import current_champion
+
+    version = current_champion(model_name)
+    if version is None:
+        return None, None, "no champion yet"
+    # Load the version number, not the alias: the alias may move while we score.
+    champion = mlflow.sklearn.load_model(f"models:/{model_name}/{version}")
+    if is_classifier(champion) != (task_type == "classification"):
+        kind = "classifier" if is_classifier(champion) else "regressor"
+        return version, None, (
+            f"champion v{version} is a {kind} and cannot score a {task_type} holdout"
+        )
+    try:
+        metrics = score_model(champion, _model_input(champion, holdout), y, task_type)
+    except _SchemaMismatch as exc:
+        return version, None, f"champion v{version} cannot score the holdout ({exc})"
+    except (ValueError, TypeError, KeyError) as exc:
+        # scikit-learn's way of saying the input no longer fits the fitted transformers.
+        log.warning("champion v%s failed on the holdout: %s", version, exc)
+        return version, None, f"champion v{version} cannot score the holdout ({exc})"
+    if metric not in metrics:
+        return version, None, f"champion v{version} has no {metric} on this holdout"
+    return version, metrics, None
+
+
+def _fmt(value: float, signed: bool = False) -> str:
+    sign = "+" if signed else ""
+    return f"{value:{sign}.2f}" if abs(value) >= 100 else f"{value:{sign}.4f}"
+
+
+def _passes(metric: str, threshold, candidate: dict, baseline: dict | None) -> bool:
+    """MLflow's verdict for one ``MetricThreshold``."""
+    import mlflow
+    from mlflow.models import EvaluationResult
+    from mlflow.models.evaluation.validation import ModelValidationFailedException
+
+    try:
+        mlflow.validate_evaluation_results(
+            {metric: threshold},
+            EvaluationResult(metrics=candidate, artifacts={}, run_id=""),
+            EvaluationResult(metrics=baseline, artifacts={}, run_id="") if baseline else None,
+        )
+    except ModelValidationFailedException as exc:
+        log.info("gate check failed: %s", exc.message)
+        return False
+    return True
+
+
+def _gate(*, metric, greater_is_better, candidate, baseline, champion, champion_version,
+          champion_note, config: PipelineConfig) -> tuple[bool, str]:
+    from mlflow.models import MetricThreshold
+
+    value = candidate[metric]
+    base = baseline.get(metric)
+    if not math.isfinite(value):
+        return False, f"rejected: candidate {metric} is {value}"
+    if base is None or not math.isfinite(base):
+        return False, f"rejected: the trivial baseline has no finite {metric} ({base})"
+    better = ">=" if greater_is_better else "<="
+    lift = float(config.min_baseline_lift)
+    need = base + lift * abs(base) if greater_is_better else base - lift * abs(base)
+
+    failures, passes = [], []
+    lift_ok = _passes(
+        metric,
+        MetricThreshold(min_relative_change=lift, greater_is_better=greater_is_better),
+        {metric: value},
+        {metric: base},
+    )
+    if lift_ok:
+        passes.append(f"{metric} {_fmt(value)} beats the trivial baseline {_fmt(base)} by "
+                      f">={lift:.0%} (needs {better} {_fmt(need)})")
+    else:
+        failures.append(f"{metric} {_fmt(value)} does not beat the trivial baseline {_fmt(base)} "
+                        f"by {lift:.0%} (needs {better} {_fmt(need)})")
+
+    floor = config.min_primary_metric
+    if floor is not None:
+        floor_ok = _passes(
+            metric,
+            MetricThreshold(threshold=float(floor), greater_is_better=greater_is_better),
+            {metric: value},
+            None,
+        )
+        bound = "floor" if greater_is_better else "ceiling"
+        if not floor_ok:
+            side = "below" if greater_is_better else "above"
+            failures.append(f"{metric} {_fmt(value)} is {side} the {bound} "
+                            f"min_primary_metric={floor}")
+        else:
+            passes.append(f"meets the {bound} {floor}")
+
+    delta = float(config.min_champion_delta)
+    if champion is not None:
+        champ = champion[metric]
+        gain = value - champ if greater_is_better else champ - value
+        champ_ok = _passes(
+            metric,
+            MetricThreshold(min_absolute_change=delta if delta > 0 else _STRICT_IMPROVEMENT,
+                            greater_is_better=greater_is_better),
+            {metric: value},
+            {metric: champ},
+        )
+        needs = f"needs an improvement >= {delta}" if delta > 0 else "needs a strict improvement"
+        if champ_ok:
+            passes.append(f"beats champion v{champion_version} ({_fmt(champ)}) by {_fmt(gain)}")
+        else:
+            failures.append(
+                f"{metric} {_fmt(value)} is not better than champion v{champion_version} "
+                f"{_fmt(champ)} (improvement {_fmt(gain, signed=True)}; {needs})"
+            )
+    note = f"; {champion_note}" if champion_note else ""
+    if champion is None and champion_version is not None:
+        note += ", so only the absolute thresholds applied"
+    if failures:
+        return False, "rejected: " + "; ".join(failures) + note
+    return True, "blessed: " + " and ".join(passes) + note

@@ -1,0 +1,241 @@
+"""Model registry: one version per training run, aliases ``challenger`` / ``champion`` (no stages).
+
+``challenger`` always moves to the newest registered version. ``champion`` moves only for a
+blessed decision, and only by compare-and-set: under a file lock the current champion is read
+again, and the alias moves only if it is still the version the decision was evaluated against.
+Otherwise the comparison is stale and the version stays a challenger until it is re-evaluated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline_tasks import tracking
+from pipeline_tasks.config import PipelineConfig
+from pipeline_tasks.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+LOCK_TIMEOUT_S = 120.0
+CREATE_ATTEMPTS = 4
+CREATE_BACKOFF_S = 0.5
+_TAG_VALUE_LIMIT = 5000
+# What SqlAlchemyStore raises after its own retries when two writers pick the same version number.
+_VERSION_COLLISION = "Model Version creation error"
+_REQUIRED_DECISION_KEYS = ("blessed", "reason", "primary_metric", "candidate_metrics")
+
+
+@dataclass(frozen=True)
+class RegistrationResult:
+    """The registered version and what happened to the aliases."""
+
+    model_name: str
+    version: str
+    run_id: str
+    promoted: bool
+    reason: str
+    champion_version: str | None
+    previous_champion: str | None
+    aliases: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def current_champion(model_name: str, client=None) -> str | None:
+    """The version number the ``champion`` alias points to, or None (no alias, or no model)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+    from mlflow.tracking import MlflowClient
+
+    client = client or MlflowClient()
+    try:
+        model = client.get_registered_model(model_name)
+    except MlflowException as exc:
+        if exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            return None
+        raise
+    version = model.aliases.get(CHAMPION)
+    return None if version is None else str(version)
+
+
+def register_model(
+    *,
+    model_name: str,
+    run_id: str,
+    model_uri: str,
+    decision: dict,
+    lineage: dict[str, str],
+    config: PipelineConfig,
+) -> RegistrationResult:
+    """Register the run's model (once per run), move ``challenger``, and maybe ``champion``.
+
+    ``decision`` is ``EvaluationDecision.to_dict()``. Calling again for the same ``run_id``
+    reuses its version, so a retried task never makes a second one.
+    """
+    missing = [key for key in _REQUIRED_DECISION_KEYS if key not in decision]
+    if missing:
+        raise ConfigError(f"decision lacks {', '.join(missing)}: pass EvaluationDecision.to_dict()")
+    if not model_name or not run_id or not model_uri:
+        raise ConfigError("model_name, run_id and model_uri are all required")
+    tracking.configure_mlflow(config)
+    from filelock import FileLock
+    from mlflow.tracking import MlflowClient
+
+    locks = Path(config.locks_dir)
+    locks.mkdir(parents=True, exist_ok=True)
+    lock_path = locks / f"{_safe(model_name)}.registry.lock"
+    client = MlflowClient()
+    with FileLock(str(lock_path), timeout=LOCK_TIMEOUT_S):
+        _ensure_registered_model(client, model_name)
+        tags = _version_tags(run_id, decision, lineage)
+        version = _find_or_create_version(client, model_name, run_id, model_uri, tags, decision,
+                                          lineage)
+        previous = current_champion(model_name, client)
+        client.set_registered_model_alias(model_name, CHALLENGER, version)
+
+        expected = decision.get("champion_version")
+        expected = None if expected is None else str(expected)
+        promoted = False
+        if not decision["blessed"]:
+            reason = f"not promoted: {decision['reason']}"
+        elif previous == version:
+            promoted = True
+            reason = f"v{version} is already champion (repeated registration)"
+        elif previous != expected:
+            was = f"v{expected}" if expected else "no champion"
+            now = f"v{previous}" if previous else "no champion"
+            reason = (f"not promoted: champion moved from {was} to {now} while this run was "
+                      "evaluated; re-evaluate")
+        else:
+            client.set_registered_model_alias(model_name, CHAMPION, version)
+            promoted = True
+            forced = " (forced)" if decision.get("forced") else ""
+            reason = f"promoted{forced} from {f'v{previous}' if previous else 'no champion'}: " \
+                     f"{decision['reason']}"
+            if previous:
+                client.set_model_version_tag(model_name, previous, "replaced_by", version)
+                client.set_model_version_tag(model_name, previous, "promotion_status",
+                                             "former_champion")
+        if not (previous == version and promoted):
+            for key, value in {
+                "promotion_status": CHAMPION if promoted else CHALLENGER,
+                "promotion_reason": reason,
+                "promoted_from": (previous or "none") if promoted else "",
+            }.items():
+                client.set_model_version_tag(model_name, version, key, _clip(value))
+        champion_after = current_champion(model_name, client)
+        aliases = sorted(client.get_model_version(model_name, version).aliases)
+    log.info("registered %s v%s (run %s): %s", model_name, version, run_id, reason)
+    return RegistrationResult(
+        model_name=model_name,
+        version=version,
+        run_id=run_id,
+        promoted=promoted,
+        reason=reason,
+        champion_version=champion_after,
+        previous_champion=previous,
+        aliases=aliases,
+    )
+
+
+def _ensure_registered_model(client, model_name: str) -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import (
+        RESOURCE_ALREADY_EXISTS,
+        RESOURCE_DOES_NOT_EXIST,
+        ErrorCode,
+    )
+
+    try:
+        client.get_registered_model(model_name)
+        return
+    except MlflowException as exc:
+        if exc.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            raise
+    try:
+        client.create_registered_model(
+            model_name, description=f"{model_name}: versions registered by the MLOps pipeline"
+        )
+    except MlflowException as exc:  # another machine created it between our read and write
+        if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+            raise
+
+
+def _version_for_run(client, model_name: str, run_id: str) -> str | None:
+    if "'" in run_id or "'" in model_name:
+        raise ConfigError("model_name and run_id must not contain quotes")
+    found = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
+    versions = sorted(int(mv.version) for mv in found)
+    return str(versions[0]) if versions else None
+
+
+def _find_or_create_version(client, model_name, run_id, model_uri, tags, decision,
+                            lineage) -> str:
+    from mlflow.exceptions import MlflowException
+
+    existing = _version_for_run(client, model_name, run_id)
+    if existing is not None:
+        log.info("run %s is already registered as %s v%s: reusing it", run_id, model_name,
+                 existing)
+        for key, value in tags.items():  # a retry may carry a fresher decision
+            client.set_model_version_tag(model_name, existing, key, value)
+        return existing
+    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+    description = (
+        f"Trained by run {run_id} on dataset {lineage.get('dataset_version', '?')}. "
+        f"Evaluation: {decision['reason']}"
+    )
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            created = client.create_model_version(
+                name=model_name, source=model_uri, run_id=run_id, tags=tags,
+                description=_clip(description), model_id=model_id,
+            )
+            log.info("created %s v%s from %s", model_name, created.version, model_uri)
+            return str(created.version)
+        except MlflowException as exc:
+            if _VERSION_COLLISION not in exc.message or attempt == CREATE_ATTEMPTS - 1:
+                raise
+            wait = CREATE_BACKOFF_S * 2**attempt
+            log.warning("model version number collision for %s (attempt %d); retrying in "
+                        "%.1f s", model_name, attempt + 1, wait)
+            time.sleep(wait)
+            existing = _version_for_run(client, model_name, run_id)
+            if existing is not None:
+                return existing
+    raise AssertionError("unreachable")
+
+
+def _version_tags(run_id: str, decision: dict, lineage: dict[str, str]) -> dict[str, str]:
+    metric = decision["primary_metric"]
+    value = decision["candidate_metrics"].get(metric)
+    tags = {str(k): _clip(str(v)) for k, v in (lineage or {}).items()}
+    tags.update({
+        "run_id": run_id,
+        "blessed": str(bool(decision["blessed"])).lower(),
+        "evaluation_reason": _clip(str(decision["reason"])),
+        "primary_metric": str(metric),
+        "primary_metric_value": "" if value is None else repr(float(value)),
+        "evaluated_against_champion": str(decision.get("champion_version") or "none"),
+        "forced": str(bool(decision.get("forced"))).lower(),
+    })
+    if decision.get("forced"):
+        tags["force_reason"] = _clip(str(decision.get("force_reason") or ""))
+    return tags
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _TAG_VALUE_LIMIT else text[: _TAG_VALUE_LIMIT - 3] + "..."
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", name).strip("_") or "model"

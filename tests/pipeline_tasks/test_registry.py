@@ -1,0 +1,144 @@
+"""register_model: one version per run, challenger always, champion by compare-and-set."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from pipeline_tasks.config import load_config
+from pipeline_tasks.errors import ConfigError
+from pipeline_tasks.evaluate import EvaluationDecision
+from pipeline_tasks.registry import current_champion, register_model
+from pipeline_tasks.train import train_model
+
+LINEAGE = {"airflow.dag_id": "ml_training_pipeline", "airflow.run_id": "manual__1",
+           "dataset_version": "sha-registry", "code_version": "abc1234"}
+
+
+@pytest.fixture(scope="module")
+def registry_config(tmp_path_factory):
+    return load_config(home=str(tmp_path_factory.mktemp("registry-home")))
+
+
+@pytest.fixture(scope="module")
+def runs(flights_frame, write_snapshot, registry_config):
+    """Four training runs (same data, distinct MLflow runs) to register."""
+    uri = write_snapshot(flights_frame.head(1500), "registry-flights")
+    return [
+        train_model(uri, dataset_version="sha-registry", target="is_late",
+                    model_name="flights_registry", config=registry_config, run_key=f"reg-{i}")
+        for i in range(4)
+    ]
+
+
+def _decision(blessed: bool, champion_version: str | None, *, forced: bool = False) -> dict:
+    verdict = "blessed: roc_auc fine" if blessed else "rejected: roc_auc 0.5 vs baseline 0.5"
+    return EvaluationDecision(
+        blessed=blessed, reason=verdict, primary_metric="roc_auc", greater_is_better=True,
+        candidate_metrics={"roc_auc": 0.8}, baseline_metrics={"roc_auc": 0.5},
+        champion_metrics=None, champion_version=champion_version, deltas={},
+        thresholds={}, forced=forced, force_reason="manual" if forced else None,
+    ).to_dict()
+
+
+def _register(name, run, decision, config):
+    return register_model(model_name=name, run_id=run.run_id, model_uri=run.model_uri,
+                          decision=decision, lineage=LINEAGE, config=config)
+
+
+def test_first_blessed_version_becomes_champion_and_challenger(runs, registry_config):
+    from mlflow.tracking import MlflowClient
+
+    result = _register("first_model", runs[0], _decision(True, None), registry_config)
+    assert (result.version, result.promoted) == ("1", True)
+    assert result.aliases == ["challenger", "champion"]
+    assert result.champion_version == "1" and result.previous_champion is None
+    assert result.reason.startswith("promoted from no champion: blessed")
+    assert result.to_dict()["version"] == "1"
+
+    version = MlflowClient().get_model_version("first_model", "1")
+    assert version.run_id == runs[0].run_id
+    for key, value in LINEAGE.items():
+        assert version.tags[key] == value
+    assert version.tags["blessed"] == "true"
+    assert version.tags["primary_metric"] == "roc_auc"
+    assert version.tags["primary_metric_value"] == "0.8"
+    assert version.tags["promotion_status"] == "champion"
+    assert version.tags["promoted_from"] == "none"
+    assert runs[0].run_id in version.description
+
+    import mlflow
+
+    model = mlflow.sklearn.load_model("models:/first_model@champion")
+    assert hasattr(model, "predict_proba")
+
+
+def test_rejected_version_gets_challenger_only(runs, registry_config):
+    from mlflow.tracking import MlflowClient
+
+    _register("rejected_model", runs[0], _decision(True, None), registry_config)
+    result = _register("rejected_model", runs[1], _decision(False, "1"), registry_config)
+    assert (result.version, result.promoted) == ("2", False)
+    assert result.aliases == ["challenger"]
+    assert result.champion_version == "1" == result.previous_champion
+    assert result.reason.startswith("not promoted: rejected")
+    tags = MlflowClient().get_model_version("rejected_model", "2").tags
+    assert tags["blessed"] == "false" and tags["promotion_status"] == "challenger"
+    assert MlflowClient().get_model_version("rejected_model", "1").aliases == ["champion"]
+
+
+def test_registering_the_same_run_again_reuses_its_version(runs, registry_config):
+    from mlflow.tracking import MlflowClient
+
+    first = _register("retry_model", runs[0], _decision(True, None), registry_config)
+    again = _register("retry_model", runs[0], _decision(True, None), registry_config)
+    assert again.version == first.version == "1"
+    assert again.promoted is True and "already champion" in again.reason
+    assert len(MlflowClient().search_model_versions("name = 'retry_model'")) == 1
+
+
+def test_stale_decision_is_not_promoted(runs, registry_config):
+    from mlflow.tracking import MlflowClient
+
+    name = "cas_model"
+    _register(name, runs[0], _decision(True, None), registry_config)  # v1 champion
+    # evaluated when there was no champion, but v1 became champion meanwhile
+    stale = _register(name, runs[1], _decision(True, None), registry_config)
+    assert stale.promoted is False
+    assert stale.reason == ("not promoted: champion moved from no champion to v1 while this run "
+                            "was evaluated; re-evaluate")
+    assert stale.champion_version == "1" and stale.aliases == ["challenger"]
+    # evaluated against v1, which is still champion: promoted, and v1 records its successor
+    fresh = _register(name, runs[2], _decision(True, "1", forced=True), registry_config)
+    assert fresh.promoted is True and fresh.version == "3"
+    assert fresh.previous_champion == "1" and fresh.champion_version == "3"
+    assert fresh.reason.startswith("promoted (forced) from v1")
+    client = MlflowClient()
+    assert client.get_model_version(name, "1").tags["replaced_by"] == "3"
+    assert client.get_model_version(name, "1").tags["promotion_status"] == "former_champion"
+    assert client.get_model_version(name, "3").tags["promoted_from"] == "1"
+    assert client.get_model_version(name, "3").tags["force_reason"] == "manual"
+    assert current_champion(name) == "3"
+    # a decision against v1 now is stale too
+    late = _register(name, runs[3], _decision(True, "1"), registry_config)
+    assert late.promoted is False and "champion moved from v1 to v3" in late.reason
+
+
+def test_concurrent_promotions_only_one_wins(runs, registry_config):
+    name = "race_model"
+    _register(name, runs[0], _decision(True, None), registry_config)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(_register, name, run, _decision(True, "1"), registry_config)
+                   for run in runs[1:3]]
+        results = [future.result() for future in futures]  # re-raises a thread's error
+    assert sorted(r.promoted for r in results) == [False, True]
+    winner = next(r for r in results if r.promoted)
+    assert current_champion(name) == winner.version
+    assert sorted(r.version for r in results) == ["2", "3"]
+
+
+def test_incomplete_decision_is_refused(runs, registry_config):
+    with pytest.raises(ConfigError, match="decision lacks blessed"):
+        _register("bad_model", runs[0], {"reason": "x", "primary_metric": "roc_auc",
+                                         "candidate_metrics": {}}, registry_config)
