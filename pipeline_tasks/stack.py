@@ -39,9 +39,30 @@ def venv_bin() -> Path:
     return Path(sys.executable).parent
 
 
+def _local_secret(config: PipelineConfig, name: str) -> str:
+    """A random secret kept in the Airflow home (mode 600), made once per ``$MLOPS_HOME``.
+
+    Components started separately must share the JWT secret, or the scheduler's workers are
+    refused by the API server ("Invalid auth token"). Nothing secret is stored in the repo.
+    """
+    import secrets
+
+    path = Path(config.airflow_home) / f".{name}"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(64))
+        tmp.replace(path)
+    return path.read_text().strip()
+
+
 def stack_env(config: PipelineConfig, extra: dict[str, str] | None = None) -> dict[str, str]:
     """Environment of every process of the stack."""
     env = dict(os.environ)
+    env.setdefault("AIRFLOW__API_AUTH__JWT_SECRET", _local_secret(config, "jwt_secret"))
+    env.setdefault("AIRFLOW__API__SECRET_KEY", _local_secret(config, "api_secret_key"))
     env.update({
         "MLOPS_HOME": config.home,
         "AIRFLOW_HOME": config.airflow_home,

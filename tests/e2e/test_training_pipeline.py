@@ -74,9 +74,9 @@ def test_flights_pipeline_registers_a_champion(pipeline, landed, client):
     # the registry: one version, champion and challenger, with lineage
     [mv] = versions(client, MODEL)
     registered = pipeline.xcom(run, "register")
-    assert registered["version"] == mv.version and registered["promoted"]
+    assert registered["version"] == str(mv.version) and registered["promoted"]
     model = client.get_registered_model(MODEL)
-    assert model.aliases == {"champion": mv.version, "challenger": mv.version}
+    assert model.aliases == {"champion": str(mv.version), "challenger": str(mv.version)}
     assert mv.tags["airflow.dag_id"] == "ml_training_pipeline"
     assert mv.tags["airflow.run_id"] == run["run_id"]
     assert mv.tags["dataset_version"] == versioned["version_id"]
