@@ -352,8 +352,7 @@ class AirflowAPI:
                         f"{try_number}?full_content=true")
         content = data.get("content", "")
         if isinstance(content, list):
-            return "\n".join(str(c.get("event", c)) if isinstance(c, dict) else str(c)
-                             for c in content)
+            return "\n".join(_log_line(c) for c in content)
         return str(content)
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 900.0,
@@ -375,3 +374,14 @@ class AirflowAPI:
                 raise StackError(f"run {run_id} of {dag_id} still {run['state']} after "
                                  f"{timeout:.0f} s")
             time.sleep(1.0)
+
+
+def _log_line(entry) -> str:
+    """One structured Airflow log entry as text: its event, then any exception it carries."""
+    if not isinstance(entry, dict):
+        return str(entry)
+    line = str(entry.get("event", ""))
+    for err in entry.get("error_detail") or []:
+        if isinstance(err, dict):
+            line += f"\n{err.get('exc_type', '')}: {err.get('exc_value', '')}"
+    return line

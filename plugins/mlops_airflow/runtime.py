@@ -10,11 +10,14 @@
 from __future__ import annotations
 
 import functools
+import logging
 from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import task
 from airflow.sdk.exceptions import AirflowFailException
+
+log = logging.getLogger(__name__)
 
 
 def _iso(value: Any) -> str | None:
@@ -72,7 +75,9 @@ def pipeline_task(func=None, **task_kwargs):
             try:
                 return fn(*args, **kwargs)
             except PipelineInputError as exc:
-                raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+                summary = f"{type(exc).__name__}: {exc}"
+                log.error("%s failed on bad input, not retried. %s", fn.__name__, summary)
+                raise AirflowFailException(summary) from exc
 
         return task(task_id=fn.__name__, **task_kwargs)(wrapper)
 
