@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from pipeline_tasks.config import load_config
 
@@ -47,6 +48,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     config = load_config()
     stack = Stack(config)
+    _stop_on_signals()
     _say(f"==> starting Airflow (api-server, scheduler, dag-processor, triggerer) and the MLflow "
          f"UI; logs in {config.logs_dir}")
     try:
@@ -59,11 +61,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         api = AirflowAPI(config.airflow_url)
         _say(f"==> waiting for the dag-processor to parse {DAG_ID}")
         api.wait_for_dag(DAG_ID)
-        logical = datetime.combine(today, datetime.min.time(), UTC)
-        run = api.trigger(DAG_ID, conf={}, logical_date=logical.isoformat())
+        # The latest complete nightly interval, with the logical date the scheduler gives it:
+        # unpausing then does not schedule a second run of the same interval.
+        end = datetime.combine(today, datetime.min.time(), UTC)
+        start = end - timedelta(days=1)
+        run = api.run_at(DAG_ID, start)
+        if run is None:
+            run = api.trigger_interval(DAG_ID, start, end)
+            verb = "triggered"
+        else:
+            verb = "found the existing run"
         api.set_paused(DAG_ID, False)
         run_id = run["dag_run_id"]
-        _say(f"==> triggered {run_id} (data interval {run['data_interval_start']} .. "
+        _say(f"==> {verb} {run_id} (data interval {run['data_interval_start']} .. "
              f"{run['data_interval_end']}) and unpaused the nightly schedule")
         started = datetime.now()
 
@@ -86,6 +96,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         return 0
     finally:
         stack.stop()
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C, a closed terminal or a plain ``kill`` all end the demo through its cleanup.
+
+    SIGINT is set explicitly: a shell starts background jobs with it ignored, and Python then
+    keeps it ignored.
+    """
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, interrupt)
 
 
 def _summary(api, config, run_id: str, state: str) -> None:

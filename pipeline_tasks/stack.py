@@ -19,6 +19,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from string import Template
 from typing import Any, Self
@@ -326,12 +327,30 @@ class AirflowAPI:
     def set_paused(self, dag_id: str, paused: bool) -> None:
         self.patch(f"/api/v2/dags/{dag_id}", {"is_paused": paused})
 
-    def trigger(self, dag_id: str, conf: dict | None = None, logical_date: str | None = None,
-                run_id: str | None = None) -> dict:
-        body: dict[str, Any] = {"conf": conf or {}, "logical_date": logical_date}
+    def trigger_interval(self, dag_id: str, start: datetime, end: datetime,
+                         logical_date: datetime | None = None, conf: dict | None = None,
+                         run_id: str | None = None) -> dict:
+        """Trigger a run for the data interval ``[start, end)``, stated explicitly.
+
+        ``logical_date`` defaults to ``start``, the logical date the scheduler gives the run of
+        that interval; the scheduler then sees the run exists and does not make a second one.
+        """
+        body: dict[str, Any] = {
+            "logical_date": (logical_date or start).isoformat(),
+            "data_interval_start": start.isoformat(),
+            "data_interval_end": end.isoformat(),
+            "conf": conf or {},
+        }
         if run_id:
             body["dag_run_id"] = run_id
         return self.post(f"/api/v2/dags/{dag_id}/dagRuns", body)
+
+    def run_at(self, dag_id: str, logical_date: datetime) -> dict | None:
+        """The run with this logical date, if there is one."""
+        stamp = urllib.parse.quote(logical_date.isoformat(), safe="")
+        runs = self.get(f"/api/v2/dags/{dag_id}/dagRuns?logical_date_gte={stamp}"
+                        f"&logical_date_lte={stamp}")["dag_runs"]
+        return runs[0] if runs else None
 
     def run(self, dag_id: str, run_id: str) -> dict:
         return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}")

@@ -38,15 +38,12 @@ class Pipeline:
         """Run the DAG for the data interval [day, day + 1) and wait for it to end."""
         self.counter += 1
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        body = {
-            "dag_run_id": f"test_{self.counter:02d}_{day.isoformat()}",
+        run = self.api.trigger_interval(
+            DAG_ID, start, start + timedelta(days=1),
             # logical dates are unique per DAG; a second run of the same interval sits a second later
-            "logical_date": (start + timedelta(seconds=self.counter)).isoformat(),
-            "data_interval_start": start.isoformat(),
-            "data_interval_end": (start + timedelta(days=1)).isoformat(),
-            "conf": conf or {},
-        }
-        run = self.api.post(f"/api/v2/dags/{DAG_ID}/dagRuns", body)
+            logical_date=start + timedelta(seconds=self.counter),
+            conf=conf, run_id=f"test_{self.counter:02d}_{day.isoformat()}",
+        )
         final = self.api.wait_for_run(DAG_ID, run["dag_run_id"], timeout=timeout)
         tis = {ti["task_id"]: ti for ti in self.api.task_instances(DAG_ID, run["dag_run_id"])}
         return {"run_id": run["dag_run_id"], "state": final["state"], "tasks": tis}
