@@ -13,10 +13,13 @@ ARGS ?=
 # Install from the lock into .venv. Idempotent: does nothing when the lock and pyproject are unchanged.
 setup: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+# --compile-bytecode writes the .pyc files at install time: every Airflow task is a new process,
+# and without them each one compiles sklearn/mlflow/GX from source again when the environment sets
+# PYTHONDONTWRITEBYTECODE (seconds per task).
+$(STAMP): requirements.lock pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@test -x $(UV) || $(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(UV) pip sync --python $(PY) requirements.lock
+	$(UV) pip sync --python $(PY) --compile-bytecode requirements.lock
 	$(UV) pip install --python $(PY) --no-deps -e .
 	@touch $(STAMP)
 

@@ -199,6 +199,10 @@ class Stack:
                 raise StackError(f"Airflow was not healthy after {timeout:.0f} s; see "
                                  f"{self.log_dir}")
             time.sleep(1.0)
+        # The api-server builds its execution API (what task processes talk to) on the first
+        # request, which takes seconds; ask for it now rather than in the first task.
+        if not _http_ok(self.config.airflow_url + "/execution/health", timeout=60):
+            raise StackError(f"the Airflow execution API did not answer; see {self.log_dir}")
         if self.mlflow_ui:
             while not _http_ok(self.config.mlflow_ui_url + "/health"):
                 self.check_alive()
@@ -253,9 +257,9 @@ def _port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def _http_ok(url: str) -> bool:
+def _http_ok(url: str, timeout: float = 5) -> bool:
     try:
-        with _opener().open(url, timeout=5) as resp:
+        with _opener().open(url, timeout=timeout) as resp:
             return resp.status == 200
     except (urllib.error.URLError, OSError):
         return False
