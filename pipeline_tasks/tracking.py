@@ -40,7 +40,7 @@ def configure_mlflow(config: PipelineConfig) -> None:
 
 def experiment_artifact_location(name: str, config: PipelineConfig) -> str:
     """``<mlflow_artifact_uri>/<name>``, with the name made safe as one path segment."""
-    safe = re.sub(r"[^A-Za-z0-9._=-]+", "_", name).strip("_") or "experiment"
+    safe = re.sub(r"[^A-Za-z0-9._=-]+", "_", name).strip("._") or "experiment"  # never ".."
     return storage.join(config.mlflow_artifact_uri, safe)
 
 

@@ -1,0 +1,74 @@
+"""The embedded stack's pieces that need no running Airflow: its config, secrets and API client."""
+
+from __future__ import annotations
+
+import json
+import stat
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from pipeline_tasks.config import load_config
+from pipeline_tasks.stack import AirflowAPI, StackError, _log_line, render_airflow_cfg, stack_env
+
+
+@pytest.fixture
+def config(tmp_path):
+    return load_config(home=str(tmp_path / "home"), airflow_port=18123)
+
+
+def test_airflow_cfg_is_rendered_for_this_home(config):
+    text = render_airflow_cfg(config)
+    assert "${" not in text
+    assert f"dags_folder = {config.project_dir}/dags" in text
+    assert "executor = LocalExecutor" in text and "parallelism = 4" in text
+    assert f"sqlite:///{config.airflow_home}/airflow.db" in text
+    assert "18123" in text
+    assert "mp_forkserver_preload = " in text and "pipeline_tasks.preload" in text
+
+
+def test_components_share_one_secret_kept_private_in_the_home(config, tmp_path):
+    first, second = stack_env(config), stack_env(config)
+    secret = first["AIRFLOW__API_AUTH__JWT_SECRET"]
+    assert len(secret) > 40 and secret == second["AIRFLOW__API_AUTH__JWT_SECRET"]
+    path = tmp_path / "home" / "airflow" / ".jwt_secret"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert first["AIRFLOW_HOME"] == config.airflow_home
+    other = load_config(home=str(tmp_path / "other"))
+    assert stack_env(other)["AIRFLOW__API_AUTH__JWT_SECRET"] != secret
+
+
+def test_log_entries_carry_their_exception():
+    entry = {"event": "Task failed with exception", "error_detail": [
+        {"exc_type": "AirflowFailException", "exc_value": "IngestError: /x.csv: the file is empty"}]}
+    assert _log_line(entry) == ("Task failed with exception\n"
+                                "AirflowFailException: IngestError: /x.csv: the file is empty")
+    assert _log_line("plain text") == "plain text"
+
+
+class _Answer(BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/auth/token":
+            body, code = {"access_token": "t"}, 201
+        else:
+            body, code = {"detail": f"The Dag with ID: `{self.path.split('/')[4]}` was not found"}, 404
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_api_errors_name_the_call_and_the_answer():
+    server = HTTPServer(("127.0.0.1", 0), _Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        api = AirflowAPI(f"http://127.0.0.1:{server.server_port}")
+        with pytest.raises(StackError, match=r"GET /api/v2/dags/nope/details: HTTP 404: .*nope"):
+            api.get("/api/v2/dags/nope/details")
+    finally:
+        server.shutdown()
