@@ -63,6 +63,14 @@ class PipelineConfig:
     airflow_port: int = 8080
     mlflow_host: str = "127.0.0.1"
     mlflow_port: int = 5000
+    # Model server (pipeline_tasks.serving); its bearer token is MLOPS_SERVING_TOKEN, never here
+    serving_host: str = "127.0.0.1"
+    serving_port: int = 8800
+    serving_max_rows: int = 10_000
+    serving_max_body_bytes: int = 16 * 1024 * 1024
+    serving_max_abs_value: float = 1e12
+    prediction_log_flush_s: float = 5.0
+    prediction_log_max_rows: int = 50_000
     # Training
     seed: int = 42
     holdout_fraction: float = 0.2
@@ -94,6 +102,14 @@ class PipelineConfig:
             )
         if self.search_cv_folds < 2:
             raise ConfigError(f"search_cv_folds must be >= 2, got {self.search_cv_folds}")
+        for name in ("serving_max_rows", "serving_max_body_bytes", "prediction_log_max_rows"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.serving_max_abs_value > 0:
+            raise ConfigError(f"serving_max_abs_value must be > 0, got {self.serving_max_abs_value}")
+        if not self.prediction_log_flush_s > 0:
+            raise ConfigError(
+                f"prediction_log_flush_s must be > 0, got {self.prediction_log_flush_s}")
         if self.min_baseline_lift < 0:
             raise ConfigError(f"min_baseline_lift must be >= 0, got {self.min_baseline_lift}")
 
@@ -104,6 +120,14 @@ class PipelineConfig:
     @property
     def mlflow_ui_url(self) -> str:
         return f"http://{self.mlflow_host}:{self.mlflow_port}"
+
+    @property
+    def serving_url(self) -> str:
+        return f"http://{self.serving_host}:{self.serving_port}"
+
+    @property
+    def predictions_uri(self) -> str:
+        return self.lake_uri.rstrip("/") + "/predictions"
 
     @property
     def demo_source_uri(self) -> str:
@@ -137,6 +161,8 @@ class PipelineConfig:
         data = dataclasses.asdict(self)
         data["airflow_url"] = self.airflow_url
         data["mlflow_ui_url"] = self.mlflow_ui_url
+        data["serving_url"] = self.serving_url
+        data["predictions_uri"] = self.predictions_uri
         data["demo_source_uri"] = self.demo_source_uri
         return data
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline_tasks import tracking
+from pipeline_tasks import model_artifacts, tracking
 from pipeline_tasks.config import PipelineConfig
 from pipeline_tasks.errors import ConfigError
 
@@ -90,13 +90,15 @@ def register_model(
     from filelock import FileLock
     from mlflow.tracking import MlflowClient
 
+    # The files' digest goes on the version; the server checks it before loading them.
+    digest = model_artifacts.model_digest(model_uri)
     locks = Path(config.locks_dir)
     locks.mkdir(parents=True, exist_ok=True)
     lock_path = locks / f"{_safe(model_name)}.registry.lock"
     client = MlflowClient()
     with FileLock(str(lock_path), timeout=LOCK_TIMEOUT_S):
         _ensure_registered_model(client, model_name)
-        tags = _version_tags(run_id, decision, lineage)
+        tags = {**_version_tags(run_id, decision, lineage), model_artifacts.DIGEST_TAG: digest}
         version = _find_or_create_version(client, model_name, run_id, model_uri, tags, decision,
                                           lineage)
         previous = current_champion(model_name, client)

@@ -23,6 +23,7 @@ def quiet_telemetry() -> None:
     """Turn MLflow's (and others') usage telemetry off unless the user decided otherwise."""
     os.environ.setdefault("DO_NOT_TRACK", "true")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def configure_mlflow(config: PipelineConfig) -> None:

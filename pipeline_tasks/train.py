@@ -556,7 +556,8 @@ def _log_run(*, pipe, snapshot, snapshot_uri, X_train, X_holdout, y_holdout, tas
         mlflow.log_input(dataset, context="training")
 
         sample = X_train.head(min(len(X_train), 1000))
-        signature = infer_signature(sample, pipe.predict(sample))
+        signature = _nulls_from_full_data(infer_signature(sample, pipe.predict(sample)),
+                                          [X_train, X_holdout])
         started = time.perf_counter()
         model_info = mlflow.sklearn.log_model(
             pipe,
@@ -694,3 +695,18 @@ def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, str | int | float | bool):
         return value
     return str(value)
+
+
+def _nulls_from_full_data(signature, frames):
+    """Mark a column optional iff the model's data (train and holdout) had a null in it, not
+    only the sample the signature was inferred from.
+
+    The signature is the serving contract: the model server refuses a null in a required column.
+    """
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    nullable = {name for frame in frames for name in frame.columns[frame.isna().any()]}
+    inputs = Schema([ColSpec(type=c.type, name=c.name, required=c.name not in nullable)
+                     for c in signature.inputs.inputs])
+    return ModelSignature(inputs=inputs, outputs=signature.outputs, params=signature.params)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -142,3 +143,28 @@ def test_incomplete_decision_is_refused(runs, registry_config):
     with pytest.raises(ConfigError, match="decision lacks blessed"):
         _register("bad_model", runs[0], {"reason": "x", "primary_metric": "roc_auc",
                                          "candidate_metrics": {}}, registry_config)
+
+
+def test_the_artifact_digest_is_recorded_and_catches_tampering(runs, registry_config, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from pipeline_tasks import model_artifacts
+
+    _register("digest_model", runs[0], _decision(True, None), registry_config)
+    recorded = MlflowClient().get_model_version("digest_model", "1").tags["artifact_sha256"]
+    assert len(recorded) == 64
+    folder = model_artifacts.fetch_verified("models:/digest_model/1", recorded, tmp_path / "ok")
+    assert (folder / "MLmodel").exists()
+
+    # change one byte of the stored model file, where the tracking store keeps it
+    source = MlflowClient().get_model_version("digest_model", "1").source
+    logged = MlflowClient().get_logged_model(source.removeprefix("models:/"))
+    root = Path(logged.artifact_location.removeprefix("file://"))
+    target = next(root.glob("*.skops"))
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.raises(model_artifacts.ArtifactMismatch, match="does not match"):
+        model_artifacts.fetch_verified("models:/digest_model/1", recorded, tmp_path / "bad")
+    with pytest.raises(model_artifacts.ArtifactMismatch, match="no recorded artifact_sha256"):
+        model_artifacts.fetch_verified("models:/digest_model/1", None, tmp_path / "none")

@@ -1,0 +1,184 @@
+"""The model server's ASGI app (Starlette): strict input, no leaks, measured.
+
+Endpoints:
+
+- ``POST /predict``: a batch in records or columnar form (see ``contract``); answers
+  ``{"request_id", "model_name", "model_version", "predictions", "scores"?}``.
+- ``GET /health``: the process is alive. ``GET /ready``: the model is loaded (503 until then).
+- ``GET /metadata``: model name, version, run id, dataset version, artifact sha256, signature.
+- ``GET /metrics``: Prometheus text: requests by endpoint and status, latency histogram, errors by
+  kind, rows predicted, and the served version as ``mlops_serving_model_info``.
+
+When ``MLOPS_SERVING_TOKEN`` is set, every endpoint but ``/health`` and ``/ready`` needs
+``Authorization: Bearer <token>`` and answers 401 without it. Error answers are
+``{"error": <short message>, "request_id": ...}``: never a stack trace, an input value or the
+schema.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from pipeline_tasks.serving.contract import BadInput
+from pipeline_tasks.serving.model import ServedModel
+from pipeline_tasks.serving.predlog import PredictionLog
+
+log = logging.getLogger(__name__)
+
+TOKEN_ENV = "MLOPS_SERVING_TOKEN"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_OPEN_PATHS = {"/health", "/ready"}
+
+
+def _json(obj, status: int = 200, headers: dict | None = None) -> Response:
+    body = json.dumps(obj, separators=(",", ":"), allow_nan=False)
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def _no_constants(name: str):
+    raise BadInput(400, "NaN and Infinity are not valid JSON numbers", "not_finite")
+
+
+class Metrics:
+    def __init__(self, served: ServedModel):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("mlops_serving_requests", "Requests by endpoint and status",
+                                ["endpoint", "status"], registry=self.registry)
+        self.latency = Histogram(
+            "mlops_serving_request_seconds", "Request latency by endpoint", ["endpoint"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry)
+        self.errors = Counter("mlops_serving_errors", "Refused or failed requests by kind",
+                              ["kind"], registry=self.registry)
+        self.rows = Counter("mlops_serving_rows_predicted", "Rows predicted",
+                            registry=self.registry)
+        info = Gauge("mlops_serving_model_info", "The served model version (value 1)",
+                     ["model_name", "model_version", "artifact_sha256"], registry=self.registry)
+        info.labels(served.name, served.version, served.digest[:16]).set(1)
+
+
+def create_app(served: ServedModel, *, max_body_bytes: int, prediction_log: PredictionLog | None,
+               token: str | None = None) -> Starlette:
+    """The app serving ``served``. ``token`` defaults to ``$MLOPS_SERVING_TOKEN``."""
+    token = (token if token is not None else os.environ.get(TOKEN_ENV)) or None
+    metrics = Metrics(served)
+    contract = served.contract
+
+    def authorized(request: Request) -> bool:
+        if token is None or request.url.path in _OPEN_PATHS:
+            return True
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(),
+                                                                   token.encode())
+
+    def endpoint(name: str, handler: Callable) -> Callable:
+        async def wrapped(request: Request) -> Response:
+            started = time.perf_counter()
+            given_id = request.headers.get("x-request-id", "")
+            request_id = given_id if _REQUEST_ID.fullmatch(given_id) else uuid.uuid4().hex
+            try:
+                if not authorized(request):
+                    raise BadInput(401, "missing or invalid bearer token", "auth")
+                response = await handler(request, request_id)
+            except BadInput as exc:
+                metrics.errors.labels(exc.kind).inc()
+                headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+                response = _json({"error": exc.message, "request_id": request_id}, exc.status,
+                                 headers)
+            except Exception:
+                metrics.errors.labels("internal").inc()
+                log.exception("request %s on %s failed", request_id, name)
+                response = _json({"error": "internal error", "request_id": request_id}, 500)
+            response.headers["X-Request-Id"] = request_id
+            metrics.requests.labels(name, str(response.status_code)).inc()
+            metrics.latency.labels(name).observe(time.perf_counter() - started)
+            return response
+
+        return wrapped
+
+    async def read_body(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise BadInput(400, "invalid Content-Length", "shape")
+            if int(declared) > max_body_bytes:
+                raise BadInput(413, f"body larger than the limit of {max_body_bytes} bytes",
+                               "too_large")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body_bytes:
+                raise BadInput(413, f"body larger than the limit of {max_body_bytes} bytes",
+                               "too_large")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def predict(request: Request, request_id: str) -> Response:
+        media = request.headers.get("content-type", "application/json").split(";")[0].strip()
+        if media not in ("application/json", ""):
+            raise BadInput(415, "send the body as application/json", "shape")
+        body = await read_body(request)
+        try:
+            payload = json.loads(body, parse_constant=_no_constants)
+        except BadInput:
+            raise
+        except (ValueError, RecursionError):
+            raise BadInput(400, "body is not valid JSON", "invalid_json") from None
+        frame = contract.frame(payload)
+        output = served.predict(frame)
+        metrics.rows.inc(len(frame))
+        if prediction_log is not None:
+            prediction_log.add(request_id, served.name, served.version, frame, output)
+        return _json({"request_id": request_id, "model_name": served.name,
+                      "model_version": served.version, **output})
+
+    async def health(request: Request, request_id: str) -> Response:
+        return _json({"status": "alive"})
+
+    async def ready(request: Request, request_id: str) -> Response:
+        return _json({"status": "ready", "model_name": served.name,
+                      "model_version": served.version})
+
+    async def metadata(request: Request, request_id: str) -> Response:
+        return _json(served.metadata())
+
+    async def prometheus(request: Request, request_id: str) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def not_found(request: Request, exc) -> Response:
+        status = getattr(exc, "status_code", 404)
+        message = "method not allowed" if status == 405 else "not found"
+        return _json({"error": message}, status)
+
+    routes = [
+        Route("/predict", endpoint("predict", predict), methods=["POST"]),
+        Route("/health", endpoint("health", health), methods=["GET"]),
+        Route("/ready", endpoint("ready", ready), methods=["GET"]),
+        Route("/metadata", endpoint("metadata", metadata), methods=["GET"]),
+        Route("/metrics", endpoint("metrics", prometheus), methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
+    app.state.metrics = metrics
+    app.state.served = served
+    return app

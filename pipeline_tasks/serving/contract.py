@@ -1,0 +1,215 @@
+"""The model's signature as an input contract: what ``/predict`` accepts, checked column by column.
+
+Accepted bodies (JSON object):
+
+- ``{"records": [{"col": value, ...}, ...]}`` (also MLflow's ``dataframe_records``);
+- ``{"columns": {"col": [value, ...], ...}}``, the columnar form: no per-row keys to parse;
+- ``{"dataframe_split": {"columns": [...], "data": [[...], ...]}}``, MLflow's split form.
+
+Every refusal is a ``BadInput`` with an HTTP status and a short message that names the field and
+the problem. Messages never contain the submitted values or the schema.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+#: MLflow column types -> the kind the contract checks.
+_KINDS = {"double": "float", "float": "float", "long": "int", "integer": "int",
+          "string": "str", "boolean": "bool", "datetime": "datetime"}
+_JSON_TYPE = {type(None): "null", bool: "boolean", int: "number", float: "number", str: "string",
+              list: "array", dict: "object"}
+
+
+class BadInput(ValueError):
+    """A request the contract refuses; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str, kind: str):
+        super().__init__(message)
+        self.status, self.message, self.kind = status, message, kind
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str  # float | int | str | bool | datetime
+    required: bool  # False: the training data had nulls in this column
+
+
+@dataclass(frozen=True)
+class Contract:
+    columns: tuple[Column, ...]
+    max_rows: int
+    max_abs: float
+
+    @classmethod
+    def from_signature(cls, signature, *, max_rows: int, max_abs: float) -> Contract:
+        if signature is None or signature.inputs is None:
+            raise ValueError("the model has no input signature: it cannot be served safely")
+        columns = []
+        for spec in signature.inputs.inputs:
+            type_name = getattr(spec.type, "name", str(spec.type))
+            if spec.name is None or type_name not in _KINDS:
+                raise ValueError(f"input column {spec.name!r} has type {type_name!r}, which the "
+                                 "server does not support")
+            columns.append(Column(spec.name, _KINDS[type_name], bool(spec.required)))
+        return cls(tuple(columns), max_rows, max_abs)
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def frame(self, body: Any) -> pd.DataFrame:
+        """The request body as a DataFrame in the model's column order and dtypes."""
+        columns = self._columns_of(body)
+        data = {}
+        n_rows = None
+        for col in self.columns:
+            values = columns[col.name]
+            if not isinstance(values, list):
+                raise BadInput(422, f"column '{col.name}': expected an array of values", "shape")
+            if n_rows is None:
+                n_rows = len(values)
+            elif len(values) != n_rows:
+                raise BadInput(422, f"column '{col.name}': {len(values)} values, but the other "
+                                    f"columns have {n_rows}", "shape")
+            data[col.name] = self._check(col, values)
+        if not n_rows:
+            raise BadInput(422, "no rows to predict", "shape")
+        if n_rows > self.max_rows:
+            raise BadInput(413, f"{n_rows} rows: more than the limit of {self.max_rows} per "
+                                "request", "too_large")
+        return pd.DataFrame(data, columns=self.names)
+
+    # -- body shapes ---------------------------------------------------------------------------
+    def _columns_of(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise BadInput(422, "body must be a JSON object with 'records' or 'columns'", "shape")
+        forms = [k for k in ("records", "dataframe_records", "columns", "dataframe_split")
+                 if k in body]
+        extra = sorted(set(body) - {"records", "dataframe_records", "columns", "dataframe_split"})
+        if len(forms) != 1 or extra:
+            raise BadInput(422, "body must have exactly one of 'records', 'columns', "
+                                "'dataframe_records' or 'dataframe_split'", "shape")
+        form = forms[0]
+        if form in ("records", "dataframe_records"):
+            return self._from_records(body[form], form)
+        if form == "columns":
+            given = body["columns"]
+            if not isinstance(given, dict):
+                raise BadInput(422, "'columns' must be an object of column name -> array",
+                               "shape")
+            self._same_names(given.keys(), "columns")
+            return given
+        split = body["dataframe_split"]
+        if not isinstance(split, dict) or not isinstance(split.get("columns"), list) \
+                or not isinstance(split.get("data"), list):
+            raise BadInput(422, "'dataframe_split' must have 'columns' and 'data' arrays",
+                           "shape")
+        names = split["columns"]
+        if not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+            raise BadInput(422, "'dataframe_split.columns' must be distinct names", "shape")
+        self._same_names(names, "dataframe_split.columns")
+        rows = split["data"]
+        self._row_limit(len(rows))
+        for i, row in enumerate(rows):
+            if not isinstance(row, list) or len(row) != len(names):
+                raise BadInput(422, f"dataframe_split.data[{i}]: expected an array of "
+                                    f"{len(names)} values", "shape")
+        return {name: [row[j] for row in rows] for j, name in enumerate(names)}
+
+    def _from_records(self, records: Any, form: str) -> dict[str, list]:
+        if not isinstance(records, list):
+            raise BadInput(422, f"'{form}' must be an array of objects", "shape")
+        self._row_limit(len(records))
+        expected = self.names
+        keys = set(expected)
+        for i, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise BadInput(422, f"{form}[{i}] is not an object", "shape")
+            if record.keys() != keys:
+                self._same_names(record.keys(), f"{form}[{i}]")
+        return {name: [r[name] for r in records] for name in expected}
+
+    def _row_limit(self, n: int) -> None:
+        if n > self.max_rows:
+            raise BadInput(413, f"{n} rows: more than the limit of {self.max_rows} per request",
+                           "too_large")
+
+    def _same_names(self, given, where: str) -> None:
+        given = set(given)
+        expected = set(self.names)
+        missing = [n for n in self.names if n not in given]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise BadInput(422, f"{where}: missing column '{missing[0]}'{more}", "missing_column")
+        unexpected = sorted(given - expected, key=str)
+        if unexpected:
+            name = str(unexpected[0])[:64]
+            more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
+            raise BadInput(422, f"{where}: unexpected column '{name}'{more}", "unexpected_column")
+
+    # -- values --------------------------------------------------------------------------------
+    def _check(self, col: Column, values: list) -> Any:
+        kind = col.kind
+        has_null = False
+        for i, value in enumerate(values):
+            if value is None:
+                if col.required:
+                    raise BadInput(422, f"column '{col.name}' row {i}: null, but the model was "
+                                        "trained without nulls in this column", "null")
+                has_null = True
+                continue
+            vtype = type(value)
+            if kind == "float" or kind == "int":
+                if vtype is not int and vtype is not float:
+                    raise self._wrong_type(col, i, value, "a number")
+                if vtype is float:
+                    if not math.isfinite(value):
+                        raise BadInput(422, f"column '{col.name}' row {i}: NaN or infinite",
+                                       "not_finite")
+                    if kind == "int" and not value.is_integer():
+                        raise self._wrong_type(col, i, value, "an integer")
+                if abs(value) > self.max_abs:
+                    raise BadInput(422, f"column '{col.name}' row {i}: magnitude above the limit "
+                                        f"of {self.max_abs:g}", "magnitude")
+            elif kind == "str":
+                if vtype is not str:
+                    raise self._wrong_type(col, i, value, "a string")
+            elif kind == "bool":
+                if vtype is not bool:
+                    raise self._wrong_type(col, i, value, "a boolean")
+            elif vtype is not str:  # datetime: ISO 8601 strings
+                raise self._wrong_type(col, i, value, "an ISO 8601 date-time string")
+        if kind == "float":
+            return np.array([np.nan if v is None else v for v in values] if has_null else values,
+                            dtype="float64")
+        if kind == "int":
+            if has_null:  # the column was float in training (nulls), values are integral
+                return np.array([np.nan if v is None else v for v in values], dtype="float64")
+            return np.array(values, dtype="int64")
+        if kind == "str":
+            return np.array([np.nan if v is None else v for v in values] if has_null else values,
+                            dtype=object)
+        if kind == "bool":
+            return np.array(values, dtype=object if has_null else bool)
+        try:
+            return pd.to_datetime(pd.Series(values, dtype=object), utc=True, format="ISO8601")
+        except (ValueError, TypeError):
+            raise BadInput(422, f"column '{col.name}': not an ISO 8601 date-time",
+                           "wrong_type") from None
+
+    @staticmethod
+    def _wrong_type(col: Column, row: int, value: Any, expected: str) -> BadInput:
+        got = _JSON_TYPE.get(type(value), "value")
+        return BadInput(422, f"column '{col.name}' row {row}: expected {expected}, got {got}",
+                        "wrong_type")
+
+    def describe(self) -> list[dict]:
+        return [{"name": c.name, "type": c.kind, "nullable": not c.required}
+                for c in self.columns]

@@ -1,0 +1,108 @@
+"""Resolve one registered model version, verify its files, load it, and predict.
+
+The version is named by alias (``champion``) or number. Its files are downloaded into a folder of
+their own, hashed and compared with the ``artifact_sha256`` recorded at registration before
+anything is loaded: a mismatch refuses to start.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline_tasks import model_artifacts, tracking
+from pipeline_tasks.config import PipelineConfig
+from pipeline_tasks.errors import ConfigError
+from pipeline_tasks.serving.contract import Contract
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServedModel:
+    name: str
+    version: str
+    run_id: str
+    dataset_version: str
+    digest: str
+    model: Any
+    contract: Contract
+    signature: dict
+    classes: list | None = None  # classifiers: the labels, in predict_proba's column order
+    tags: dict = field(default_factory=dict)
+
+    def predict(self, frame) -> dict[str, list]:
+        """``predictions`` (labels or values) and, for binary classifiers, ``scores``."""
+        if self.classes is None:
+            return {"predictions": self.model.predict(frame).tolist()}
+        proba = self.model.predict_proba(frame)
+        labels = [self.classes[i] for i in proba.argmax(axis=1)]
+        out: dict[str, list] = {"predictions": labels}
+        if len(self.classes) == 2:
+            out["scores"] = proba[:, 1].tolist()
+        return out
+
+    def metadata(self) -> dict:
+        return {
+            "model_name": self.name,
+            "model_version": self.version,
+            "run_id": self.run_id,
+            "dataset_version": self.dataset_version,
+            "artifact_sha256": self.digest,
+            "task_type": "classification" if self.classes is not None else "regression",
+            "classes": self.classes,
+            "signature": self.signature,
+            "limits": {"max_rows": self.contract.max_rows, "max_abs_value": self.contract.max_abs},
+        }
+
+
+def resolve_version(client, name: str, ref: str) -> Any:
+    """The model version named by ``ref``: a version number, or an alias such as ``champion``."""
+    from mlflow.exceptions import MlflowException
+
+    ref = str(ref).strip()
+    try:
+        if re.fullmatch(r"\d+", ref):
+            return client.get_model_version(name, ref)
+        return client.get_model_version_by_alias(name, ref)
+    except MlflowException as exc:
+        raise ConfigError(f"model {name!r} has no version or alias {ref!r}") from exc
+
+
+def load(config: PipelineConfig, name: str, ref: str, workdir: str | Path) -> ServedModel:
+    """Resolve, verify and load ``name``@``ref``; files go under ``workdir``."""
+    tracking.configure_mlflow(config)
+    import mlflow.sklearn
+    from mlflow.models import Model
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    mv = resolve_version(client, name, ref)
+    expected = mv.tags.get(model_artifacts.DIGEST_TAG)
+    folder = model_artifacts.fetch_verified(f"models:/{name}/{mv.version}", expected,
+                                            Path(workdir) / f"{name}-v{mv.version}")
+    model = mlflow.sklearn.load_model(str(folder))
+    signature = Model.load(str(folder / "MLmodel")).signature
+    contract = Contract.from_signature(signature, max_rows=config.serving_max_rows,
+                                       max_abs=config.serving_max_abs_value)
+    classes = None
+    if hasattr(model, "predict_proba") and hasattr(model, "classes_"):
+        classes = [c.item() if hasattr(c, "item") else c for c in model.classes_]
+    log.info("loaded %s v%s (run %s, sha256 %s)", name, mv.version, mv.run_id,
+             (expected or "")[:16])
+    return ServedModel(
+        name=name,
+        version=str(mv.version),
+        run_id=mv.run_id or "",
+        dataset_version=mv.tags.get("dataset_version", ""),
+        digest=expected or "",
+        model=model,
+        contract=contract,
+        signature={"inputs": contract.describe(),
+                   "outputs": signature.outputs.to_dict() if signature.outputs else None},
+        classes=classes,
+        tags=dict(mv.tags),
+    )

@@ -1,0 +1,44 @@
+"""A served model for the serving tests: flights, trained, registered as champion."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline_tasks.config import load_config
+from pipeline_tasks.evaluate import EvaluationDecision
+from pipeline_tasks.registry import register_model
+from pipeline_tasks.train import train_model
+
+MODEL = "flights_serving"
+
+
+@pytest.fixture(scope="session")
+def serving_config(tmp_path_factory):
+    return load_config(home=str(tmp_path_factory.mktemp("serving-home")),
+                       serving_max_rows=500, serving_max_body_bytes=200_000,
+                       prediction_log_flush_s=0.2)
+
+
+@pytest.fixture(scope="session")
+def flights_rows(flights_frame, registered):
+    """Feature rows as a client sends them: the model's columns, JSON-ready values."""
+    labelled = flights_frame[flights_frame["is_late"].notna()]
+    rows = labelled[registered.feature_columns].head(400).reset_index(drop=True)
+    return rows.astype(object).where(rows.notna(), None)
+
+
+@pytest.fixture(scope="session")
+def registered(flights_frame, write_snapshot, serving_config):
+    uri = write_snapshot(flights_frame, "serving-flights")
+    trained = train_model(uri, dataset_version="sha-serving", target="is_late", model_name=MODEL,
+                          config=serving_config, run_key="serving-1")
+    decision = EvaluationDecision(
+        blessed=True, reason="blessed: test", primary_metric="roc_auc", greater_is_better=True,
+        candidate_metrics={"roc_auc": 0.7}, baseline_metrics={"roc_auc": 0.5},
+        champion_metrics=None, champion_version=None, deltas={}, thresholds={},
+        forced=False, force_reason=None,
+    ).to_dict()
+    register_model(model_name=MODEL, run_id=trained.run_id, model_uri=trained.model_uri,
+                   decision=decision, lineage={"dataset_version": "sha-serving"},
+                   config=serving_config)
+    return trained

@@ -1,0 +1,70 @@
+"""The input contract: every bad payload gets a 4xx naming the field, and nothing leaks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline_tasks.serving.contract import BadInput, Column, Contract
+
+CONTRACT = Contract((Column("distance", "int", True), Column("temp", "float", False),
+                     Column("carrier", "str", True), Column("late", "bool", True),
+                     Column("at", "datetime", True)), max_rows=3, max_abs=1e6)
+ROW = {"distance": 1000, "temp": 51.5, "carrier": "UA", "late": False,
+       "at": "2013-03-01T08:00:00Z"}
+
+
+def refuse(body) -> BadInput:
+    with pytest.raises(BadInput) as caught:
+        CONTRACT.frame(body)
+    return caught.value
+
+
+def test_records_columns_and_split_give_the_same_frame():
+    by_records = CONTRACT.frame({"records": [ROW, {**ROW, "temp": None}]})
+    by_columns = CONTRACT.frame({"columns": {k: [v, v if k != "temp" else None]
+                                             for k, v in ROW.items()}})
+    by_split = CONTRACT.frame({"dataframe_split": {"columns": list(ROW), "data": [
+        list(ROW.values()), [None if k == "temp" else v for k, v in ROW.items()]]}})
+    for frame in (by_columns, by_split):
+        assert frame.equals(by_records)
+    assert list(by_records.columns) == ["distance", "temp", "carrier", "late", "at"]
+    assert by_records["distance"].dtype == np.int64 and np.isnan(by_records["temp"][1])
+    assert str(by_records["at"].dtype) == "datetime64[ns, UTC]"
+
+
+@pytest.mark.parametrize("body, status, words", [
+    ([ROW], 422, "JSON object"),
+    ({"rows": [ROW]}, 422, "exactly one of"),
+    ({"records": [{k: v for k, v in ROW.items() if k != "carrier"}]}, 422,
+     "records[0]: missing column 'carrier'"),
+    ({"records": [{**ROW, "secret_col": 1}]}, 422, "records[0]: unexpected column 'secret_col'"),
+    ({"records": [{**ROW, "distance": "far"}]}, 422,
+     "column 'distance' row 0: expected a number, got string"),
+    ({"records": [{**ROW, "distance": 10.5}]}, 422, "column 'distance' row 0: expected an integer"),
+    ({"records": [{**ROW, "late": 1}]}, 422, "column 'late' row 0: expected a boolean"),
+    ({"records": [ROW, {**ROW, "carrier": None}]}, 422,
+     "column 'carrier' row 1: null, but the model was trained without nulls"),
+    ({"records": [{**ROW, "temp": float("nan")}]}, 422, "column 'temp' row 0: NaN or infinite"),
+    ({"records": [{**ROW, "temp": float("inf")}]}, 422, "NaN or infinite"),
+    ({"records": [{**ROW, "temp": 1e300}]}, 422, "column 'temp' row 0: magnitude above"),
+    ({"records": [{**ROW, "distance": 10**30}]}, 422, "column 'distance' row 0: magnitude"),
+    ({"records": [{**ROW, "at": "yesterday-ish"}]}, 422, "column 'at': not an ISO 8601"),
+    ({"records": [ROW] * 4}, 413, "4 rows: more than the limit of 3"),
+    ({"records": []}, 422, "no rows"),
+    ({"columns": {**{k: [v] for k, v in ROW.items()}, "temp": [1.0, 2.0]}}, 422,
+     "column 'temp': 2 values, but the other columns have 1"),
+    ({"dataframe_split": {"columns": list(ROW), "data": [[1, 2]]}}, 422,
+     "dataframe_split.data[0]: expected an array of 5 values"),
+])
+def test_bad_payloads_name_the_field_and_the_problem(body, status, words):
+    error = refuse(body)
+    assert error.status == status
+    assert words in error.message
+    for leaked in ("far", "secret_value", "1e+300", "yesterday", "float64", "int64"):
+        assert leaked not in error.message
+
+
+def test_a_long_unexpected_column_name_is_cut():
+    error = refuse({"records": [{**ROW, "x" * 5000: 1}]})
+    assert len(error.message) < 200

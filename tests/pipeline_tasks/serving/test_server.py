@@ -1,0 +1,216 @@
+"""The model server through HTTP (Starlette's test client): answers, refusals, auth, metrics, log."""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+import subprocess
+import sys
+
+import mlflow.sklearn
+import pandas as pd
+import pytest
+from starlette.testclient import TestClient
+
+from pipeline_tasks import storage
+from pipeline_tasks.serving import model as serving_model
+from pipeline_tasks.serving.app import create_app
+from pipeline_tasks.serving.predlog import PredictionLog
+
+MODEL = "flights_serving"  # registered by conftest.py
+
+
+@pytest.fixture(scope="module")
+def served(registered, serving_config, tmp_path_factory):
+    return serving_model.load(serving_config, MODEL, "champion", tmp_path_factory.mktemp("work"))
+
+
+@pytest.fixture(scope="module")
+def predlog(serving_config):
+    log = PredictionLog(serving_config.predictions_uri, flush_s=0.2, max_rows=10_000)
+    log.start()
+    yield log
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def client(served, serving_config, predlog):
+    app = create_app(served, max_body_bytes=serving_config.serving_max_body_bytes,
+                     prediction_log=predlog, token="")
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def records(rows: pd.DataFrame) -> list[dict]:
+    return rows.to_dict(orient="records")
+
+
+def test_predictions_equal_the_model_offline(client, registered, flights_rows):
+    offline = mlflow.sklearn.load_model(registered.model_uri)
+    frame = flights_rows.head(200)
+    expected = offline.predict(serving_model_frame(frame)).tolist()
+    expected_scores = offline.predict_proba(serving_model_frame(frame))[:, 1].tolist()
+    answer = client.post("/predict", json={"records": records(frame)})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["predictions"] == expected
+    assert body["scores"] == pytest.approx(expected_scores, abs=1e-12)
+    assert body["model_name"] == MODEL and body["model_version"] == "1"
+    columnar = client.post("/predict", json={"columns": {c: frame[c].tolist()
+                                                         for c in frame.columns}})
+    assert columnar.json()["predictions"] == expected
+
+
+def serving_model_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows as the model saw them in training: missing values as NaN."""
+    return frame.infer_objects().fillna(value=float("nan"))
+
+
+def test_metadata_describes_the_version(client, registered, flights_frame):
+    meta = client.get("/metadata").json()
+    assert meta["model_name"] == MODEL and meta["model_version"] == "1"
+    assert meta["run_id"] == registered.run_id and meta["dataset_version"] == "sha-serving"
+    assert len(meta["artifact_sha256"]) == 64
+    names = [c["name"] for c in meta["signature"]["inputs"]]
+    assert names == registered.feature_columns
+    nullable = {c["name"] for c in meta["signature"]["inputs"] if c["nullable"]}
+    labelled = flights_frame[flights_frame["is_late"].notna()]
+    assert nullable == {c for c in names if labelled[c].isna().any()}
+    assert client.get("/health").json() == {"status": "alive"}
+    assert client.get("/ready").json()["model_version"] == "1"
+
+
+def test_refusals_are_short_and_leak_nothing(client, flights_rows, serving_config):
+    row = records(flights_rows.head(1))[0]
+    cases = [
+        ({"records": [{**row, "carrier": 12345}]}, 422, "column 'carrier' row 0: expected a string"),
+        ({"records": [{**row, "distance": None}]}, 422, "column 'distance' row 0: null"),
+        ({"records": [row] * 501}, 413, "501 rows"),
+    ]
+    for body, status, words in cases:
+        answer = client.post("/predict", json=body)
+        assert answer.status_code == status and words in answer.json()["error"]
+        assert "12345" not in answer.text and "Traceback" not in answer.text
+    assert client.post("/predict", content=b'{"records": [NaN]}',
+                       headers={"content-type": "application/json"}).status_code == 400
+    assert client.post("/predict", content=b"{not json").json()["error"] == \
+        "body is not valid JSON"
+    assert client.post("/predict", content=b"x" * 300_000).status_code == 413
+    assert client.post("/predict", content=b"{}", headers={"content-type": "text/csv"}) \
+        .status_code == 415
+    assert client.get("/predict").status_code == 405
+    assert client.get("/../../etc/passwd").status_code == 404
+
+
+def test_fuzzed_payloads_never_break_the_server(client, flights_rows):
+    rng = random.Random(7)
+    row = records(flights_rows.head(1))[0]
+    marker = "ZZ_ECHO_MARKER"
+
+    def junk(depth=0):
+        pick = rng.randrange(9 if depth < 4 else 5)
+        if pick == 0:
+            return None
+        if pick == 1:
+            return rng.choice([0, -1, 10**rng.randrange(400), 1e308, -1e-308, 2**63])
+        if pick == 2:
+            return marker + "".join(rng.choices(string.printable, k=rng.randrange(20)))
+        if pick == 3:
+            return rng.choice([True, False])
+        if pick == 4:
+            return rng.random() * 10 ** rng.randrange(-5, 20)
+        if pick in (5, 6):
+            return [junk(depth + 1) for _ in range(rng.randrange(4))]
+        return {rng.choice([*row, marker, "records", "columns"]): junk(depth + 1)
+                for _ in range(rng.randrange(4))}
+
+    for i in range(400):
+        kind = i % 4
+        if kind == 0:
+            content = bytes(rng.randrange(256) for _ in range(rng.randrange(200)))
+        elif kind == 1:
+            content = json.dumps(junk()).encode()
+        elif kind == 2:  # a valid row with one field broken
+            broken = dict(row)
+            broken[rng.choice(list(row))] = junk()
+            content = json.dumps({"records": [broken]}).encode()
+        else:
+            content = ("[" * rng.randrange(1, 5000)).encode()
+        answer = client.post("/predict", content=content,
+                             headers={"content-type": "application/json"})
+        assert answer.status_code in (200, 400, 413, 422), (i, answer.status_code)
+        if answer.status_code != 200:
+            assert set(answer.json()) == {"error", "request_id"}
+            assert marker not in answer.text and "Traceback" not in answer.text
+    assert client.post("/predict", json={"records": [row]}).status_code == 200
+
+
+def test_metrics_count_requests_errors_and_rows(client, flights_rows):
+    row = records(flights_rows.head(3))
+    client.post("/predict", json={"records": row})
+    client.post("/predict", json={"records": [{}]})
+    text = client.get("/metrics").text
+    assert 'mlops_serving_model_info{artifact_sha256=' in text and 'model_version="1"' in text
+    assert 'mlops_serving_requests_total{endpoint="predict",status="200"}' in text
+    assert 'mlops_serving_errors_total{kind="missing_column"}' in text
+    assert "mlops_serving_request_seconds_bucket" in text
+    rows = [line for line in text.splitlines()
+            if line.startswith("mlops_serving_rows_predicted_total")]
+    assert rows and float(rows[0].split()[-1]) >= 3
+
+
+def test_bearer_token_guards_everything_but_health(served, serving_config):
+    app = create_app(served, max_body_bytes=1000, prediction_log=None, token="s3cret-token")
+    with TestClient(app) as guarded:
+        assert guarded.get("/metadata").status_code == 401
+        refused = guarded.get("/metadata", headers={"Authorization": "Bearer wrong"})
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+        assert "s3cret" not in refused.text
+        assert guarded.post("/predict", json={}).status_code == 401
+        assert guarded.get("/metadata", headers={"Authorization": "Bearer s3cret-token"}) \
+            .status_code == 200
+        assert guarded.get("/health").status_code == 200
+        assert guarded.get("/ready").status_code == 200
+
+
+def test_prediction_log_holds_every_served_row(client, predlog, flights_rows, serving_config):
+    frame = flights_rows.head(25)
+    answer = client.post("/predict", json={"records": records(frame)},
+                         headers={"X-Request-Id": "log-check-1"}).json()
+    predlog.flush()
+    root = storage.local_path(serving_config.predictions_uri)
+    files = sorted(root.glob("date=*/part-*.parquet"))
+    assert files
+    logged = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    mine = logged[logged["request_id"] == "log-check-1"].reset_index(drop=True)
+    assert len(mine) == 25
+    assert mine["prediction"].tolist() == answer["predictions"]
+    assert mine["score"].tolist() == pytest.approx(answer["scores"])
+    assert (mine["model_name"] == MODEL).all() and (mine["model_version"] == "1").all()
+    assert str(mine["predicted_at"].dtype).endswith(", UTC]")
+    assert mine["carrier"].tolist() == frame["carrier"].tolist()
+    day = mine["predicted_at"].iloc[0].strftime("%Y-%m-%d")
+    assert any(f.parent.name == f"date={day}" for f in files)
+
+
+def test_a_tampered_artifact_is_refused_at_start(registered, serving_config, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(serving_config.mlflow_tracking_uri, serving_config.mlflow_registry_uri)
+    source = client.get_model_version(MODEL, "1").source
+    root = storage.local_path(client.get_logged_model(source.removeprefix("models:/"))
+                              .artifact_location)
+    target = root / "MLmodel"
+    original = target.read_bytes()
+    target.write_bytes(original + b"\n# edited\n")
+    try:
+        env = {"MLOPS_HOME": serving_config.home, "PATH": "/usr/bin:/bin"}
+        done = subprocess.run([sys.executable, "-m", "pipeline_tasks.serving", "--model", MODEL,
+                               "--port", "1", "--workdir", str(tmp_path)], env=env,
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 2
+        assert "refusing to serve flights_serving@champion" in done.stderr
+        assert "does not match" in done.stderr and "recorded at registration" in done.stderr
+    finally:
+        target.write_bytes(original)
