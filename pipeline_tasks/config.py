@@ -37,6 +37,7 @@ def _derived_defaults(home: Path) -> dict[str, str]:
         "suites_uri": (home / "suites").as_uri(),
         "locks_dir": str(home / "locks"),
         "logs_dir": str(home / "logs"),
+        "serving_dir": str(home / "serving"),
     }
 
 
@@ -59,6 +60,7 @@ class PipelineConfig:
     repo_suites_dir: str = str(PROJECT_DIR / "pipeline_tasks" / "suites")
     locks_dir: str = ""
     logs_dir: str = ""
+    serving_dir: str = ""
     airflow_host: str = "127.0.0.1"
     airflow_port: int = 8080
     mlflow_host: str = "127.0.0.1"

@@ -31,3 +31,11 @@ class DataValidationError(PipelineInputError):
 
 class ModelRejected(PipelineInputError):
     """The candidate model failed the evaluation gate (used where that must stop a run)."""
+
+
+class DeployRejected(PipelineInputError):
+    """The new version did not start or did not pass validation; the old one keeps serving."""
+
+
+class StageSkipped(PipelineError):
+    """Nothing to do for this run (for example: no blessed model to deploy). Not a failure."""

@@ -9,7 +9,10 @@ stops it after a last flush of the prediction log.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import signal
+import socket
 import sys
 import tempfile
 
@@ -27,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int)
     parser.add_argument("--workdir", help="where the model's files go (default: a temp dir)")
     parser.add_argument("--no-prediction-log", action="store_true")
+    parser.add_argument("--stable-fd", type=int,
+                        help="listening socket shared by the supervisor (serve it on SIGUSR2)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = load_config()
@@ -57,11 +62,42 @@ def main(argv: list[str] | None = None) -> int:
     log.info("serving %s v%s on http://%s:%s", served.name, served.version, server.config.host,
              server.config.port)
     try:
-        server.run()
+        asyncio.run(_serve(server, app, args.stable_fd))
     finally:
         if plog is not None:
             plog.close()
     return 0 if server.started else 1
+
+
+async def _serve(server, app, stable_fd: int | None) -> None:
+    """Serve on the own port; with ``stable_fd``, also on that shared socket after SIGUSR2.
+
+    The serving supervisor owns the stable port's listening socket and hands it to every server
+    it starts. A new version serves only its own port until it has passed validation; SIGUSR2
+    then makes it accept on the shared socket too, next to the old version, which is stopped
+    next. Connections waiting in the shared queue are never dropped.
+    """
+    app.state.stable_active = False
+    if stable_fd is not None:
+        stable = socket.socket(fileno=stable_fd)
+        loop = asyncio.get_running_loop()
+
+        async def activate() -> None:
+            if app.state.stable_active:
+                return
+            config = server.config
+
+            def protocol(_loop=None):
+                return config.http_protocol_class(config=config, server_state=server.server_state,
+                                                  app_state=server.lifespan.state, _loop=_loop)
+
+            listener = await loop.create_server(protocol, sock=stable, backlog=config.backlog)
+            server.servers.append(listener)  # closed by uvicorn's shutdown
+            app.state.stable_active = True
+            log.info("now also serving the stable endpoint")
+
+        loop.add_signal_handler(signal.SIGUSR2, lambda: loop.create_task(activate()))
+    await server.serve()
 
 
 if __name__ == "__main__":

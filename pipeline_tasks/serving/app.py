@@ -158,7 +158,9 @@ def create_app(served: ServedModel, *, max_body_bytes: int, prediction_log: Pred
 
     async def ready(request: Request, request_id: str) -> Response:
         return _json({"status": "ready", "model_name": served.name,
-                      "model_version": served.version})
+                      "model_version": served.version,
+                      "stable_endpoint": bool(getattr(request.app.state, "stable_active",
+                                                      False))})
 
     async def metadata(request: Request, request_id: str) -> Response:
         return _json(served.metadata())

@@ -1,0 +1,583 @@
+"""Benchmark: our model server vs ``mlflow models serve`` on the same model, side by side.
+
+A fresh ``MLOPS_HOME`` gets January 2013 of the flights feed, and the pipeline's stages
+(``pipeline_tasks.stages.run_all``) train and register ``bench_serving`` with alias ``champion``.
+Then each server runs alone, one uvicorn worker each:
+
+- ours: ``python -m pipeline_tasks.serving --model bench_serving --ref champion`` (prediction log
+  on: it is part of the product), ready when ``GET /ready`` answers 200;
+- MLflow's: ``mlflow models serve -m models:/bench_serving@champion --env-manager local
+  --workers 1``, ready when ``GET /ping`` answers 200.
+
+Both get exactly the same request bodies (``{"dataframe_records": [...]}``, rows from the landed
+CSV, the columns of the model's signature, ``null`` for missing) from the same load generator: a
+separate process running raw asyncio streams on uvloop with keep-alive connections, N workers in a
+closed loop for a fixed time after a warm-up. Scenarios: single rows at concurrency 1, 8, 32 and
+100-row batches at concurrency 8. On a machine with 2+ cores the servers are pinned to core 0 and
+the load generator to core 1 (``--no-pin`` turns that off). The load generator's own ceiling is
+measured against a canned-response stub and against our server's ``/health``.
+
+    .venv/bin/python benchmarks/bench_serving.py                    # about 3-4 minutes
+    ... --keep-home /tmp/bench-serving                              # reuse a home (trains once)
+    ... --duration 8 --warmup 1                                     # seconds per scenario
+
+Figures go to stdout and to benchmarks/results/<UTC time>-serving.json. Not a test: never asserts
+times; the goals are printed as PASS/MISS for information and the exit code is 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "bench_serving"
+INTERVAL = ("2013-01-31T00:00:00+00:00", "2013-02-01T00:00:00+00:00")
+FEED_DAYS = (date(2013, 1, 1), date(2013, 1, 31))
+# (name, rows per request, concurrency)
+SCENARIOS = [("single c=1", 1, 1), ("single c=8", 1, 8), ("single c=32", 1, 32),
+             ("batch100 c=8", 100, 8)]
+GOAL_SCENARIO = "single c=8"
+SERVER_CORE, LOADGEN_CORE = 0, 1
+
+
+# --------------------------------------------------------------------------- load generator
+# Runs in its own process (``--loadgen``; spec as JSON on stdin, result as JSON on stdout), so it
+# never shares an interpreter or a core with a server.
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    idx = min(len(sorted_values) - 1, max(0, round(q / 100 * len(sorted_values)) - 1))
+    return sorted_values[idx]
+
+
+async def _read_response(reader) -> tuple[int, bytes, bool]:
+    """(status, body, keep_alive) of one HTTP/1.1 response."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length, chunked, keep_alive = None, False, True
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"transfer-encoding" and b"chunked" in value.lower():
+            chunked = True
+        elif name == b"connection" and b"close" in value.lower():
+            keep_alive = False
+    if chunked:
+        parts = []
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            data = await reader.readexactly(size + 2)
+            if size == 0:
+                break
+            parts.append(data[:-2])
+        return status, b"".join(parts), keep_alive
+    body = await reader.readexactly(length) if length else b""
+    return status, body, keep_alive
+
+
+async def _loadgen(spec: dict) -> dict:
+    import asyncio
+
+    host, port = spec["host"], spec["port"]
+    method, path = spec["method"], spec["path"]
+    bodies = [b.encode() for b in spec["bodies"]] or [b""]
+    requests = []
+    for body in bodies:
+        head = f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        if method == "POST":
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        requests.append(head.encode() + b"\r\n" + (body if method == "POST" else b""))
+    concurrency, warmup, duration = spec["concurrency"], spec["warmup"], spec["duration"]
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    errors = {"count": 0, "first": None}
+    start = time.perf_counter()
+    measure_from, measure_to = start + warmup, start + warmup + duration
+    cpu: dict[str, float] = {}
+
+    async def worker(k: int) -> None:
+        reader = writer = None
+        i = k
+        perf = time.perf_counter
+        while True:
+            t0 = perf()
+            if t0 >= measure_to:
+                break
+            try:
+                if writer is None:
+                    reader, writer = await asyncio.open_connection(host, port)
+                writer.write(requests[i % len(requests)])
+                i += 1
+                status, _, keep_alive = await _read_response(reader)
+                t1 = perf()
+                if not keep_alive:
+                    writer.close()
+                    writer = None
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                t1, status = perf(), 0
+                if writer is not None:
+                    writer.close()
+                writer = None
+                if errors["first"] is None:
+                    errors["first"] = f"{type(exc).__name__}: {exc}"[:200]
+                await asyncio.sleep(0.01)
+            if measure_from <= t0 and t1 <= measure_to:
+                latencies.append(t1 - t0)
+                statuses[str(status)] = statuses.get(str(status), 0) + 1
+                if status != 200:
+                    errors["count"] += 1
+        if writer is not None:
+            writer.close()
+
+    async def cpu_probe() -> None:
+        await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
+        cpu["start"] = time.process_time()
+        await asyncio.sleep(max(0.0, measure_to - time.perf_counter()))
+        cpu["end"] = time.process_time()
+
+    await asyncio.gather(cpu_probe(), *(worker(k) for k in range(concurrency)))
+    latencies.sort()
+    ok = len(latencies) - errors["count"]
+    return {
+        "requests": len(latencies), "ok": ok, "errors": errors["count"],
+        "first_error": errors["first"], "statuses": statuses,
+        "rps": ok / duration, "rows_per_s": ok * spec["rows_per_request"] / duration,
+        "p50_ms": _percentile(latencies, 50) * 1e3, "p90_ms": _percentile(latencies, 90) * 1e3,
+        "p99_ms": _percentile(latencies, 99) * 1e3,
+        "max_ms": (latencies[-1] * 1e3) if latencies else float("nan"),
+        "loadgen_cpu": (cpu["end"] - cpu["start"]) / duration,
+    }
+
+
+def loadgen_main() -> int:
+    spec = json.loads(sys.stdin.read())
+    try:
+        import uvloop
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover
+        import asyncio
+        runner = asyncio.run
+    print(json.dumps(runner(_loadgen(spec))))
+    return 0
+
+
+# --------------------------------------------------------------------------- stub server
+# The load generator's ceiling: a canned 200 answer, as cheap as a server can be.
+
+def stub_main(port: int) -> int:
+    import asyncio
+
+    import uvloop
+
+    reply = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 15\r\n\r\n"
+             b'{"status":"ok"}')
+
+    class Stub(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport, self.buf = transport, b""
+
+        def data_received(self, data):
+            self.buf += data
+            while True:
+                end = self.buf.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                length = 0
+                for line in self.buf[:end].split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                if len(self.buf) < end + 4 + length:
+                    return
+                self.buf = self.buf[end + 4 + length:]
+                self.transport.write(reply)
+
+    async def serve():
+        server = await asyncio.get_running_loop().create_server(Stub, "127.0.0.1", port)
+        await server.serve_forever()
+
+    uvloop.run(serve())
+    return 0
+
+
+# --------------------------------------------------------------------------- orchestration
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pinned(argv: list[str], core: int) -> list[str]:
+    """``argv`` run on one core (taskset execs it: same pid, children inherit the mask)."""
+    return ["taskset", "-c", str(core), *argv]
+
+
+class Procs:
+    """Every process this benchmark starts, each in its own session; stopped by group id."""
+
+    def __init__(self, pin: bool, logdir: Path):
+        self.pin, self.logdir, self.live = pin, logdir, []
+
+    def start(self, name: str, argv: list[str], env: dict) -> tuple[subprocess.Popen, float]:
+        log_file = open(self.logdir / f"{name}.log", "wb")  # noqa: SIM115 (closed in stop)
+        started = time.perf_counter()
+        proc = subprocess.Popen(pinned(argv, SERVER_CORE) if self.pin else argv, env=env,
+                                stdout=log_file, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=str(ROOT))
+        proc.log_file, proc.bench_name = log_file, name  # type: ignore[attr-defined]
+        self.live.append(proc)
+        return proc, started
+
+    def stop(self, proc: subprocess.Popen, timeout: float = 15.0) -> None:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+            except ProcessLookupError:
+                pass
+        try:  # children left behind in the group (MLflow's CLI runs uvicorn as a child)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.log_file.close()  # type: ignore[attr-defined]
+        if proc in self.live:
+            self.live.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in list(self.live):
+            self.stop(proc)
+
+    def tail(self, proc: subprocess.Popen, lines: int = 25) -> str:
+        path = self.logdir / f"{proc.bench_name}.log"  # type: ignore[attr-defined]
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def wait_ready(procs: Procs, proc, started: float, url: str, timeout: float = 180.0) -> float:
+    import httpx
+
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{proc.bench_name} exited with {proc.returncode}:\n"
+                             f"{procs.tail(proc)}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return time.perf_counter() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.02)
+    raise SystemExit(f"{proc.bench_name} not ready after {timeout:.0f} s:\n{procs.tail(proc)}")
+
+
+def group_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of every live process in the session led by ``pid``."""
+    import psutil
+
+    total = 0.0
+    try:
+        leader = psutil.Process(pid)
+        for p in [leader, *leader.children(recursive=True)]:
+            t = p.cpu_times()
+            total += t.user + t.system
+    except psutil.Error:
+        pass
+    return total
+
+
+def run_load(spec: dict, pin: bool, server_pid: int | None = None) -> dict:
+    argv = [sys.executable, __file__, "--loadgen"]
+    cpu0 = group_cpu_seconds(server_pid) if server_pid else 0.0
+    t0 = time.perf_counter()
+    done = subprocess.run(pinned(argv, LOADGEN_CORE) if pin else argv, input=json.dumps(spec),
+                          capture_output=True, text=True, check=False,
+                          timeout=spec["warmup"] + spec["duration"] + 120)
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"load generator failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout)
+    if server_pid:  # averaged over warm-up + measurement (+ the generator's ~0.1 s start)
+        result["server_cpu"] = (group_cpu_seconds(server_pid) - cpu0) / wall
+    return result
+
+
+def prepare_home(home: Path) -> None:
+    """Land January 2013 and run the pipeline's stages once, unless the champion exists."""
+    from pipeline_tasks import tracking
+    from pipeline_tasks.config import load_config
+    from pipeline_tasks.registry import current_champion
+
+    config = load_config()
+    tracking.configure_mlflow(config)
+    if current_champion(MODEL):
+        print(f"reusing {MODEL}@champion v{current_champion(MODEL)} in {home}", flush=True)
+        return
+    from pipeline_tasks import stages
+    from pipeline_tasks.demo_data import land_flights_feed
+
+    t0 = time.perf_counter()
+    land_flights_feed(config, *FEED_DAYS)
+    run = stages.RunSpec(dag_id="bench_serving", run_id="bench", interval_start=INTERVAL[0],
+                         interval_end=INTERVAL[1],
+                         params={"training_window_days": 31, "model_name": MODEL})
+    out = stages.run_all(run)
+    if not current_champion(MODEL):
+        raise SystemExit(f"the pipeline did not promote {MODEL} to champion: "
+                         f"{out['evaluate'].get('reason')}")
+    print(f"landed + trained + registered {MODEL} v{out['register'].get('version')} "
+          f"({out['ingest'].get('rows')} rows) in {time.perf_counter() - t0:.1f} s", flush=True)
+
+
+def request_rows(home: Path, inputs: list[dict], n: int) -> list[dict]:
+    """``n`` rows from the landed feed as a client sends them: signature columns, typed, None."""
+    import math
+
+    import pandas as pd
+
+    feed = pd.read_csv(home / "landing" / "flights" / f"flights_{FEED_DAYS[1].isoformat()}.csv")
+    required = [c["name"] for c in inputs if not c["nullable"]]
+    feed = feed.dropna(subset=required)
+    feed = feed.sample(n=min(n, len(feed)), random_state=7) if len(feed) > n else feed
+
+    def value(kind: str, v):
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return None
+        if kind == "float":
+            return float(v)
+        if kind == "int":
+            return int(v)
+        if kind == "bool":
+            return bool(v)
+        return str(v)
+
+    return [{c["name"]: value(c["type"], row[c["name"]]) for c in inputs}
+            for row in feed.to_dict("records")]
+
+
+def bodies_for(rows: list[dict], per_request: int, count: int) -> list[str]:
+    out = []
+    for k in range(count):
+        start = (k * per_request) % len(rows)
+        chunk = (rows + rows)[start:start + per_request]
+        out.append(json.dumps({"dataframe_records": chunk}, separators=(",", ":")))
+    return out
+
+
+def sample_predictions(url: str, bodies: list[str]) -> list:
+    import httpx
+
+    preds = []
+    with httpx.Client(timeout=30) as client:
+        for body in bodies:
+            r = client.post(url, content=body.encode(),
+                            headers={"content-type": "application/json"})
+            if r.status_code != 200:
+                raise SystemExit(f"{url} answered {r.status_code}: {r.text[:300]}")
+            preds.extend(r.json()["predictions"])
+    return preds
+
+
+def bench_server(name: str, procs: Procs, argv: list[str], env: dict, port: int,
+                 ready_path: str, predict_path: str, shared: dict, args, pin: bool,
+                 prepare=None) -> dict:
+    """Start one server, time it to ready, run every scenario against it, stop it."""
+    proc, started = procs.start(name, argv, env)
+    try:
+        ready_s = wait_ready(procs, proc, started, f"http://127.0.0.1:{port}{ready_path}")
+        print(f"  {name}: ready in {ready_s:.2f} s", flush=True)
+        out = {"ready_s": ready_s, "scenarios": {}}
+        if prepare:
+            out.update(prepare(port, proc))
+        payloads = shared["payloads"]
+        preds = sample_predictions(f"http://127.0.0.1:{port}{predict_path}", shared["sample"])
+        out["sample_predictions"] = preds
+        for scen, per_request, concurrency in SCENARIOS:
+            spec = {"host": "127.0.0.1", "port": port, "method": "POST", "path": predict_path,
+                    "bodies": payloads[per_request], "rows_per_request": per_request,
+                    "concurrency": concurrency, "warmup": args.warmup,
+                    "duration": args.duration}
+            res = run_load(spec, pin, proc.pid)
+            out["scenarios"][scen] = res
+            print(f"  {name:<7}{scen:<14}{res['rps']:>9.1f} req/s{res['rows_per_s']:>10.0f} rows/s"
+                  f"  p50 {res['p50_ms']:6.2f} ms  p99 {res['p99_ms']:7.2f} ms  "
+                  f"errors {res['errors']}  server cpu {res['server_cpu']:.0%}  "
+                  f"loadgen cpu {res['loadgen_cpu']:.0%}", flush=True)
+            if res["first_error"]:
+                print(f"    first error: {res['first_error']}", flush=True)
+        return out
+    finally:
+        procs.stop(proc)
+
+
+def main() -> int:
+    if "--loadgen" in sys.argv:
+        return loadgen_main()
+    if "--stub" in sys.argv:
+        return stub_main(int(sys.argv[sys.argv.index("--stub") + 1]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep-home", help="use this MLOPS_HOME instead of a fresh temp dir")
+    parser.add_argument("--duration", type=float, default=8.0, help="measured seconds/scenario")
+    parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds/scenario")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin servers/load to cores")
+    parser.add_argument("--distinct-bodies", type=int, default=256,
+                        help="distinct request bodies per scenario (cycled by the workers)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    home = Path(args.keep_home or tempfile.mkdtemp(prefix="mlops-bench-serving-")).resolve()
+    os.environ["MLOPS_HOME"] = str(home)
+    sys.path.insert(0, str(ROOT))
+    pin = not args.no_pin and shutil.which("taskset") is not None \
+        and {SERVER_CORE, LOADGEN_CORE} <= os.sched_getaffinity(0)
+
+    print(f"MLOPS_HOME={home}", flush=True)
+    prepare_home(home)
+    from pipeline_tasks.config import load_config
+
+    config = load_config()
+    venv_bin = str(Path(sys.executable).parent)
+    base_env = {**os.environ, "PATH": f"{venv_bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+                "DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
+                "PYTHONUNBUFFERED": "1"}
+    logdir = Path(tempfile.mkdtemp(prefix="bench-serving-logs-"))
+    procs = Procs(pin, logdir)
+    results: dict = {"home": str(home), "pinned": pin, "duration_s": args.duration,
+                     "warmup_s": args.warmup, "cpus": os.cpu_count()}
+    try:
+        print(f"\nservers pinned to core {SERVER_CORE}, load generator to core {LOADGEN_CORE}"
+              if pin else "\nno core pinning", flush=True)
+
+        # 1. The load generator's ceiling: a canned-response stub.
+        stub_port = _free_port()
+        stub, _ = procs.start("stub", [sys.executable, __file__, "--stub", str(stub_port)],
+                              base_env)
+        try:
+            wait_ready(procs, stub, time.perf_counter(), f"http://127.0.0.1:{stub_port}/")
+            ceiling = {}
+            for conc in (8, 32):
+                spec = {"host": "127.0.0.1", "port": stub_port, "method": "POST", "path": "/",
+                        "bodies": ['{"dataframe_records":[{"a":1}]}'], "rows_per_request": 1,
+                        "concurrency": conc, "warmup": 0.5, "duration": 3.0}
+                ceiling[f"stub c={conc}"] = res = run_load(spec, pin, stub.pid)
+                print(f"  load generator vs canned stub, c={conc}: {res['rps']:.0f} req/s, "
+                      f"loadgen cpu {res['loadgen_cpu']:.0%}, stub cpu {res['server_cpu']:.0%}",
+                      flush=True)
+        finally:
+            procs.stop(stub)
+        results["loadgen_ceiling"] = ceiling
+
+        # 2. Our server.
+        ours_port, ours_workdir = _free_port(), tempfile.mkdtemp(prefix="bench-serving-ours-")
+        ours_argv = [sys.executable, "-m", "pipeline_tasks.serving", "--model", MODEL, "--ref",
+                     "champion", "--port", str(ours_port), "--workdir", ours_workdir]
+        shared: dict = {}
+
+        def ours_extra(port, proc):
+            import httpx
+
+            meta = httpx.get(f"http://127.0.0.1:{port}/metadata", timeout=10).json()
+            rows = request_rows(home, meta["signature"]["inputs"],
+                                max(args.distinct_bodies, 100 * 16))
+            shared["rows"] = rows
+            n = args.distinct_bodies
+            shared["payloads"] = {1: bodies_for(rows, 1, n), 100: bodies_for(rows, 100, 16)}
+            shared["sample"] = bodies_for(rows, 100, 2) + bodies_for(rows, 1, 20)
+            spec = {"host": "127.0.0.1", "port": port, "method": "GET", "path": "/health",
+                    "bodies": [], "rows_per_request": 1, "concurrency": 8, "warmup": 0.5,
+                    "duration": 3.0}
+            health = run_load(spec, pin, proc.pid)
+            print(f"  load generator vs our /health, c=8: {health['rps']:.0f} req/s, "
+                  f"loadgen cpu {health['loadgen_cpu']:.0%}, server cpu "
+                  f"{health['server_cpu']:.0%}", flush=True)
+            return {"model_version": meta["model_version"], "columns": len(rows[0]),
+                    "health_c8": health}
+
+        print("\nour server (pipeline_tasks.serving, prediction log on):", flush=True)
+        ours = bench_server("ours", procs, ours_argv, {**base_env, "MLOPS_HOME": str(home)},
+                            ours_port, "/ready", "/predict", shared, args, pin, ours_extra)
+
+        # 3. MLflow's server.
+        print("\nmlflow models serve (--env-manager local):", flush=True)
+        ml_port = _free_port()
+        ml_argv = [str(Path(venv_bin) / "mlflow"), "models", "serve", "-m",
+                   f"models:/{MODEL}@champion", "--env-manager", "local", "-p", str(ml_port),
+                   "--workers", "1"]
+        ml_env = {**base_env, "MLFLOW_TRACKING_URI": config.mlflow_tracking_uri,
+                  "MLFLOW_REGISTRY_URI": config.mlflow_registry_uri}
+        mlf = bench_server("mlflow", procs, ml_argv, ml_env, ml_port, "/ping", "/invocations",
+                           shared, args, pin)
+    finally:
+        procs.stop_all()
+
+    results["ours"], results["mlflow"] = ours, mlf
+    report(results, shared)
+    out = Path(__file__).resolve().parent / "results"
+    out.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for side in ("ours", "mlflow"):
+        results[side].pop("sample_predictions", None)
+    path = out / f"{stamp}-serving.json"
+    path.write_text(json.dumps(results, indent=2, default=str))
+    print(f"\nresults: {path.relative_to(ROOT)}")
+    return 0
+
+
+def report(results: dict, shared: dict) -> None:
+    ours, mlf = results["ours"], results["mlflow"]
+    a, b = ours["sample_predictions"], mlf["sample_predictions"]
+    agree = sum(1 for x, y in zip(a, b, strict=True) if float(x) == float(y))
+    results["agreement"] = {"rows": len(a), "agree": agree}
+    ceil = results["loadgen_ceiling"]
+    print("\n" + "=" * 100)
+    print(f"model {MODEL} v{ours.get('model_version', '?')}, {len(shared['rows'][0])} input "
+          f"columns; {results['cpus']} cpus; "
+          + (f"servers on core {SERVER_CORE}, load generator on core {LOADGEN_CORE}"
+             if results["pinned"] else "no pinning"))
+    print(f"load generator: own process, raw asyncio streams on uvloop, keep-alive; "
+          f"{results['warmup_s']:g} s warm-up + {results['duration_s']:g} s per scenario")
+    print(f"load generator ceiling: canned stub {ceil['stub c=8']['rps']:.0f} req/s (c=8), "
+          f"{ceil['stub c=32']['rps']:.0f} req/s (c=32); our /health "
+          f"{ours.get('health_c8', {}).get('rps', float('nan')):.0f} req/s (c=8)")
+    print(f"prediction agreement on {len(a)} sample rows: {agree}/{len(a)}")
+    print(f"\n{'scenario':<14}{'ours req/s':>11}{'mlflow':>9}{'ratio':>7}{'ours rows/s':>12}"
+          f"{'mlflow':>9}{'ours p50':>9}{'p99':>8}{'mlflow p50':>11}{'p99':>8}{'p99 ratio':>10}"
+          f"{'errors o/m':>11}")
+    for scen, _, _ in SCENARIOS:
+        o, m = ours["scenarios"][scen], mlf["scenarios"][scen]
+        print(f"{scen:<14}{o['rps']:>11.1f}{m['rps']:>9.1f}{o['rps'] / m['rps']:>7.2f}"
+              f"{o['rows_per_s']:>12.0f}{m['rows_per_s']:>9.0f}{o['p50_ms']:>9.2f}"
+              f"{o['p99_ms']:>8.2f}{m['p50_ms']:>11.2f}{m['p99_ms']:>8.2f}"
+              f"{o['p99_ms'] / m['p99_ms']:>10.2f}{o['errors']:>6}/{m['errors']}")
+    print(f"{'start to ready':<14} ours {ours['ready_s']:.2f} s, mlflow {mlf['ready_s']:.2f} s"
+          f"  (ratio {ours['ready_s'] / mlf['ready_s']:.2f})")
+    o, m = ours["scenarios"][GOAL_SCENARIO], mlf["scenarios"][GOAL_SCENARIO]
+    goals = {
+        f"throughput >= 2x mlflow ({GOAL_SCENARIO})": o["rps"] / m["rps"] >= 2.0,
+        f"p99 <= 0.5x mlflow ({GOAL_SCENARIO})": o["p99_ms"] / m["p99_ms"] <= 0.5,
+        "ready sooner than mlflow": ours["ready_s"] < mlf["ready_s"],
+    }
+    results["goals"] = goals
+    print()
+    for goal, ok in goals.items():
+        print(f"  {'PASS' if ok else 'MISS'}  {goal}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

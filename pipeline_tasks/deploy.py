@@ -1,0 +1,242 @@
+"""The ``deploy`` stage: put a registered version behind the stable endpoint, blue/green.
+
+Target ``local`` (the embedded default): the serving supervisor (``serving.supervisor``) owns the
+endpoint ``serving_url``. The new version starts beside the live one on a private port, must load
+(its files' sha256 is checked) and must answer canary requests on holdout rows with exactly the
+predictions the model gives offline. Only then does it take the endpoint and the old server stop.
+On any failure the candidate is stopped, the old version keeps serving, and ``DeployRejected``
+says why.
+
+Every attempt, good or bad, is recorded: a JSON document in
+``lake/deployments/<model>/<time>-v<version>.json`` (what, when, which Airflow run, pid and port,
+the previous version, why), and on success tags on the model version (``deployment_*``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any, NoReturn
+
+from pipeline_tasks import storage, tracking
+from pipeline_tasks.config import PipelineConfig
+from pipeline_tasks.errors import ConfigError, DeployRejected
+
+log = logging.getLogger(__name__)
+
+TARGETS = ("local",)
+CANARY_ROWS = 200
+
+
+@dataclass(frozen=True)
+class DeploymentResult:
+    deployment_id: str
+    model_name: str
+    version: str
+    target: str
+    endpoint: str
+    status: str  # live | unchanged
+    pid: int | None
+    private_port: int | None
+    previous_version: str | None
+    reason: str
+    canary_rows: int
+    record_uri: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def deploy_version(*, model_name: str, version: str, holdout_uri: str | None,
+                   feature_columns: list[str], config: PipelineConfig, reason: str,
+                   lineage: dict[str, str] | None = None, target: str = "local",
+                   action: str = "deploy") -> DeploymentResult:
+    """Deploy ``model_name`` v``version`` to ``target`` through the blue/green path."""
+    if target not in TARGETS:
+        raise ConfigError(f"deployment target {target!r} is not one of {TARGETS}")
+    from pipeline_tasks.serving.supervisor import SupervisorClient, SupervisorError
+
+    version = str(version)
+    supervisor = SupervisorClient(config)
+    status = supervisor.ensure_running()
+    live = status.get("active")
+    previous = live["version"] if live and live["model"] == model_name else None
+    record = {
+        "deployment_id": uuid.uuid4().hex[:12], "action": action, "model_name": model_name,
+        "version": version, "target": target, "endpoint": status["stable_url"],
+        "previous": ({"model_name": live["model"], "version": live["version"],
+                      "pid": live["pid"]} if live else None),
+        "reason": reason, "lineage": lineage or {},
+        "started_at": datetime.now(UTC).isoformat(),
+    }
+    if live and live["model"] == model_name and live["version"] == version:
+        record.update(status="unchanged", pid=live["pid"], private_port=live["private_port"],
+                      canary_rows=0, outcome=f"v{version} is already live")
+        return _result(record, config)
+
+    try:
+        child = supervisor.call("start", model=model_name, version=version)["child"]
+    except SupervisorError as exc:
+        _fail(record, config, f"v{version} did not start: {exc}")
+    record.update(pid=child["pid"], private_port=child["private_port"])
+    try:
+        rows = canary_check(child["private_url"], model_name, version, holdout_uri,
+                            feature_columns, config)
+    except DeployRejected as exc:
+        supervisor.call("stop", pid=child["pid"])
+        _fail(record, config, f"v{version} failed validation: {exc}")
+    record["canary_rows"] = rows
+    try:
+        supervisor.call("activate", pid=child["pid"])
+    except SupervisorError as exc:
+        supervisor.call("stop", pid=child["pid"])
+        _fail(record, config, f"v{version} could not take the endpoint: {exc}")
+    served = _get_json(record["endpoint"] + "/metadata")
+    if not served or served.get("model_version") != version:
+        raise DeployRejected(f"the endpoint does not serve v{version} after the switch")
+    record.update(status="live", outcome=f"v{version} is live on {record['endpoint']}")
+    result = _result(record, config)
+    _tag_versions(model_name, version, previous, record, config)
+    return result
+
+
+def canary_check(url: str, model_name: str, version: str, holdout_uri: str | None,
+                 feature_columns: list[str], config: PipelineConfig) -> int:
+    """Send holdout rows to ``url``; its answers must equal the model's offline predictions."""
+    if not holdout_uri:
+        raise DeployRejected("no holdout rows to validate with")
+    tracking.configure_mlflow(config)
+    import mlflow.sklearn
+    import numpy as np
+
+    holdout = storage.read_parquet(holdout_uri)
+    missing = [c for c in feature_columns if c not in holdout.columns]
+    if missing:
+        raise DeployRejected(f"holdout {holdout_uri} lacks column(s) {missing}")
+    frame = holdout[feature_columns].head(CANARY_ROWS)
+    offline = mlflow.sklearn.load_model(f"models:/{model_name}/{version}")
+    expected = offline.predict(frame).tolist()
+    body = {"columns": {c: _json_values(frame[c]) for c in feature_columns}}
+    answer = _post_json(url + "/predict", body)
+    if answer is None or "predictions" not in answer:
+        raise DeployRejected(f"POST {url}/predict gave no predictions: {answer}")
+    got = answer["predictions"]
+    if len(got) != len(expected):
+        raise DeployRejected(f"{len(got)} predictions for {len(expected)} canary rows")
+    if isinstance(expected[0], float):
+        same = np.allclose(np.asarray(got, dtype=float), np.asarray(expected, dtype=float),
+                           rtol=1e-9, atol=1e-9)
+    else:
+        same = [str(g) for g in got] == [str(e) for e in expected]
+    if not same:
+        differ = sum(str(g) != str(e) for g, e in zip(got, expected, strict=True))
+        raise DeployRejected(f"{differ} of {len(expected)} canary predictions differ from the "
+                             "model's offline predictions")
+    log.info("canary: %d holdout rows predicted as offline by %s", len(expected), url)
+    return len(expected)
+
+
+def _json_values(column) -> list:
+    import pandas as pd
+
+    if pd.api.types.is_datetime64_any_dtype(column):
+        return [None if pd.isna(v) else v.isoformat() for v in column]
+    values = column.astype(object).where(column.notna(), None).tolist()
+    return [v.item() if hasattr(v, "item") else v for v in values]
+
+
+def _headers() -> dict[str, str]:
+    headers = {"Content-Type": "application/json"}
+    token = os.environ.get("MLOPS_SERVING_TOKEN")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+def _post_json(url: str, body: dict) -> dict | None:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=_headers(),
+                                 method="POST")
+    return _open(req)
+
+
+def _get_json(url: str) -> dict | None:
+    for _ in range(20):
+        answer = _open(urllib.request.Request(url, headers=_headers()))
+        if answer is not None:
+            return answer
+        time.sleep(0.25)
+    return None
+
+
+def _open(req) -> dict | None:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=30) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return {"status": exc.code, "error": exc.read().decode(errors="replace")[:300]}
+    except (OSError, ValueError):
+        return None
+
+
+def _record_uri(record: dict, config: PipelineConfig) -> str:
+    stamp = record["started_at"].replace(":", "").replace("-", "")[:15]
+    name = f"{stamp}-v{record['version']}-{record['deployment_id']}.json"
+    return storage.join(config.lake_uri, "deployments", record["model_name"], name)
+
+
+def _write(record: dict, config: PipelineConfig) -> str:
+    record["finished_at"] = datetime.now(UTC).isoformat()
+    uri = _record_uri(record, config)
+    storage.atomic_write_json(uri, record)
+    return uri
+
+
+def _fail(record: dict, config: PipelineConfig, why: str) -> NoReturn:
+    record.update(status="failed", outcome=why)
+    _write(record, config)
+    log.error("deployment of %s v%s failed; the previous version keeps serving: %s",
+              record["model_name"], record["version"], why)
+    raise DeployRejected(why)
+
+
+def _result(record: dict, config: PipelineConfig) -> DeploymentResult:
+    uri = _write(record, config)
+    log.info("%s: %s", record["action"], record["outcome"])
+    previous = record["previous"]
+    return DeploymentResult(
+        deployment_id=record["deployment_id"], model_name=record["model_name"],
+        version=record["version"], target=record["target"], endpoint=record["endpoint"],
+        status=record["status"], pid=record.get("pid"), private_port=record.get("private_port"),
+        previous_version=previous["version"] if previous and
+        previous["model_name"] == record["model_name"] else None,
+        reason=record["reason"], canary_rows=record.get("canary_rows", 0), record_uri=uri)
+
+
+def _tag_versions(model_name: str, version: str, previous: str | None, record: dict,
+                  config: PipelineConfig) -> None:
+    tracking.configure_mlflow(config)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    tags = {
+        "deployment_status": "live",
+        "deployment_id": record["deployment_id"],
+        "deployment_target": record["target"],
+        "deployment_endpoint": record["endpoint"],
+        "deployment_pid": str(record.get("pid")),
+        "deployed_at": record["finished_at"],
+        "deployment_reason": record["reason"][:4000],
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, version, key, value)
+    if previous and previous != version:
+        client.set_model_version_tag(model_name, previous, "deployment_status",
+                                     f"replaced by v{version}")

@@ -1,0 +1,171 @@
+"""Blue/green deploys on the local target, for real: supervisor, server processes, HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+import time
+import urllib.request
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline_tasks import storage
+from pipeline_tasks.deploy import canary_check, deploy_version
+from pipeline_tasks.errors import DeployRejected
+from pipeline_tasks.evaluate import EvaluationDecision
+from pipeline_tasks.registry import register_model
+from pipeline_tasks.serving.supervisor import SupervisorClient
+from pipeline_tasks.train import train_model
+
+MODEL = "flights_serving"  # registered (v1, champion) by conftest.py
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def config(serving_config):
+    return serving_config.with_overrides(serving_port=_free_port())
+
+
+@pytest.fixture(scope="module")
+def supervisor(config):
+    client = SupervisorClient(config)
+    yield client
+    status = client.call("status") if client.running() else None
+    client.shutdown()
+    pids = [] if status is None else [status["pid"]] + [
+        c["pid"] for c in ([status["active"]] if status["active"] else []) + status["candidates"]]
+    for pid in pids:  # nothing is left behind
+        assert not os.path.exists(f"/proc/{pid}") or \
+            open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+
+@pytest.fixture(scope="module")
+def second(flights_frame, write_snapshot, config, registered):
+    """v2: trained on other rows, so its predictions differ from v1's."""
+    uri = write_snapshot(flights_frame.sample(frac=0.6, random_state=3), "serving-flights-2")
+    trained = train_model(uri, dataset_version="sha-serving-2", target="is_late",
+                          model_name=MODEL, config=config, run_key="serving-2")
+    decision = EvaluationDecision(
+        blessed=False, reason="rejected: test", primary_metric="roc_auc", greater_is_better=True,
+        candidate_metrics={"roc_auc": 0.6}, baseline_metrics={"roc_auc": 0.5},
+        champion_metrics=None, champion_version="1", deltas={}, thresholds={},
+        forced=False, force_reason=None).to_dict()
+    registration = register_model(model_name=MODEL, run_id=trained.run_id,
+                                  model_uri=trained.model_uri, decision=decision,
+                                  lineage={"dataset_version": "sha-serving-2"}, config=config)
+    assert registration.version == "2"
+    return trained
+
+
+def served_version(config) -> str:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(config.serving_url + "/metadata", timeout=10) as resp:
+        return json.loads(resp.read())["model_version"]
+
+
+def predict(config, rows) -> dict:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    req = urllib.request.Request(config.serving_url + "/predict",
+                                 data=json.dumps({"records": rows}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with opener.open(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def deploy(config, trained, version, reason="test"):
+    return deploy_version(model_name=MODEL, version=version, holdout_uri=trained.holdout_uri,
+                          feature_columns=trained.feature_columns, config=config, reason=reason,
+                          lineage={"airflow.run_id": "test"})
+
+
+def test_first_deploy_serves_the_version_on_the_stable_endpoint(supervisor, config, registered,
+                                                                 flights_rows):
+    result = deploy(config, registered, "1", reason="first deploy")
+    assert result.status == "live" and result.previous_version is None
+    assert result.endpoint == config.serving_url and result.canary_rows > 0
+    assert served_version(config) == "1"
+    answer = predict(config, flights_rows.head(5).to_dict(orient="records"))
+    assert len(answer["predictions"]) == 5 and answer["model_version"] == "1"
+    record = storage.read_json(result.record_uri)
+    assert record["status"] == "live" and record["pid"] == result.pid
+    assert record["reason"] == "first deploy" and record["lineage"] == {"airflow.run_id": "test"}
+    tags = MlflowClient(config.mlflow_tracking_uri).get_model_version(MODEL, "1").tags
+    assert tags["deployment_status"] == "live" and tags["deployment_endpoint"] == config.serving_url
+    again = deploy(config, registered, "1")
+    assert again.status == "unchanged" and again.pid == result.pid
+
+
+def test_switching_versions_drops_no_request(supervisor, config, registered, second, flights_rows):
+    rows = flights_rows.head(3).to_dict(orient="records")
+    outcomes: list = []
+    stop = threading.Event()
+
+    def hammer():
+        while not stop.is_set():
+            try:
+                outcomes.append(predict(config, rows)["model_version"])
+            except Exception as exc:  # noqa: BLE001 (any failure is what we look for)
+                outcomes.append(exc)
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        result = deploy(config, second, "2", reason="new version")
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        thread.join()
+    assert result.status == "live" and result.previous_version == "1"
+    failures = [o for o in outcomes if isinstance(o, Exception)]
+    assert not failures, failures[:3]
+    assert outcomes[0] == "1" and outcomes[-1] == "2"
+    assert served_version(config) == "2"
+    tags = MlflowClient(config.mlflow_tracking_uri).get_model_version(MODEL, "1").tags
+    assert tags["deployment_status"] == "replaced by v2"
+
+
+def test_a_candidate_that_will_not_start_leaves_the_old_one_serving(supervisor, config, second):
+    client = MlflowClient(config.mlflow_tracking_uri)
+    client.set_model_version_tag(MODEL, "1", "artifact_sha256", "0" * 64)  # files "changed"
+    try:
+        with pytest.raises(DeployRejected, match=r"(?s)v1 did not start: .*does not match"):
+            deploy(config, second, "1")
+    finally:
+        from pipeline_tasks.model_artifacts import model_digest
+
+        client.set_model_version_tag(MODEL, "1", "artifact_sha256",
+                                     model_digest(f"models:/{MODEL}/1"))
+    assert served_version(config) == "2"
+    assert supervisor.call("status")["candidates"] == []
+    failed = [storage.read_json(p.as_uri()) for p in storage.local_path(
+        storage.join(config.lake_uri, "deployments", MODEL)).glob("*-v1-*.json")]
+    assert any(r["status"] == "failed" and "did not start" in r["outcome"] for r in failed)
+
+
+def test_wrong_predictions_fail_the_canary(supervisor, config, registered, second):
+    live_v2 = config.serving_url  # serves v2; claim it is v1: its answers differ from v1 offline
+    with pytest.raises(DeployRejected, match="canary predictions differ"):
+        canary_check(live_v2, MODEL, "1", registered.holdout_uri, registered.feature_columns,
+                     config)
+
+
+def test_the_live_server_is_restarted_when_it_dies(supervisor, config):
+    pid = supervisor.call("status")["active"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        active = supervisor.call("status")["active"]
+        if active and active["pid"] != pid:
+            break
+        time.sleep(0.5)
+    assert active["pid"] != pid and active["version"] == "2"
+    assert served_version(config) == "2"
