@@ -304,8 +304,14 @@ def group_cpu_seconds(pid: int) -> float:
 
 
 def run_load(spec: dict, pin: bool, server_pid: int | None = None) -> dict:
+    import resource
+
+    import psutil
+
     argv = [sys.executable, __file__, "--loadgen"]
     cpu0 = group_cpu_seconds(server_pid) if server_pid else 0.0
+    kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy0 = _busy_seconds(psutil.cpu_times())
     t0 = time.perf_counter()
     done = subprocess.run(pinned(argv, LOADGEN_CORE) if pin else argv, input=json.dumps(spec),
                           capture_output=True, text=True, check=False,
@@ -313,10 +319,20 @@ def run_load(spec: dict, pin: bool, server_pid: int | None = None) -> dict:
     wall = time.perf_counter() - t0
     if done.returncode != 0:
         raise SystemExit(f"load generator failed:\n{done.stderr[-3000:]}")
+    busy = _busy_seconds(psutil.cpu_times()) - busy0
+    kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    loadgen = (kids1.ru_utime + kids1.ru_stime) - (kids0.ru_utime + kids0.ru_stime)
     result = json.loads(done.stdout)
-    if server_pid:  # averaged over warm-up + measurement (+ the generator's ~0.1 s start)
-        result["server_cpu"] = (group_cpu_seconds(server_pid) - cpu0) / wall
+    server = (group_cpu_seconds(server_pid) - cpu0) if server_pid else 0.0
+    # averaged over warm-up + measurement (+ the generator's ~0.1 s start), in cores
+    result["server_cpu"] = server / wall
+    result["other_cpu"] = max(0.0, busy - server - loadgen) / wall
     return result
+
+
+def _busy_seconds(times) -> float:
+    """Busy CPU seconds of the whole machine (guest time is already inside user time)."""
+    return sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq"))
 
 
 def prepare_home(home: Path) -> None:
@@ -418,8 +434,8 @@ def bench_server(name: str, procs: Procs, argv: list[str], env: dict, port: int,
             out["scenarios"][scen] = res
             print(f"  {name:<7}{scen:<14}{res['rps']:>9.1f} req/s{res['rows_per_s']:>10.0f} rows/s"
                   f"  p50 {res['p50_ms']:6.2f} ms  p99 {res['p99_ms']:7.2f} ms  "
-                  f"errors {res['errors']}  server cpu {res['server_cpu']:.0%}  "
-                  f"loadgen cpu {res['loadgen_cpu']:.0%}", flush=True)
+                  f"errors {res['errors']}  cpu: server {res['server_cpu']:.0%} loadgen "
+                  f"{res['loadgen_cpu']:.0%} other {res['other_cpu']:.0%}", flush=True)
             if res["first_error"]:
                 print(f"    first error: {res['first_error']}", flush=True)
         return out
@@ -436,6 +452,8 @@ def main() -> int:
     parser.add_argument("--keep-home", help="use this MLOPS_HOME instead of a fresh temp dir")
     parser.add_argument("--duration", type=float, default=8.0, help="measured seconds/scenario")
     parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds/scenario")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="rounds per server, alternating order (ABBA); medians are reported")
     parser.add_argument("--no-pin", action="store_true", help="do not pin servers/load to cores")
     parser.add_argument("--distinct-bodies", type=int, default=256,
                         help="distinct request bodies per scenario (cycled by the workers)")
@@ -458,6 +476,8 @@ def main() -> int:
                 "PYTHONUNBUFFERED": "1"}
     logdir = Path(tempfile.mkdtemp(prefix="bench-serving-logs-"))
     procs = Procs(pin, logdir)
+    shared: dict = {}
+    runs: dict[str, list[dict]] = {"ours": [], "mlflow": []}
     results: dict = {"home": str(home), "pinned": pin, "duration_s": args.duration,
                      "warmup_s": args.warmup, "cpus": os.cpu_count()}
     try:
@@ -483,13 +503,21 @@ def main() -> int:
             procs.stop(stub)
         results["loadgen_ceiling"] = ceiling
 
-        # 2. Our server.
+        # 2. Each server alone, in ABBA order over the rounds (drift on a shared machine evens out).
         ours_port, ours_workdir = _free_port(), tempfile.mkdtemp(prefix="bench-serving-ours-")
         ours_argv = [sys.executable, "-m", "pipeline_tasks.serving", "--model", MODEL, "--ref",
                      "champion", "--port", str(ours_port), "--workdir", ours_workdir]
-        shared: dict = {}
+        ml_port = _free_port()
+        ml_argv = [str(Path(venv_bin) / "mlflow"), "models", "serve", "-m",
+                   f"models:/{MODEL}@champion", "--env-manager", "local", "-p", str(ml_port),
+                   "--workers", "1"]
+        ml_env = {**base_env, "MLFLOW_TRACKING_URI": config.mlflow_tracking_uri,
+                  "MLFLOW_REGISTRY_URI": config.mlflow_registry_uri}
 
-        def ours_extra(port, proc):
+        def ours_prepare(port, proc):
+            """Request bodies from the signature our server publishes; load generator checks."""
+            if "payloads" in shared:
+                return {}
             import httpx
 
             meta = httpx.get(f"http://127.0.0.1:{port}/metadata", timeout=10).json()
@@ -505,38 +533,60 @@ def main() -> int:
             health = run_load(spec, pin, proc.pid)
             print(f"  load generator vs our /health, c=8: {health['rps']:.0f} req/s, "
                   f"loadgen cpu {health['loadgen_cpu']:.0%}, server cpu "
-                  f"{health['server_cpu']:.0%}", flush=True)
+                  f"{health['server_cpu']:.0%}, other {health['other_cpu']:.0%}", flush=True)
             return {"model_version": meta["model_version"], "columns": len(rows[0]),
                     "health_c8": health}
 
-        print("\nour server (pipeline_tasks.serving, prediction log on):", flush=True)
-        ours = bench_server("ours", procs, ours_argv, {**base_env, "MLOPS_HOME": str(home)},
-                            ours_port, "/ready", "/predict", shared, args, pin, ours_extra)
-
-        # 3. MLflow's server.
-        print("\nmlflow models serve (--env-manager local):", flush=True)
-        ml_port = _free_port()
-        ml_argv = [str(Path(venv_bin) / "mlflow"), "models", "serve", "-m",
-                   f"models:/{MODEL}@champion", "--env-manager", "local", "-p", str(ml_port),
-                   "--workers", "1"]
-        ml_env = {**base_env, "MLFLOW_TRACKING_URI": config.mlflow_tracking_uri,
-                  "MLFLOW_REGISTRY_URI": config.mlflow_registry_uri}
-        mlf = bench_server("mlflow", procs, ml_argv, ml_env, ml_port, "/ping", "/invocations",
-                           shared, args, pin)
+        sides = {
+            "ours": lambda: bench_server("ours", procs, ours_argv,
+                                         {**base_env, "MLOPS_HOME": str(home)}, ours_port,
+                                         "/ready", "/predict", shared, args, pin, ours_prepare),
+            "mlflow": lambda: bench_server("mlflow", procs, ml_argv, ml_env, ml_port, "/ping",
+                                           "/invocations", shared, args, pin),
+        }
+        titles = {"ours": "our server (pipeline_tasks.serving, prediction log on)",
+                  "mlflow": "mlflow models serve (--env-manager local, --workers 1)"}
+        for rnd in range(args.rounds):
+            for side in (("ours", "mlflow") if rnd % 2 == 0 else ("mlflow", "ours")):
+                print(f"\nround {rnd + 1}/{args.rounds}: {titles[side]}", flush=True)
+                runs[side].append(sides[side]())
     finally:
         procs.stop_all()
 
-    results["ours"], results["mlflow"] = ours, mlf
+    results["runs"] = runs
+    results["ours"], results["mlflow"] = combine(runs["ours"]), combine(runs["mlflow"])
     report(results, shared)
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     for side in ("ours", "mlflow"):
+        for run in runs[side]:
+            run.pop("sample_predictions", None)
         results[side].pop("sample_predictions", None)
     path = out / f"{stamp}-serving.json"
     path.write_text(json.dumps(results, indent=2, default=str))
     print(f"\nresults: {path.relative_to(ROOT)}")
     return 0
+
+
+def combine(runs: list[dict]) -> dict:
+    """The median over rounds of each figure; errors summed; the busiest 'other' load."""
+    import statistics
+
+    first = runs[0]
+    out = {**{k: v for k, v in first.items() if k not in ("scenarios", "ready_s")},
+           "ready_s": statistics.median(r["ready_s"] for r in runs),
+           "ready_s_rounds": [r["ready_s"] for r in runs], "scenarios": {}}
+    for scen, _, _ in SCENARIOS:
+        rs = [r["scenarios"][scen] for r in runs]
+        med = {k: statistics.median(r[k] for r in rs)
+               for k in ("rps", "rows_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms",
+                         "server_cpu", "loadgen_cpu")}
+        out["scenarios"][scen] = {**med, "errors": sum(r["errors"] for r in rs),
+                                  "other_cpu": max(r["other_cpu"] for r in rs),
+                                  "rps_rounds": [r["rps"] for r in rs],
+                                  "p99_rounds": [r["p99_ms"] for r in rs]}
+    return out
 
 
 def report(results: dict, shared: dict) -> None:
@@ -545,36 +595,51 @@ def report(results: dict, shared: dict) -> None:
     agree = sum(1 for x, y in zip(a, b, strict=True) if float(x) == float(y))
     results["agreement"] = {"rows": len(a), "agree": agree}
     ceil = results["loadgen_ceiling"]
-    print("\n" + "=" * 100)
-    print(f"model {MODEL} v{ours.get('model_version', '?')}, {len(shared['rows'][0])} input "
-          f"columns; {results['cpus']} cpus; "
-          + (f"servers on core {SERVER_CORE}, load generator on core {LOADGEN_CORE}"
-             if results["pinned"] else "no pinning"))
-    print(f"load generator: own process, raw asyncio streams on uvloop, keep-alive; "
-          f"{results['warmup_s']:g} s warm-up + {results['duration_s']:g} s per scenario")
+    rounds = len(results["runs"]["ours"])
+    print("\n" + "=" * 108)
+    print(f"model {MODEL} v{ours.get('model_version', '?')} ({len(shared['rows'][0])} input "
+          f"columns); {results['cpus']} cpus; "
+          + (f"servers pinned to core {SERVER_CORE} (taskset), load generator to core "
+             f"{LOADGEN_CORE}" if results["pinned"] else "no core pinning"))
+    print(f"load generator: own process, raw asyncio streams on uvloop, keep-alive, closed loop; "
+          f"{results['warmup_s']:g} s warm-up + {results['duration_s']:g} s per scenario; "
+          f"{rounds} round(s) in ABBA order, medians shown")
     print(f"load generator ceiling: canned stub {ceil['stub c=8']['rps']:.0f} req/s (c=8), "
           f"{ceil['stub c=32']['rps']:.0f} req/s (c=32); our /health "
           f"{ours.get('health_c8', {}).get('rps', float('nan')):.0f} req/s (c=8)")
-    print(f"prediction agreement on {len(a)} sample rows: {agree}/{len(a)}")
-    print(f"\n{'scenario':<14}{'ours req/s':>11}{'mlflow':>9}{'ratio':>7}{'ours rows/s':>12}"
-          f"{'mlflow':>9}{'ours p50':>9}{'p99':>8}{'mlflow p50':>11}{'p99':>8}{'p99 ratio':>10}"
-          f"{'errors o/m':>11}")
+    print(f"prediction agreement (ours vs mlflow) on {len(a)} sample rows: {agree}/{len(a)}")
+    print(f"\n{'scenario':<14}{'req/s ours':>11}{'mlflow':>8}{'ratio':>7}{'rows/s ours':>12}"
+          f"{'mlflow':>8}{'p50 ours':>9}{'mlflow':>8}{'p99 ours':>9}{'mlflow':>8}{'ratio':>7}"
+          f"{'errors o/m':>11}{'other cpu':>10}")
     for scen, _, _ in SCENARIOS:
         o, m = ours["scenarios"][scen], mlf["scenarios"][scen]
-        print(f"{scen:<14}{o['rps']:>11.1f}{m['rps']:>9.1f}{o['rps'] / m['rps']:>7.2f}"
-              f"{o['rows_per_s']:>12.0f}{m['rows_per_s']:>9.0f}{o['p50_ms']:>9.2f}"
-              f"{o['p99_ms']:>8.2f}{m['p50_ms']:>11.2f}{m['p99_ms']:>8.2f}"
-              f"{o['p99_ms'] / m['p99_ms']:>10.2f}{o['errors']:>6}/{m['errors']}")
-    print(f"{'start to ready':<14} ours {ours['ready_s']:.2f} s, mlflow {mlf['ready_s']:.2f} s"
-          f"  (ratio {ours['ready_s'] / mlf['ready_s']:.2f})")
+        print(f"{scen:<14}{o['rps']:>11.1f}{m['rps']:>8.1f}{o['rps'] / m['rps']:>7.2f}"
+              f"{o['rows_per_s']:>12.0f}{m['rows_per_s']:>8.0f}{o['p50_ms']:>9.1f}"
+              f"{m['p50_ms']:>8.1f}{o['p99_ms']:>9.1f}{m['p99_ms']:>8.1f}"
+              f"{o['p99_ms'] / m['p99_ms']:>7.2f}{o['errors']:>7}/{m['errors']:<3}"
+              f"{max(o['other_cpu'], m['other_cpu']):>10.0%}")
+    print(f"{'start to ready':<15}ours {ours['ready_s']:.2f} s, mlflow {mlf['ready_s']:.2f} s "
+          f"(ratio {ours['ready_s'] / mlf['ready_s']:.2f}); rounds: ours "
+          f"{', '.join(f'{x:.2f}' for x in ours['ready_s_rounds'])}, mlflow "
+          f"{', '.join(f'{x:.2f}' for x in mlf['ready_s_rounds'])}")
+    print("(ratio: ours/mlflow; 'other cpu': cores busy with processes outside the benchmark, "
+          "worst round)")
+    busiest = max(r["other_cpu"] for side in (ours, mlf) for r in side["scenarios"].values())
+    if busiest > 0.25:
+        print(f"WARNING: other processes kept up to {busiest:.0%} of a core busy during the "
+              "measurements; the figures are noisy. Re-run on a quiet machine or with more "
+              "--rounds.")
     o, m = ours["scenarios"][GOAL_SCENARIO], mlf["scenarios"][GOAL_SCENARIO]
     goals = {
-        f"throughput >= 2x mlflow ({GOAL_SCENARIO})": o["rps"] / m["rps"] >= 2.0,
-        f"p99 <= 0.5x mlflow ({GOAL_SCENARIO})": o["p99_ms"] / m["p99_ms"] <= 0.5,
-        "ready sooner than mlflow": ours["ready_s"] < mlf["ready_s"],
+        f"throughput >= 2x mlflow at {GOAL_SCENARIO} (got {o['rps'] / m['rps']:.2f}x)":
+            o["rps"] / m["rps"] >= 2.0,
+        f"p99 <= 0.5x mlflow at {GOAL_SCENARIO} (got {o['p99_ms'] / m['p99_ms']:.2f}x)":
+            o["p99_ms"] / m["p99_ms"] <= 0.5,
+        f"ready sooner than mlflow ({ours['ready_s']:.2f} s vs {mlf['ready_s']:.2f} s)":
+            ours["ready_s"] < mlf["ready_s"],
     }
     results["goals"] = goals
-    print()
+    print("\ngoals (informational):")
     for goal, ok in goals.items():
         print(f"  {'PASS' if ok else 'MISS'}  {goal}")
 

@@ -3,7 +3,7 @@
 
 Trains a tabular model every night on the latest data and promotes it only when it is better.
 
-`ingest` → `validate` → `version` → `train` → `evaluate` → `register`
+`ingest` → `validate` → `version` → `train` → `evaluate` → `register` → `deploy`
 
 | task | what it does |
 |---|---|
@@ -13,6 +13,7 @@ Trains a tabular model every night on the latest data and promotes it only when 
 | **train** | fits a scikit-learn pipeline, tracked as one MLflow run |
 | **evaluate** | scores the candidate, the champion and a trivial baseline on the same holdout |
 | **register** | new model version; `challenger` always moves to it, `champion` only if it was blessed |
+| **deploy** | only for a new champion: blue/green onto the model server, canary-checked (skipped otherwise) |
 
 Bad input (unreadable files, failed expectations) fails the task at once without retries.
 Backfill with `make airflow ARGS="backfill create --dag-id ml_training_pipeline --from-date ... --to-date ..."`.
@@ -190,12 +191,18 @@ def ml_training_pipeline():
 
         return stages.register(run_spec(context), trained, decision)
 
+    @pipeline_task
+    def deploy(trained: dict, registered: dict, **context) -> dict:
+        from pipeline_tasks import stages
+
+        return stages.deploy(run_spec(context), trained, registered)
+
     ingested = ingest()
     validated = validate(ingested)
     versioned = version(ingested, validated)
     trained = train(ingested, versioned)
     decision = evaluate(trained)
-    register(trained, decision)
+    deploy(trained, register(trained, decision))
 
 
 ml_training_pipeline()

@@ -137,6 +137,25 @@ def _summary(api, config, run_id: str, state: str) -> None:
     _say(f"Promotion  : {'promoted to champion' if registered['promoted'] else 'not promoted'}"
          f" - {registered['reason']}")
     _say(f"Reports    : {config.reports_uri}")
+    tasks = {ti["task_id"]: ti["state"] for ti in api.task_instances(DAG_ID, run_id)}
+    if tasks.get("deploy") == "success":
+        deployed = api.xcom(DAG_ID, run_id, "deploy")
+        _say(f"Serving    : {deployed['endpoint']} ({deployed['model_name']} "
+             f"v{deployed['version']}, {deployed['status']}); API: /predict /metadata /metrics")
+        _say("Try it     : " + _example_curl(deployed["endpoint"], trained))
+    else:
+        _say(f"Serving    : not deployed by this run (deploy {tasks.get('deploy')})")
+
+
+def _example_curl(endpoint: str, trained: dict) -> str:
+    """A ``curl`` that predicts one holdout row, ready to paste."""
+    from pipeline_tasks import storage
+    from pipeline_tasks.deploy import json_values
+
+    row = storage.read_parquet(trained["holdout_uri"])[trained["feature_columns"]].head(1)
+    body = json.dumps({"records": [{c: json_values(row[c])[0] for c in row.columns}]})
+    return (f"curl -s {endpoint}/predict -H 'Content-Type: application/json' "
+            f"-d '{body}'")
 
 
 def _day(text: str) -> date:

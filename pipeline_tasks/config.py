@@ -66,6 +66,7 @@ class PipelineConfig:
     mlflow_host: str = "127.0.0.1"
     mlflow_port: int = 5000
     # Model server (pipeline_tasks.serving); its bearer token is MLOPS_SERVING_TOKEN, never here
+    serving_target: str = "local"  # local | docker (pipeline_tasks.deploy)
     serving_host: str = "127.0.0.1"
     serving_port: int = 8800
     serving_max_rows: int = 10_000
@@ -107,6 +108,9 @@ class PipelineConfig:
         for name in ("serving_max_rows", "serving_max_body_bytes", "prediction_log_max_rows"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.serving_target not in ("local", "docker"):
+            raise ConfigError(f"serving_target must be 'local' or 'docker', got "
+                              f"{self.serving_target!r}")
         if not self.serving_max_abs_value > 0:
             raise ConfigError(f"serving_max_abs_value must be > 0, got {self.serving_max_abs_value}")
         if not self.prediction_log_flush_s > 0:

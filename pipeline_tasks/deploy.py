@@ -123,7 +123,7 @@ def canary_check(url: str, model_name: str, version: str, holdout_uri: str | Non
     frame = holdout[feature_columns].head(CANARY_ROWS)
     offline = mlflow.sklearn.load_model(f"models:/{model_name}/{version}")
     expected = offline.predict(frame).tolist()
-    body = {"columns": {c: _json_values(frame[c]) for c in feature_columns}}
+    body = {"columns": {c: json_values(frame[c]) for c in feature_columns}}
     answer = _post_json(url + "/predict", body)
     if answer is None or "predictions" not in answer:
         raise DeployRejected(f"POST {url}/predict gave no predictions: {answer}")
@@ -143,7 +143,8 @@ def canary_check(url: str, model_name: str, version: str, holdout_uri: str | Non
     return len(expected)
 
 
-def _json_values(column) -> list:
+def json_values(column) -> list:
+    """A column as JSON-ready values: None for missing, ISO strings for date-times."""
     import pandas as pd
 
     if pd.api.types.is_datetime64_any_dtype(column):

@@ -66,6 +66,10 @@ def stack_env(config: PipelineConfig, extra: dict[str, str] | None = None) -> di
     env.setdefault("AIRFLOW__API__SECRET_KEY", _local_secret(config, "api_secret_key"))
     env.update({
         "MLOPS_HOME": config.home,
+        # where deploy tasks put the model server
+        "MLOPS_SERVING_HOST": config.serving_host,
+        "MLOPS_SERVING_PORT": str(config.serving_port),
+        "MLOPS_SERVING_TARGET": config.serving_target,
         "AIRFLOW_HOME": config.airflow_home,
         "AIRFLOW_CONFIG": str(Path(config.airflow_home) / "airflow.cfg"),
         # Airflow starts its own components by the bare name ``airflow``.
@@ -211,7 +215,14 @@ class Stack:
                 time.sleep(1.0)
 
     def stop(self, grace: float = 20.0) -> None:
-        """SIGTERM every process group, then SIGKILL what is left after ``grace`` seconds."""
+        """Stop the model servers deploy tasks started, then SIGTERM every process group and
+        SIGKILL what is left after ``grace`` seconds."""
+        from pipeline_tasks.serving.supervisor import SupervisorClient, SupervisorError
+
+        try:
+            SupervisorClient(self.config).shutdown()
+        except (SupervisorError, OSError) as exc:
+            log.error("could not stop the serving supervisor: %s", exc)
         for proc in self.procs.values():
             _signal_group(proc, signal.SIGTERM)
         deadline = time.monotonic() + grace

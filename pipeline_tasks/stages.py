@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline_tasks import storage
 from pipeline_tasks.config import PipelineConfig, code_version, dataset_name, load_config
-from pipeline_tasks.errors import ConfigError
+from pipeline_tasks.errors import ConfigError, StageSkipped
 
 TASK_TYPES = ("auto", "classification", "regression")
 #: Defaults of the trigger params (the DAG's form shows these). ``source`` empty means the demo feed.
@@ -197,8 +197,28 @@ def register(run: RunSpec, trained: dict, decision: dict) -> dict:
     ).to_dict()
 
 
+def deploy(run: RunSpec, trained: dict, registered: dict) -> dict:
+    """Deploy the version ``register`` just promoted; a version that was not promoted is not."""
+    if not registered.get("promoted"):
+        raise StageSkipped(f"v{registered.get('version')} was not promoted, so it is not "
+                           f"deployed: {registered.get('reason')}")
+    from pipeline_tasks.deploy import deploy_version
+
+    return deploy_version(
+        model_name=registered["model_name"],
+        version=registered["version"],
+        holdout_uri=trained.get("holdout_uri"),
+        feature_columns=trained["feature_columns"],
+        config=run.config,
+        reason=registered["reason"],
+        lineage={**run.lineage, "dataset_version": trained.get("dataset_version", "")},
+        target=run.config.serving_target,
+    ).to_dict()
+
+
 def run_all(run: RunSpec) -> dict[str, dict]:
-    """Every stage in order, in this process: the same calls the DAG makes, without Airflow."""
+    """The training stages in order (``ingest`` to ``register``), in this process: the same calls
+    the DAG makes, without Airflow. ``deploy`` is left out: it starts a model server."""
     results: dict[str, dict] = {}
     results["ingest"] = ingest(run)
     results["validate"] = validate(run, results["ingest"])

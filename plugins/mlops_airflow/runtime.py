@@ -4,7 +4,8 @@
   with a SQL connection id resolved to a URL (at run time, never while parsing).
 - ``pipeline_task``: ``@task`` whose bad-input errors fail the task at once. Retrying a bad file
   or a failed quality gate cannot help, so ``PipelineInputError`` becomes
-  ``AirflowFailException``; anything else (a flaky store, a lost worker) is retried.
+  ``AirflowFailException``; ``StageSkipped`` (nothing to do) marks the task skipped; anything
+  else (a flaky store, a lost worker) is retried.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import task
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +71,12 @@ def pipeline_task(func=None, **task_kwargs):
     def decorate(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            from pipeline_tasks.errors import PipelineInputError
+            from pipeline_tasks.errors import PipelineInputError, StageSkipped
 
             try:
                 return fn(*args, **kwargs)
+            except StageSkipped as exc:
+                raise AirflowSkipException(str(exc)) from exc
             except PipelineInputError as exc:
                 summary = f"{type(exc).__name__}: {exc}"
                 log.error("%s failed on bad input, not retried. %s", fn.__name__, summary)

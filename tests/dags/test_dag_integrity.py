@@ -112,7 +112,8 @@ def test_dag_policy(parsed):
 
 def test_training_pipeline_shape(tmp_path):
     dag = parse(ROOT / "dags" / "ml_training_pipeline.py", tmp_path)["dags"]["ml_training_pipeline"]
-    assert dag["order"] == ["ingest", "validate", "version", "train", "evaluate", "register"]
+    assert dag["order"] == ["ingest", "validate", "version", "train", "evaluate", "register",
+                            "deploy"]
     assert "expression='0 0 * * *'" in dag["schedule"]
     assert {"source", "target", "task_type", "training_window_days", "model_name",
             "hyperparameter_search", "force_promote", "min_baseline_lift",

@@ -59,7 +59,8 @@ class Pipeline:
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory) -> Pipeline:
     home: Path = tmp_path_factory.mktemp("e2e-home")
-    config = load_config(home=str(home), airflow_port=free_port(), mlflow_port=free_port())
+    config = load_config(home=str(home), airflow_port=free_port(), mlflow_port=free_port(),
+                         serving_port=free_port())
     stack = Stack(
         config,
         components=("api-server", "scheduler", "dag-processor"),

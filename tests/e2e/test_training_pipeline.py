@@ -6,6 +6,8 @@ makes the champion that later runs are compared against.
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from datetime import date
 from pathlib import Path
 
@@ -42,6 +44,14 @@ def snapshot_ids(config) -> set[str]:
 def aliases(model) -> dict[str, str]:
     """A registered model's aliases, versions as strings (the SQL store returns ints)."""
     return {alias: str(version) for alias, version in model.aliases.items()}
+
+
+def http_json(url: str, body: dict | None = None) -> dict:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with opener.open(req, timeout=30) as resp:
+        return json.loads(resp.read())
 
 
 def versions(client, name: str) -> list:
@@ -83,6 +93,17 @@ def test_flights_pipeline_registers_a_champion(pipeline, landed, client):
     model = client.get_registered_model(MODEL)
     assert aliases(model) == {"champion": str(mv.version), "challenger": str(mv.version)}
     assert mv.tags["airflow.dag_id"] == "ml_training_pipeline"
+
+    # the served model: deployed blue/green on the stable endpoint, answering real requests
+    deployed = pipeline.xcom(run, "deploy")
+    assert deployed["status"] == "live" and deployed["version"] == str(mv.version)
+    assert deployed["endpoint"] == config.serving_url and deployed["canary_rows"] > 0
+    assert http_json(config.serving_url + "/metadata")["model_version"] == str(mv.version)
+    rows = raw[pipeline.xcom(run, "train")["feature_columns"]].head(20)
+    rows = rows.astype(object).where(rows.notna(), None)
+    answer = http_json(config.serving_url + "/predict", {"records": rows.to_dict("records")})
+    assert len(answer["predictions"]) == 20 and set(answer["predictions"]) <= {0, 1}
+    assert client.get_model_version(MODEL, mv.version).tags["deployment_status"] == "live"
     assert mv.tags["airflow.run_id"] == run["run_id"]
     assert mv.tags["dataset_version"] == versioned["version_id"]
     assert mv.tags["code_version"]
@@ -104,6 +125,8 @@ def test_second_run_on_the_same_data_gives_the_same_version(pipeline, landed, cl
     assert not decision["blessed"]
     model = client.get_registered_model(MODEL)
     assert aliases(model) == {"champion": "1", "challenger": "2"}
+    assert run["tasks"]["deploy"]["state"] == "skipped"  # not promoted, not deployed
+    assert http_json(pipeline.config.serving_url + "/metadata")["model_version"] == "1"
 
 
 def test_shuffled_labels_are_not_promoted(pipeline, tmp_path, client):
@@ -130,6 +153,8 @@ def test_shuffled_labels_are_not_promoted(pipeline, tmp_path, client):
     shuffled_version = pipeline.xcom(run, "register")["version"]
     assert aliases(model) == {"champion": "1", "challenger": shuffled_version}
     assert client.get_model_version(MODEL, shuffled_version).tags["blessed"] == "false"
+    assert run["tasks"]["deploy"]["state"] == "skipped"
+    assert http_json(pipeline.config.serving_url + "/metadata")["model_version"] == "1"
 
 
 def test_another_shape_regression_csv(pipeline, tmp_path, client):
@@ -192,7 +217,8 @@ def test_bad_data_stops_the_run(pipeline, tmp_path, client, case):
     states = {task: ti["state"] for task, ti in run["tasks"].items()}
     assert states[failing_task] == "failed"
     assert run["tasks"][failing_task]["try_number"] == 1  # bad input is not retried
-    assert all(states[t] in ("upstream_failed", None) for t in ("version", "train", "register"))
+    assert all(states[t] in ("upstream_failed", None)
+               for t in ("version", "train", "register", "deploy"))
     log = pipeline.log(run, failing_task)
     assert message in log
     assert str(source) in log or failing_task == "validate"

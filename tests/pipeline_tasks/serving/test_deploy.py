@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -44,8 +45,8 @@ def supervisor(config):
     pids = [] if status is None else [status["pid"]] + [
         c["pid"] for c in ([status["active"]] if status["active"] else []) + status["candidates"]]
     for pid in pids:  # nothing is left behind
-        assert not os.path.exists(f"/proc/{pid}") or \
-            open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+        stat = Path(f"/proc/{pid}/stat")
+        assert not stat.exists() or stat.read_text().split()[2] == "Z"
 
 
 @pytest.fixture(scope="module")
