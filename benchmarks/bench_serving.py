@@ -106,6 +106,7 @@ async def _loadgen(spec: dict) -> dict:
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     errors = {"count": 0, "first": None}
+    total = {"n": 0}  # every answer, warm-up included (for the server's CPU per request)
     start = time.perf_counter()
     measure_from, measure_to = start + warmup, start + warmup + duration
     cpu: dict[str, float] = {}
@@ -136,6 +137,7 @@ async def _loadgen(spec: dict) -> dict:
                 if errors["first"] is None:
                     errors["first"] = f"{type(exc).__name__}: {exc}"[:200]
                 await asyncio.sleep(0.01)
+            total["n"] += 1
             if measure_from <= t0 and t1 <= measure_to:
                 latencies.append(t1 - t0)
                 statuses[str(status)] = statuses.get(str(status), 0) + 1
@@ -154,7 +156,7 @@ async def _loadgen(spec: dict) -> dict:
     latencies.sort()
     ok = len(latencies) - errors["count"]
     return {
-        "requests": len(latencies), "ok": ok, "errors": errors["count"],
+        "requests": len(latencies), "all_requests": total["n"], "ok": ok, "errors": errors["count"],
         "first_error": errors["first"], "statuses": statuses,
         "rps": ok / duration, "rows_per_s": ok * spec["rows_per_request"] / duration,
         "p50_ms": _percentile(latencies, 50) * 1e3, "p90_ms": _percentile(latencies, 90) * 1e3,
@@ -326,6 +328,8 @@ def run_load(spec: dict, pin: bool, server_pid: int | None = None) -> dict:
     server = (group_cpu_seconds(server_pid) - cpu0) if server_pid else 0.0
     # averaged over warm-up + measurement (+ the generator's ~0.1 s start), in cores
     result["server_cpu"] = server / wall
+    # CPU time the server spent per answer: robust to other load on the machine
+    result["server_cpu_ms_per_req"] = server * 1e3 / max(1, result["all_requests"])
     result["other_cpu"] = max(0.0, busy - server - loadgen) / wall
     return result
 
@@ -434,7 +438,8 @@ def bench_server(name: str, procs: Procs, argv: list[str], env: dict, port: int,
             out["scenarios"][scen] = res
             print(f"  {name:<7}{scen:<14}{res['rps']:>9.1f} req/s{res['rows_per_s']:>10.0f} rows/s"
                   f"  p50 {res['p50_ms']:6.2f} ms  p99 {res['p99_ms']:7.2f} ms  "
-                  f"errors {res['errors']}  cpu: server {res['server_cpu']:.0%} loadgen "
+                  f"errors {res['errors']}  server {res['server_cpu_ms_per_req']:.2f} cpu-ms/req  "
+                  f"cpu: server {res['server_cpu']:.0%} loadgen "
                   f"{res['loadgen_cpu']:.0%} other {res['other_cpu']:.0%}", flush=True)
             if res["first_error"]:
                 print(f"    first error: {res['first_error']}", flush=True)
@@ -581,7 +586,7 @@ def combine(runs: list[dict]) -> dict:
         rs = [r["scenarios"][scen] for r in runs]
         med = {k: statistics.median(r[k] for r in rs)
                for k in ("rps", "rows_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms",
-                         "server_cpu", "loadgen_cpu")}
+                         "server_cpu", "loadgen_cpu", "server_cpu_ms_per_req")}
         out["scenarios"][scen] = {**med, "errors": sum(r["errors"] for r in rs),
                                   "other_cpu": max(r["other_cpu"] for r in rs),
                                   "rps_rounds": [r["rps"] for r in rs],
@@ -610,20 +615,22 @@ def report(results: dict, shared: dict) -> None:
     print(f"prediction agreement (ours vs mlflow) on {len(a)} sample rows: {agree}/{len(a)}")
     print(f"\n{'scenario':<14}{'req/s ours':>11}{'mlflow':>8}{'ratio':>7}{'rows/s ours':>12}"
           f"{'mlflow':>8}{'p50 ours':>9}{'mlflow':>8}{'p99 ours':>9}{'mlflow':>8}{'ratio':>7}"
-          f"{'errors o/m':>11}{'other cpu':>10}")
+          f"{'cpu-ms/req o/m':>16}{'errors o/m':>11}{'other cpu':>10}")
     for scen, _, _ in SCENARIOS:
         o, m = ours["scenarios"][scen], mlf["scenarios"][scen]
         print(f"{scen:<14}{o['rps']:>11.1f}{m['rps']:>8.1f}{o['rps'] / m['rps']:>7.2f}"
               f"{o['rows_per_s']:>12.0f}{m['rows_per_s']:>8.0f}{o['p50_ms']:>9.1f}"
               f"{m['p50_ms']:>8.1f}{o['p99_ms']:>9.1f}{m['p99_ms']:>8.1f}"
-              f"{o['p99_ms'] / m['p99_ms']:>7.2f}{o['errors']:>7}/{m['errors']:<3}"
+              f"{o['p99_ms'] / m['p99_ms']:>7.2f}"
+              f"{o['server_cpu_ms_per_req']:>9.2f}/{m['server_cpu_ms_per_req']:<6.2f}"
+              f"{o['errors']:>7}/{m['errors']:<3}"
               f"{max(o['other_cpu'], m['other_cpu']):>10.0%}")
     print(f"{'start to ready':<15}ours {ours['ready_s']:.2f} s, mlflow {mlf['ready_s']:.2f} s "
           f"(ratio {ours['ready_s'] / mlf['ready_s']:.2f}); rounds: ours "
           f"{', '.join(f'{x:.2f}' for x in ours['ready_s_rounds'])}, mlflow "
           f"{', '.join(f'{x:.2f}' for x in mlf['ready_s_rounds'])}")
-    print("(ratio: ours/mlflow; 'other cpu': cores busy with processes outside the benchmark, "
-          "worst round)")
+    print("(ratio: ours/mlflow; cpu-ms/req: the server's CPU time per answer; 'other cpu': "
+          "cores busy with processes outside the benchmark, worst round)")
     busiest = max(r["other_cpu"] for side in (ours, mlf) for r in side["scenarios"].values())
     if busiest > 0.25:
         print(f"WARNING: other processes kept up to {busiest:.0%} of a core busy during the "

@@ -107,6 +107,58 @@ def deploy_version(*, model_name: str, version: str, holdout_uri: str | None,
     return result
 
 
+def deployment_history(model_name: str, config: PipelineConfig) -> list[dict]:
+    """Every recorded deployment attempt of ``model_name``, oldest first."""
+    root = storage.join(config.lake_uri, "deployments", model_name)
+    fs, path = storage.url_to_fs(root)
+    if not fs.exists(path):
+        return []
+    records = [json.loads(fs.cat_file(p)) for p in fs.glob(path.rstrip("/") + "/*.json")]
+    return sorted(records, key=lambda r: (r.get("finished_at") or "", r["deployment_id"]))
+
+
+def rollback(*, model_name: str, to: str, config: PipelineConfig, reason: str,
+             lineage: dict[str, str] | None = None) -> DeploymentResult:
+    """Move ``champion`` back to ``to`` (a version number, or ``previous``: the version live
+    before the current one) and deploy it through the same blue/green path."""
+    if not reason or not reason.strip():
+        raise ConfigError("a rollback needs a reason (who and why)")
+    to = str(to).strip() or "previous"
+    live = [r["version"] for r in deployment_history(model_name, config)
+            if r.get("status") == "live"]
+    if to == "previous":
+        if not live:
+            raise ConfigError(f"no deployment of {model_name!r} is recorded: nothing to roll back")
+        earlier = [v for v in reversed(live) if v != live[-1]]
+        if not earlier:
+            raise ConfigError(f"only v{live[-1]} of {model_name!r} was ever deployed: there is "
+                              "no previous version")
+        to = earlier[0]
+    elif not to.isdigit():
+        raise ConfigError(f"version must be a version number or 'previous', got {to!r}")
+    from pipeline_tasks.registry import set_champion
+
+    why = f"rollback to v{to}: {reason.strip()}"
+    set_champion(model_name, to, reason=why, config=config)
+    holdout_uri, features = _version_inputs(model_name, to, config)
+    return deploy_version(model_name=model_name, version=to, holdout_uri=holdout_uri,
+                          feature_columns=features, config=config, reason=why,
+                          lineage=lineage, target=config.serving_target, action="rollback")
+
+
+def _version_inputs(model_name: str, version: str, config: PipelineConfig):
+    """The holdout of the version's training run and its input columns, for the canary."""
+    tracking.configure_mlflow(config)
+    from mlflow.models import get_model_info
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    mv = client.get_model_version(model_name, version)
+    holdout_uri = client.get_run(mv.run_id).data.tags.get("holdout_uri") if mv.run_id else None
+    signature = get_model_info(f"models:/{model_name}/{version}").signature
+    return holdout_uri, signature.inputs.input_names()
+
+
 def canary_check(url: str, model_name: str, version: str, holdout_uri: str | None,
                  feature_columns: list[str], config: PipelineConfig) -> int:
     """Send holdout rows to ``url``; its answers must equal the model's offline predictions."""

@@ -149,6 +149,38 @@ def register_model(
     )
 
 
+def set_champion(model_name: str, version: str, *, reason: str, config: PipelineConfig) -> str | None:
+    """Move ``champion`` to an existing ``version`` (a rollback), under the registry lock.
+
+    Returns the version that was champion before. The moved-to version is tagged with why.
+    """
+    tracking.configure_mlflow(config)
+    from filelock import FileLock
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    locks = Path(config.locks_dir)
+    locks.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(locks / f"{_safe(model_name)}.registry.lock"), timeout=LOCK_TIMEOUT_S):
+        try:
+            client.get_model_version(model_name, str(version))
+        except MlflowException as exc:
+            raise ConfigError(f"model {model_name!r} has no version {version!r}") from exc
+        previous = current_champion(model_name, client)
+        client.set_registered_model_alias(model_name, CHAMPION, str(version))
+        for key, value in {"promotion_status": CHAMPION,
+                           "promotion_reason": reason,
+                           "promoted_from": previous or "none"}.items():
+            client.set_model_version_tag(model_name, str(version), key, _clip(value))
+        if previous and previous != str(version):
+            client.set_model_version_tag(model_name, previous, "promotion_status",
+                                         "former_champion")
+            client.set_model_version_tag(model_name, previous, "replaced_by", str(version))
+    log.info("champion of %s: v%s -> v%s (%s)", model_name, previous, version, reason)
+    return previous
+
+
 def _ensure_registered_model(client, model_name: str) -> None:
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import (

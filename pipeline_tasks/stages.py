@@ -216,6 +216,19 @@ def deploy(run: RunSpec, trained: dict, registered: dict) -> dict:
     ).to_dict()
 
 
+def rollback(run: RunSpec) -> dict:
+    """Move ``champion`` of ``model_name`` back to ``version`` (or ``previous``) and redeploy."""
+    from pipeline_tasks.deploy import rollback as rollback_to
+
+    return rollback_to(
+        model_name=run.model_name,
+        to=str(run.params.get("version") or "previous"),
+        config=run.config,
+        reason=str(run.params.get("reason") or ""),
+        lineage=run.lineage,
+    ).to_dict()
+
+
 def run_all(run: RunSpec) -> dict[str, dict]:
     """The training stages in order (``ingest`` to ``register``), in this process: the same calls
     the DAG makes, without Airflow. ``deploy`` is left out: it starts a model server."""

@@ -48,12 +48,23 @@ class Pipeline:
         tis = {ti["task_id"]: ti for ti in self.api.task_instances(DAG_ID, run["dag_run_id"])}
         return {"run_id": run["dag_run_id"], "state": final["state"], "tasks": tis}
 
+    def trigger(self, dag_id: str, conf: dict, timeout: float = 600) -> dict:
+        """Run an unscheduled DAG (logical date None) with ``conf`` and wait for it to end."""
+        self.api.wait_for_dag(dag_id)
+        self.api.set_paused(dag_id, False)
+        run = self.api.post(f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
+        final = self.api.wait_for_run(dag_id, run["dag_run_id"], timeout=timeout)
+        tis = {ti["task_id"]: ti for ti in self.api.task_instances(dag_id, run["dag_run_id"])}
+        return {"dag_id": dag_id, "run_id": run["dag_run_id"], "state": final["state"],
+                "tasks": tis}
+
     def xcom(self, run: dict, task_id: str) -> dict:
-        return self.api.xcom(DAG_ID, run["run_id"], task_id)
+        return self.api.xcom(run.get("dag_id", DAG_ID), run["run_id"], task_id)
 
     def log(self, run: dict, task_id: str) -> str:
         ti = run["tasks"][task_id]
-        return self.api.task_log(DAG_ID, run["run_id"], task_id, max(1, ti["try_number"]))
+        return self.api.task_log(run.get("dag_id", DAG_ID), run["run_id"], task_id,
+                                 max(1, ti["try_number"]))
 
 
 @pytest.fixture(scope="session")

@@ -227,3 +227,22 @@ def test_bad_data_stops_the_run(pipeline, tmp_path, client, case):
     if failing_task == "validate":
         quarantine = storage.local_path(storage.join(pipeline.config.lake_uri, "quarantine"))
         assert any(run["run_id"] in str(p) for p in quarantine.rglob("part.parquet"))
+
+
+def test_rollback_dag_puts_a_version_back_in_service(pipeline, client):
+    # the regression test above deployed diamonds_price on the same endpoint
+    assert http_json(pipeline.config.serving_url + "/metadata")["model_name"] == "diamonds_price"
+    refused = pipeline.trigger("ml_model_rollback", {"model_name": MODEL, "version": "previous",
+                                                     "reason": "e2e: nothing earlier"})
+    assert refused["state"] == "failed" and refused["tasks"]["rollback"]["try_number"] == 1
+    assert "there is no previous version" in pipeline.log(refused, "rollback")
+
+    run = pipeline.trigger("ml_model_rollback", {"model_name": MODEL, "version": "1",
+                                                 "reason": "e2e: flights back on the endpoint"})
+    assert run["state"] == "success", {k: v["state"] for k, v in run["tasks"].items()}
+    result = pipeline.xcom(run, "rollback")
+    assert result["status"] == "live" and result["version"] == "1"
+    served = http_json(pipeline.config.serving_url + "/metadata")
+    assert (served["model_name"], served["model_version"]) == (MODEL, "1")
+    assert client.get_model_version(MODEL, "1").tags["promotion_reason"] == \
+        "rollback to v1: e2e: flights back on the endpoint"

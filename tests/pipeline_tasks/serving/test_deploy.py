@@ -170,3 +170,40 @@ def test_the_live_server_is_restarted_when_it_dies(supervisor, config):
         time.sleep(0.5)
     assert active["pid"] != pid and active["version"] == "2"
     assert served_version(config) == "2"
+
+
+def test_rollback_restores_the_previous_versions_predictions(supervisor, config, registered,
+                                                            flights_rows):
+    from pipeline_tasks.deploy import deployment_history, rollback
+
+    rows = flights_rows.head(50).to_dict(orient="records")
+    before = predict(config, rows)
+    assert before["model_version"] == "2"
+    v1_offline = mlflow_predict(config, "1", flights_rows.head(50))
+    with pytest.raises(Exception, match="needs a reason"):
+        rollback(model_name=MODEL, to="previous", config=config, reason=" ")
+    result = rollback(model_name=MODEL, to="previous", config=config, reason="ops: v2 misbehaves")
+    assert result.status == "live" and result.version == "1" and result.previous_version == "2"
+    after = predict(config, rows)
+    assert after["model_version"] == "1" and after["predictions"] == v1_offline
+    assert after["predictions"] != before["predictions"]
+    client = MlflowClient(config.mlflow_tracking_uri)
+    assert str(client.get_registered_model(MODEL).aliases["champion"]) == "1"
+    assert client.get_model_version(MODEL, "1").tags["promotion_reason"] == \
+        "rollback to v1: ops: v2 misbehaves"
+    last = deployment_history(MODEL, config)[-1]
+    assert last["action"] == "rollback" and last["status"] == "live"
+    assert last["previous"]["version"] == "2"
+    # "previous" now means v2 again: a rollback can be undone the same way
+    assert rollback(model_name=MODEL, to="previous", config=config,
+                    reason="undo").version == "2"
+
+
+def mlflow_predict(config, version, rows):
+    import mlflow.sklearn
+
+    from pipeline_tasks import tracking
+
+    tracking.configure_mlflow(config)
+    model = mlflow.sklearn.load_model(f"models:/{MODEL}/{version}")
+    return model.predict(rows.infer_objects().fillna(value=float("nan"))).tolist()
