@@ -23,7 +23,8 @@ MODEL = "flights_serving"  # registered by conftest.py
 
 @pytest.fixture(scope="module")
 def served(registered, serving_config, tmp_path_factory):
-    return serving_model.load(serving_config, MODEL, "champion", tmp_path_factory.mktemp("work"))
+    # by number: test_deploy.py moves the champion alias around in the same registry
+    return serving_model.load(serving_config, MODEL, "1", tmp_path_factory.mktemp("work"))
 
 
 @pytest.fixture(scope="module")
@@ -207,10 +208,10 @@ def test_a_tampered_artifact_is_refused_at_start(registered, serving_config, tmp
     try:
         env = {"MLOPS_HOME": serving_config.home, "PATH": "/usr/bin:/bin"}
         done = subprocess.run([sys.executable, "-m", "pipeline_tasks.serving", "--model", MODEL,
-                               "--port", "1", "--workdir", str(tmp_path)], env=env,
+                               "--ref", "1", "--port", "0", "--workdir", str(tmp_path)], env=env,
                               capture_output=True, text=True, timeout=120, check=False)
         assert done.returncode == 2
-        assert "refusing to serve flights_serving@champion" in done.stderr
+        assert "refusing to serve flights_serving@1" in done.stderr
         assert "does not match" in done.stderr and "recorded at registration" in done.stderr
     finally:
         target.write_bytes(original)
