@@ -15,11 +15,13 @@ separate process running raw asyncio streams on uvloop with keep-alive connectio
 closed loop for a fixed time after a warm-up. Scenarios: single rows at concurrency 1, 8, 32 and
 100-row batches at concurrency 8. On a machine with 2+ cores the servers are pinned to core 0 and
 the load generator to core 1 (``--no-pin`` turns that off). The load generator's own ceiling is
-measured against a canned-response stub and against our server's ``/health``.
+measured against a canned-response stub and against our server's ``/health``. Each server runs
+``--rounds`` times (default 2) in ABBA order and the medians are reported, with the server's CPU
+time per answer (robust to other load) and the CPU other processes used meanwhile.
 
-    .venv/bin/python benchmarks/bench_serving.py                    # about 3-4 minutes
+    .venv/bin/python benchmarks/bench_serving.py                    # about 4 minutes
     ... --keep-home /tmp/bench-serving                              # reuse a home (trains once)
-    ... --duration 8 --warmup 1                                     # seconds per scenario
+    ... --duration 8 --warmup 1 --rounds 2                          # seconds per scenario, rounds
 
 Figures go to stdout and to benchmarks/results/<UTC time>-serving.json. Not a test: never asserts
 times; the goals are printed as PASS/MISS for information and the exit code is 0.
@@ -218,6 +220,10 @@ def stub_main(port: int) -> int:
 
 
 # --------------------------------------------------------------------------- orchestration
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -464,6 +470,9 @@ def main() -> int:
                         help="distinct request bodies per scenario (cycled by the workers)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with ^C ignored
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # stop like ^C: the finally blocks run
+        signal.signal(sig, _interrupt)
     home = Path(args.keep_home or tempfile.mkdtemp(prefix="mlops-bench-serving-")).resolve()
     os.environ["MLOPS_HOME"] = str(home)
     sys.path.insert(0, str(ROOT))
@@ -652,4 +661,8 @@ def report(results: dict, shared: dict) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted; every process this benchmark started is stopped", file=sys.stderr)
+        sys.exit(130)

@@ -17,6 +17,7 @@ schema.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -25,7 +26,9 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
+import pandas as pd
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -77,12 +80,84 @@ class Metrics:
         info.labels(served.name, served.version, served.digest[:16]).set(1)
 
 
+class MicroBatcher:
+    """Adaptive micro-batching: requests that arrive while the model is busy share one call.
+
+    The first request is predicted at once (no waiting window, so a lone client sees no added
+    latency); those that arrive meanwhile queue up and go to the model together, up to
+    ``max_rows`` rows, then their answers are split back. The model runs in one worker thread,
+    so the event loop keeps reading requests. If a combined call fails, each request of the batch
+    is predicted on its own, so one bad request cannot fail the others.
+    """
+
+    def __init__(self, served: ServedModel, max_rows: int):
+        self.served = served
+        self.max_rows = max_rows
+        self.pending: list[tuple[pd.DataFrame, asyncio.Future]] = []
+        self.running = False
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
+
+    async def predict(self, frame: pd.DataFrame) -> dict[str, list]:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.pending.append((frame, future))
+        if not self.running:
+            self.running = True
+            loop.create_task(self._drain())
+        return await future
+
+    def _take(self) -> list[tuple[pd.DataFrame, asyncio.Future]]:
+        batch, rows = [], 0
+        while self.pending and (not batch or rows + len(self.pending[0][0]) <= self.max_rows):
+            item = self.pending.pop(0)
+            batch.append(item)
+            rows += len(item[0])
+        return batch
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self.pending:
+                batch = self._take()
+                frames = [frame for frame, _ in batch]
+                try:
+                    combined = frames[0] if len(frames) == 1 else pd.concat(frames,
+                                                                            ignore_index=True)
+                    output = await loop.run_in_executor(self.executor, self.served.predict,
+                                                        combined)
+                except Exception:  # noqa: BLE001 (retried one by one, errors reach each caller)
+                    await self._one_by_one(batch)
+                    continue
+                start = 0
+                for frame, future in batch:
+                    end = start + len(frame)
+                    if not future.done():
+                        future.set_result({key: values[start:end]
+                                           for key, values in output.items()})
+                    start = end
+        finally:
+            self.running = False
+
+    async def _one_by_one(self, batch) -> None:
+        loop = asyncio.get_running_loop()
+        for frame, future in batch:
+            try:
+                result = await loop.run_in_executor(self.executor, self.served.predict, frame)
+            except Exception as exc:  # noqa: BLE001 (handed to the caller, answered as a 500)
+                if not future.done():
+                    future.set_exception(exc)
+            else:
+                if not future.done():
+                    future.set_result(result)
+
+
 def create_app(served: ServedModel, *, max_body_bytes: int, prediction_log: PredictionLog | None,
                token: str | None = None) -> Starlette:
     """The app serving ``served``. ``token`` defaults to ``$MLOPS_SERVING_TOKEN``."""
     token = (token if token is not None else os.environ.get(TOKEN_ENV)) or None
     metrics = Metrics(served)
     contract = served.contract
+    batcher = MicroBatcher(served, max_rows=contract.max_rows)
 
     def authorized(request: Request) -> bool:
         if token is None or request.url.path in _OPEN_PATHS:
@@ -146,7 +221,7 @@ def create_app(served: ServedModel, *, max_body_bytes: int, prediction_log: Pred
         except (ValueError, RecursionError):
             raise BadInput(400, "body is not valid JSON", "invalid_json") from None
         frame = contract.frame(payload)
-        output = served.predict(frame)
+        output = await batcher.predict(frame)
         metrics.rows.inc(len(frame))
         if prediction_log is not None:
             prediction_log.add(request_id, served.name, served.version, frame, output)

@@ -215,3 +215,25 @@ def test_a_tampered_artifact_is_refused_at_start(registered, serving_config, tmp
         assert "does not match" in done.stderr and "recorded at registration" in done.stderr
     finally:
         target.write_bytes(original)
+
+
+def test_concurrent_requests_batched_together_get_their_own_answers(served, registered,
+                                                                    flights_rows):
+    import asyncio
+
+    import httpx
+
+    offline = mlflow.sklearn.load_model(registered.model_uri)
+    app = create_app(served, max_body_bytes=10**7, prediction_log=None, token="")
+    slices = [flights_rows.iloc[i * 7:i * 7 + 1 + i % 5] for i in range(24)]
+
+    async def fire():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            return await asyncio.gather(*[
+                http.post("/predict", json={"records": records(rows)}) for rows in slices])
+
+    answers = asyncio.run(fire())
+    for rows, answer in zip(slices, answers, strict=True):
+        assert answer.status_code == 200
+        assert answer.json()["predictions"] == offline.predict(serving_model_frame(rows)).tolist()
