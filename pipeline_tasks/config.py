@@ -68,6 +68,7 @@ class PipelineConfig:
     # Model server (pipeline_tasks.serving); its bearer token is MLOPS_SERVING_TOKEN, never here
     serving_target: str = "local"  # local | docker (pipeline_tasks.deploy)
     serving_host: str = "127.0.0.1"
+    serving_docker_mem_limit: str = "1g"  # docker target: memory limit of a model container
     serving_port: int = 8800
     serving_max_rows: int = 10_000
     serving_max_body_bytes: int = 16 * 1024 * 1024

@@ -31,7 +31,7 @@ from pipeline_tasks.errors import ConfigError, DeployRejected
 
 log = logging.getLogger(__name__)
 
-TARGETS = ("local",)
+TARGETS = ("local", "docker")
 CANARY_ROWS = 200
 
 
@@ -61,9 +61,13 @@ def deploy_version(*, model_name: str, version: str, holdout_uri: str | None,
     """Deploy ``model_name`` v``version`` to ``target`` through the blue/green path."""
     if target not in TARGETS:
         raise ConfigError(f"deployment target {target!r} is not one of {TARGETS}")
+    version = str(version)
+    if target == "docker":
+        return _deploy_docker(model_name=model_name, version=version, holdout_uri=holdout_uri,
+                              feature_columns=feature_columns, config=config, reason=reason,
+                              lineage=lineage, action=action)
     from pipeline_tasks.serving.supervisor import SupervisorClient, SupervisorError
 
-    version = str(version)
     supervisor = SupervisorClient(config)
     status = supervisor.ensure_running()
     live = status.get("active")
@@ -104,6 +108,43 @@ def deploy_version(*, model_name: str, version: str, holdout_uri: str | None,
     record.update(status="live", outcome=f"v{version} is live on {record['endpoint']}")
     result = _result(record, config)
     _tag_versions(model_name, version, previous, record, config)
+    return result
+
+
+def _deploy_docker(*, model_name, version, holdout_uri, feature_columns, config, reason,
+                   lineage, action) -> DeploymentResult:
+    """The docker target (``serving.docker_target``): image per version, validated on the side."""
+    from pipeline_tasks.serving.docker_target import deploy_docker
+
+    record = {
+        "deployment_id": uuid.uuid4().hex[:12], "action": action, "model_name": model_name,
+        "version": version, "target": "docker", "endpoint": config.serving_url,
+        "previous": None, "reason": reason, "lineage": lineage or {},
+        "started_at": datetime.now(UTC).isoformat(),
+    }
+    try:
+        done = deploy_docker(config, model_name, version, holdout_uri, feature_columns)
+    except DeployRejected as exc:
+        _fail(record, config, f"v{version} was not deployed: {exc}")
+    previous = done.previous
+    record.update(
+        status=done.status, canary_rows=done.canary_rows, pid=None, private_port=None,
+        previous=({"model_name": previous.get("model_name"), "version": previous.get("version"),
+                   "container": previous.get("name"), "image": previous.get("image")}
+                  if previous else None),
+        container={"id": done.container.id, "name": done.container.name,
+                   "host_port": done.container.host_port},
+        image={"tag": done.image.tag, "id": done.image.image_id,
+               "model_sha256": done.image.digest},
+        switch_gap_s=done.switch_gap_s,
+        outcome=(f"v{version} is already live" if done.status == "unchanged" else
+                 f"v{version} is live on {config.serving_url} (container {done.container.name}, "
+                 f"image {done.image.tag})"))
+    result = _result(record, config)
+    if done.status == "live":
+        before = previous.get("version") if previous and \
+            previous.get("model_name") == model_name else None
+        _tag_versions(model_name, version, before, record, config)
     return result
 
 
@@ -285,6 +326,8 @@ def _tag_versions(model_name: str, version: str, previous: str | None, record: d
         "deployment_target": record["target"],
         "deployment_endpoint": record["endpoint"],
         "deployment_pid": str(record.get("pid")),
+        "deployment_container": (record.get("container") or {}).get("name", ""),
+        "deployment_image": (record.get("image") or {}).get("tag", ""),
         "deployed_at": record["finished_at"],
         "deployment_reason": record["reason"][:4000],
     }

@@ -1,5 +1,8 @@
 """Run the model server: ``python -m pipeline_tasks.serving --model NAME [--ref champion]``.
 
+Or, for a model folder baked in beforehand (the docker image): ``--model-dir DIR
+--expected-sha256 HEX [--model-meta FILE]``: the folder's sha256 must equal HEX (else exit 2).
+
 It resolves the version, checks its files against the sha256 recorded at registration (and
 exits with the reason if they differ), loads it, then serves on ``--host``/``--port`` (default
 ``serving_host``/``serving_port`` of the config) with one uvicorn worker. SIGTERM or Ctrl-C
@@ -10,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import socket
 import sys
 import tempfile
+from pathlib import Path
 
 from pipeline_tasks.config import load_config
 from pipeline_tasks.errors import PipelineInputError
@@ -24,15 +29,23 @@ log = logging.getLogger("pipeline_tasks.serving")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline_tasks.serving")
-    parser.add_argument("--model", required=True, help="registered model name")
+    parser.add_argument("--model", help="registered model name")
     parser.add_argument("--ref", default="champion", help="alias or version number")
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
     parser.add_argument("--workdir", help="where the model's files go (default: a temp dir)")
     parser.add_argument("--no-prediction-log", action="store_true")
+    parser.add_argument("--model-dir", help="serve this model folder instead of --model/--ref")
+    parser.add_argument("--expected-sha256", help="with --model-dir: the folder's sha256")
+    parser.add_argument("--model-meta", help="with --model-dir: JSON with model_name, "
+                        "model_version, run_id, tags")
     parser.add_argument("--stable-fd", type=int,
                         help="listening socket shared by the supervisor (serve it on SIGUSR2)")
     args = parser.parse_args(argv)
+    if args.model_dir is None and not args.model:
+        parser.error("give --model NAME or --model-dir DIR --expected-sha256 HEX")
+    if args.model_dir is not None and not args.expected_sha256:
+        parser.error("--model-dir needs --expected-sha256")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = load_config()
 
@@ -42,11 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline_tasks.serving.app import create_app
     from pipeline_tasks.serving.predlog import PredictionLog
 
-    workdir = args.workdir or tempfile.mkdtemp(prefix="mlops-serving-")
     try:
-        served = model.load(config, args.model, args.ref, workdir)
+        if args.model_dir is not None:
+            meta = json.loads(Path(args.model_meta).read_text()) if args.model_meta else None
+            served = model.load_dir(config, args.model_dir, args.expected_sha256, meta)
+        else:
+            workdir = args.workdir or tempfile.mkdtemp(prefix="mlops-serving-")
+            served = model.load(config, args.model, args.ref, workdir)
     except PipelineInputError as exc:
-        log.error("refusing to serve %s@%s: %s", args.model, args.ref, exc)
+        log.error("refusing to serve %s: %s", args.model_dir or f"{args.model}@{args.ref}", exc)
         return 2
     plog = None
     if not args.no_prediction_log:

@@ -75,8 +75,6 @@ def resolve_version(client, name: str, ref: str) -> Any:
 def load(config: PipelineConfig, name: str, ref: str, workdir: str | Path) -> ServedModel:
     """Resolve, verify and load ``name``@``ref``; files go under ``workdir``."""
     tracking.configure_mlflow(config)
-    import mlflow.sklearn
-    from mlflow.models import Model
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
@@ -84,25 +82,69 @@ def load(config: PipelineConfig, name: str, ref: str, workdir: str | Path) -> Se
     expected = mv.tags.get(model_artifacts.DIGEST_TAG)
     folder = model_artifacts.fetch_verified(f"models:/{name}/{mv.version}", expected,
                                             Path(workdir) / f"{name}-v{mv.version}")
+    return _load_folder(config, folder, name=name, version=str(mv.version),
+                        run_id=mv.run_id or "", digest=expected or "", tags=dict(mv.tags))
+
+
+def load_dir(config: PipelineConfig, folder: str | Path, expected_sha256: str,
+             meta: dict | None = None) -> ServedModel:
+    """Verify and load a model folder baked in beforehand (the docker image's ``/opt/model``).
+
+    The folder's sha256 (``model_artifacts.folder_digest``) must equal ``expected_sha256``, or
+    ``ArtifactMismatch`` says why. Name, version and tags come from ``meta`` (written at build
+    time), else from MLflow's ``registered_model_meta`` and the ``MLmodel`` file.
+    """
+    folder = Path(folder)
+    if not expected_sha256:
+        raise model_artifacts.ArtifactMismatch(f"no expected sha256 given for {folder}")
+    if not folder.is_dir():
+        raise model_artifacts.ArtifactMismatch(f"model folder {folder} does not exist")
+    actual = model_artifacts.folder_digest(folder)
+    if actual != expected_sha256:
+        raise model_artifacts.ArtifactMismatch(
+            f"{folder}: artifact sha256 {actual[:16]}... does not match the expected "
+            f"{expected_sha256[:16]}...; the files were changed after the digest was taken")
+    tracking.quiet_telemetry()
+    meta = dict(meta or {})
+    registered = folder / "registered_model_meta"
+    if registered.is_file():
+        import yaml
+
+        found = yaml.safe_load(registered.read_text()) or {}
+        meta.setdefault("model_name", found.get("model_name"))
+        meta.setdefault("model_version", found.get("model_version"))
+    tags = dict(meta.get("tags") or {})
+    return _load_folder(config, folder, name=str(meta.get("model_name") or folder.name),
+                        version=str(meta.get("model_version") or ""),
+                        run_id=str(meta.get("run_id") or ""), digest=actual, tags=tags)
+
+
+def _load_folder(config: PipelineConfig, folder: Path, *, name: str, version: str, run_id: str,
+                 digest: str, tags: dict) -> ServedModel:
+    """Load the verified ``folder`` as ``name`` v``version``."""
+    import mlflow.sklearn
+    from mlflow.models import Model
+
     model = mlflow.sklearn.load_model(str(folder))
-    signature = Model.load(str(folder / "MLmodel")).signature
+    mlmodel = Model.load(str(folder / "MLmodel"))
+    signature = mlmodel.signature
     contract = Contract.from_signature(signature, max_rows=config.serving_max_rows,
                                        max_abs=config.serving_max_abs_value)
     classes = None
     if hasattr(model, "predict_proba") and hasattr(model, "classes_"):
         classes = [c.item() if hasattr(c, "item") else c for c in model.classes_]
-    log.info("loaded %s v%s (run %s, sha256 %s)", name, mv.version, mv.run_id,
-             (expected or "")[:16])
+    run_id = run_id or (mlmodel.run_id or "")
+    log.info("loaded %s v%s (run %s, sha256 %s)", name, version, run_id, (digest or "")[:16])
     return ServedModel(
         name=name,
-        version=str(mv.version),
-        run_id=mv.run_id or "",
-        dataset_version=mv.tags.get("dataset_version", ""),
-        digest=expected or "",
+        version=version,
+        run_id=run_id,
+        dataset_version=tags.get("dataset_version", ""),
+        digest=digest,
         model=model,
         contract=contract,
         signature={"inputs": contract.describe(),
                    "outputs": signature.outputs.to_dict() if signature.outputs else None},
         classes=classes,
-        tags=dict(mv.tags),
+        tags=tags,
     )

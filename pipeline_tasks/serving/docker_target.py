@@ -1,0 +1,537 @@
+"""The ``docker`` serving target: one immutable image per model version, run as a container.
+
+Image (``build_image``): ``docker/serving.Dockerfile`` built with the docker SDK (legacy
+builder; ``docker.from_env()`` honours ``DOCKER_HOST``). The version's files are downloaded and
+checked against the registry's ``artifact_sha256`` before they go into the build context, and
+the container checks them again at every start (``--model-dir /opt/model --expected-sha256``):
+changed files make it exit with code 2 and the reason in its log. No network is used inside the
+build: the runtime wheels (no Airflow) are prepared on the host, cached under
+``<home>/cache/wheels`` (a second build needs no network), and installed with ``--no-index``.
+Tag ``mlops-serving/<model>:v<version>``; labels ``mlops.model.{name,version,run_id,sha256}``. A
+tag that exists with the same sha256 label is reused.
+
+Container (``run_container``): detached, ``mem_limit`` (``serving_docker_mem_limit``, default
+``1g``), ``restart_policy`` on-failure (3 retries), port 8000 published on
+``127.0.0.1:<host_port>``, the lake's ``predictions`` folder bind-mounted (the prediction log
+lands in the host lake), ``MLOPS_SERVING_TOKEN`` passed through. It returns once ``/ready``
+answers on the host port; otherwise the container's last log lines are raised and it is removed.
+
+Blue/green (``deploy_docker``): a published host port cannot be taken over by another
+container, so the swap is "validate on the side, then restart on the stable port":
+
+1. the new image starts as a *candidate* container on a free private port;
+2. ``pipeline_tasks.deploy.canary_check`` must pass against it (predictions equal offline ones),
+   else the candidate is removed and the live container never stopped;
+3. the candidate is removed, the live container ``mlops-serving-<port>`` is stopped (kept, renamed
+   ``...-previous``), and the validated image starts on the stable port under the stable name;
+4. once it is ready the previous container is removed; if it does not get ready, the previous
+   one is renamed back and started again, and the deploy fails.
+
+Gap: between stopping the old container and the new one answering ``/ready`` (the model load,
+a few seconds) the stable port refuses connections. The local target has no such gap (its
+supervisor shares the listening socket); a proxy in front of per-version ports would close it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pipeline_tasks import model_artifacts, storage, tracking
+from pipeline_tasks.config import PROJECT_DIR, PipelineConfig
+from pipeline_tasks.errors import DeployRejected
+
+log = logging.getLogger(__name__)
+
+DOCKERFILE = PROJECT_DIR / "docker" / "serving.Dockerfile"
+IMAGE_REPO = "mlops-serving"
+DEFAULT_BASE_IMAGE = "python:3.11-slim"
+LOCAL_BASE_IMAGE = "mlops/python:3.11-bookworm"
+BASE_IMAGE_ENV = "MLOPS_DOCKER_BASE_IMAGE"
+CONTAINER_PORT = 8000
+CONTAINER_LAKE = "/lake"
+CONTAINER_UID = 10001
+DEFAULT_MEM_LIMIT = "1g"
+READY_TIMEOUT_S = 180.0
+STOP_TIMEOUT_S = 20
+#: What the server imports at run time (no Airflow); their dependencies follow, pinned to
+#: what is installed here. mlflow-skinny is pinned to the version of mlflow.
+RUNTIME_PACKAGES = ("numpy", "pandas", "scipy", "scikit-learn", "skops", "mlflow-skinny",
+                    "starlette", "uvicorn", "httptools", "uvloop", "prometheus-client",
+                    "pyarrow", "fsspec", "filelock", "pyyaml")
+LABEL_NAME = "mlops.model.name"
+LABEL_VERSION = "mlops.model.version"
+LABEL_RUN_ID = "mlops.model.run_id"
+LABEL_SHA256 = "mlops.model.sha256"
+LABEL_ROLE = "mlops.serving.role"
+
+
+class DockerTargetError(DeployRejected):
+    """An image could not be built, or a container did not get ready; the message says why."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    tag: str
+    image_id: str
+    digest: str  # the model's artifact sha256 baked into the image (label mlops.model.sha256)
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    id: str
+    name: str
+    host_port: int
+    url: str
+
+
+@dataclass(frozen=True)
+class DockerDeployment:
+    image: ImageInfo
+    container: ContainerInfo
+    status: str  # live | unchanged
+    previous: dict | None  # {"name", "image", "model_name", "version"} of the replaced container
+    canary_rows: int
+    switch_gap_s: float = 0.0  # how long the stable port answered nothing during the swap
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------- image
+
+def docker_client():
+    """A docker SDK client from the environment (``DOCKER_HOST``)."""
+    import docker
+
+    return docker.from_env(timeout=600)
+
+
+def image_tag(model_name: str, version: str) -> str:
+    """``mlops-serving/<model>:v<version>``, made valid under docker's reference rules."""
+    name = re.sub(r"[^a-z0-9._-]+", "-", model_name.lower())
+    name = re.sub(r"[._-]{2,}", "-", name).strip("._-") or "model"
+    tag = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"v{version}")[:128]
+    return f"{IMAGE_REPO}/{name[:100]}:{tag}"
+
+
+def choose_base_image(client) -> str:
+    """``$MLOPS_DOCKER_BASE_IMAGE``, else python:3.11-slim when present, else the local one."""
+    import docker.errors
+
+    wanted = os.environ.get(BASE_IMAGE_ENV)
+    if wanted:
+        return LOCAL_BASE_IMAGE if wanted.strip().lower() in ("1", "true", "yes") else wanted
+    try:
+        client.images.get(DEFAULT_BASE_IMAGE)
+        return DEFAULT_BASE_IMAGE
+    except docker.errors.ImageNotFound:
+        return LOCAL_BASE_IMAGE
+
+
+def runtime_requirements() -> list[str]:
+    """``name==version`` of the server's runtime packages, as installed here."""
+    pins = []
+    for name in RUNTIME_PACKAGES:
+        dist = "mlflow" if name == "mlflow-skinny" else name
+        try:
+            pins.append(f"{name}=={metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            pins.append(f"{name}=={metadata.version(name)}")
+    return pins
+
+
+def _installed_constraints() -> str:
+    """Every installed distribution pinned, so dependencies match this environment too."""
+    lines = set()
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if name and name.lower() not in ("mlops-pipeline", "mlflow"):
+            lines.add(f"{name}=={dist.version}")
+    return "\n".join(sorted(lines, key=str.lower)) + "\n"
+
+
+def _pip(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True,
+                          check=False)
+
+
+def prepare_wheels(config: PipelineConfig, dest: Path) -> list[str]:
+    """Put the runtime wheels and ``requirements.txt`` into ``dest``; returns the file names.
+
+    Wheels come from ``<home>/cache/wheels``; only when that cannot satisfy the pins are they
+    downloaded (binary wheels only) into the cache first.
+    """
+    cache = Path(config.home) / "cache" / "wheels"
+    cache.mkdir(parents=True, exist_ok=True)
+    dest.mkdir(parents=True, exist_ok=True)
+    requirements = dest / "requirements.txt"
+    requirements.write_text("\n".join(runtime_requirements()) + "\n")
+    constraints = dest.parent / "constraints.txt"
+    constraints.write_text(_installed_constraints())
+    common = ("download", "--only-binary=:all:", "-r", str(requirements), "-c", str(constraints),
+              "--disable-pip-version-check", "-q")
+    offline = ("--no-index", "--find-links", str(cache), "-d", str(dest))
+    done = _pip(*common, *offline)
+    if done.returncode != 0:
+        log.info("fetching the serving image's wheels into %s", cache)
+        fetched = _pip(*common, "-d", str(cache))
+        if fetched.returncode != 0:
+            raise DockerTargetError("could not download the serving wheels: "
+                                    + fetched.stderr.strip()[-800:])
+        done = _pip(*common, *offline)
+        if done.returncode != 0:
+            raise DockerTargetError("the wheel cache does not satisfy the pins: "
+                                    + done.stderr.strip()[-800:])
+    constraints.unlink()
+    return sorted(p.name for p in dest.glob("*.whl"))
+
+
+def _package_wheel(dest: Path) -> Path:
+    """A wheel of this package (no dependencies), written from the checkout.
+
+    Written directly (a wheel is a zip with a ``.dist-info``) rather than with ``pip wheel``:
+    that needs a build backend from the network (the venv's setuptools has no bdist_wheel), and
+    fixed timestamps make the same source give the same bytes, so docker's layer cache holds.
+    """
+    import base64
+    import hashlib
+    import zipfile
+
+    from pipeline_tasks import __version__
+
+    dest.mkdir(parents=True, exist_ok=True)
+    dist_info = f"mlops_pipeline-{__version__}.dist-info"
+    files: list[tuple[str, bytes]] = []
+    root = PROJECT_DIR / "pipeline_tasks"
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+            files.append((path.relative_to(PROJECT_DIR).as_posix(), path.read_bytes()))
+    files.append((f"{dist_info}/METADATA", (
+        f"Metadata-Version: 2.1\nName: mlops-pipeline\nVersion: {__version__}\n"
+        "Requires-Python: >=3.11\n").encode()))
+    files.append((f"{dist_info}/WHEEL", (b"Wheel-Version: 1.0\nGenerator: mlops-docker-target\n"
+                                          b"Root-Is-Purelib: true\nTag: py3-none-any\n")))
+    files.append((f"{dist_info}/top_level.txt", b"pipeline_tasks\n"))
+    record = []
+    for name, data in files:
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(data)}")
+    record.append(f"{dist_info}/RECORD,,")
+    files.append((f"{dist_info}/RECORD", ("\n".join(record) + "\n").encode()))
+    wheel = dest / f"mlops_pipeline-{__version__}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files:
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, data)
+    return wheel
+
+
+def _version_meta(config: PipelineConfig, model_name: str, version: str) -> dict:
+    tracking.configure_mlflow(config)
+    from mlflow.tracking import MlflowClient
+
+    mv = MlflowClient().get_model_version(model_name, str(version))
+    return {"model_name": model_name, "model_version": str(mv.version),
+            "run_id": mv.run_id or "", "sha256": mv.tags.get(model_artifacts.DIGEST_TAG) or "",
+            "tags": dict(mv.tags)}
+
+
+def prepare_context(config: PipelineConfig, model_name: str, version: str, context: Path,
+                    meta: dict | None = None) -> dict:
+    """Fill the build ``context``: Dockerfile, wheels, package wheel, verified model, meta."""
+    meta = meta or _version_meta(config, model_name, version)
+    context.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(DOCKERFILE, context / "Dockerfile")
+    (context / ".dockerignore").write_text("")
+    prepare_wheels(config, context / "wheels")
+    _package_wheel(context / "app")
+    folder = model_artifacts.fetch_verified(f"models:/{model_name}/{meta['model_version']}",
+                                            meta["sha256"], context / "model")
+    if folder != context / "model":  # download_artifacts may nest; flatten
+        shutil.move(str(folder), str(context / "model.tmp"))
+        shutil.rmtree(context / "model")
+        (context / "model.tmp").rename(context / "model")
+    (context / "model-meta.json").write_text(json.dumps(
+        {k: meta[k] for k in ("model_name", "model_version", "run_id", "tags")}, indent=1))
+    return meta
+
+
+def build_from_context(client, context: Path, tag: str, buildargs: dict[str, str],
+                       labels: dict[str, str]) -> str:
+    """Build ``context`` as ``tag``; returns the image id, or raises with the build's log."""
+    import docker.errors
+
+    started = time.monotonic()
+    try:
+        image, _logs = client.images.build(path=str(context), dockerfile="Dockerfile", tag=tag,
+                                          buildargs=buildargs, labels=labels, rm=True,
+                                          forcerm=True, pull=False)
+    except docker.errors.BuildError as exc:
+        tail = "".join(str(chunk.get("stream") or chunk.get("error") or "")
+                       for chunk in exc.build_log)[-2000:]
+        raise DockerTargetError(f"docker build of {tag} failed: {exc.msg}\n{tail}") from exc
+    except docker.errors.APIError as exc:
+        raise DockerTargetError(f"docker build of {tag} failed: {exc}") from exc
+    log.info("built %s (%s) in %.1f s", tag, image.short_id, time.monotonic() - started)
+    return image.id
+
+
+def build_image(config: PipelineConfig, model_name: str, version: str, *,
+                client=None) -> ImageInfo:
+    """The image of ``model_name`` v``version``: reused when its tag holds the same model."""
+    import docker.errors
+
+    client = client or docker_client()
+    meta = _version_meta(config, model_name, str(version))
+    if not meta["sha256"]:
+        raise DockerTargetError(f"{model_name} v{version} has no recorded "
+                                f"{model_artifacts.DIGEST_TAG}: its files cannot be checked")
+    tag = image_tag(model_name, meta["model_version"])
+    try:
+        existing = client.images.get(tag)
+        if (existing.labels or {}).get(LABEL_SHA256) == meta["sha256"]:
+            log.info("reusing image %s (sha256 %s)", tag, meta["sha256"][:16])
+            return ImageInfo(tag=tag, image_id=existing.id, digest=meta["sha256"])
+    except docker.errors.ImageNotFound:
+        pass
+    labels = {LABEL_NAME: model_name, LABEL_VERSION: meta["model_version"],
+              LABEL_RUN_ID: meta["run_id"], LABEL_SHA256: meta["sha256"]}
+    with tempfile.TemporaryDirectory(prefix="mlops-image-") as tmp:
+        context = Path(tmp) / "context"
+        prepare_context(config, model_name, meta["model_version"], context, meta)
+        buildargs = {"BASE_IMAGE": choose_base_image(client), "MODEL_NAME": model_name,
+                     "MODEL_VERSION": meta["model_version"], "MODEL_SHA256": meta["sha256"],
+                     "MODEL_RUN_ID": meta["run_id"]}
+        image_id = build_from_context(client, context, tag, buildargs, labels)
+    return ImageInfo(tag=tag, image_id=image_id, digest=meta["sha256"])
+
+
+# ------------------------------------------------------------------------------------ container
+
+def mem_limit(config: PipelineConfig) -> str:
+    """The container memory limit: ``serving_docker_mem_limit`` (``MLOPS_SERVING_DOCKER_MEM_LIMIT``)."""
+    return config.serving_docker_mem_limit or DEFAULT_MEM_LIMIT
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _predictions_mount(config: PipelineConfig) -> tuple[dict, dict[str, str]]:
+    """The bind mount of the lake's predictions folder and the env pointing the server at it."""
+    if not storage.is_local(config.lake_uri):
+        return {}, {"MLOPS_LAKE_URI": config.lake_uri}
+    host = storage.local_path(config.predictions_uri)
+    host.mkdir(parents=True, exist_ok=True)
+    # The server runs as uid 10001. When the lake belongs to root, let it write there like /tmp
+    # (world-writable, sticky); other owners' folders are left alone and the container runs as
+    # that owner instead (see run_container).
+    if host.stat().st_uid == 0:
+        for folder in [host, *[p for p in host.glob("date=*") if p.is_dir()]]:
+            folder.chmod(0o1777)
+    return ({str(host): {"bind": f"{CONTAINER_LAKE}/predictions", "mode": "rw"}},
+            {"MLOPS_LAKE_URI": f"file://{CONTAINER_LAKE}"})
+
+
+def _ready(url: str) -> bool:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url + "/ready", timeout=3) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _logs(container, lines: int = 30) -> str:
+    import docker.errors
+
+    try:
+        return container.logs(tail=lines).decode(errors="replace").strip()
+    except (OSError, docker.errors.APIError) as exc:  # the container may be gone already
+        return f"(no logs: {exc})"
+
+
+def _final_exit_code(container) -> int | None:
+    """The exit code of a container that failed: no more restarts, then wait for its end."""
+    import docker.errors
+
+    try:
+        container.update(restart_policy={"Name": "no"})
+        return int(container.wait(timeout=60)["StatusCode"])
+    except (docker.errors.APIError, OSError, ValueError):
+        container.reload()
+        return container.attrs.get("State", {}).get("ExitCode")
+
+
+def _remove(container) -> None:
+    import docker.errors
+
+    try:
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        pass
+
+
+def run_container(config: PipelineConfig, image: ImageInfo | str, name: str, host_port: int, *,
+                  client=None, timeout_s: float = READY_TIMEOUT_S,
+                  labels: dict[str, str] | None = None) -> ContainerInfo:
+    """Run ``image`` as ``name`` on ``127.0.0.1:host_port`` and wait until it is ready."""
+    import docker.errors
+
+    client = client or docker_client()
+    tag = image.tag if isinstance(image, ImageInfo) else image
+    volumes, environment = _predictions_mount(config)
+    for key in ("MLOPS_SERVING_TOKEN",):
+        if os.environ.get(key):
+            environment[key] = os.environ[key]
+    for key in ("serving_max_rows", "serving_max_body_bytes", "serving_max_abs_value",
+                "prediction_log_flush_s", "prediction_log_max_rows"):
+        environment["MLOPS_" + key.upper()] = str(getattr(config, key))
+    user = None
+    if volumes:
+        owner = storage.local_path(config.predictions_uri).stat()
+        if owner.st_uid != 0:
+            user = f"{owner.st_uid}:{owner.st_gid}"
+    try:
+        container = client.containers.run(
+            tag, name=name, detach=True, mem_limit=mem_limit(config),
+            restart_policy={"Name": "on-failure", "MaximumRetryCount": 3},
+            ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", int(host_port))},
+            volumes=volumes, environment=environment, user=user,
+            labels={LABEL_ROLE: "server", **(labels or {})}, init=False)
+    except docker.errors.APIError as exc:  # e.g. the host port is taken: created, not started
+        stop_container(name, client=client)
+        raise DockerTargetError(f"container {name} from {tag} did not start: {exc}") from exc
+    url = f"http://127.0.0.1:{host_port}"
+    deadline = time.monotonic() + timeout_s
+    why = None
+    while True:
+        container.reload()
+        state = container.attrs.get("State", {})
+        if state.get("Status") in ("exited", "dead", "restarting") or container.attrs.get(
+                "RestartCount", 0):
+            why = f"it exited with code {_final_exit_code(container)}"
+            break
+        if state.get("Running") and _ready(url):
+            break
+        if time.monotonic() > deadline:
+            why = f"/ready did not answer within {timeout_s:.0f} s"
+            break
+        time.sleep(0.5)
+    if why is not None:
+        tail = _logs(container)
+        _remove(container)
+        raise DockerTargetError(f"container {name} ({tag}) is not ready: {why}; its last log "
+                                f"lines:\n{tail}")
+    log.info("container %s (%s) ready on %s", name, tag, url)
+    return ContainerInfo(id=container.id, name=name, host_port=int(host_port), url=url)
+
+
+def stop_container(name_or_id: str, *, client=None, remove: bool = True) -> None:
+    """Stop (SIGTERM, then kill after 20 s) and by default remove a container; no-op if gone."""
+    import docker.errors
+
+    client = client or docker_client()
+    try:
+        container = client.containers.get(name_or_id)
+    except docker.errors.NotFound:
+        return
+    try:
+        container.stop(timeout=STOP_TIMEOUT_S)
+    except docker.errors.APIError:
+        pass
+    if remove:
+        _remove(container)
+
+
+# ----------------------------------------------------------------------------------- blue/green
+
+def stable_name(config: PipelineConfig) -> str:
+    return f"mlops-serving-{config.serving_port}"
+
+
+def deploy_docker(config: PipelineConfig, model_name: str, version: str,
+                  holdout_uri: str | None, feature_columns: list[str], *,
+                  client=None) -> DockerDeployment:
+    """Build, validate on a private port, then swap onto ``serving_port`` (see module doc)."""
+    import docker.errors
+
+    from pipeline_tasks.deploy import canary_check
+
+    client = client or docker_client()
+    image = build_image(config, model_name, version, client=client)
+    name = stable_name(config)
+    try:
+        live = client.containers.get(name)
+    except docker.errors.NotFound:
+        live = None
+    previous = None
+    if live is not None:
+        live_labels = live.labels or {}
+        previous = {"name": name, "image": (live.image.tags or [live.image.id])[0],
+                    "model_name": live_labels.get(LABEL_NAME),
+                    "version": live_labels.get(LABEL_VERSION)}
+        live.reload()
+        if (live.status == "running" and live_labels.get(LABEL_SHA256) == image.digest
+                and _ready(f"http://127.0.0.1:{config.serving_port}")):
+            return DockerDeployment(image=image, container=ContainerInfo(
+                id=live.id, name=name, host_port=config.serving_port,
+                url=f"http://127.0.0.1:{config.serving_port}"), status="unchanged",
+                previous=previous, canary_rows=0)
+
+    candidate_name = f"{name}-candidate"
+    stop_container(candidate_name, client=client)  # a leftover of an interrupted deploy
+    candidate = run_container(config, image, candidate_name, free_port(), client=client,
+                              labels=_container_labels(image, model_name, version))
+    try:
+        rows = canary_check(candidate.url, model_name, str(version), holdout_uri,
+                            feature_columns, config)
+    finally:
+        stop_container(candidate.id, client=client)
+
+    parked = f"{name}-previous"
+    gap_started = time.monotonic()
+    if live is not None:
+        stop_container(parked, client=client)
+        live.stop(timeout=STOP_TIMEOUT_S)
+        live.rename(parked)
+    try:
+        container = run_container(config, image, name, config.serving_port, client=client,
+                                  labels=_container_labels(image, model_name, version))
+    except DockerTargetError:
+        if live is not None:  # put the old version back on the stable port
+            live.rename(name)
+            live.start()
+            log.error("v%s did not take %s; the previous container serves again", version,
+                      name)
+        raise
+    gap = time.monotonic() - gap_started if live is not None else 0.0
+    if live is not None:
+        _remove(live)
+    log.info("%s v%s is live on %s (stable port dark for %.1f s)", model_name, version,
+             container.url, gap)
+    return DockerDeployment(image=image, container=container, status="live", previous=previous,
+                            canary_rows=rows, switch_gap_s=round(gap, 2))
+
+
+def _container_labels(image: ImageInfo, model_name: str, version: str) -> dict[str, str]:
+    return {LABEL_NAME: model_name, LABEL_VERSION: str(version), LABEL_SHA256: image.digest}

@@ -1,0 +1,273 @@
+"""The docker serving target, for real: a Docker engine, an image per version, containers, HTTP.
+
+If no engine answers, ``docker/engine.sh`` starts one and ``docker/base-image.sh`` makes the
+local base image (Docker Hub cannot be reached from every machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlflow.sklearn
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline_tasks import storage
+from pipeline_tasks.config import PROJECT_DIR
+from pipeline_tasks.deploy import _version_inputs, deploy_version
+from pipeline_tasks.evaluate import EvaluationDecision
+from pipeline_tasks.registry import register_model
+from pipeline_tasks.serving import docker_target as dt
+from pipeline_tasks.train import train_model
+
+MODEL = "flights_serving"  # registered (v1, champion) by conftest.py
+
+
+def _engine_answers() -> bool:
+    import docker.errors
+
+    import docker
+
+    try:
+        docker.from_env(timeout=10).ping()
+        return True
+    except (docker.errors.DockerException, OSError):
+        return False
+
+
+@pytest.fixture(scope="module")
+def client():
+    if not _engine_answers():
+        out = subprocess.run([str(PROJECT_DIR / "docker" / "engine.sh")], capture_output=True,
+                             text=True, check=True, timeout=600).stdout.strip().splitlines()
+        assert out and out[-1].startswith("export DOCKER_HOST="), out
+        os.environ["DOCKER_HOST"] = out[-1].split("=", 1)[1]
+    subprocess.run([str(PROJECT_DIR / "docker" / "base-image.sh")], check=True,
+                   capture_output=True, timeout=900)
+    client = dt.docker_client()
+    yield client
+    for container in client.containers.list(all=True, filters={"label": dt.LABEL_ROLE}):
+        if container.name.startswith(("mlops-test-", f"mlops-serving-{_PORT[0]}")):
+            container.remove(force=True)
+    client.close()
+
+
+_PORT: list[int] = [0]
+
+
+@pytest.fixture(scope="module")
+def config(serving_config):
+    _PORT[0] = dt.free_port()
+    return serving_config.with_overrides(serving_port=_PORT[0])
+
+
+@pytest.fixture(scope="module")
+def image(client, config, registered):
+    started = time.monotonic()
+    info = dt.build_image(config, MODEL, "1", client=client)
+    print(f"first build: {time.monotonic() - started:.1f} s")
+    yield info
+    _rmi(client, info.tag)
+
+
+def _rmi(client, tag: str) -> None:
+    import docker.errors
+
+    try:
+        client.images.remove(tag, force=True)
+    except docker.errors.ImageNotFound:
+        pass
+
+
+def _call(url: str, body: dict | None = None) -> dict:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with opener.open(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    return frame.to_dict(orient="records")
+
+
+def test_tag_follows_docker_rules():
+    assert dt.image_tag("Flights Is__Late!", "12") == "mlops-serving/flights-is-late:v12"
+    assert dt.image_tag("flights_is_late", "3") == "mlops-serving/flights_is_late:v3"
+
+
+def test_image_bakes_the_verified_model(client, image, config, registered):
+    attrs = client.images.get(image.tag).attrs
+    labels = attrs["Config"]["Labels"]
+    assert labels[dt.LABEL_NAME] == MODEL and labels[dt.LABEL_VERSION] == "1"
+    assert labels[dt.LABEL_RUN_ID] == registered.run_id
+    assert labels[dt.LABEL_SHA256] == image.digest and len(image.digest) == 64
+    assert attrs["Config"]["User"] == "10001:10001"
+    assert attrs["Config"]["Healthcheck"]["Test"][0] == "CMD"
+    assert "/ready" in " ".join(attrs["Config"]["Healthcheck"]["Test"])
+    print(f"image size: {attrs['Size'] / 1e6:.0f} MB")
+    # idempotent: the same version is not built again
+    started = time.monotonic()
+    again = dt.build_image(config, MODEL, "1", client=client)
+    assert again.image_id == image.image_id
+    assert time.monotonic() - started < 20
+
+
+def test_container_serves_the_model_offline_predictions(client, image, config, registered,
+                                                        flights_rows):
+    port = dt.free_port()
+    info = dt.run_container(config, image, "mlops-test-serve", port, client=client)
+    try:
+        assert info.url == f"http://127.0.0.1:{port}"
+        frame = flights_rows.head(200)
+        answer = _call(info.url + "/predict", {"records": _records(frame)})
+        offline = mlflow.sklearn.load_model(registered.model_uri)
+        model_frame = frame.infer_objects().fillna(value=float("nan"))
+        assert answer["predictions"] == offline.predict(model_frame).tolist()
+        assert answer["scores"] == pytest.approx(
+            offline.predict_proba(model_frame)[:, 1].tolist(), abs=1e-12)
+        assert answer["model_name"] == MODEL and answer["model_version"] == "1"
+
+        meta = _call(info.url + "/metadata")
+        assert meta["model_version"] == "1" and meta["run_id"] == registered.run_id
+        assert meta["artifact_sha256"] == image.digest
+        assert meta["dataset_version"] == "sha-serving"
+
+        container = client.containers.get(info.id)
+        host = container.attrs["HostConfig"]
+        assert host["Memory"] == 1024 ** 3
+        assert host["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
+        assert host["PortBindings"]["8000/tcp"] == [{"HostIp": "127.0.0.1",
+                                                     "HostPort": str(port)}]
+        top = container.top(ps_args="-o pid,uid,args")["Processes"]
+        assert all(p[1] != "0" for p in top), top  # nothing runs as root
+
+        # the prediction log lands in the host's lake
+        lake = storage.local_path(config.predictions_uri)
+        deadline = time.monotonic() + 20
+        files: list[Path] = []
+        while time.monotonic() < deadline and not files:
+            files = sorted(lake.glob("date=*/part-*.parquet"))
+            time.sleep(0.3)
+        assert files, f"no prediction log under {lake}"
+        logged = pd.concat(pd.read_parquet(f) for f in files)
+        assert answer["request_id"] in set(logged["request_id"])
+
+        # docker's own HEALTHCHECK (GET /ready inside the container) says healthy
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            container.reload()
+            if container.attrs["State"]["Health"]["Status"] == "healthy":
+                break
+            time.sleep(0.5)
+        assert container.attrs["State"]["Health"]["Status"] == "healthy"
+    finally:
+        dt.stop_container(info.id, client=client)
+    assert not client.containers.list(all=True, filters={"name": "mlops-test-serve"})
+
+
+def test_tampered_model_refuses_to_start(client, config, registered):
+    tag = "mlops-serving/test-tampered:bad"
+    wrong = "0" * 64
+    with tempfile.TemporaryDirectory(prefix="mlops-test-ctx-") as tmp:
+        context = Path(tmp) / "ctx"
+        meta = dt.prepare_context(config, MODEL, "1", context)
+        dt.build_from_context(client, context, tag, {
+            "BASE_IMAGE": dt.choose_base_image(client), "MODEL_NAME": MODEL,
+            "MODEL_VERSION": "1", "MODEL_SHA256": wrong, "MODEL_RUN_ID": meta["run_id"]}, {})
+    try:
+        container = client.containers.run(tag, name="mlops-test-tampered", detach=True,
+                                          labels={dt.LABEL_ROLE: "test"})
+        try:
+            assert container.wait(timeout=120)["StatusCode"] == 2
+            logs = container.logs().decode()
+            assert "refusing to serve /opt/model" in logs and "does not match" in logs, logs
+        finally:
+            container.remove(force=True)
+        # run_container says why and leaves nothing behind
+        with pytest.raises(dt.DockerTargetError, match="exited with code 2"):
+            dt.run_container(config, tag, "mlops-test-tampered-2", dt.free_port(), client=client)
+        assert not client.containers.list(all=True, filters={"name": "mlops-test-tampered-2"})
+    finally:
+        _rmi(client, tag)
+
+
+@pytest.fixture(scope="module")
+def second_version(flights_frame, write_snapshot, config, registered):
+    uri = write_snapshot(flights_frame.sample(frac=0.6, random_state=5), "docker-flights-2")
+    trained = train_model(uri, dataset_version="sha-docker-2", target="is_late",
+                          model_name=MODEL, config=config, run_key="docker-2")
+    decision = EvaluationDecision(
+        blessed=False, reason="rejected: test", primary_metric="roc_auc", greater_is_better=True,
+        candidate_metrics={"roc_auc": 0.6}, baseline_metrics={"roc_auc": 0.5},
+        champion_metrics=None, champion_version="1", deltas={}, thresholds={},
+        forced=False, force_reason=None).to_dict()
+    return register_model(model_name=MODEL, run_id=trained.run_id, model_uri=trained.model_uri,
+                          decision=decision, lineage={"dataset_version": "sha-docker-2"},
+                          config=config).version
+
+
+def test_blue_green_on_the_stable_port(client, image, config, second_version, flights_rows):
+    stable = f"http://127.0.0.1:{config.serving_port}"
+    created = [dt.image_tag(MODEL, second_version)]  # removed even if the deploy fails
+    try:
+        holdout, features = _version_inputs(MODEL, "1", config)
+        first = dt.deploy_docker(config, MODEL, "1", holdout, features, client=client)
+        created.append(first.image.tag)
+        assert first.status == "live" and first.canary_rows > 0 and first.previous is None
+        assert _call(stable + "/metadata")["model_version"] == "1"
+        again = dt.deploy_docker(config, MODEL, "1", holdout, features, client=client)
+        assert again.status == "unchanged" and again.container.id == first.container.id
+
+        holdout2, features2 = _version_inputs(MODEL, second_version, config)
+        started = time.monotonic()
+        # through the deploy stage's entry point, as the DAG calls it with serving_target=docker
+        result = deploy_version(model_name=MODEL, version=second_version, holdout_uri=holdout2,
+                                feature_columns=features2, config=config, target="docker",
+                                reason="docker blue/green test")
+        second = storage.read_json(result.record_uri)
+        print(f"deploy of v{second_version} (build from cached layers): "
+              f"{time.monotonic() - started:.1f} s; stable port dark {second['switch_gap_s']} s")
+        assert 0 < second["switch_gap_s"] < 60
+        created.append(second["image"]["tag"])
+        assert result.status == "live" and result.previous_version == "1"
+        assert second["container"]["name"] == dt.stable_name(config)
+        assert second["previous"]["version"] == "1"
+        tags = MlflowClient(config.mlflow_tracking_uri).get_model_version(
+            MODEL, second_version).tags
+        assert tags["deployment_image"] == second["image"]["tag"]
+        assert tags["deployment_container"] == dt.stable_name(config)
+        assert _call(stable + "/metadata")["model_version"] == second_version
+        row = _records(flights_rows.head(1))
+        assert _call(stable + "/predict", {"records": row})["model_version"] == second_version
+        names = {c.name for c in client.containers.list(all=True)}
+        assert dt.stable_name(config) in names
+        assert not {f"{dt.stable_name(config)}-candidate",
+                    f"{dt.stable_name(config)}-previous"} & names
+    finally:
+        dt.stop_container(dt.stable_name(config), client=client)
+        for tag in created:
+            if tag != dt.image_tag(MODEL, "1"):
+                _rmi(client, tag)
+    with pytest.raises(urllib.error.URLError):
+        _call(stable + "/ready")
+
+
+def test_a_taken_host_port_fails_cleanly(client, image, config):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        with pytest.raises(dt.DockerTargetError, match="did not start"):
+            dt.run_container(config, image, "mlops-test-port-taken", port, client=client)
+    assert not client.containers.list(all=True, filters={"name": "mlops-test-port-taken"})
