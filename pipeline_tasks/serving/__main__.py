@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     log.info("serving %s v%s on http://%s:%s", served.name, served.version, server.config.host,
              server.config.port)
     try:
-        asyncio.run(_serve(server, app, args.stable_fd))
+        # the loop uvicorn would pick itself (uvloop when installed)
+        with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+            runner.run(_serve(server, app, args.stable_fd))
     finally:
         if plog is not None:
             plog.close()
