@@ -71,11 +71,17 @@ def fetch_verified(model_uri: str, expected: str | None, dest: str | Path) -> Pa
     if not expected:
         raise ArtifactMismatch(f"{model_uri} has no recorded {DIGEST_TAG}: it was not registered "
                                "by this pipeline, so its files cannot be checked")
-    folder = download(model_uri, dest)
+    return verify_folder(download(model_uri, dest), expected, label=model_uri,
+                         where="recorded at registration")
+
+
+def verify_folder(folder: str | Path, expected: str, *, label: str, where: str) -> Path:
+    """Check ``folder`` against the digest ``expected``; ``ArtifactMismatch`` says how not."""
+    folder = Path(folder)
     actual = folder_digest(folder)
     if actual != expected:
-        raise ArtifactMismatch(f"{model_uri}: artifact sha256 {actual[:16]}... does not match the "
-                               f"{expected[:16]}... recorded at registration; the files were "
-                               "changed after registration")
-    log.info("verified %s (sha256 %s)", model_uri, actual[:16])
+        raise ArtifactMismatch(f"{label}: artifact sha256 {actual[:16]}... does not match the "
+                               f"{expected[:16]}... {where}; the files were changed after it "
+                               "was taken")
+    log.info("verified %s (sha256 %s)", label, actual[:16])
     return folder

@@ -99,11 +99,8 @@ def load_dir(config: PipelineConfig, folder: str | Path, expected_sha256: str,
         raise model_artifacts.ArtifactMismatch(f"no expected sha256 given for {folder}")
     if not folder.is_dir():
         raise model_artifacts.ArtifactMismatch(f"model folder {folder} does not exist")
-    actual = model_artifacts.folder_digest(folder)
-    if actual != expected_sha256:
-        raise model_artifacts.ArtifactMismatch(
-            f"{folder}: artifact sha256 {actual[:16]}... does not match the expected "
-            f"{expected_sha256[:16]}...; the files were changed after the digest was taken")
+    model_artifacts.verify_folder(folder, expected_sha256, label=str(folder),
+                                  where="expected (baked in at build time)")
     tracking.quiet_telemetry()
     meta = dict(meta or {})
     registered = folder / "registered_model_meta"
@@ -116,7 +113,7 @@ def load_dir(config: PipelineConfig, folder: str | Path, expected_sha256: str,
     tags = dict(meta.get("tags") or {})
     return _load_folder(config, folder, name=str(meta.get("model_name") or folder.name),
                         version=str(meta.get("model_version") or ""),
-                        run_id=str(meta.get("run_id") or ""), digest=actual, tags=tags)
+                        run_id=str(meta.get("run_id") or ""), digest=expected_sha256, tags=tags)
 
 
 def _load_folder(config: PipelineConfig, folder: Path, *, name: str, version: str, run_id: str,

@@ -28,17 +28,31 @@ def flights_rows(flights_frame, registered):
 
 
 @pytest.fixture(scope="session")
-def registered(flights_frame, write_snapshot, serving_config):
-    uri = write_snapshot(flights_frame, "serving-flights")
-    trained = train_model(uri, dataset_version="sha-serving", target="is_late", model_name=MODEL,
-                          config=serving_config, run_key="serving-1")
-    decision = EvaluationDecision(
-        blessed=True, reason="blessed: test", primary_metric="roc_auc", greater_is_better=True,
-        candidate_metrics={"roc_auc": 0.7}, baseline_metrics={"roc_auc": 0.5},
-        champion_metrics=None, champion_version=None, deltas={}, thresholds={},
-        forced=False, force_reason=None,
-    ).to_dict()
-    register_model(model_name=MODEL, run_id=trained.run_id, model_uri=trained.model_uri,
-                   decision=decision, lineage={"dataset_version": "sha-serving"},
-                   config=serving_config)
+def train_and_register(flights_frame, write_snapshot):
+    """``train_and_register(frame, key, config, blessed=..., champion_version=...)``: train on
+    ``frame`` (dataset version ``sha-<key>``) and register the run as a version of MODEL."""
+
+    def make(frame, key: str, config, *, blessed: bool, champion_version: str | None = None):
+        uri = write_snapshot(frame, key)
+        trained = train_model(uri, dataset_version=f"sha-{key}", target="is_late",
+                              model_name=MODEL, config=config, run_key=key)
+        decision = EvaluationDecision(
+            blessed=blessed, reason="blessed: test" if blessed else "rejected: test",
+            primary_metric="roc_auc", greater_is_better=True,
+            candidate_metrics={"roc_auc": 0.7 if blessed else 0.6},
+            baseline_metrics={"roc_auc": 0.5}, champion_metrics=None,
+            champion_version=champion_version, deltas={}, thresholds={}, forced=False,
+            force_reason=None,
+        ).to_dict()
+        registration = register_model(model_name=MODEL, run_id=trained.run_id,
+                                      model_uri=trained.model_uri, decision=decision,
+                                      lineage={"dataset_version": f"sha-{key}"}, config=config)
+        return trained, registration
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def registered(flights_frame, train_and_register, serving_config):
+    trained, _ = train_and_register(flights_frame, "serving", serving_config, blessed=True)
     return trained

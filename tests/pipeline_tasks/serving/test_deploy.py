@@ -17,10 +17,7 @@ from mlflow.tracking import MlflowClient
 from pipeline_tasks import storage
 from pipeline_tasks.deploy import canary_check, deploy_version
 from pipeline_tasks.errors import DeployRejected
-from pipeline_tasks.evaluate import EvaluationDecision
-from pipeline_tasks.registry import register_model
 from pipeline_tasks.serving.supervisor import SupervisorClient
-from pipeline_tasks.train import train_model
 
 MODEL = "flights_serving"  # registered (v1, champion) by conftest.py
 
@@ -50,19 +47,11 @@ def supervisor(config):
 
 
 @pytest.fixture(scope="module")
-def second(flights_frame, write_snapshot, config, registered):
+def second(flights_frame, train_and_register, config, registered):
     """v2: trained on other rows, so its predictions differ from v1's."""
-    uri = write_snapshot(flights_frame.sample(frac=0.6, random_state=3), "serving-flights-2")
-    trained = train_model(uri, dataset_version="sha-serving-2", target="is_late",
-                          model_name=MODEL, config=config, run_key="serving-2")
-    decision = EvaluationDecision(
-        blessed=False, reason="rejected: test", primary_metric="roc_auc", greater_is_better=True,
-        candidate_metrics={"roc_auc": 0.6}, baseline_metrics={"roc_auc": 0.5},
-        champion_metrics=None, champion_version="1", deltas={}, thresholds={},
-        forced=False, force_reason=None).to_dict()
-    registration = register_model(model_name=MODEL, run_id=trained.run_id,
-                                  model_uri=trained.model_uri, decision=decision,
-                                  lineage={"dataset_version": "sha-serving-2"}, config=config)
+    trained, registration = train_and_register(
+        flights_frame.sample(frac=0.6, random_state=3), "serving-2", config, blessed=False,
+        champion_version="1")
     assert registration.version == "2"
     return trained
 

@@ -23,10 +23,7 @@ from mlflow.tracking import MlflowClient
 from pipeline_tasks import storage
 from pipeline_tasks.config import PROJECT_DIR
 from pipeline_tasks.deploy import _version_inputs, deploy_version
-from pipeline_tasks.evaluate import EvaluationDecision
-from pipeline_tasks.registry import register_model
 from pipeline_tasks.serving import docker_target as dt
-from pipeline_tasks.train import train_model
 
 MODEL = "flights_serving"  # registered (v1, champion) by conftest.py
 
@@ -202,18 +199,10 @@ def test_tampered_model_refuses_to_start(client, config, registered):
 
 
 @pytest.fixture(scope="module")
-def second_version(flights_frame, write_snapshot, config, registered):
-    uri = write_snapshot(flights_frame.sample(frac=0.6, random_state=5), "docker-flights-2")
-    trained = train_model(uri, dataset_version="sha-docker-2", target="is_late",
-                          model_name=MODEL, config=config, run_key="docker-2")
-    decision = EvaluationDecision(
-        blessed=False, reason="rejected: test", primary_metric="roc_auc", greater_is_better=True,
-        candidate_metrics={"roc_auc": 0.6}, baseline_metrics={"roc_auc": 0.5},
-        champion_metrics=None, champion_version="1", deltas={}, thresholds={},
-        forced=False, force_reason=None).to_dict()
-    return register_model(model_name=MODEL, run_id=trained.run_id, model_uri=trained.model_uri,
-                          decision=decision, lineage={"dataset_version": "sha-docker-2"},
-                          config=config).version
+def second_version(flights_frame, train_and_register, config, registered):
+    _, registration = train_and_register(flights_frame.sample(frac=0.6, random_state=5),
+                                         "docker-2", config, blessed=False, champion_version="1")
+    return registration.version
 
 
 def test_blue_green_on_the_stable_port(client, image, config, second_version, flights_rows):
