@@ -17,9 +17,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
 from airflow.sdk import Param, dag
-from mlops_airflow.runtime import pipeline_task, run_spec
+from mlops_airflow.runtime import dag_args, pipeline_task, run_spec
 
 PARAMS = {
     "model_name": Param(
@@ -47,22 +46,10 @@ PARAMS = {
 }
 
 
-@dag(
-    dag_id="ml_model_rollback",
-    schedule=None,
-    start_date=pendulum.datetime(2013, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["mlops", "serving"],
-    doc_md=__doc__,
-    params=PARAMS,
-    default_args={
-        "owner": "mlops",
-        "retries": 2,
-        "retry_delay": timedelta(seconds=30),
-        "execution_timeout": timedelta(minutes=30),
-    },
-)
+@dag(**dag_args(
+    "ml_model_rollback", schedule=None, doc_md=__doc__, params=PARAMS, tags=["serving"],
+    retry_delay=timedelta(seconds=30), execution_timeout=timedelta(minutes=30),
+))
 def ml_model_rollback():
     @pipeline_task
     def rollback(**context) -> dict:

@@ -2,8 +2,11 @@
 # ml_training_pipeline
 
 Trains a tabular model every night on the latest data and promotes it only when it is better.
+It also runs when `ml_drift_monitoring` asks for a retrain (asset `mlops_retrain_requests`): such a
+run trains the model named in the request, on the interval that drifted, and its MLflow run and
+model version carry the reason (`retrain.*` tags).
 
-`ingest` → `validate` → `version` → `train` → `evaluate` → `register` → `deploy`
+`ingest` → `validate` → `version` → `train` → `evaluate` → `register` → (`approve`) → `deploy`
 
 | task | what it does |
 |---|---|
@@ -13,6 +16,7 @@ Trains a tabular model every night on the latest data and promotes it only when 
 | **train** | fits a scikit-learn pipeline, tracked as one MLflow run |
 | **evaluate** | scores the candidate, the champion and a trivial baseline on the same holdout |
 | **register** | new model version; `challenger` always moves to it, `champion` only if it was blessed |
+| **approve** | only with `require_approval` and a blessed model: waits for a person (Required actions); Reject keeps the current champion serving |
 | **deploy** | only for a new champion: blue/green onto the model server, canary-checked (skipped otherwise) |
 
 Bad input (unreadable files, failed expectations) fails the task at once without retries.
@@ -24,9 +28,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
-from airflow.sdk import CronDataIntervalTimetable, Param, dag
-from mlops_airflow.runtime import pipeline_task, run_spec
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import Param, dag, task
+from mlops_airflow.runtime import dag_args, pipeline_task, run_spec
+from mlops_airflow.schedules import cron_or_asset
 
 from pipeline_tasks.config import load_config
 from pipeline_tasks.stages import DEFAULT_PARAMS as DEFAULTS
@@ -134,26 +139,41 @@ PARAMS = {
         title="Reason for forcing",
         description="Required when 'Force promotion' is on.",
     ),
+    "require_approval": Param(
+        CONFIG.require_approval,
+        type="boolean",
+        title="Require approval before deploying",
+        description="A blessed model waits at the 'approve' step (Required actions in the UI) "
+        "and becomes champion and is deployed only when a person approves it.",
+    ),
+    "serving_target": Param(
+        CONFIG.serving_target,
+        type="string",
+        enum=["local", "docker"],
+        title="Deploy target",
+        description="Where a new champion is served: a supervised local process, or a Docker "
+        "container built from docker/serving.Dockerfile (needs a Docker engine).",
+    ),
+    "serving_port": Param(
+        CONFIG.serving_port,
+        type="integer",
+        minimum=1,
+        maximum=65535,
+        title="Serving port",
+        description="Stable port of the model's endpoint. One model per port: give each model "
+        "its own port to serve several side by side.",
+    ),
 }
 
 
-@dag(
-    dag_id="ml_training_pipeline",
-    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=pendulum.datetime(2013, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["mlops", "training"],
-    doc_md=__doc__,
-    params=PARAMS,
-    default_args={
-        "owner": "mlops",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=1),
-        "retry_exponential_backoff": True,
-        "execution_timeout": timedelta(hours=2),
-    },
-)
+@dag(**dag_args(
+    "ml_training_pipeline",
+    # nightly (config training_schedule) or when ml_drift_monitoring asks for a retrain
+    schedule=cron_or_asset(CONFIG.training_schedule),
+    doc_md=__doc__, params=PARAMS, tags=["training"],
+    retry_delay=timedelta(minutes=1), exponential_backoff=True,
+    execution_timeout=timedelta(hours=2),
+))
 def ml_training_pipeline():
     @pipeline_task
     def ingest(**context) -> dict:
@@ -191,7 +211,22 @@ def ml_training_pipeline():
 
         return stages.register(run_spec(context), trained, decision)
 
-    @pipeline_task
+    @task.branch
+    def approval_gate(registered: dict, **context) -> str:
+        from pipeline_tasks import stages
+
+        return stages.approval_gate(run_spec(context), registered)
+
+    approve = ApprovalOperator(
+        task_id="approve",
+        subject="Deploy {{ ti.xcom_pull(task_ids='register')['model_name'] }} "
+        "v{{ ti.xcom_pull(task_ids='register')['version'] }}?",
+        body="{{ ti.xcom_pull(task_ids='register')['reason'] }}\n\nApprove: it becomes "
+        "champion and is deployed blue/green. Reject: the current champion keeps serving.",
+        response_timeout=timedelta(days=7),
+    )
+
+    @pipeline_task(trigger_rule="none_failed_min_one_success")
     def deploy(trained: dict, registered: dict, **context) -> dict:
         from pipeline_tasks import stages
 
@@ -202,7 +237,10 @@ def ml_training_pipeline():
     versioned = version(ingested, validated)
     trained = train(ingested, versioned)
     decision = evaluate(trained)
-    deploy(trained, register(trained, decision))
+    registered = register(trained, decision)
+    deployed = deploy(trained, registered)
+    approval_gate(registered) >> [approve, deployed]
+    approve >> deployed
 
 
 ml_training_pipeline()

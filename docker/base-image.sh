@@ -84,10 +84,10 @@ log "Debian mirror: $MIRROR"
 if ! command -v debootstrap >/dev/null 2>&1; then
     log "debootstrap missing: apt-get install debootstrap"
     export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get install -y --no-install-recommends debootstrap >&2; then
+    if ! apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends debootstrap >&2; then
         log "install failed; running apt-get update and retrying"
-        apt-get update >&2
-        apt-get install -y --no-install-recommends debootstrap >&2
+        apt-get -o DPkg::Lock::Timeout=600 update >&2
+        apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends debootstrap >&2
     fi
 fi
 

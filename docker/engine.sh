@@ -61,10 +61,10 @@ if ! command -v dockerd >/dev/null 2>&1; then
     log "dockerd missing: apt-get install docker.io"
     export DEBIAN_FRONTEND=noninteractive
     pkgs=(docker.io)
-    if ! apt-get install -y --no-install-recommends "${pkgs[@]}" >&2; then
+    if ! apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${pkgs[@]}" >&2; then
         log "install failed; running apt-get update and retrying"
-        apt-get update >&2
-        apt-get install -y --no-install-recommends "${pkgs[@]}" >&2
+        apt-get -o DPkg::Lock::Timeout=600 update >&2
+        apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${pkgs[@]}" >&2
     fi
     command -v dockerd >/dev/null 2>&1 || die "dockerd still missing after installing docker.io"
     # A package's postinst may have started the stock daemon; use it if so.

@@ -1,4 +1,4 @@
-"""Command line: ``python -m pipeline_tasks {config,airflow,land-demo-data,demo}``."""
+"""Command line: ``python -m pipeline_tasks {config,airflow,land-demo-data,replay,demo}``."""
 
 from __future__ import annotations
 
@@ -34,6 +34,20 @@ def _cmd_land(args: argparse.Namespace) -> int:
         result = land_flights_feed(config, args.first_day, args.last_day or args.first_day)
     else:
         result = land_demo_data(config, datetime.now(UTC).date())
+    print(json.dumps(result.to_dict(), indent=2))
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from pipeline_tasks.replay import ReplayError, replay
+
+    try:
+        result = replay(load_config(), args.first_day, args.last_day or args.first_day,
+                        url=args.url, batch_rows=args.batch_rows, concurrency=args.concurrency,
+                        outcomes=not args.no_outcomes)
+    except ReplayError as exc:
+        print(f"replay failed: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps(result.to_dict(), indent=2))
     return 0
 
@@ -175,6 +189,15 @@ def main(argv: list[str] | None = None) -> int:
     p_land.add_argument("--from", dest="first_day", type=_day)
     p_land.add_argument("--to", dest="last_day", type=_day)
     p_land.set_defaults(func=_cmd_land)
+    p_replay = sub.add_parser("replay", help="send each day's demo flights to the model server")
+    p_replay.add_argument("--from", dest="first_day", type=_day, required=True)
+    p_replay.add_argument("--to", dest="last_day", type=_day)
+    p_replay.add_argument("--url", help="server address (default: the configured serving_url)")
+    p_replay.add_argument("--batch-rows", type=int, default=250)
+    p_replay.add_argument("--concurrency", type=int, default=4)
+    p_replay.add_argument("--no-outcomes", action="store_true",
+                          help="do not land the flights' outcomes in the outcome feed")
+    p_replay.set_defaults(func=_cmd_replay)
     p_demo = sub.add_parser("demo", help="start the stack, train once, serve the UIs")
     p_demo.add_argument("--timeout", type=float, default=1800.0)
     p_demo.add_argument("--no-serve", action="store_true", help="stop after the first run")

@@ -75,6 +75,16 @@ class PipelineConfig:
     serving_max_abs_value: float = 1e12
     prediction_log_flush_s: float = 5.0
     prediction_log_max_rows: int = 50_000
+    # Monitoring (pipeline_tasks.monitoring, dags/ml_drift_monitoring.py); see README "Monitoring"
+    training_schedule: str = "0 0 * * *"  # cron of ml_training_pipeline; "none": asset runs only
+    drift_schedule: str = "30 0 * * *"  # cron of ml_drift_monitoring; "none": triggered runs only
+    retrain_cooldown_days: float = 7.0  # at most one monitoring-triggered retrain per this period
+    performance_max_drop: float = 0.05  # served primary metric below offline by more: retrain
+    performance_min_rows: int = 200  # fewer labelled predictions: "insufficient_labels"
+    label_delay_days: int = 1  # the performance check scores the interval this many days back
+    label_lookahead_days: int = 3  # outcome files dated up to this long after an interval
+    labels_uri: str = ""  # true outcomes (row_id, event_time, target); default: the demo feed's
+    require_approval: bool = False  # a blessed model waits for a human before it is deployed
     # Training
     seed: int = 42
     holdout_fraction: float = 0.2
@@ -117,6 +127,10 @@ class PipelineConfig:
         if not self.prediction_log_flush_s > 0:
             raise ConfigError(
                 f"prediction_log_flush_s must be > 0, got {self.prediction_log_flush_s}")
+        for name in ("retrain_cooldown_days", "performance_max_drop", "label_delay_days",
+                     "label_lookahead_days", "performance_min_rows"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.min_baseline_lift < 0:
             raise ConfigError(f"min_baseline_lift must be >= 0, got {self.min_baseline_lift}")
 
@@ -139,6 +153,11 @@ class PipelineConfig:
     @property
     def demo_source_uri(self) -> str:
         return self.landing_uri.rstrip("/") + "/flights/"
+
+    @property
+    def outcomes_uri(self) -> str:
+        """Where true outcomes land: ``labels_uri``, else the demo's outcome feed."""
+        return self.labels_uri or self.landing_uri.rstrip("/") + "/flights_outcomes/"
 
     def with_overrides(self, **overrides: Any) -> PipelineConfig:
         """A copy with the given fields replaced (``None`` values are ignored), type-checked."""
@@ -171,6 +190,7 @@ class PipelineConfig:
         data["serving_url"] = self.serving_url
         data["predictions_uri"] = self.predictions_uri
         data["demo_source_uri"] = self.demo_source_uri
+        data["outcomes_uri"] = self.outcomes_uri
         return data
 
 

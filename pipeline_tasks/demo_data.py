@@ -12,6 +12,10 @@ every night; this module plays that system.
 - Columns known only after the flight (actual departure/arrival times and delays, air time) are
   not in the feed: they would leak the label.
 - Days: a file holds the flights whose scheduled hour ``time_hour`` (UTC) falls on that day.
+- Outcomes: ``land_outcomes`` plays the system that reports what happened: one file
+  ``landing/flights_outcomes/outcomes_<D+1>.csv`` per day D, landed a day later, with each
+  flight's key (``row_id``, see ``flight_keys``), its scheduled hour (``event_time``) and
+  ``is_late``. The traffic replayer sends the same keys as the requests' ``ids``.
 - Calendar: dates in 2013 are the real 2013 flights. Any other date replays the 2013 day that
   lies a whole number of 52-week cycles (364 days) away, so weekdays and seasons line up, with the
   dates in every column moved to the replayed day. The nightly schedule and backfills of recent
@@ -147,3 +151,41 @@ def land_demo_data(config: PipelineConfig, today: date, recent_days: int = 60) -
     """What ``make demo`` lands: all of 2013 and the last ``recent_days`` days up to ``today``."""
     land_flights_feed(config, date(2013, 1, 1), date(2013, 12, 31))
     return land_flights_feed(config, today - timedelta(days=recent_days), today)
+
+
+OUTCOMES_NAME = "outcomes"
+
+
+def flight_keys(rows: pd.DataFrame) -> pd.Series:
+    """A flight's key: scheduled UTC hour, carrier and number, origin and scheduled departure
+    (e.g. ``2013-01-01T10-UA1545-EWR-515``); the join key of predictions and outcomes."""
+    return (rows[TIME_COLUMN].dt.strftime("%Y-%m-%dT%H") + "-" + rows["carrier"].astype(str)
+            + rows["flight"].astype(str) + "-" + rows["origin"].astype(str) + "-"
+            + rows["sched_dep_time"].astype(str))
+
+
+def outcomes_for_day(day: date) -> pd.DataFrame:
+    """What happened to ``day``'s flights: key, scheduled hour and label (cancelled: left out)."""
+    import pandas as pd
+
+    rows = flights_for_day(day)
+    rows = rows[rows[TARGET].notna()]
+    return pd.DataFrame({"row_id": flight_keys(rows).to_numpy(),
+                         "event_time": rows[TIME_COLUMN].to_numpy(),
+                         TARGET: rows[TARGET].to_numpy()}).drop_duplicates("row_id")
+
+
+def land_outcomes(config: PipelineConfig, first_day: date, last_day: date) -> int:
+    """Land the outcomes of the flights of ``first_day``..``last_day``, each day's file dated the
+    day after (outcomes arrive late). Idempotent; returns the files written."""
+    written = 0
+    day = first_day
+    while day <= last_day:
+        uri = storage.join(config.outcomes_uri,
+                           f"{OUTCOMES_NAME}_{(day + timedelta(days=1)).isoformat()}.csv")
+        if not storage.exists(uri):
+            data = outcomes_for_day(day).to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
+            storage.atomic_write_bytes(uri, data.encode())
+            written += 1
+        day += timedelta(days=1)
+    return written

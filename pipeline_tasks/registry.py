@@ -45,6 +45,7 @@ class RegistrationResult:
     champion_version: str | None
     previous_champion: str | None
     aliases: list[str]
+    awaiting_approval: bool = False  # blessed, but champion moves only once a human approves
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -75,11 +76,14 @@ def register_model(
     decision: dict,
     lineage: dict[str, str],
     config: PipelineConfig,
+    hold_promotion: bool = False,
 ) -> RegistrationResult:
     """Register the run's model (once per run), move ``challenger``, and maybe ``champion``.
 
     ``decision`` is ``EvaluationDecision.to_dict()``. Calling again for the same ``run_id``
-    reuses its version, so a retried task never makes a second one.
+    reuses its version, so a retried task never makes a second one. With ``hold_promotion``, a
+    blessed version is tagged ``awaiting_approval`` instead of becoming champion; the approval
+    step then promotes it (``set_champion``).
     """
     missing = [key for key in _REQUIRED_DECISION_KEYS if key not in decision]
     if missing:
@@ -106,9 +110,12 @@ def register_model(
 
         expected = decision.get("champion_version")
         expected = None if expected is None else str(expected)
-        promoted = False
+        promoted = held = False
         if not decision["blessed"]:
             reason = f"not promoted: {decision['reason']}"
+        elif hold_promotion and previous != version:
+            held = True
+            reason = f"awaiting approval: {decision['reason']}"
         elif previous == version:
             promoted = True
             reason = f"v{version} is already champion (repeated registration)"
@@ -129,7 +136,8 @@ def register_model(
                                              "former_champion")
         if not (previous == version and promoted):
             for key, value in {
-                "promotion_status": CHAMPION if promoted else CHALLENGER,
+                "promotion_status": (CHAMPION if promoted else
+                                     "awaiting_approval" if held else CHALLENGER),
                 "promotion_reason": reason,
                 "promoted_from": (previous or "none") if promoted else "",
             }.items():
@@ -146,6 +154,7 @@ def register_model(
         champion_version=champion_after,
         previous_champion=previous,
         aliases=aliases,
+        awaiting_approval=held,
     )
 
 

@@ -33,7 +33,8 @@ DEFAULT_PARAMS: dict[str, Any] = {
 }
 #: Trigger params that override fields of ``PipelineConfig`` for one run.
 CONFIG_PARAMS = ("min_baseline_lift", "min_champion_delta", "min_primary_metric",
-                 "search_time_budget_s", "holdout_fraction", "seed")
+                 "search_time_budget_s", "holdout_fraction", "seed", "serving_target",
+                 "serving_port")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class RunSpec:
     logical_date: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     sql_url: str | None = None  # resolved from params["sql_conn_id"] by the caller
+    trigger: dict[str, Any] = field(default_factory=dict)  # the retrain request behind the run
 
     def param(self, name: str, default: Any = None) -> Any:
         """A trigger param; empty means the given default, else the DAG's default."""
@@ -91,6 +93,11 @@ class RunSpec:
         return storage.run_partition(self.dag_id, self.run_id, self.interval_end)
 
     @property
+    def approval_required(self) -> bool:
+        value = self.params.get("require_approval")
+        return self.config.require_approval if value is None else bool(value)
+
+    @property
     def lineage(self) -> dict[str, str]:
         """Tags that tie an MLflow run and a model version back to this Airflow run."""
         return {
@@ -101,6 +108,10 @@ class RunSpec:
             "airflow.data_interval_end": self.interval_end,
             "source": self.source,
             "code_version": code_version(),
+            **({"retrain.reason": str(self.trigger.get("reason", "")),
+                "retrain.drift_run_id": str(self.trigger.get("drift_run_id", "")),
+                "retrain.drifted_columns": ",".join(self.trigger.get("drifted_columns") or [])}
+               if self.trigger else {}),
         }
 
     def to_dict(self) -> dict:
@@ -194,11 +205,26 @@ def register(run: RunSpec, trained: dict, decision: dict) -> dict:
         decision=decision,
         lineage={**run.lineage, "dataset_version": trained["dataset_version"]},
         config=run.config,
+        hold_promotion=run.approval_required,
     ).to_dict()
 
 
+def approval_gate(run: RunSpec, registered: dict) -> str:
+    """The task to run after ``register``: ``approve`` when a blessed version waits for a human,
+    else ``deploy`` (which skips itself when nothing was promoted)."""
+    return "approve" if registered.get("awaiting_approval") else "deploy"
+
+
 def deploy(run: RunSpec, trained: dict, registered: dict) -> dict:
-    """Deploy the version ``register`` just promoted; a version that was not promoted is not."""
+    """Deploy the version ``register`` just promoted; a version that was not promoted is not.
+    A version that waited for approval gets here only when approved: it becomes champion now."""
+    if registered.get("awaiting_approval"):
+        from pipeline_tasks.registry import set_champion
+
+        approved = f"approved by a human: {registered['reason'].removeprefix('awaiting approval: ')}"
+        set_champion(registered["model_name"], registered["version"], reason=approved,
+                     config=run.config)
+        registered = {**registered, "promoted": True, "reason": approved}
     if not registered.get("promoted"):
         raise StageSkipped(f"v{registered.get('version')} was not promoted, so it is not "
                            f"deployed: {registered.get('reason')}")
@@ -227,6 +253,46 @@ def rollback(run: RunSpec) -> dict:
         reason=str(run.params.get("reason") or ""),
         lineage=run.lineage,
     ).to_dict()
+
+
+def check_drift(run: RunSpec) -> dict:
+    """The drift check of the run's interval (``monitoring.check_interval``)."""
+    from pipeline_tasks.monitoring import check_interval
+
+    return check_interval(
+        model_name=run.model_name, interval_start=run.interval_start,
+        interval_end=run.interval_end, config=run.config, run_key=run.run_key,
+        dag_id=run.dag_id, run_id=run.run_id, current_uri=run.param("current"),
+    ).to_dict()
+
+
+def check_performance(run: RunSpec) -> dict:
+    """The served model's real performance ``label_delay_days`` before the run's interval, when
+    its true outcomes have landed (``monitoring.check_performance``)."""
+    from datetime import datetime, timedelta
+
+    from pipeline_tasks.monitoring import check_performance as score
+
+    delay = timedelta(days=run.config.label_delay_days)
+    return score(
+        model_name=run.model_name,
+        interval_start=(datetime.fromisoformat(run.interval_start) - delay).isoformat(),
+        interval_end=(datetime.fromisoformat(run.interval_end) - delay).isoformat(),
+        labels_uri=str(run.param("labels", run.config.outcomes_uri)), config=run.config,
+        run_key=run.run_key,
+    ).to_dict()
+
+
+def request_retrain(run: RunSpec, drift: dict, performance: dict) -> dict:
+    """Ask for retraining (the DAG emits the asset event) or say why not (skipped)."""
+    from pipeline_tasks.monitoring import decide_retrain
+
+    decision = decide_retrain(model_name=run.model_name, drift=drift, performance=performance,
+                              interval_end=run.interval_end, dag_id=run.dag_id,
+                              run_id=run.run_id, config=run.config)
+    if not decision.retrain:
+        raise StageSkipped(f"no retraining: {decision.reason}")
+    return decision.to_dict()
 
 
 def run_all(run: RunSpec) -> dict[str, dict]:

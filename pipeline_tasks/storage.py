@@ -104,8 +104,12 @@ def copy(src_uri: str, dst_uri: str) -> str:
         return atomic_write_bytes(dst_uri, handle.read())
 
 
-def _safe(value: str) -> str:
+def safe_name(value: str) -> str:
+    """``value`` as one path segment: other characters and ``..`` become ``_``."""
     return re.sub(r"[^A-Za-z0-9._=-]+|\.\.+", "_", value).strip("_")
+
+
+_safe = safe_name
 
 
 def run_partition(dag_id: str, run_id: str, interval_end: str | None = None) -> str:

@@ -220,11 +220,13 @@ def create_app(served: ServedModel, *, max_body_bytes: int, prediction_log: Pred
             raise
         except (ValueError, RecursionError):
             raise BadInput(400, "body is not valid JSON", "invalid_json") from None
-        frame = contract.frame(payload)
+        checked = contract.request(payload)
+        frame = checked.frame
         output = await batcher.predict(frame)
         metrics.rows.inc(len(frame))
         if prediction_log is not None:
-            prediction_log.add(request_id, served.name, served.version, frame, output)
+            prediction_log.add(request_id, served.name, served.version, frame, output,
+                               ids=checked.ids, event_time=checked.event_time)
         return _json({"request_id": request_id, "model_name": served.name,
                       "model_version": served.version, **output})
 

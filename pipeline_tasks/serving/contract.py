@@ -6,6 +6,14 @@ Accepted bodies (JSON object):
 - ``{"columns": {"col": [value, ...], ...}}``, the columnar form: no per-row keys to parse;
 - ``{"dataframe_split": {"columns": [...], "data": [[...], ...]}}``, MLflow's split form.
 
+Two optional keys go beside the rows, for monitoring (both land in the prediction log):
+
+- ``"ids"``: one key per row (strings or integers, at most 128 characters), the client's name for
+  what is predicted (an order, a flight). Late-arriving true outcomes are joined on it.
+- ``"event_time"``: when the predicted events happen, an ISO-8601 timestamp (UTC when it has no
+  offset). Default: the time of the request. Replays and backfills set it so the log (and the
+  drift checks that read it) file the rows under the day they belong to.
+
 Every refusal is a ``BadInput`` with an HTTP status and a short message that names the field and
 the problem. Messages never contain the submitted values or the schema.
 """
@@ -41,6 +49,19 @@ class Column:
     required: bool  # False: the training data had nulls in this column
 
 
+OPTIONAL_KEYS = ("ids", "event_time")
+MAX_ID_CHARS = 128
+
+
+@dataclass(frozen=True)
+class Request:
+    """A checked ``/predict`` body: the rows, and the optional row keys and event time."""
+
+    frame: pd.DataFrame
+    ids: list[str] | None = None
+    event_time: pd.Timestamp | None = None
+
+
 @dataclass(frozen=True)
 class Contract:
     columns: tuple[Column, ...]
@@ -64,8 +85,15 @@ class Contract:
     def names(self) -> list[str]:
         return [c.name for c in self.columns]
 
+    def request(self, body: Any) -> Request:
+        """The whole body checked: rows, then the optional ``ids`` and ``event_time``."""
+        frame = self.frame(body)
+        ids = _ids(body["ids"], len(frame)) if "ids" in body else None
+        when = _event_time(body["event_time"]) if "event_time" in body else None
+        return Request(frame, ids, when)
+
     def frame(self, body: Any) -> pd.DataFrame:
-        """The request body as a DataFrame in the model's column order and dtypes."""
+        """The request body's rows as a DataFrame in the model's column order and dtypes."""
         columns = self._columns_of(body)
         data = {}
         n_rows = None
@@ -92,10 +120,12 @@ class Contract:
             raise BadInput(422, "body must be a JSON object with 'records' or 'columns'", "shape")
         forms = [k for k in ("records", "dataframe_records", "columns", "dataframe_split")
                  if k in body]
-        extra = sorted(set(body) - {"records", "dataframe_records", "columns", "dataframe_split"})
+        extra = sorted(set(body) - {"records", "dataframe_records", "columns", "dataframe_split",
+                                    *OPTIONAL_KEYS})
         if len(forms) != 1 or extra:
             raise BadInput(422, "body must have exactly one of 'records', 'columns', "
-                                "'dataframe_records' or 'dataframe_split'", "shape")
+                                "'dataframe_records' or 'dataframe_split' (and optionally "
+                                "'ids', 'event_time')", "shape")
         form = forms[0]
         if form in ("records", "dataframe_records"):
             return self._from_records(body[form], form)
@@ -213,3 +243,29 @@ class Contract:
     def describe(self) -> list[dict]:
         return [{"name": c.name, "type": c.kind, "nullable": not c.required}
                 for c in self.columns]
+
+
+def _ids(ids: Any, n_rows: int) -> list[str]:
+    if not isinstance(ids, list) or len(ids) != n_rows:
+        raise BadInput(422, f"'ids' must be an array with one key per row ({n_rows})", "shape")
+    out = []
+    for i, key in enumerate(ids):
+        if isinstance(key, bool) or not isinstance(key, (str, int)):
+            raise BadInput(422, f"ids[{i}]: expected a string or an integer", "type")
+        key = str(key)
+        if not key or len(key) > MAX_ID_CHARS:
+            raise BadInput(422, f"ids[{i}]: must have 1 to {MAX_ID_CHARS} characters", "shape")
+        out.append(key)
+    return out
+
+
+def _event_time(value: Any) -> pd.Timestamp:
+    if not isinstance(value, str) or len(value) > 40:
+        raise BadInput(422, "'event_time': expected an ISO-8601 timestamp string", "type")
+    try:
+        when = pd.Timestamp(value)
+    except (ValueError, OverflowError):
+        raise BadInput(422, "'event_time': not an ISO-8601 timestamp", "type") from None
+    if pd.isna(when):
+        raise BadInput(422, "'event_time': not an ISO-8601 timestamp", "type")
+    return when.tz_localize("UTC") if when.tzinfo is None else when.tz_convert("UTC")

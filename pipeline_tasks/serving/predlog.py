@@ -1,8 +1,11 @@
 """The prediction log: every served row, for monitoring, as partitioned Parquet in the lake.
 
 ``lake/predictions/date=YYYY-MM-DD/part-<time>-<id>.parquet``, one file per flush and day. Each
-row holds the request id, the UTC time, the model name and version, the features under their own
-names, the prediction and, for binary classifiers, the score. Requests only append to an
+row holds the request id, the UTC time it was predicted (``predicted_at``), the time of the event
+it is about (``event_time``: the request's ``event_time`` if it gave one, else ``predicted_at``;
+the ``date=`` partition is its day), the row's key (``row_id``, from the request's ``ids``, else
+``<request id>-<row number>``), the model name and version, the features under their own names,
+the prediction and, for binary classifiers, the score. Requests only append to an
 in-memory buffer; a background thread writes it every ``prediction_log_flush_s`` seconds (5 s by
 default), sooner when ``prediction_log_max_rows`` rows wait, and once more on shutdown. Files are
 written atomically, so readers never see a partial one. A crash loses at most the rows buffered
@@ -24,8 +27,8 @@ from pipeline_tasks import storage
 log = logging.getLogger(__name__)
 
 #: Columns the log adds beside the features.
-META_COLUMNS = ("request_id", "predicted_at", "model_name", "model_version", "prediction",
-                "score")
+META_COLUMNS = ("request_id", "row_id", "predicted_at", "event_time", "model_name",
+                "model_version", "prediction", "score")
 
 
 class PredictionLog:
@@ -48,12 +51,17 @@ class PredictionLog:
         self._thread.start()
 
     def add(self, request_id: str, model_name: str, model_version: str, features: pd.DataFrame,
-            output: dict[str, list]) -> None:
+            output: dict[str, list], *, ids: list[str] | None = None,
+            event_time: pd.Timestamp | None = None) -> None:
         """Queue one request's rows (cheap: no I/O on the request path)."""
         clash = [c for c in META_COLUMNS if c in features.columns]
         frame = features.add_prefix("feature_") if clash else features.copy()
+        now = pd.Timestamp(datetime.now(UTC))
         frame["request_id"] = request_id
-        frame["predicted_at"] = pd.Timestamp(datetime.now(UTC))
+        frame["row_id"] = ids if ids is not None else [f"{request_id}-{i}"
+                                                       for i in range(len(frame))]
+        frame["predicted_at"] = now
+        frame["event_time"] = event_time if event_time is not None else now
         frame["model_name"] = model_name
         frame["model_version"] = model_version
         frame["prediction"] = output["predictions"]
@@ -73,13 +81,13 @@ class PredictionLog:
         if not frames:
             return 0
         batch = pd.concat(frames, ignore_index=True)
-        day = batch["predicted_at"].dt.strftime("%Y-%m-%d")
+        day = batch["event_time"].dt.strftime("%Y-%m-%d")
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         pending = [rows.reset_index(drop=True) for _, rows in batch.groupby(day, sort=True)]
         written = 0
         while pending:
             rows = pending[0]
-            value = rows["predicted_at"].iloc[0].strftime("%Y-%m-%d")
+            value = rows["event_time"].iloc[0].strftime("%Y-%m-%d")
             path = f"{self.uri}/date={value}/part-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
             try:
                 storage.atomic_write_parquet(rows, path)

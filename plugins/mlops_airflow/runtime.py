@@ -2,6 +2,7 @@
 
 - ``run_spec(context)``: the run's identity, data interval and trigger params as a ``RunSpec``,
   with a SQL connection id resolved to a URL (at run time, never while parsing).
+- ``dag_args``: what every pipeline DAG shares (no catchup, one active run, retries, owner).
 - ``pipeline_task``: ``@task`` whose bad-input errors fail the task at once. Retrying a bad file
   or a failed quality gate cannot help, so ``PipelineInputError`` becomes
   ``AirflowFailException``; ``StageSkipped`` (nothing to do) marks the task skipped; anything
@@ -12,13 +13,32 @@ from __future__ import annotations
 
 import functools
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 log = logging.getLogger(__name__)
+
+
+#: The demo feed's first day: schedules and backfills may start from there.
+START_DATE = datetime(2013, 1, 1, tzinfo=UTC)
+
+
+def dag_args(dag_id: str, *, schedule: Any, doc_md: str | None, params: dict, tags: list[str],
+             retry_delay: timedelta, execution_timeout: timedelta,
+             exponential_backoff: bool = False) -> dict[str, Any]:
+    """``@dag`` keyword arguments shared by the pipeline's DAGs."""
+    return {
+        "dag_id": dag_id, "schedule": schedule, "start_date": START_DATE, "catchup": False,
+        "max_active_runs": 1, "tags": ["mlops", *tags], "doc_md": doc_md, "params": params,
+        "default_args": {
+            "owner": "mlops", "retries": 2, "retry_delay": retry_delay,
+            "retry_exponential_backoff": exponential_backoff,
+            "execution_timeout": execution_timeout,
+        },
+    }
 
 
 def _iso(value: Any) -> str | None:
@@ -33,6 +53,14 @@ def run_spec(context: dict[str, Any]):
     end = context.get("data_interval_end") or dag_run.run_after
     start = context.get("data_interval_start") or (end - timedelta(days=1))
     params = dict(context.get("params") or {})
+    trigger = retrain_request(context)
+    if trigger:  # a run the monitoring DAG asked for: its model, data and interval
+        for key in ("model_name", "source", "target", "serving_target", "serving_port"):
+            if trigger.get(key) and key not in (dag_run.conf or {}):  # an explicit conf wins
+                params[key] = trigger[key]
+        if trigger.get("interval_end"):
+            end = datetime.fromisoformat(trigger["interval_end"])
+            start = end - timedelta(days=1)
     sql_url = None
     if params.get("sql_conn_id"):
         from airflow.sdk import Connection
@@ -46,7 +74,19 @@ def run_spec(context: dict[str, Any]):
         logical_date=_iso(context.get("logical_date")),
         params=params,
         sql_url=sql_url,
+        trigger=trigger,
     )
+
+
+def retrain_request(context: dict[str, Any]) -> dict:
+    """The newest retrain request among the asset events that triggered this run ({} if the run
+    was not triggered by one)."""
+    events = context.get("triggering_asset_events") or {}
+    found = [event for evs in events.values() for event in evs
+             if (event.extra or {}).get("drift_run_id")]
+    if not found:
+        return {}
+    return dict(max(found, key=lambda event: event.timestamp).extra)
 
 
 #: Airflow connection types whose URI scheme SQLAlchemy names differently.
@@ -66,7 +106,10 @@ def sqlalchemy_url(conn) -> str:
 
 
 def pipeline_task(func=None, **task_kwargs):
-    """``@task`` for a pipeline stage: input errors fail fast, other errors are retried."""
+    """``@task`` for a pipeline stage: input errors fail fast, other errors are retried.
+
+    With ``outlets``, the result's ``asset_extra`` becomes the extra of the asset events the task
+    emits (a task that is skipped emits none)."""
 
     def decorate(fn):
         @functools.wraps(fn)
@@ -74,7 +117,10 @@ def pipeline_task(func=None, **task_kwargs):
             from pipeline_tasks.errors import PipelineInputError, StageSkipped
 
             try:
-                return fn(*args, **kwargs)
+                result = fn(*args, **kwargs)
+                for outlet in task_kwargs.get("outlets") or ():
+                    kwargs["outlet_events"][outlet].extra = dict(result.get("asset_extra") or {})
+                return result
             except StageSkipped as exc:
                 raise AirflowSkipException(str(exc)) from exc
             except PipelineInputError as exc:

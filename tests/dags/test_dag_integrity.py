@@ -113,8 +113,11 @@ def test_dag_policy(parsed):
 def test_training_pipeline_shape(tmp_path):
     dag = parse(ROOT / "dags" / "ml_training_pipeline.py", tmp_path)["dags"]["ml_training_pipeline"]
     assert dag["order"] == ["ingest", "validate", "version", "train", "evaluate", "register",
-                            "deploy"]
+                            "approval_gate", "approve", "deploy"]
+    # nightly or on a retrain request from ml_drift_monitoring, whichever comes first
+    assert "AssetOrTimeSchedule" in dag["schedule"], dag["schedule"]
     assert "expression='0 0 * * *'" in dag["schedule"]
+    assert "mlops_retrain_requests" in dag["schedule"]
     assert {"source", "target", "task_type", "training_window_days", "model_name",
             "hyperparameter_search", "force_promote", "min_baseline_lift",
             "min_champion_delta"} <= set(dag["params"])

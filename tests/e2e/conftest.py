@@ -68,7 +68,8 @@ class Pipeline:
 
 
 @pytest.fixture(scope="session")
-def pipeline(tmp_path_factory) -> Pipeline:
+def pipeline(tmp_path_factory, docker_engine) -> Pipeline:
+    """One stack for the session; the Docker engine first, so its workers can reach it."""
     home: Path = tmp_path_factory.mktemp("e2e-home")
     config = load_config(home=str(home), airflow_port=free_port(), mlflow_port=free_port(),
                          serving_port=free_port())

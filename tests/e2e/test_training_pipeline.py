@@ -246,3 +246,44 @@ def test_rollback_dag_puts_a_version_back_in_service(pipeline, client):
     assert (served["model_name"], served["model_version"]) == (MODEL, "1")
     assert client.get_model_version(MODEL, "1").tags["promotion_reason"] == \
         "rollback to v1: e2e: flights back on the endpoint"
+
+
+def test_docker_target_serves_after_a_full_run(pipeline, landed, client):
+    """The same DAG deploys into a container when the run asks for it, on a port of its own."""
+    import mlflow.sklearn
+
+    from pipeline_tasks import tracking
+    from pipeline_tasks.serving import docker_target
+
+    name, port = "flights_in_docker", docker_target.free_port()
+    config = pipeline.config.with_overrides(serving_port=port)
+    try:
+        run = pipeline.run(date(2013, 3, 2), {"training_window_days": 7, "model_name": name,
+                                              "serving_target": "docker", "serving_port": port})
+        assert run["state"] == "success", {k: v["state"] for k, v in run["tasks"].items()}
+        deployed = pipeline.xcom(run, "deploy")
+        assert (deployed["target"], deployed["status"], deployed["version"]) == \
+            ("docker", "live", "1")
+        assert deployed["endpoint"] == config.serving_url and deployed["canary_rows"] > 0
+        record = storage.read_json(deployed["record_uri"])
+        assert record["image"]["tag"] == docker_target.image_tag(name, "1")
+        assert record["image"]["model_sha256"] == \
+            client.get_model_version(name, "1").tags["artifact_sha256"]
+
+        container = docker_target.docker_client().containers.get(record["container"]["id"])
+        assert container.status == "running"
+        assert container.labels[docker_target.LABEL_VERSION] == "1"
+        assert container.attrs["HostConfig"]["RestartPolicy"]["Name"] == "on-failure"
+        assert container.attrs["HostConfig"]["Memory"] > 0
+
+        served = http_json(config.serving_url + "/metadata")
+        assert (served["model_name"], served["model_version"]) == (name, "1")
+        trained = pipeline.xcom(run, "train")
+        frame = storage.read_parquet(trained["holdout_uri"])[trained["feature_columns"]].tail(50)
+        rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
+        answer = http_json(config.serving_url + "/predict", {"records": rows})
+        tracking.configure_mlflow(pipeline.config)
+        offline = mlflow.sklearn.load_model(f"models:/{name}/1").predict(frame).tolist()
+        assert answer["predictions"] == offline
+    finally:
+        docker_target.stop_container(docker_target.stable_name(config))

@@ -191,8 +191,37 @@ def test_prediction_log_holds_every_served_row(client, predlog, flights_rows, se
     assert (mine["model_name"] == MODEL).all() and (mine["model_version"] == "1").all()
     assert str(mine["predicted_at"].dtype).endswith(", UTC]")
     assert mine["carrier"].tolist() == frame["carrier"].tolist()
+    assert (mine["event_time"] == mine["predicted_at"]).all()  # no event_time given: now
+    assert mine["row_id"].tolist() == [f"log-check-1-{i}" for i in range(25)]
     day = mine["predicted_at"].iloc[0].strftime("%Y-%m-%d")
     assert any(f.parent.name == f"date={day}" for f in files)
+
+
+def test_row_keys_and_event_time_file_rows_under_their_day(client, predlog, flights_rows,
+                                                           serving_config):
+    frame = flights_rows.head(3)
+    ids = ["UA-1545-2013-01-01", "AA-1141-2013-01-01", 7]
+    answer = client.post("/predict", json={"columns": {c: frame[c].tolist() for c in frame},
+                                           "ids": ids, "event_time": "2013-01-01T05:00:00"},
+                         headers={"X-Request-Id": "log-check-2"})
+    assert answer.status_code == 200, answer.text
+    predlog.flush()
+    part = storage.local_path(serving_config.predictions_uri) / "date=2013-01-01"
+    logged = pd.concat([pd.read_parquet(f) for f in part.glob("part-*.parquet")])
+    mine = logged[logged["request_id"] == "log-check-2"]
+    assert mine["row_id"].tolist() == ["UA-1545-2013-01-01", "AA-1141-2013-01-01", "7"]
+    assert (mine["event_time"] == pd.Timestamp("2013-01-01T05:00:00Z")).all()
+
+
+@pytest.mark.parametrize("extra, field", [
+    ({"ids": ["a"]}, "'ids'"), ({"ids": [1.5, "b", "c"]}, "ids[0]"),
+    ({"ids": ["", "b", "c"]}, "ids[0]"), ({"ids": ["x" * 129, "b", "c"]}, "ids[0]"),
+    ({"event_time": "yesterday"}, "'event_time'"), ({"event_time": 1357016400}, "'event_time'"),
+])
+def test_bad_ids_or_event_time_are_refused(client, flights_rows, extra, field):
+    frame = flights_rows.head(3)
+    answer = client.post("/predict", json={"records": records(frame), **extra})
+    assert answer.status_code == 422 and field in answer.json()["error"]
 
 
 def test_a_tampered_artifact_is_refused_at_start(registered, serving_config, tmp_path):

@@ -1,0 +1,84 @@
+"""
+# ml_drift_monitoring
+
+Watches what the served model sees and how well it does, one data interval per run, and asks for
+retraining when the change is real.
+
+`check_drift` + `check_performance` → `request_retrain`
+
+| task | what it does |
+|---|---|
+| **check_drift** | the interval's prediction log (or the file in `current`) against the training snapshot of the model version that served it: an Evidently report (`report.html`), the verdict (`drift.json`), metrics in MLflow (`<model>-monitoring`) and for Prometheus (`metrics.prom`) |
+| **check_performance** | true outcomes that landed late, joined on `row_id` to the predictions of the interval `label_delay_days` back: the served model's real metrics against its offline ones |
+| **request_retrain** | drift (drifted share ≥ threshold, enough rows) or a performance drop emits the `mlops_retrain_requests` asset event that starts `ml_training_pipeline`, at most once per `retrain_cooldown_days`; skipped otherwise |
+
+Too little traffic is recorded as `insufficient_data`: not drift, not an error. A prediction-log
+file that cannot be read fails the run with its name. Backfill with
+`make airflow ARGS="backfill create --dag-id ml_drift_monitoring --from-date ... --to-date ..."`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import Param, dag
+from mlops_airflow.runtime import dag_args, pipeline_task, run_spec
+from mlops_airflow.schedules import RETRAIN_REQUESTS, cron
+
+from pipeline_tasks.config import load_config
+
+CONFIG = load_config()  # stdlib only: no I/O
+
+PARAMS = {
+    "model_name": Param(
+        "",
+        type="string",
+        title="Registered model name",
+        description="The served model to watch. Empty: the demo model (flights_is_late).",
+    ),
+    "current": Param(
+        "",
+        type="string",
+        title="Current data (optional)",
+        description="URI of a CSV or Parquet file to check instead of the interval's prediction "
+        "log (it may have a model_version column; otherwise the champion's snapshot is the "
+        "reference).",
+    ),
+    "labels": Param(
+        "",
+        type="string",
+        title="True outcomes (optional)",
+        description="File or folder of outcomes (row_id, event_time, the target column). Empty: "
+        "the configured labels_uri, else the demo's outcome feed.",
+    ),
+}
+
+
+@dag(**dag_args(
+    "ml_drift_monitoring", schedule=cron(CONFIG.drift_schedule), doc_md=__doc__,
+    params=PARAMS, tags=["monitoring"], retry_delay=timedelta(minutes=1),
+    execution_timeout=timedelta(hours=1),
+))
+def ml_drift_monitoring():
+    @pipeline_task
+    def check_drift(**context) -> dict:
+        from pipeline_tasks import stages
+
+        return stages.check_drift(run_spec(context))
+
+    @pipeline_task
+    def check_performance(**context) -> dict:
+        from pipeline_tasks import stages
+
+        return stages.check_performance(run_spec(context))
+
+    @pipeline_task(outlets=[RETRAIN_REQUESTS])
+    def request_retrain(drift: dict, performance: dict, **context) -> dict:
+        from pipeline_tasks import stages
+
+        return stages.request_retrain(run_spec(context), drift, performance)
+
+    request_retrain(check_drift(), check_performance())
+
+
+ml_drift_monitoring()
