@@ -91,6 +91,18 @@ class PipelineConfig:
     search_time_budget_s: float = 120.0
     search_cv_folds: int = 3
     max_categories: int = 30
+    # Drift check (pipeline_tasks.drift; Evidently's per-column tests at their default thresholds).
+    # A check counts as drift when drifted columns / compared columns >= drift_share_threshold.
+    # 0.25 makes 3 drifted of 10 columns drift (and 1 of 4) while 2 of 10 stay "no drift":
+    # Evidently's own default of 0.5 would wait until half the features moved, long after the
+    # model has degraded; a lower value lets one noisy column in ten trigger a retrain.
+    drift_share_threshold: float = 0.25
+    # Fewer current (or reference) rows than this: "insufficient_data", neither drift nor error.
+    # 500 keeps a day of the demo's flights (about 900) checkable.
+    drift_min_rows: int = 500
+    # Each side above this many rows is compared on a seeded uniform sample of this size (the
+    # same tests and thresholds as on all rows; see the calibration tests). 0: compare all rows.
+    drift_sample_rows: int = 50_000
     # Gate (data, not literals in code): see pipeline_tasks.evaluate
     min_baseline_lift: float = 0.05
     min_champion_delta: float = 0.0

@@ -29,6 +29,11 @@ class DataValidationError(PipelineInputError):
         self.result = result or {}
 
 
+class DriftInputError(PipelineInputError):
+    """The drift check cannot compare the data: no shared column, a numeric column holding text,
+    or a setting out of range."""
+
+
 class ModelRejected(PipelineInputError):
     """The candidate model failed the evaluation gate (used where that must stop a run)."""
 
