@@ -8,7 +8,7 @@ UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: setup demo test replay airflow bench lock lint clean-home
+.PHONY: setup demo demo-monitoring test replay airflow bench lock lint clean-home
 
 # Install from the lock into .venv. Idempotent: does nothing when the lock and pyproject are unchanged.
 setup: $(STAMP)
@@ -29,6 +29,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+
+# Train on January, replay the following months, watch drift trigger retraining (see README)
+demo-monitoring: setup
+	$(PY) -m pipeline_tasks demo-monitoring $(ARGS)
 
 # Send days of demo flights to the served model, e.g. make replay ARGS="--from 2013-02-01 --to 2013-02-28"
 replay: setup

@@ -1,4 +1,5 @@
-"""Command line: ``python -m pipeline_tasks {config,airflow,land-demo-data,replay,demo}``."""
+"""Command line: ``python -m pipeline_tasks {config,airflow,land-demo-data,replay,demo,
+demo-monitoring}``."""
 
 from __future__ import annotations
 
@@ -57,50 +58,95 @@ def _say(text: str) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from pipeline_tasks.demo_data import land_demo_data
-    from pipeline_tasks.stack import AirflowAPI, Stack
+    from pipeline_tasks.stack import Stack
 
     config = load_config()
-    stack = Stack(config)
-    _stop_on_signals()
     _say(f"==> starting Airflow (api-server, scheduler, dag-processor, triggerer) and the MLflow "
          f"UI; logs in {config.logs_dir}")
+    return _run_stack(Stack(config), lambda: _first_run(config, args), args.no_serve)
+
+
+def _first_run(config, args: argparse.Namespace) -> int:
+    """Land the demo data, run the latest nightly interval, print what it did."""
+    from pipeline_tasks.demo_data import land_demo_data
+    from pipeline_tasks.stack import AirflowAPI
+
+    today = datetime.now(UTC).date()
+    _say(f"==> landing the demo flights feed in {config.demo_source_uri}")
+    landed = land_demo_data(config, today)
+    _say(f"    2013 and {landed.first_day} .. {landed.last_day}: "
+         f"{landed.files_written} new file(s)")
+    api = AirflowAPI(config.airflow_url)
+    _say(f"==> waiting for the dag-processor to parse {DAG_ID}")
+    api.wait_for_dag(DAG_ID)
+    # The latest complete nightly interval, with the logical date the scheduler gives it:
+    # unpausing then does not schedule a second run of the same interval.
+    end = datetime.combine(today, datetime.min.time(), UTC)
+    start = end - timedelta(days=1)
+    run = api.run_at(DAG_ID, start)
+    if run is None:
+        run = api.trigger_interval(DAG_ID, start, end)
+        verb = "triggered"
+    else:
+        verb = "found the existing run"
+    api.set_paused(DAG_ID, False)
+    run_id = run["dag_run_id"]
+    _say(f"==> {verb} {run_id} (data interval {run['data_interval_start']} .. "
+         f"{run['data_interval_end']}) and unpaused the nightly schedule")
+    started = datetime.now()
+
+    def show(task_id: str, state: str | None) -> None:
+        elapsed = (datetime.now() - started).total_seconds()
+        _say(f"    [{elapsed:5.0f}s] {task_id:<9} {state or 'waiting'}")
+
+    final = api.wait_for_run(DAG_ID, run_id, timeout=args.timeout, on_change=show)
+    _summary(api, config, run_id, final["state"])
+    return 0 if final["state"] == "success" else 1
+
+
+#: The monitoring demo's stack: only the runs it triggers (and the retrains they ask for), and a
+#: cool-down of three weekly checks, so both a retrain and a held-back request show.
+MONITORING_DEMO_ENV = {"MLOPS_TRAINING_SCHEDULE": "none", "MLOPS_DRIFT_SCHEDULE": "none",
+                       "MLOPS_RETRAIN_COOLDOWN_DAYS": "21"}
+
+
+def _cmd_demo_monitoring(args: argparse.Namespace) -> int:
+    from pipeline_tasks.stack import Stack
+
+    config = load_config()
+    _say(f"==> starting Airflow and the MLflow UI (time schedules off, retrain cool-down "
+         f"21 days); logs in {config.logs_dir}")
+    return _run_stack(Stack(config, extra_env=MONITORING_DEMO_ENV),
+                      lambda: _monitoring_loop(config, args), args.no_serve)
+
+
+def _monitoring_loop(config, args: argparse.Namespace) -> int:
+    from pipeline_tasks import monitoring_demo
+    from pipeline_tasks.stack import AirflowAPI
+
+    summary = monitoring_demo.run(config, AirflowAPI(config.airflow_url), _say,
+                                  until=args.until, timeout=args.timeout)
+    _say("")
+    _say(f"Weeks checked: {summary['weeks']}, drifted: {summary['drifted']}, retrains: "
+         f"{len(summary['retrains'])}")
+    _say(f"Airflow UI : {config.airflow_url}/dags/{monitoring_demo.MONITORING} "
+         "(login is turned off in the demo: everyone who can reach it is admin)")
+    _say(f"MLflow UI  : {config.mlflow_ui_url} - experiment {monitoring_demo.MODEL}-monitoring,"
+         " run drift-over-time: the drift_share chart")
+    _say(f"Reports    : {config.lake_uri}/monitoring/{monitoring_demo.MODEL}/")
+    _say(f"Champion   : http://{config.serving_host}:{config.serving_port + 1}/metadata")
+    return 0
+
+
+def _run_stack(stack, body, no_serve: bool) -> int:
+    """Start ``stack``, run ``body``, then keep the UIs up until Ctrl-C (or SIGTERM/SIGHUP);
+    every process is stopped on the way out, whatever happens."""
+    _stop_on_signals()
     try:
         stack.start()
-        today = datetime.now(UTC).date()
-        _say(f"==> landing the demo flights feed in {config.demo_source_uri}")
-        landed = land_demo_data(config, today)
-        _say(f"    2013 and {landed.first_day} .. {landed.last_day}: "
-             f"{landed.files_written} new file(s)")
-        api = AirflowAPI(config.airflow_url)
-        _say(f"==> waiting for the dag-processor to parse {DAG_ID}")
-        api.wait_for_dag(DAG_ID)
-        # The latest complete nightly interval, with the logical date the scheduler gives it:
-        # unpausing then does not schedule a second run of the same interval.
-        end = datetime.combine(today, datetime.min.time(), UTC)
-        start = end - timedelta(days=1)
-        run = api.run_at(DAG_ID, start)
-        if run is None:
-            run = api.trigger_interval(DAG_ID, start, end)
-            verb = "triggered"
-        else:
-            verb = "found the existing run"
-        api.set_paused(DAG_ID, False)
-        run_id = run["dag_run_id"]
-        _say(f"==> {verb} {run_id} (data interval {run['data_interval_start']} .. "
-             f"{run['data_interval_end']}) and unpaused the nightly schedule")
-        started = datetime.now()
-
-        def show(task_id: str, state: str | None) -> None:
-            elapsed = (datetime.now() - started).total_seconds()
-            _say(f"    [{elapsed:5.0f}s] {task_id:<9} {state or 'waiting'}")
-
-        final = api.wait_for_run(DAG_ID, run_id, timeout=args.timeout, on_change=show)
-        _summary(api, config, run_id, final["state"])
-        if final["state"] != "success":
-            return 1
-        if args.no_serve:
-            return 0
+        code = body()
+        if code or no_serve:
+            return code
         _say("\nServing the UIs until Ctrl-C.")
         while True:
             stack.check_alive()
@@ -198,6 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     p_replay.add_argument("--no-outcomes", action="store_true",
                           help="do not land the flights' outcomes in the outcome feed")
     p_replay.set_defaults(func=_cmd_replay)
+    p_mon = sub.add_parser("demo-monitoring",
+                           help="train on January, replay the seasons, watch the drift loop")
+    p_mon.add_argument("--until", type=_day, default=date(2013, 5, 31),
+                       help="last day of traffic to replay (default 2013-05-31)")
+    p_mon.add_argument("--timeout", type=float, default=1800.0)
+    p_mon.add_argument("--no-serve", action="store_true", help="stop when the loop is done")
+    p_mon.set_defaults(func=_cmd_demo_monitoring)
     p_demo = sub.add_parser("demo", help="start the stack, train once, serve the UIs")
     p_demo.add_argument("--timeout", type=float, default=1800.0)
     p_demo.add_argument("--no-serve", action="store_true", help="stop after the first run")

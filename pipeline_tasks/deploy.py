@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
-from pipeline_tasks import storage, tracking
+from pipeline_tasks import http, storage, tracking
 from pipeline_tasks.config import PipelineConfig
 from pipeline_tasks.errors import ConfigError, DeployRejected
 
@@ -116,6 +113,7 @@ def _deploy_docker(*, model_name, version, holdout_uri, feature_columns, config,
                    lineage, action) -> DeploymentResult:
     """The docker target (``serving.docker_target``): image per version, validated on the side."""
     from pipeline_tasks.serving.docker_target import deploy_docker
+    from pipeline_tasks.serving.docker_target import stable_name as docker_router_name
 
     record = {
         "deployment_id": uuid.uuid4().hex[:12], "action": action, "model_name": model_name,
@@ -137,7 +135,7 @@ def _deploy_docker(*, model_name, version, holdout_uri, feature_columns, config,
                    "host_port": done.container.host_port},
         image={"tag": done.image.tag, "id": done.image.image_id,
                "model_sha256": done.image.digest},
-        switch_gap_s=done.switch_gap_s,
+        router=docker_router_name(config),
         outcome=(f"v{version} is already live" if done.status == "unchanged" else
                  f"v{version} is live on {config.serving_url} (container {done.container.name}, "
                  f"image {done.image.tag})"))
@@ -182,7 +180,7 @@ def rollback(*, model_name: str, to: str, config: PipelineConfig, reason: str,
 
     why = f"rollback to v{to}: {reason.strip()}"
     set_champion(model_name, to, reason=why, config=config)
-    holdout_uri, features = _version_inputs(model_name, to, config)
+    holdout_uri, features = version_inputs(model_name, to, config)
     config = _where_it_serves(model_name, config)
     return deploy_version(model_name=model_name, version=to, holdout_uri=holdout_uri,
                           feature_columns=features, config=config, reason=why,
@@ -205,8 +203,9 @@ def serving_place(model_name: str, config: PipelineConfig) -> dict[str, Any]:
     return {"serving_target": live[-1].get("target"), "serving_port": port}
 
 
-def _version_inputs(model_name: str, version: str, config: PipelineConfig):
-    """The holdout of the version's training run and its input columns, for the canary."""
+def version_inputs(model_name: str, version: str, config: PipelineConfig):
+    """The holdout of the version's training run and its input columns (from the model's
+    signature), for the canary and for monitoring."""
     tracking.configure_mlflow(config)
     from mlflow.models import get_model_info
     from mlflow.tracking import MlflowClient
@@ -264,38 +263,17 @@ def json_values(column) -> list:
     return [v.item() if hasattr(v, "item") else v for v in values]
 
 
-def _headers() -> dict[str, str]:
-    headers = {"Content-Type": "application/json"}
-    token = os.environ.get("MLOPS_SERVING_TOKEN")
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    return headers
-
-
 def _post_json(url: str, body: dict) -> dict | None:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=_headers(),
-                                 method="POST")
-    return _open(req)
+    return http.try_json(url, body, headers=http.serving_headers())
 
 
 def _get_json(url: str) -> dict | None:
     for _ in range(20):
-        answer = _open(urllib.request.Request(url, headers=_headers()))
+        answer = http.try_json(url, headers=http.serving_headers())
         if answer is not None:
             return answer
         time.sleep(0.25)
     return None
-
-
-def _open(req) -> dict | None:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(req, timeout=30) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return {"status": exc.code, "error": exc.read().decode(errors="replace")[:300]}
-    except (OSError, ValueError):
-        return None
 
 
 def _record_uri(record: dict, config: PipelineConfig) -> str:

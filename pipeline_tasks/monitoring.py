@@ -67,6 +67,8 @@ def served_version(model_name: str, version: str, config: PipelineConfig) -> Ser
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    from pipeline_tasks.deploy import version_inputs
+
     client = MlflowClient()
     try:
         mv = client.get_model_version(model_name, str(version))
@@ -84,7 +86,7 @@ def served_version(model_name: str, version: str, config: PipelineConfig) -> Ser
         model_name=model_name, version=str(version), run_id=mv.run_id,
         dataset_version=dataset_version, target=tags.get("target") or params.get("target", ""),
         task_type=tags.get("task_type") or params.get("task_type", ""),
-        feature_columns=[c for c in params.get("features", "").split(",") if c],
+        feature_columns=version_inputs(model_name, str(version), config)[1],
         primary_metric=mv.tags.get("primary_metric") or params.get("primary_metric", ""),
         offline_metric=float(value) if value else None, source=mv.tags.get("source", ""))
 
@@ -100,13 +102,13 @@ def champion_version(model_name: str, config: PipelineConfig) -> str | None:
 
 def reference_frame(served: ServedVersion, config: PipelineConfig) -> pd.DataFrame:
     """The training snapshot of ``served`` (the data its model was fitted and checked on)."""
-    from pipeline_tasks.versioning import load_manifest
+    from pipeline_tasks.versioning import snapshot_data_uri
 
     try:
-        manifest = load_manifest(served.dataset_version, config)
+        uri = snapshot_data_uri(served.dataset_version, config)
     except FileNotFoundError as exc:
         raise MonitoringInputError(f"{served.model_name} v{served.version}: {exc}") from exc
-    return storage.read_parquet(manifest["data_uri"])
+    return storage.read_parquet(uri)
 
 
 # ---------------------------------------------------------------------------- current traffic
@@ -182,6 +184,7 @@ class DriftCheck:
     run_id: str
     current_source: str  # "prediction_log" or the file given
     status: str  # drift | no_drift | insufficient_data
+    reason: str
     drift_detected: bool
     drifted_share: float
     share_threshold: float
@@ -249,6 +252,7 @@ def check_interval(*, model_name: str, interval_start: str, interval_end: str,
         model_name=model_name, model_version=version, interval_start=start.isoformat(),
         interval_end=end.isoformat(), dag_id=dag_id, run_id=run_id,
         current_source=current_uri or "prediction_log", status=result.status,
+        reason=result.reason,
         drift_detected=result.drift_detected, drifted_share=result.drifted_share,
         share_threshold=result.share_threshold, drifted_columns=list(result.drifted_columns),
         columns={k: v.to_dict() for k, v in result.columns.items()},

@@ -4,22 +4,21 @@ For every day in the range, the day's flights go to ``POST /predict`` in columna
 scheduled hour at a time, with the flights' keys as ``ids`` and the hour as ``event_time`` (so
 the prediction log files them under their own day, and late outcomes join on the keys). After a
 day is sent, its outcomes land a day later in the outcome feed (``demo_data.land_outcomes``).
-The features sent are the ones the served model's ``/metadata`` signature asks for.
+The features sent are the ones the served model's ``/metadata`` signature asks for; rows with a
+null where the signature allows none are not sent (a client cannot get them predicted) and are
+counted in ``rows_skipped``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 
-from pipeline_tasks import demo_data
+from pipeline_tasks import demo_data, http
 from pipeline_tasks.config import PipelineConfig
 
 log = logging.getLogger(__name__)
@@ -40,25 +39,20 @@ class ReplayResult:
     outcome_files: int
     seconds: float
     model_versions: dict[str, int]
+    rows_by_day: dict[str, int]
+    rows_skipped: int  # rows with a null the model's contract refuses: not sent
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def _call(url: str, body: dict | None = None, timeout: float = 60.0) -> dict:
-    headers = {"Content-Type": "application/json"}
-    if os.environ.get("MLOPS_SERVING_TOKEN"):
-        headers["Authorization"] = f"Bearer {os.environ['MLOPS_SERVING_TOKEN']}"
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers=headers)
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+def _call(url: str, body: dict | None = None) -> dict:
     try:
-        with opener.open(req, timeout=timeout) as resp:
-            return json.loads(resp.read())
+        return http.fetch_json(url, body, timeout=60, headers=http.serving_headers())
     except urllib.error.HTTPError as exc:
         raise ReplayError(f"{url} answered {exc.code}: "
                           f"{exc.read().decode(errors='replace')[:300]}") from exc
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise ReplayError(f"{url} cannot be reached: {exc}") from exc
 
 
@@ -72,12 +66,17 @@ def replay(config: PipelineConfig, first_day: date, last_day: date, *, url: str 
         raise ValueError(f"last day {last_day} is before first day {first_day}")
     url = (url or config.serving_url).rstrip("/")
     meta = _call(url + "/metadata")
-    features = [c["name"] for c in (meta.get("signature") or {}).get("inputs", [])]
+    inputs = (meta.get("signature") or {}).get("inputs", [])
+    features = [c["name"] for c in inputs]
     if not features:
         raise ReplayError(f"{url}/metadata shows no input signature")
+    # a client does not send what the contract refuses: rows with a null where the model's
+    # training data had none cannot be predicted, and are counted instead
+    required = [c["name"] for c in inputs if not c.get("nullable", True)]
     started = time.perf_counter()
-    requests = rows = files = days = 0
+    requests = rows = files = days = skipped = 0
     versions: dict[str, int] = {}
+    by_day: dict[str, int] = {}
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         day = first_day
         while day <= last_day:
@@ -86,6 +85,9 @@ def replay(config: PipelineConfig, first_day: date, last_day: date, *, url: str 
             if missing:
                 raise ReplayError(f"the served model wants column(s) {missing} that the demo "
                                   "feed does not have")
+            complete = flights[required].notna().all(axis=1)
+            skipped += int((~complete).sum())
+            flights = flights[complete]
             keys = demo_data.flight_keys(flights)
             bodies = []
             for hour, group in flights.groupby(demo_data.TIME_COLUMN, sort=True):
@@ -98,13 +100,15 @@ def replay(config: PipelineConfig, first_day: date, last_day: date, *, url: str 
                 version = str(answer.get("model_version"))
                 versions[version] = versions.get(version, 0) + len(answer["predictions"])
                 rows += len(answer["predictions"])
+                by_day[day.isoformat()] = by_day.get(day.isoformat(), 0) + \
+                    len(answer["predictions"])
             requests += len(bodies)
             if outcomes:
                 files += demo_data.land_outcomes(config, day, day)
             days += 1
             day += timedelta(days=1)
     seconds = time.perf_counter() - started
-    log.info("replayed %s..%s: %d requests, %d rows in %.1f s", first_day, last_day, requests,
-             rows, seconds)
+    log.info("replayed %s..%s: %d requests, %d rows in %.1f s (%d rows with a null the model "
+             "refuses not sent)", first_day, last_day, requests, rows, seconds, skipped)
     return ReplayResult(url, first_day.isoformat(), last_day.isoformat(), days, requests, rows,
-                        files, round(seconds, 2), versions)
+                        files, round(seconds, 2), versions, by_day, skipped)

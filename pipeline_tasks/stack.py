@@ -24,6 +24,7 @@ from pathlib import Path
 from string import Template
 from typing import Any, Self
 
+from pipeline_tasks import http
 from pipeline_tasks.config import PipelineConfig
 
 log = logging.getLogger(__name__)
@@ -205,10 +206,10 @@ class Stack:
             time.sleep(1.0)
         # The api-server builds its execution API (what task processes talk to) on the first
         # request, which takes seconds; ask for it now rather than in the first task.
-        if not _http_ok(self.config.airflow_url + "/execution/health", timeout=60):
+        if not http.ok(self.config.airflow_url + "/execution/health", timeout=60):
             raise StackError(f"the Airflow execution API did not answer; see {self.log_dir}")
         if self.mlflow_ui:
-            while not _http_ok(self.config.mlflow_ui_url + "/health"):
+            while not http.ok(self.config.mlflow_ui_url + "/health"):
                 self.check_alive()
                 if time.monotonic() > deadline:
                     raise StackError(f"the MLflow UI did not answer after {timeout:.0f} s")
@@ -217,12 +218,12 @@ class Stack:
     def stop(self, grace: float = 20.0) -> None:
         """Stop the model servers deploy tasks started, then SIGTERM every process group and
         SIGKILL what is left after ``grace`` seconds."""
-        from pipeline_tasks.serving.supervisor import SupervisorClient, SupervisorError
+        from pipeline_tasks.serving.supervisor import SupervisorError, shutdown_all
 
         try:
-            SupervisorClient(self.config).shutdown()
-        except (SupervisorError, OSError) as exc:
-            log.error("could not stop the serving supervisor: %s", exc)
+            shutdown_all(self.config)
+        except SupervisorError as exc:
+            log.error("%s", exc)
         for proc in self.procs.values():
             _signal_group(proc, signal.SIGTERM)
         deadline = time.monotonic() + grace
@@ -268,19 +269,6 @@ def _port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def _http_ok(url: str, timeout: float = 5) -> bool:
-    try:
-        with _opener().open(url, timeout=timeout) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def _opener() -> urllib.request.OpenerDirector:
-    # Local services only: never route through a proxy from the environment.
-    return urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
 class AirflowAPI:
     """A small client of Airflow 3's REST API (``/api/v2``) with SimpleAuthManager tokens."""
 
@@ -309,7 +297,7 @@ class AirflowAPI:
         req = urllib.request.Request(self.base_url + path, data=data, method=method,
                                      headers=headers)
         try:
-            with _opener().open(req, timeout=30) as resp:
+            with http.opener().open(req, timeout=30) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:500]

@@ -110,6 +110,12 @@ def snapshot_dataset(
     )
 
 
+def snapshot_data_uri(version_id: str, config: PipelineConfig) -> str:
+    """The rows of a complete snapshot (one with a manifest), or FileNotFoundError."""
+    load_manifest(version_id, config)
+    return storage.join(snapshots_uri(config), version_id, DATA)
+
+
 def load_manifest(version_id: str, config: PipelineConfig) -> dict[str, Any]:
     """The manifest of a snapshot, or FileNotFoundError if the version does not exist."""
     uri = storage.join(snapshots_uri(config), version_id, MANIFEST)

@@ -16,20 +16,20 @@ Container (``run_container``): detached, ``mem_limit`` (``serving_docker_mem_lim
 lands in the host lake), ``MLOPS_SERVING_TOKEN`` passed through. It returns once ``/ready``
 answers on the host port; otherwise the container's last log lines are raised and it is removed.
 
-Blue/green (``deploy_docker``): a published host port cannot be taken over by another
-container, so the swap is "validate on the side, then restart on the stable port":
+Blue/green (``deploy_docker``): the stable port belongs to a router container
+(``mlops-serving-<port>``, ``docker/router.Dockerfile``, ``serving/router.py``) on the private
+network ``mlops-serving``; each model version runs as its own container behind it.
 
-1. the new image starts as a *candidate* container on a free private port;
+1. the new image starts as a container of its own beside the live one (on the network, and on a
+   free private host port for validation);
 2. ``pipeline_tasks.deploy.canary_check`` must pass against it (predictions equal offline ones),
-   else the candidate is removed and the live container never stopped;
-3. the candidate is removed, the live container ``mlops-serving-<port>`` is stopped (kept, renamed
-   ``...-previous``), and the validated image starts on the stable port under the stable name;
-4. once it is ready the previous container is removed; if it does not get ready, the previous
-   one is renamed back and started again, and the deploy fails.
+   else it is removed and the router never changes;
+3. the router's state file is switched to it (new connections go to it, open ones finish on the
+   old one) and the stable port is checked to reach it; if it does not, the state file is put
+   back and the candidate removed;
+4. then the old container is stopped (SIGTERM: in-flight requests finish) and removed.
 
-Gap: between stopping the old container and the new one answering ``/ready`` (the model load,
-a few seconds) the stable port refuses connections. The local target has no such gap (its
-supervisor shares the listening socket); a proxy in front of per-version ports would close it.
+The stable port never stops accepting connections during a switch.
 """
 
 from __future__ import annotations
@@ -44,14 +44,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from pipeline_tasks import model_artifacts, storage, tracking
+from pipeline_tasks import http, model_artifacts, storage, tracking
 from pipeline_tasks.config import PROJECT_DIR, PipelineConfig
 from pipeline_tasks.errors import DeployRejected
 
@@ -78,6 +76,10 @@ LABEL_VERSION = "mlops.model.version"
 LABEL_RUN_ID = "mlops.model.run_id"
 LABEL_SHA256 = "mlops.model.sha256"
 LABEL_ROLE = "mlops.serving.role"
+LABEL_PORT = "mlops.serving.port"  # the stable port a model container serves behind
+NETWORK = "mlops-serving"
+ROUTER_SOURCE = PROJECT_DIR / "pipeline_tasks" / "serving" / "router.py"
+ROUTER_DOCKERFILE = PROJECT_DIR / "docker" / "router.Dockerfile"
 
 
 class DockerTargetError(DeployRejected):
@@ -106,7 +108,6 @@ class DockerDeployment:
     status: str  # live | unchanged
     previous: dict | None  # {"name", "image", "model_name", "version"} of the replaced container
     canary_rows: int
-    switch_gap_s: float = 0.0  # how long the stable port answered nothing during the swap
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -353,12 +354,7 @@ def _predictions_mount(config: PipelineConfig) -> tuple[dict, dict[str, str]]:
 
 
 def _ready(url: str) -> bool:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(url + "/ready", timeout=3) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
+    return http.ok(url + "/ready", timeout=3)
 
 
 def _logs(container, lines: int = 30) -> str:
@@ -393,7 +389,8 @@ def _remove(container) -> None:
 
 def run_container(config: PipelineConfig, image: ImageInfo | str, name: str, host_port: int, *,
                   client=None, timeout_s: float = READY_TIMEOUT_S,
-                  labels: dict[str, str] | None = None) -> ContainerInfo:
+                  labels: dict[str, str] | None = None,
+                  network: str | None = None) -> ContainerInfo:
     """Run ``image`` as ``name`` on ``127.0.0.1:host_port`` and wait until it is ready."""
     import docker.errors
 
@@ -416,7 +413,7 @@ def run_container(config: PipelineConfig, image: ImageInfo | str, name: str, hos
             tag, name=name, detach=True, mem_limit=mem_limit(config),
             restart_policy={"Name": "on-failure", "MaximumRetryCount": 3},
             ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", int(host_port))},
-            volumes=volumes, environment=environment, user=user,
+            volumes=volumes, environment=environment, user=user, network=network,
             labels={LABEL_ROLE: "server", **(labels or {})}, init=False)
     except docker.errors.APIError as exc:  # e.g. the host port is taken: created, not started
         stop_container(name, client=client)
@@ -466,71 +463,197 @@ def stop_container(name_or_id: str, *, client=None, remove: bool = True) -> None
 # ----------------------------------------------------------------------------------- blue/green
 
 def stable_name(config: PipelineConfig) -> str:
+    """The router container that holds the stable port."""
     return f"mlops-serving-{config.serving_port}"
+
+
+def _state_dir(config: PipelineConfig) -> Path:
+    return Path(config.serving_dir) / str(config.serving_port) / "router"
+
+
+def _state_file(config: PipelineConfig) -> Path:
+    return _state_dir(config) / "backend.json"
+
+
+def read_backend(config: PipelineConfig) -> dict | None:
+    """What the router sends traffic to now (None before the first deploy)."""
+    try:
+        return json.loads(_state_file(config).read_text())
+    except FileNotFoundError:
+        return None
+
+
+def _write_backend(config: PipelineConfig, state: dict) -> None:
+    storage.atomic_write_json(_state_file(config).as_uri(), state)
+
+
+def ensure_network(client) -> str:
+    import docker.errors
+
+    try:
+        client.networks.get(NETWORK)
+    except docker.errors.NotFound:
+        client.networks.create(NETWORK, driver="bridge", labels={LABEL_ROLE: "network"})
+    return NETWORK
+
+
+def router_image(client) -> str:
+    """The router image (tag from the router code's hash: rebuilt only when it changes)."""
+    import hashlib
+
+    import docker.errors
+
+    code = ROUTER_SOURCE.read_bytes() + ROUTER_DOCKERFILE.read_bytes()
+    tag = f"{IMAGE_REPO}/router:{hashlib.sha256(code).hexdigest()[:12]}"
+    try:
+        client.images.get(tag)
+        return tag
+    except docker.errors.ImageNotFound:
+        pass
+    with tempfile.TemporaryDirectory(prefix="mlops-router-") as tmp:
+        shutil.copy2(ROUTER_DOCKERFILE, Path(tmp) / "Dockerfile")
+        shutil.copy2(ROUTER_SOURCE, Path(tmp) / "router.py")
+        build_from_context(client, Path(tmp), tag, {"BASE_IMAGE": choose_base_image(client)},
+                           {LABEL_ROLE: "router"})
+    return tag
+
+
+def ensure_router(config: PipelineConfig, client) -> Any:
+    """The running router of ``serving_port`` (started when missing)."""
+    import docker.errors
+
+    name = stable_name(config)
+    try:
+        router = client.containers.get(name)
+        if (router.labels or {}).get(LABEL_ROLE) != "router":
+            # an endpoint from before the router (one container on the stable port): the only
+            # switch that leaves the port dark for a moment
+            log.warning("replacing the single container %s by a router", name)
+            stop_container(name, client=client)
+            raise docker.errors.NotFound(name)
+        if router.status != "running":
+            router.start()
+        return router
+    except docker.errors.NotFound:
+        pass
+    state = _state_dir(config)
+    state.mkdir(parents=True, exist_ok=True)
+    state.chmod(0o755)
+    try:
+        router = client.containers.run(
+            router_image(client), name=name, detach=True, network=ensure_network(client),
+            mem_limit="128m", restart_policy={"Name": "unless-stopped"},
+            ports={f"{CONTAINER_PORT}/tcp": (config.serving_host, int(config.serving_port))},
+            volumes={str(state): {"bind": "/state", "mode": "ro"}},
+            labels={LABEL_ROLE: "router", LABEL_PORT: str(config.serving_port)})
+    except docker.errors.APIError as exc:
+        stop_container(name, client=client)
+        raise DockerTargetError(f"the router for port {config.serving_port} did not start: "
+                                f"{exc}") from exc
+    deadline = time.monotonic() + 30
+    while not _port_accepts(config.serving_host, config.serving_port):
+        router.reload()
+        if router.status != "running" or time.monotonic() > deadline:
+            tail = _logs(router)
+            stop_container(name, client=client)
+            raise DockerTargetError(f"the router for port {config.serving_port} is not "
+                                    f"listening; its log:\n{tail}")
+        time.sleep(0.2)
+    return router
+
+
+def _port_accepts(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _serves(url: str, version: str, tries: int = 5) -> bool:
+    """New connections to ``url`` reach ``version`` (several in a row, each a new connection)."""
+    for _ in range(tries):
+        answer = http.try_json(url + "/ready", timeout=5)
+        if not answer or answer.get("model_version") != str(version):
+            return False
+    return True
 
 
 def deploy_docker(config: PipelineConfig, model_name: str, version: str,
                   holdout_uri: str | None, feature_columns: list[str], *,
                   client=None) -> DockerDeployment:
-    """Build, validate on a private port, then swap onto ``serving_port`` (see module doc)."""
+    """Build, start beside the live version, validate, then switch the router (module doc)."""
     import docker.errors
 
     from pipeline_tasks.deploy import canary_check
 
     client = client or docker_client()
     image = build_image(config, model_name, version, client=client)
-    name = stable_name(config)
-    try:
-        live = client.containers.get(name)
-    except docker.errors.NotFound:
-        live = None
+    ensure_router(config, client)
+    stable_url = f"http://{config.serving_host}:{config.serving_port}"
+    backend = read_backend(config)
+    live = None
+    if backend:
+        try:
+            live = client.containers.get(backend["container_id"])
+        except docker.errors.NotFound:
+            live = None
     previous = None
-    if live is not None:
-        live_labels = live.labels or {}
-        previous = {"name": name, "image": (live.image.tags or [live.image.id])[0],
-                    "model_name": live_labels.get(LABEL_NAME),
-                    "version": live_labels.get(LABEL_VERSION)}
-        live.reload()
-        if (live.status == "running" and live_labels.get(LABEL_SHA256) == image.digest
-                and _ready(f"http://127.0.0.1:{config.serving_port}")):
-            return DockerDeployment(image=image, container=ContainerInfo(
-                id=live.id, name=name, host_port=config.serving_port,
-                url=f"http://127.0.0.1:{config.serving_port}"), status="unchanged",
-                previous=previous, canary_rows=0)
+    if backend:
+        previous = {"name": backend["host"], "image": backend.get("image"),
+                    "model_name": backend.get("model_name"),
+                    "version": backend.get("model_version")}
+    if (live is not None and live.status == "running"
+            and (live.labels or {}).get(LABEL_SHA256) == image.digest
+            and _serves(stable_url, version, tries=1)):
+        return DockerDeployment(image=image, container=ContainerInfo(
+            id=live.id, name=live.name, host_port=int(backend.get("host_port") or 0),
+            url=stable_url), status="unchanged", previous=previous, canary_rows=0)
 
-    candidate_name = f"{name}-candidate"
-    stop_container(candidate_name, client=client)  # a leftover of an interrupted deploy
-    candidate = run_container(config, image, candidate_name, free_port(), client=client,
-                              labels=_container_labels(image, model_name, version))
+    name = f"{stable_name(config)}-{image.tag.split('/', 1)[1].replace(':', '-')}-" \
+           f"{os.urandom(3).hex()}"
+    candidate = run_container(config, image, name, free_port(), client=client,
+                              network=ensure_network(client),
+                              labels={**_container_labels(image, model_name, version),
+                                      LABEL_PORT: str(config.serving_port)})
     try:
         rows = canary_check(candidate.url, model_name, str(version), holdout_uri,
                             feature_columns, config)
-    finally:
+        state = {"host": candidate.name, "port": CONTAINER_PORT, "container_id": candidate.id,
+                 "host_port": candidate.host_port, "model_name": model_name,
+                 "model_version": str(version), "image": image.tag,
+                 "switched_at": time.time()}
+        _write_backend(config, state)
+        deadline = time.monotonic() + 15
+        while not _serves(stable_url, version):
+            if time.monotonic() > deadline:
+                raise DockerTargetError(f"the stable port {config.serving_port} does not reach "
+                                        f"v{version} after the switch; router log:\n"
+                                        f"{_logs(client.containers.get(stable_name(config)))}")
+            time.sleep(0.2)
+    except BaseException:
+        if backend:
+            _write_backend(config, backend)  # traffic stays on (or goes back to) the old one
+        else:
+            _state_file(config).unlink(missing_ok=True)
         stop_container(candidate.id, client=client)
-
-    parked = f"{name}-previous"
-    gap_started = time.monotonic()
-    if live is not None:
-        stop_container(parked, client=client)
-        live.stop(timeout=STOP_TIMEOUT_S)
-        live.rename(parked)
-    try:
-        container = run_container(config, image, name, config.serving_port, client=client,
-                                  labels=_container_labels(image, model_name, version))
-    except DockerTargetError:
-        if live is not None:  # put the old version back on the stable port
-            live.rename(name)
-            live.start()
-            log.error("v%s did not take %s; the previous container serves again", version,
-                      name)
         raise
-    gap = time.monotonic() - gap_started if live is not None else 0.0
-    if live is not None:
-        _remove(live)
-    log.info("%s v%s is live on %s (stable port dark for %.1f s)", model_name, version,
-             container.url, gap)
-    return DockerDeployment(image=image, container=container, status="live", previous=previous,
-                            canary_rows=rows, switch_gap_s=round(gap, 2))
+    if live is not None and live.id != candidate.id:
+        stop_container(live.id, client=client)  # SIGTERM: in-flight requests finish
+    log.info("%s v%s is live on %s (container %s)", model_name, version, stable_url,
+             candidate.name)
+    return DockerDeployment(image=image, container=candidate, status="live", previous=previous,
+                            canary_rows=rows)
+
+
+def stop_endpoint(config: PipelineConfig, *, client=None) -> None:
+    """Stop and remove the router of ``serving_port`` and every model container behind it."""
+    client = client or docker_client()
+    port = str(config.serving_port)
+    for container in client.containers.list(all=True, filters={"label": f"{LABEL_PORT}={port}"}):
+        stop_container(container.id, client=client)
+    stop_container(stable_name(config), client=client)
+    _state_file(config).unlink(missing_ok=True)
 
 
 def _container_labels(image: ImageInfo, model_name: str, version: str) -> dict[str, str]:

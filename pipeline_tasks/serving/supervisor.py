@@ -34,13 +34,12 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from pipeline_tasks import storage
+from pipeline_tasks import http, storage
 from pipeline_tasks.config import PipelineConfig, load_config
 
 log = logging.getLogger(__name__)
@@ -84,15 +83,6 @@ def _die_with_parent() -> None:
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     os.setpgid(0, 0)
-
-
-def _get_json(url: str, timeout: float = 2.0) -> dict | None:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(url, timeout=timeout) as resp:
-            return json.loads(resp.read())
-    except (OSError, ValueError):
-        return None
 
 
 def _tail(path: str, lines: int = 15) -> str:
@@ -142,7 +132,7 @@ class Supervisor:
                 raise SupervisorError(f"the server for {model} v{version} exited with code "
                                       f"{proc.returncode} before it was ready:\n"
                                       f"{_tail(log_path)}")
-            ready = _get_json(f"http://127.0.0.1:{port}/ready")
+            ready = http.try_json(f"http://127.0.0.1:{port}/ready", timeout=2.0)
             if ready and ready.get("model_version") == str(version):
                 log.info("started %s v%s: pid %s, port %s", model, version, proc.pid, port)
                 return child
@@ -160,7 +150,8 @@ class Supervisor:
         os.kill(pid, signal.SIGUSR2)
         deadline = time.monotonic() + 30
         while True:
-            ready = _get_json(f"http://127.0.0.1:{child.private_port}/ready")
+            ready = http.try_json(f"http://127.0.0.1:{child.private_port}/ready",
+                                  timeout=2.0)
             if ready and ready.get("stable_endpoint"):
                 break
             if child.proc.poll() is not None or time.monotonic() > deadline:
@@ -375,6 +366,23 @@ class SupervisorClient:
                 return
             time.sleep(0.2)
         raise SupervisorError(f"the serving supervisor (pid {pid}) did not stop")
+
+
+def shutdown_all(config: PipelineConfig) -> list[int]:
+    """Stop every supervisor of this home (one per stable port deploys used); returns the ports.
+    Each one is asked through its own control socket, so none is killed mid-switch."""
+    root = Path(config.serving_dir)
+    ports = sorted(int(p.parent.name) for p in root.glob("*/control.sock")
+                   if p.parent.name.isdigit()) if root.exists() else []
+    errors = []
+    for port in ports:
+        try:
+            SupervisorClient(config.with_overrides(serving_port=port)).shutdown()
+        except (SupervisorError, OSError) as exc:
+            errors.append(f"port {port}: {exc}")
+    if errors:
+        raise SupervisorError("could not stop serving supervisor(s): " + "; ".join(errors))
+    return ports
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -122,6 +122,7 @@ def pipeline_task(func=None, **task_kwargs):
                     kwargs["outlet_events"][outlet].extra = dict(result.get("asset_extra") or {})
                 return result
             except StageSkipped as exc:
+                log.info("%s skipped: %s", fn.__name__, exc)
                 raise AirflowSkipException(str(exc)) from exc
             except PipelineInputError as exc:
                 summary = f"{type(exc).__name__}: {exc}"

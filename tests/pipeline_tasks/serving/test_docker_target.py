@@ -6,11 +6,10 @@ local base image (Docker Hub cannot be reached from every machine).
 
 from __future__ import annotations
 
-import json
 import tempfile
+import threading
 import time
 import urllib.error
-import urllib.request
 from pathlib import Path
 
 import mlflow.sklearn
@@ -18,8 +17,9 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline_tasks import storage
-from pipeline_tasks.deploy import _version_inputs, deploy_version
+from pipeline_tasks import http, storage
+from pipeline_tasks.deploy import deploy_version, version_inputs
+from pipeline_tasks.errors import DeployRejected
 from pipeline_tasks.serving import docker_target as dt
 
 MODEL = "flights_serving"  # registered (v1, champion) by conftest.py
@@ -62,14 +62,6 @@ def _rmi(client, tag: str) -> None:
         pass
 
 
-def _call(url: str, body: dict | None = None) -> dict:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with opener.open(req, timeout=30) as resp:
-        return json.loads(resp.read())
-
-
 def _records(frame: pd.DataFrame) -> list[dict]:
     return frame.to_dict(orient="records")
 
@@ -103,7 +95,7 @@ def test_container_serves_the_model_offline_predictions(client, image, config, r
     try:
         assert info.url == f"http://127.0.0.1:{port}"
         frame = flights_rows.head(200)
-        answer = _call(info.url + "/predict", {"records": _records(frame)})
+        answer = http.fetch_json(info.url + "/predict", {"records": _records(frame)})
         offline = mlflow.sklearn.load_model(registered.model_uri)
         model_frame = frame.infer_objects().fillna(value=float("nan"))
         assert answer["predictions"] == offline.predict(model_frame).tolist()
@@ -111,7 +103,7 @@ def test_container_serves_the_model_offline_predictions(client, image, config, r
             offline.predict_proba(model_frame)[:, 1].tolist(), abs=1e-12)
         assert answer["model_name"] == MODEL and answer["model_version"] == "1"
 
-        meta = _call(info.url + "/metadata")
+        meta = http.fetch_json(info.url + "/metadata")
         assert meta["model_version"] == "1" and meta["run_id"] == registered.run_id
         assert meta["artifact_sha256"] == image.digest
         assert meta["dataset_version"] == "sha-serving"
@@ -187,46 +179,96 @@ def test_blue_green_on_the_stable_port(client, image, config, second_version, fl
     stable = f"http://127.0.0.1:{config.serving_port}"
     created = [dt.image_tag(MODEL, second_version)]  # removed even if the deploy fails
     try:
-        holdout, features = _version_inputs(MODEL, "1", config)
+        holdout, features = version_inputs(MODEL, "1", config)
         first = dt.deploy_docker(config, MODEL, "1", holdout, features, client=client)
         created.append(first.image.tag)
         assert first.status == "live" and first.canary_rows > 0 and first.previous is None
-        assert _call(stable + "/metadata")["model_version"] == "1"
+        assert http.fetch_json(stable + "/metadata")["model_version"] == "1"
+        router = client.containers.get(dt.stable_name(config))
+        assert router.labels[dt.LABEL_ROLE] == "router"
+        assert router.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
         again = dt.deploy_docker(config, MODEL, "1", holdout, features, client=client)
         assert again.status == "unchanged" and again.container.id == first.container.id
 
-        holdout2, features2 = _version_inputs(MODEL, second_version, config)
+        # clients keep calling the stable port, a new connection each time, through the switch
+        row = _records(flights_rows.head(1))
+        outcomes: list = []
+        stop = threading.Event()
+
+        def hammer():
+            while not stop.is_set():
+                try:
+                    outcomes.append(http.fetch_json(stable + "/predict", {"records": row})["model_version"])
+                except Exception as exc:  # noqa: BLE001 (counted as a failed request)
+                    outcomes.append(exc)
+
+        thread = threading.Thread(target=hammer)
+        thread.start()
+        holdout2, features2 = version_inputs(MODEL, second_version, config)
         started = time.monotonic()
-        # through the deploy stage's entry point, as the DAG calls it with serving_target=docker
-        result = deploy_version(model_name=MODEL, version=second_version, holdout_uri=holdout2,
-                                feature_columns=features2, config=config, target="docker",
-                                reason="docker blue/green test")
-        second = storage.read_json(result.record_uri)
+        try:
+            # through the deploy stage's entry point, as the DAG calls it (serving_target=docker)
+            result = deploy_version(model_name=MODEL, version=second_version,
+                                    holdout_uri=holdout2, feature_columns=features2,
+                                    config=config, target="docker",
+                                    reason="docker blue/green test")
+            time.sleep(1)
+        finally:
+            stop.set()
+            thread.join()
         print(f"deploy of v{second_version} (build from cached layers): "
-              f"{time.monotonic() - started:.1f} s; stable port dark {second['switch_gap_s']} s")
-        assert 0 < second["switch_gap_s"] < 60
+              f"{time.monotonic() - started:.1f} s, {len(outcomes)} requests meanwhile")
+        failures = [o for o in outcomes if isinstance(o, Exception)]
+        assert not failures, failures[:3]
+        assert outcomes[0] == "1" and outcomes[-1] == second_version
+        second = storage.read_json(result.record_uri)
         created.append(second["image"]["tag"])
         assert result.status == "live" and result.previous_version == "1"
-        assert second["container"]["name"] == dt.stable_name(config)
+        assert second["router"] == dt.stable_name(config)
+        assert second["container"]["name"].startswith(dt.stable_name(config) + "-")
         assert second["previous"]["version"] == "1"
         tags = MlflowClient(config.mlflow_tracking_uri).get_model_version(
             MODEL, second_version).tags
         assert tags["deployment_image"] == second["image"]["tag"]
-        assert tags["deployment_container"] == dt.stable_name(config)
-        assert _call(stable + "/metadata")["model_version"] == second_version
-        row = _records(flights_rows.head(1))
-        assert _call(stable + "/predict", {"records": row})["model_version"] == second_version
-        names = {c.name for c in client.containers.list(all=True)}
-        assert dt.stable_name(config) in names
-        assert not {f"{dt.stable_name(config)}-candidate",
-                    f"{dt.stable_name(config)}-previous"} & names
+        assert tags["deployment_container"] == second["container"]["name"]
+        assert http.fetch_json(stable + "/metadata")["model_version"] == second_version
+        # the old version's container is gone, the new one runs behind the same router
+        behind = client.containers.list(all=True, filters={"label": [
+            f"{dt.LABEL_PORT}={config.serving_port}", f"{dt.LABEL_ROLE}=server"]})
+        assert [c.name for c in behind] == [second["container"]["name"]]
+        assert client.containers.get(dt.stable_name(config)).id == router.id
     finally:
-        dt.stop_container(dt.stable_name(config), client=client)
+        dt.stop_endpoint(config, client=client)
         for tag in created:
             if tag != dt.image_tag(MODEL, "1"):
                 _rmi(client, tag)
     with pytest.raises(urllib.error.URLError):
-        _call(stable + "/ready")
+        http.fetch_json(stable + "/ready")
+    assert not client.containers.list(all=True, filters={
+        "label": f"{dt.LABEL_PORT}={config.serving_port}"})
+
+
+def test_a_failing_candidate_never_takes_the_port(client, image, config, second_version):
+    """A candidate that fails validation (here: deployed with a row limit below the canary's 200
+    rows, so it refuses the canary) is removed; the live version keeps the port."""
+    stable = f"http://127.0.0.1:{config.serving_port}"
+    holdout, features = version_inputs(MODEL, "1", config)
+    try:
+        dt.deploy_docker(config, MODEL, "1", holdout, features, client=client)
+        before = dt.read_backend(config)
+        misconfigured = config.with_overrides(serving_max_rows=1)
+        holdout2, features2 = version_inputs(MODEL, second_version, config)
+        with pytest.raises(DeployRejected, match="gave no predictions"):
+            dt.deploy_docker(misconfigured, MODEL, second_version, holdout2, features2,
+                             client=client)
+        assert dt.read_backend(config) == before
+        assert http.fetch_json(stable + "/metadata")["model_version"] == "1"
+        behind = client.containers.list(all=True, filters={"label": [
+            f"{dt.LABEL_PORT}={config.serving_port}", f"{dt.LABEL_ROLE}=server"]})
+        assert [c.id for c in behind] == [before["container_id"]]
+    finally:
+        dt.stop_endpoint(config, client=client)
+        _rmi(client, dt.image_tag(MODEL, second_version))
 
 
 def test_a_taken_host_port_fails_cleanly(client, image, config):

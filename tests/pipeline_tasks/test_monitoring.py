@@ -1,0 +1,125 @@
+"""Monitoring's plain parts on a real lake folder: the prediction-log reader, late labels, the
+served metrics and the retrain decision with its cool-down. (The drift check and the loop through
+Airflow are in tests/e2e/test_monitoring.py; the drift engine in test_drift.py.)"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline_tasks import monitoring, storage
+from pipeline_tasks.config import load_config
+
+
+@pytest.fixture
+def config(tmp_path):
+    return load_config(home=str(tmp_path), retrain_cooldown_days=7)
+
+
+def log_rows(day: str, model: str = "m", version: str = "1", n: int = 3) -> pd.DataFrame:
+    at = pd.Timestamp(f"{day}T10:00:00Z")
+    return pd.DataFrame({
+        "request_id": ["r"] * n, "row_id": [f"{day}-{i}" for i in range(n)],
+        "predicted_at": [pd.Timestamp.now(tz="UTC")] * n, "event_time": [at] * n,
+        "model_name": [model] * n, "model_version": [version] * n, "x": np.arange(n, dtype=float),
+        "prediction": [1.0] * n, "score": [0.9] * n})
+
+
+def write_log(config, day: str, frame: pd.DataFrame, name: str = "part-a.parquet") -> str:
+    uri = f"{config.predictions_uri}/date={day}/{name}"
+    storage.atomic_write_parquet(frame, uri)
+    return uri
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def test_the_log_reader_takes_the_interval_of_one_model(config):
+    write_log(config, "2013-07-10", pd.concat([log_rows("2013-07-10"),
+                                               log_rows("2013-07-10", model="other")]))
+    write_log(config, "2013-07-11", log_rows("2013-07-11"))
+    rows = monitoring.read_prediction_log(config, "m", utc("2013-07-10"), utc("2013-07-11"))
+    assert len(rows) == 3 and set(rows["model_name"]) == {"m"}
+    assert monitoring.read_prediction_log(config, "m", utc("2013-07-12"),
+                                          utc("2013-07-13")).empty
+
+
+def test_a_corrupt_log_file_is_named_and_left_in_place(config):
+    write_log(config, "2013-07-10", log_rows("2013-07-10"))
+    bad = storage.local_path(f"{config.predictions_uri}/date=2013-07-10/part-bad.parquet")
+    bad.write_bytes(b"PAR1 garbage")
+    with pytest.raises(monitoring.MonitoringInputError, match="part-bad.parquet"):
+        monitoring.read_prediction_log(config, "m", utc("2013-07-10"), utc("2013-07-11"))
+    assert bad.exists()
+
+
+def test_late_labels_are_read_for_the_interval_only(config, tmp_path):
+    folder = tmp_path / "outcomes"
+    folder.mkdir()
+    pd.DataFrame({"row_id": ["2013-07-10-0", "2013-07-09-0"],
+                  "event_time": ["2013-07-10T10:00:00Z", "2013-07-09T10:00:00Z"],
+                  "y": [1.0, 0.0]}).to_csv(folder / "outcomes_2013-07-11.csv", index=False)
+    pd.DataFrame({"row_id": ["2013-07-10-1"], "event_time": ["2013-07-10T11:00:00Z"],
+                  "y": [None]}).to_csv(folder / "outcomes_2013-07-12.csv", index=False)
+    pd.DataFrame({"row_id": ["x"], "event_time": ["2013-07-10T11:00:00Z"],
+                  "y": [1.0]}).to_csv(folder / "outcomes_2013-08-30.csv", index=False)
+    labels = monitoring.read_labels(folder.as_uri(), "y", utc("2013-07-10"), utc("2013-07-11"),
+                                    lookahead_days=3)
+    # the 07-09 outcome is another interval's, the null is no outcome, 08-30 is not looked at
+    assert labels["row_id"].tolist() == ["2013-07-10-0"]
+
+
+def test_a_labels_file_without_the_key_is_named(config, tmp_path):
+    bad = tmp_path / "outcomes_2013-07-11.csv"
+    pd.DataFrame({"flight": ["a"], "y": [1]}).to_csv(bad, index=False)
+    with pytest.raises(monitoring.MonitoringInputError, match=r"outcomes_2013-07-11.csv lacks "
+                                                               r"column\(s\) \['row_id'"):
+        monitoring.read_labels(bad.as_uri(), "y", utc("2013-07-10"), utc("2013-07-11"), 1)
+
+
+def test_served_metrics():
+    y = np.array([0.0, 1.0, 1.0, 0.0])
+    out = monitoring.served_metrics(y, np.array([0.0, 1.0, 0.0, 0.0]),
+                                    np.array([0.1, 0.9, 0.4, 0.2]), "classification")
+    assert out["accuracy"] == 0.75 and out["roc_auc"] == 1.0 and 0 < out["f1"] < 1
+    reg = monitoring.served_metrics(np.array([1.0, 2.0]), np.array([1.5, 2.0]), None,
+                                    "regression")
+    assert reg["mae"] == 0.25
+
+
+def drift_verdict(columns=("temp",)) -> dict:
+    return {"drift_detected": True, "drifted_columns": list(columns), "drifted_share": 0.5,
+            "share_threshold": 0.25}
+
+
+def test_retrain_requests_respect_the_cooldown(config):
+    def decide(run_id: str, end: str, drift=None, performance=None):
+        return monitoring.decide_retrain(model_name="m", drift=drift, performance=performance,
+                                         interval_end=end, dag_id="ml_drift_monitoring",
+                                         run_id=run_id, config=config)
+
+    quiet = decide("r0", "2013-07-10T00:00:00+00:00", drift={"drift_detected": False})
+    assert not quiet.retrain and quiet.reason == "no drift and no performance drop"
+
+    first = decide("r1", "2013-07-11T00:00:00+00:00", drift=drift_verdict())
+    assert first.retrain and first.asset_extra["drift_run_id"] == "r1"
+    assert first.asset_extra["drifted_columns"] == ["temp"]
+    assert "drift on 1 column(s) (temp)" in first.reason
+
+    held = decide("r2", "2013-07-14T00:00:00+00:00", drift=drift_verdict(("dewp",)))
+    assert not held.retrain and "cool-down of 7" in held.reason and "r1" in held.reason
+    assert held.cooldown_until.startswith("2013-07-18")
+
+    again = decide("r1", "2013-07-11T00:00:00+00:00", drift=drift_verdict())
+    assert again.retrain and again.asset_extra == first.asset_extra  # a re-run: same decision
+
+    degraded = {"degraded": True, "reason": "roc_auc 0.60 (offline 0.70)"}
+    later = decide("r3", "2013-07-18T00:00:00+00:00", performance=degraded)
+    assert later.retrain and "performance drop: roc_auc 0.60" in later.reason
+    records = storage.local_path(storage.join(config.lake_uri, "monitoring", "m",
+                                              "retrain_requests"))
+    assert len(list(records.glob("*.json"))) == 2
