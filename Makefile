@@ -7,8 +7,13 @@ UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 ARGS ?=
+# PROFILE=production.env: export that env file's variables first (the production profile:
+# PostgreSQL, Celery workers, MLflow server; see docker/production.env.example and the README)
+PROFILE ?=
+WITH_PROFILE := $(if $(PROFILE),set -a && . "$(abspath $(PROFILE))" && set +a &&,)
 
-.PHONY: setup demo test airflow bench lock lint clean-home
+.PHONY: setup demo test test-integration airflow bench bench-backfill lock lint clean-home \
+	production-env production-db
 
 # Install from the lock into .venv. Idempotent: does nothing when the lock and pyproject are unchanged.
 setup: $(STAMP)
@@ -25,17 +30,33 @@ $(STAMP): requirements.lock pyproject.toml Makefile
 
 # Start Airflow + the MLflow UI, land the demo data, train once, keep serving until Ctrl-C.
 demo: setup
-	$(PY) -m pipeline_tasks demo
+	$(WITH_PROFILE) $(PY) -m pipeline_tasks demo
 
 test: setup
 	$(PY) -m pytest
 
+# The production profile on the local PostgreSQL and Redis (fresh databases, dropped after).
+test-integration: setup
+	$(PY) -m pytest tests/integration
+
 # Any Airflow CLI command against the embedded default, e.g. make airflow ARGS="dags list"
 airflow: setup
-	$(PY) -m pipeline_tasks airflow $(ARGS)
+	$(WITH_PROFILE) $(PY) -m pipeline_tasks airflow $(ARGS)
+
+# production.env from docker/production.env.example, with fresh secrets (never committed)
+production-env: setup
+	$(PY) -m pipeline_tasks production-env --out production.env
+
+# Create the databases the profile names, e.g. make production-db PROFILE=production.env
+production-db: setup
+	$(WITH_PROFILE) $(PY) -m pipeline_tasks create-databases
 
 bench: setup
 	$(PY) benchmarks/bench_training_pipeline.py
+
+# 7-day backfill: embedded default vs the production profile (needs PostgreSQL and Redis)
+bench-backfill: setup
+	$(PY) benchmarks/bench_backfill.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -96,8 +96,9 @@ def render_airflow_cfg(config: PipelineConfig) -> str:
     )
 
 
-def prepare_airflow_home(config: PipelineConfig) -> Path:
-    """Write ``airflow.cfg`` from ``airflow.cfg.example`` (when it changed) and migrate the DB."""
+def prepare_airflow_home(config: PipelineConfig, extra_env: dict[str, str] | None = None) -> Path:
+    """Write ``airflow.cfg`` from ``airflow.cfg.example`` (when it changed), migrate the metadata
+    DB and create the training pool, once per (settings, database, pool)."""
     home = Path(config.airflow_home)
     home.mkdir(parents=True, exist_ok=True)
     cfg = home / "airflow.cfg"
@@ -106,20 +107,46 @@ def prepare_airflow_home(config: PipelineConfig) -> Path:
         tmp = cfg.with_suffix(".tmp")
         tmp.write_text(text)
         tmp.replace(cfg)
+    env = stack_env(config, extra_env)
     marker = home / ".migrated"
-    stamp = hashlib.sha256(text.encode()).hexdigest()
+    # the database may come from the environment (the production profile), not from the file
+    stamp = hashlib.sha256("\n".join([
+        text, env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", ""), config.training_pool,
+        str(config.training_pool_slots)]).encode()).hexdigest()
     if not marker.exists() or marker.read_text() != stamp:
-        log.info("migrating the Airflow metadata database in %s", home)
-        subprocess.run([str(venv_bin() / "airflow"), "db", "migrate"], env=stack_env(config),
-                       check=True, stdout=subprocess.DEVNULL)
+        log.info("migrating the Airflow metadata database of %s", home)
+        airflow = str(venv_bin() / "airflow")
+        subprocess.run([airflow, "db", "migrate"], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        # Training runs in its own pool, so long fits cannot take every worker slot.
+        subprocess.run([airflow, "pools", "set", config.training_pool,
+                        str(config.training_pool_slots), "model training (ml_training_pipeline)"],
+                       env=env, check=True, stdout=subprocess.DEVNULL)
         marker.write_text(stamp)
     return cfg
 
 
-def run_airflow_cli(config: PipelineConfig, args: list[str]) -> int:
-    """Run one Airflow CLI command against the embedded default."""
-    prepare_airflow_home(config)
-    return subprocess.call([str(venv_bin() / "airflow"), *args], env=stack_env(config))
+def worker_hostname() -> str:
+    """``[core] hostname_callable`` of the workers the stack starts: the worker's name and the
+    machine's, so the task instances show which of several workers on one machine ran them."""
+    import socket
+
+    name = os.environ.get("MLOPS_WORKER_NAME")
+    return f"{name}@{socket.getfqdn()}" if name else socket.getfqdn()
+
+
+def executor(env: dict[str, str]) -> str:
+    """The executor the components will use (``AIRFLOW__CORE__EXECUTOR`` or the cfg's)."""
+    return env.get("AIRFLOW__CORE__EXECUTOR", "LocalExecutor").rsplit(".", 1)[-1]
+
+
+def run_airflow_cli(config: PipelineConfig, args: list[str],
+                    extra_env: dict[str, str] | None = None, **popen: Any) -> int:
+    """Run one Airflow CLI command against the stack's metadata DB (the embedded default, or
+    the profile in the environment / ``extra_env``)."""
+    prepare_airflow_home(config, extra_env)
+    return subprocess.call([str(venv_bin() / "airflow"), *args], env=stack_env(config, extra_env),
+                           **popen)
 
 
 @dataclass
@@ -132,16 +159,20 @@ class Stack:
     mlflow_ui: bool = True
     extra_env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    #: names of the Celery workers started when the executor is CeleryExecutor
+    #: (default: worker1..worker<config.celery_workers>)
+    worker_names: tuple[str, ...] = ()
 
     @property
     def log_dir(self) -> Path:
         return Path(self.config.logs_dir)
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the child
         self.procs[name] = subprocess.Popen(
-            argv, env=stack_env(self.config, self.extra_env), stdout=out, stderr=subprocess.STDOUT,
+            argv, env=stack_env(self.config, {**self.extra_env, **(env or {})}), stdout=out,
+            stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.config.project_dir,
         )
         out.close()
@@ -157,17 +188,28 @@ class Stack:
                 raise StackError(f"port {port} for the {what} is already in use; stop what uses "
                                  f"it or set MLOPS_{'AIRFLOW' if 'Airflow' in what else 'MLFLOW'}"
                                  "_PORT")
-        prepare_airflow_home(self.config)
+        prepare_airflow_home(self.config, self.extra_env)
         airflow = str(venv_bin() / "airflow")
         try:
             for component in self.components:
                 self._spawn(component, [airflow, component])
+            for worker in self.celery_worker_names:
+                # Logs go to the shared log folder, so the api-server reads them there: no
+                # per-worker log server (several on one machine would fight for its port).
+                self._spawn(f"celery-{worker}", [
+                    airflow, "celery", "worker", "--celery-hostname", f"{worker}@%h",
+                    "--skip-serve-logs",
+                ], env={"MLOPS_WORKER_NAME": worker,
+                        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "pipeline_tasks.stack.worker_hostname"})
             if self.mlflow_ui:
                 artifacts = self.config.mlflow_artifact_uri
                 Path(self.config.home, "mlflow").mkdir(parents=True, exist_ok=True)
+                if not self.config.mlflow_backend_store_uri:
+                    raise StackError("the tracking URI is a server; set MLOPS_MLFLOW_BACKEND_STORE_"
+                                     "URI to the store the MLflow server should use")
                 self._spawn("mlflow-ui", [
                     str(venv_bin() / "mlflow"), "server",
-                    "--backend-store-uri", self.config.mlflow_tracking_uri,
+                    "--backend-store-uri", self.config.mlflow_backend_store_uri,
                     "--default-artifact-root", artifacts,
                     "--host", self.config.mlflow_host, "--port", str(self.config.mlflow_port),
                     "--workers", "1",
@@ -177,6 +219,13 @@ class Stack:
             self.stop()
             raise
         return self
+
+    @property
+    def celery_worker_names(self) -> tuple[str, ...]:
+        if executor(stack_env(self.config, self.extra_env)) != "CeleryExecutor":
+            return ()
+        return self.worker_names or tuple(f"worker{i + 1}"
+                                          for i in range(self.config.celery_workers))
 
     def check_alive(self) -> None:
         for name, proc in self.procs.items():
@@ -279,6 +328,27 @@ def _http_ok(url: str, timeout: float = 5) -> bool:
 def _opener() -> urllib.request.OpenerDirector:
     # Local services only: never route through a proxy from the environment.
     return urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def login_enabled(env: dict[str, str]) -> bool:
+    """False when ``simple_auth_manager_all_admins`` turns login off (the embedded default)."""
+    value = env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
+    return value.strip().lower() not in ("1", "true", "yes", "on")
+
+
+def stack_api(config: PipelineConfig, extra_env: dict[str, str] | None = None,
+              user: str = "admin") -> AirflowAPI:
+    """A REST client of the stack: anonymous when login is off, else ``user`` with the password
+    the api-server generated into the Airflow home (it exists once the api-server started)."""
+    if not login_enabled(stack_env(config, extra_env)):
+        return AirflowAPI(config.airflow_url)
+    path = Path(config.airflow_home) / "simple_auth_manager_passwords.json.generated"
+    try:
+        password = json.loads(path.read_text())[user]
+    except (OSError, ValueError, KeyError) as exc:
+        raise StackError(f"login is on but {path} has no password for {user!r}: start the "
+                         "api-server first") from exc
+    return AirflowAPI(config.airflow_url, user, password)
 
 
 class AirflowAPI:

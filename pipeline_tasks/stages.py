@@ -194,6 +194,8 @@ def register(run: RunSpec, trained: dict, decision: dict) -> dict:
         decision=decision,
         lineage={**run.lineage, "dataset_version": trained["dataset_version"]},
         config=run.config,
+        # a concurrent run may move the champion after ``evaluate``: compare again with it
+        reevaluate=lambda: evaluate(run, trained),
     ).to_dict()
 
 
