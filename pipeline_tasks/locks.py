@@ -41,8 +41,10 @@ def _safe(name: str) -> str:
 
 
 def libpq_url(url: str) -> str:
-    """``postgresql+psycopg2://...`` (SQLAlchemy style) as a URL libpq accepts."""
+    """``postgresql+psycopg2://...`` (SQLAlchemy style, or Celery's ``db+postgresql://``) as a
+    URL libpq accepts."""
     scheme, sep, rest = url.partition("://")
+    scheme = scheme.removeprefix("db+")
     if not sep or not scheme.startswith("postgres"):
         raise ConfigError(f"not a PostgreSQL URL: {scheme}://...")
     return f"postgresql://{rest}"
