@@ -13,7 +13,7 @@ PROFILE ?=
 WITH_PROFILE := $(if $(PROFILE),set -a && . "$(abspath $(PROFILE))" && set +a &&,)
 
 .PHONY: setup demo test test-integration airflow bench bench-backfill lock lint clean-home \
-	production-env production-db
+	production-env production-db compose-env image-wheels
 
 # Install from the lock into .venv. Idempotent: does nothing when the lock and pyproject are unchanged.
 setup: $(STAMP)
@@ -46,6 +46,14 @@ airflow: setup
 # production.env from docker/production.env.example, with fresh secrets (never committed)
 production-env: setup
 	$(PY) -m pipeline_tasks production-env --out production.env
+
+# docker/.env (secrets of docker/docker-compose.yaml) from docker/.env.example
+compose-env: setup
+	$(PY) -m pipeline_tasks production-env --template docker/.env.example --out docker/.env
+
+# requirements.lock's wheels into docker/wheels/: docker/airflow.Dockerfile then builds offline
+image-wheels: setup
+	$(PY) -m pipeline_tasks image-wheels
 
 # Create the databases the profile names, e.g. make production-db PROFILE=production.env
 production-db: setup

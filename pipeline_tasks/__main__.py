@@ -27,9 +27,17 @@ def _cmd_airflow(args: argparse.Namespace) -> int:
 
 
 def _cmd_production_env(args: argparse.Namespace) -> int:
-    from pipeline_tasks.production import write_env_file
+    from pipeline_tasks.production import TEMPLATE, write_env_file
 
-    print(write_env_file(args.out))
+    print(write_env_file(args.out, args.template or TEMPLATE))
+    return 0
+
+
+def _cmd_image_wheels(args: argparse.Namespace) -> int:
+    from pipeline_tasks.containers import WHEELS_DIR, prepare_image_wheels
+
+    wheels = prepare_image_wheels(load_config())
+    print(f"{len(wheels)} wheels in {WHEELS_DIR}")
     return 0
 
 
@@ -204,7 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     p_env = sub.add_parser("production-env",
                            help="write the production profile's env file with fresh secrets")
     p_env.add_argument("--out", default="production.env")
+    p_env.add_argument("--template", help="default: docker/production.env.example")
     p_env.set_defaults(func=_cmd_production_env)
+    sub.add_parser("image-wheels", help="download requirements.lock's wheels into docker/wheels/ "
+                   "for an offline build of docker/airflow.Dockerfile").set_defaults(
+        func=_cmd_image_wheels)
     sub.add_parser("create-databases", help="create the PostgreSQL databases the profile in "
                    "the environment names").set_defaults(func=_cmd_create_databases)
     p_demo = sub.add_parser("demo", help="start the stack, train once, serve the UIs")

@@ -68,6 +68,48 @@ def read_env_file(path: str | Path, overrides: dict[str, str] | None = None,
     return values
 
 
+def local_env(shared_dir: str | Path, tag: str, *, pg_host: str = "127.0.0.1:5432",
+              redis_url: str = "redis://127.0.0.1:6379/0",
+              overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """The profile from the template for a throwaway stack on this machine (tests, benchmarks):
+    databases ``mlops_<tag>_airflow`` / ``_mlflow``, fresh secrets, free ports, a Celery queue
+    of its own (the broker may be shared), the shared folder ``shared_dir``, nightly schedule
+    off. ``overrides`` win."""
+    import socket
+
+    def free_port() -> str:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return str(sock.getsockname()[1])
+
+    env = read_env_file(TEMPLATE, environ={}, overrides={
+        "PG_HOST": pg_host, "PG_AIRFLOW_DB": f"mlops_{tag}_airflow",
+        "PG_MLFLOW_DB": f"mlops_{tag}_mlflow", "REDIS_URL": redis_url,
+        "SHARED_DIR": str(shared_dir), "MLOPS_MLFLOW_PORT": free_port(),
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(48),
+        "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(48),
+    })
+    env.update({
+        "MLOPS_AIRFLOW_PORT": free_port(),
+        "MLOPS_SERVING_PORT": free_port(),
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+        "AIRFLOW__OPERATORS__DEFAULT_QUEUE": f"mlops_{tag}",
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": free_port(),
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+    })
+    env.update(overrides or {})
+    return env
+
+
+def config_from_env(env: dict[str, str]):
+    """The ``PipelineConfig`` a process started with ``env`` loads (its MLOPS_* variables)."""
+    from pipeline_tasks.config import PipelineConfig, load_config
+
+    names = set(PipelineConfig.__dataclass_fields__)
+    return load_config(**{key[len("MLOPS_"):].lower(): value for key, value in env.items()
+                          if key.startswith("MLOPS_") and key[len("MLOPS_"):].lower() in names})
+
+
 def write_env_file(dest: str | Path, template: str | Path = TEMPLATE) -> Path:
     """Copy ``template`` to ``dest`` with each ``__GENERATE__`` replaced by a random secret.
 

@@ -480,6 +480,39 @@ class AirflowAPI:
             time.sleep(1.0)
 
 
+def run_backfill(config: PipelineConfig, api: AirflowAPI, dag_id: str, first_day: str,
+                 last_day: str, *, max_active_runs: int = 3, conf: dict | None = None,
+                 reprocess: str | None = None, extra_env: dict[str, str] | None = None,
+                 log_path: Path | None = None, timeout: float = 1800.0) -> list[dict]:
+    """``airflow backfill create`` (the CLI, as a user runs it), then wait until the scheduler
+    has finished it; returns the DAG's backfill runs."""
+    before = {b["id"] for b in api.get(f"/api/v2/backfills?dag_id={dag_id}")["backfills"]}
+    args = ["backfill", "create", "--dag-id", dag_id, "--from-date", first_day,
+            "--to-date", last_day, "--max-active-runs", str(max_active_runs)]
+    if conf:
+        args += ["--dag-run-conf", json.dumps(conf)]
+    if reprocess:
+        args += ["--reprocess-behavior", reprocess]
+    log_path = log_path or Path(config.logs_dir) / "backfill-cli.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as out:
+        code = run_airflow_cli(config, args, extra_env, stdout=out, stderr=subprocess.STDOUT)
+    if code != 0:
+        raise StackError(f"airflow backfill create failed ({code}):\n{_tail(log_path)}")
+    deadline = time.monotonic() + timeout
+    while True:
+        new = [b for b in api.get(f"/api/v2/backfills?dag_id={dag_id}")["backfills"]
+               if b["id"] not in before]
+        if len(new) > 1:
+            raise StackError(f"more than one new backfill of {dag_id}: {new}")
+        if new and new[0]["completed_at"]:
+            break
+        if time.monotonic() > deadline:
+            raise StackError(f"backfill of {dag_id} not finished after {timeout:.0f} s")
+        time.sleep(2.0)
+    return api.get(f"/api/v2/dags/{dag_id}/dagRuns?run_type=backfill&limit=1000")["dag_runs"]
+
+
 def _log_line(entry) -> str:
     """One structured Airflow log entry as text: its event, then any exception it carries."""
     if not isinstance(entry, dict):

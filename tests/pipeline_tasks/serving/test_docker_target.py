@@ -7,8 +7,6 @@ local base image (Docker Hub cannot be reached from every machine).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import tempfile
 import time
 import urllib.error
@@ -21,34 +19,15 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline_tasks import storage
-from pipeline_tasks.config import PROJECT_DIR
 from pipeline_tasks.deploy import _version_inputs, deploy_version
 from pipeline_tasks.serving import docker_target as dt
 
 MODEL = "flights_serving"  # registered (v1, champion) by conftest.py
 
 
-def _engine_answers() -> bool:
-    import docker.errors
-
-    import docker
-
-    try:
-        docker.from_env(timeout=10).ping()
-        return True
-    except (docker.errors.DockerException, OSError):
-        return False
-
-
 @pytest.fixture(scope="module")
 def client():
-    if not _engine_answers():
-        out = subprocess.run([str(PROJECT_DIR / "docker" / "engine.sh")], capture_output=True,
-                             text=True, check=True, timeout=600).stdout.strip().splitlines()
-        assert out and out[-1].startswith("export DOCKER_HOST="), out
-        os.environ["DOCKER_HOST"] = out[-1].split("=", 1)[1]
-    subprocess.run([str(PROJECT_DIR / "docker" / "base-image.sh")], check=True,
-                   capture_output=True, timeout=900)
+    dt.ensure_engine()
     client = dt.docker_client()
     yield client
     for container in client.containers.list(all=True, filters={"label": dt.LABEL_ROLE}):
