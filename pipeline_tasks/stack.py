@@ -495,8 +495,19 @@ def run_backfill(config: PipelineConfig, api: AirflowAPI, dag_id: str, first_day
         args += ["--reprocess-behavior", reprocess]
     log_path = log_path or Path(config.logs_dir) / "backfill-cli.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as out:
-        code = run_airflow_cli(config, args, extra_env, stdout=out, stderr=subprocess.STDOUT)
+    for attempt in range(3):
+        start = log_path.stat().st_size if log_path.exists() else 0
+        with open(log_path, "ab") as out:
+            code = run_airflow_cli(config, args, extra_env, stdout=out, stderr=subprocess.STDOUT)
+        output = log_path.read_bytes()[start:].decode(errors="replace")
+        created = [b for b in api.get(f"/api/v2/backfills?dag_id={dag_id}")["backfills"]
+                   if b["id"] not in before]
+        # SQLite (the embedded default) refuses a writer while the scheduler holds its lock;
+        # the CLI's transaction is rolled back, so trying again is safe.
+        if code == 0 or created or "database is locked" not in output or attempt == 2:
+            break
+        log.warning("backfill create: the SQLite database was locked; trying again")
+        time.sleep(5.0)
     if code != 0:
         raise StackError(f"airflow backfill create failed ({code}):\n{_tail(log_path)}")
     deadline = time.monotonic() + timeout

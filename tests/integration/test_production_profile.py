@@ -165,15 +165,19 @@ def test_rerunning_the_backfill_gives_the_same_snapshots_and_no_copies(productio
 
 # ------------------------------------------------------------------ concurrent registrations
 
-def _register_and_promote(env: dict, spec: dict, trained: dict, go) -> dict:
+def _register_and_promote(env: dict, spec: dict, trained: dict, go, results) -> None:
     """What the DAG's evaluate + register tasks do, in a process of its own (a worker)."""
     os.environ.update(env)
     from pipeline_tasks import stages
 
     run = stages.RunSpec(**spec)
     go.wait(120)  # start together
-    decision = stages.evaluate(run, trained)
-    return stages.register(run, trained, decision)
+    try:
+        decision = stages.evaluate(run, trained)
+        results.put(stages.register(run, trained, decision))
+    except BaseException as exc:
+        results.put({"error": f"{type(exc).__name__}: {exc}"})
+        raise
 
 
 def _candidates(production, n: int = 8):
@@ -222,16 +226,25 @@ def test_concurrent_register_and_promote_calls(production):
     candidates = _candidates(production)
     env = {k: v for k, v in production.env.items() if k.startswith("MLOPS_")}
     ctx = multiprocessing.get_context("spawn")
-    go = ctx.Event()
-    with ctx.Pool(len(candidates)) as pool:
-        pending = [pool.apply_async(_register_and_promote, (env, {
-            "dag_id": DAG_ID, "run_id": f"it_concurrent_{i}", "interval_start": "2013-03-01",
-            "interval_end": "2013-03-02", "params": {"model_name": "it_concurrent",
-                                                      "target": "y", "source": "synthetic"},
-        }, trained, go)) for i, (trained, _auc) in enumerate(candidates)]
-        time.sleep(8)  # let every process import its libraries
+    go, queue = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_register_and_promote, args=(env, {
+        "dag_id": DAG_ID, "run_id": f"it_concurrent_{i}", "interval_start": "2013-03-01",
+        "interval_end": "2013-03-02", "params": {"model_name": "it_concurrent", "target": "y",
+                                                 "source": "synthetic"},
+    }, trained, go, queue)) for i, (trained, _auc) in enumerate(candidates)]
+    for proc in procs:
+        proc.start()
+    try:
+        time.sleep(5)  # let every process start
         go.set()
-        results = [p.get(timeout=600) for p in pending]  # re-raises any IntegrityError
+        results = [queue.get(timeout=600) for _ in procs]
+    finally:
+        for proc in procs:
+            proc.join(60)
+            if proc.is_alive():
+                proc.kill()
+    errors = [r["error"] for r in results if "error" in r]
+    assert not errors, errors  # no IntegrityError, nor anything else
     assert sorted(int(r["version"]) for r in results) == list(range(1, 9))
     best = max(range(len(candidates)), key=lambda i: candidates[i][1])
     by_run = {r["run_id"]: r for r in results}
