@@ -1,5 +1,9 @@
-"""The embedded default stack: Airflow (api-server, scheduler, dag-processor, triggerer) and the
-MLflow UI as local processes under ``$MLOPS_HOME``, plus a small client of Airflow's REST API.
+"""The stack as local processes: Airflow (api-server, scheduler, dag-processor, triggerer) and the
+MLflow server under ``$MLOPS_HOME``, plus a small client of Airflow's REST API.
+
+The embedded default runs on SQLite with the LocalExecutor. With the production profile in the
+environment (``docker/production.env.example``: PostgreSQL, ``CeleryExecutor``) the same code
+also starts the Celery workers, and the MLflow server on the profile's backend store.
 
 This module runs Airflow as programs; it never imports Airflow. ``make demo``, ``make airflow``
 and the end-to-end tests use it, so the tests exercise the same start-up as a user.
