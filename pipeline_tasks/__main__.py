@@ -224,7 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--no-serve", action="store_true", help="stop after the first run")
     p_demo.set_defaults(func=_cmd_demo)
     args = parser.parse_args(argv)
-    return args.func(args)
+    from pipeline_tasks.errors import ConfigError
+
+    try:
+        return args.func(args)
+    except ConfigError as exc:  # bad settings or files: the message says which and why
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
