@@ -31,10 +31,15 @@ RUN id -u airflow >/dev/null 2>&1 \
 
 COPY requirements.lock /opt/mlops/requirements.lock
 COPY docker/wheels/ /tmp/wheels/
+# uv (pinned in the lock) installs and byte-compiles the ~230 packages in parallel: minutes
+# faster than pip. Compiled here, because the airflow user cannot write .pyc files later.
 RUN python3 -m venv /opt/mlops/venv \
     && if ls /tmp/wheels/*.whl >/dev/null 2>&1; then \
          set -- --no-index --find-links /tmp/wheels; else set --; fi \
-    && /opt/mlops/venv/bin/pip install --no-cache-dir "$@" -r /opt/mlops/requirements.lock \
+    && /opt/mlops/venv/bin/pip install --no-cache-dir "$@" \
+         "$(grep -E '^uv==' /opt/mlops/requirements.lock)" \
+    && /opt/mlops/venv/bin/uv pip install --python /opt/mlops/venv/bin/python --no-cache \
+         --compile-bytecode "$@" -r /opt/mlops/requirements.lock \
     && rm -rf /tmp/wheels
 
 # The repository's code at /opt/mlops/src, laid out as in the checkout (pipeline_tasks.config

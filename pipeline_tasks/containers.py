@@ -46,11 +46,22 @@ def lock_pins(lock: Path = LOCK_FILE) -> list[str]:
 
 def prepare_image_wheels(config: PipelineConfig, dest: Path = WHEELS_DIR) -> list[str]:
     """The wheels of the whole lock in ``dest`` (the build context's ``docker/wheels/``)."""
+    import tempfile
+
     from pipeline_tasks.serving.docker_target import prepare_wheels
 
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".wheels-", dir=dest.parent) as tmp:
+        names = prepare_wheels(config, Path(tmp), pins=lock_pins(), cache=wheel_cache())
+        # Only files that differ change: a build reading dest meanwhile sees whole wheels.
+        for name in [*names, "requirements.txt"]:
+            target = dest / name
+            if not target.exists() or target.stat().st_size != (Path(tmp) / name).stat().st_size:
+                os.replace(Path(tmp) / name, target)
     for old in dest.glob("*.whl"):
-        old.unlink()
-    return prepare_wheels(config, dest, pins=lock_pins(), cache=wheel_cache())
+        if old.name not in names:  # from an older lock
+            old.unlink()
+    return names
 
 
 def compose_command() -> list[str]:
@@ -74,7 +85,7 @@ def _compose(env_file: Path, *args: str, env: dict[str, str] | None = None,
                           env={**os.environ, **(env or {})})
     if done.returncode != 0:
         raise ConfigError(f"{' '.join(argv[-len(args):])} failed ({done.returncode}):\n"
-                          f"{(done.stderr or done.stdout)[-3000:]}")
+                          f"{done.stdout[-3000:]}\n{done.stderr[-2000:]}")
     return done
 
 
