@@ -7,8 +7,13 @@ UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 ARGS ?=
+# PROFILE=production.env: export that env file's variables first (the production profile:
+# PostgreSQL, Celery workers, MLflow server; see docker/production.env.example and the README)
+PROFILE ?=
+WITH_PROFILE := $(if $(PROFILE),set -a && . "$(abspath $(PROFILE))" && set +a &&,)
 
-.PHONY: setup demo demo-monitoring test replay airflow bench lock lint clean-home
+.PHONY: setup demo demo-monitoring test test-integration replay airflow bench \
+	bench-backfill lock lint clean-home production-env production-db compose-env image-wheels
 
 # Install from the lock into .venv. Idempotent: does nothing when the lock and pyproject are unchanged.
 setup: $(STAMP)
@@ -25,7 +30,7 @@ $(STAMP): requirements.lock pyproject.toml Makefile
 
 # Start Airflow + the MLflow UI, land the demo data, train once, keep serving until Ctrl-C.
 demo: setup
-	$(PY) -m pipeline_tasks demo
+	$(WITH_PROFILE) $(PY) -m pipeline_tasks demo
 
 test: setup
 	$(PY) -m pytest
@@ -38,12 +43,36 @@ demo-monitoring: setup
 replay: setup
 	$(PY) -m pipeline_tasks replay $(ARGS)
 
+# The production profile on the local PostgreSQL and Redis (fresh databases, dropped after).
+test-integration: setup
+	$(PY) -m pytest tests/integration
+
 # Any Airflow CLI command against the embedded default, e.g. make airflow ARGS="dags list"
 airflow: setup
-	$(PY) -m pipeline_tasks airflow $(ARGS)
+	$(WITH_PROFILE) $(PY) -m pipeline_tasks airflow $(ARGS)
+
+# production.env from docker/production.env.example, with fresh secrets (never committed)
+production-env: setup
+	$(PY) -m pipeline_tasks production-env --out production.env
+
+# docker/.env (secrets of docker/docker-compose.yaml) from docker/.env.example
+compose-env: setup
+	$(PY) -m pipeline_tasks production-env --template docker/.env.example --out docker/.env
+
+# requirements.lock's wheels into docker/wheels/: docker/airflow.Dockerfile then builds offline
+image-wheels: setup
+	$(PY) -m pipeline_tasks image-wheels
+
+# Create the databases the profile names, e.g. make production-db PROFILE=production.env
+production-db: setup
+	$(WITH_PROFILE) $(PY) -m pipeline_tasks create-databases
 
 bench: setup
 	$(PY) benchmarks/bench_training_pipeline.py
+
+# 7-day backfill: embedded default vs the production profile (needs PostgreSQL and Redis)
+bench-backfill: setup
+	$(PY) benchmarks/bench_backfill.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -193,7 +193,8 @@ def ml_training_pipeline():
 
         return stages.version(run_spec(context), ingested, validated)
 
-    @pipeline_task
+    # its own pool (made by the stack / profile), so long fits cannot take every worker slot
+    @pipeline_task(pool=CONFIG.training_pool)
     def train(ingested: dict, versioned: dict, **context) -> dict:
         from pipeline_tasks import stages
 

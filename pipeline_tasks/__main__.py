@@ -27,6 +27,36 @@ def _cmd_airflow(args: argparse.Namespace) -> int:
     return run_airflow_cli(load_config(), args.args)
 
 
+def _cmd_production_env(args: argparse.Namespace) -> int:
+    from pipeline_tasks.production import TEMPLATE, write_env_file
+
+    print(write_env_file(args.out, args.template or TEMPLATE))
+    return 0
+
+
+def _cmd_image_wheels(args: argparse.Namespace) -> int:
+    from pipeline_tasks.containers import WHEELS_DIR, prepare_image_wheels
+
+    wheels = prepare_image_wheels(load_config())
+    print(f"{len(wheels)} wheels in {WHEELS_DIR}")
+    return 0
+
+
+def _cmd_create_databases(args: argparse.Namespace) -> int:
+    import os
+
+    from pipeline_tasks.production import create_databases, profile_databases
+
+    urls = profile_databases(dict(os.environ))
+    if not urls:
+        print("no PostgreSQL database in the environment: load the profile first "
+              "(make production-db PROFILE=production.env)", file=sys.stderr)
+        return 2
+    created = create_databases(urls)
+    print(f"databases created: {', '.join(created) or 'none, all existed'}")
+    return 0
+
+
 def _cmd_land(args: argparse.Namespace) -> int:
     from pipeline_tasks.demo_data import land_demo_data, land_flights_feed
 
@@ -69,14 +99,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _first_run(config, args: argparse.Namespace) -> int:
     """Land the demo data, run the latest nightly interval, print what it did."""
     from pipeline_tasks.demo_data import land_demo_data
-    from pipeline_tasks.stack import AirflowAPI
+    from pipeline_tasks.stack import login_enabled, stack_api, stack_env
 
     today = datetime.now(UTC).date()
     _say(f"==> landing the demo flights feed in {config.demo_source_uri}")
     landed = land_demo_data(config, today)
     _say(f"    2013 and {landed.first_day} .. {landed.last_day}: "
          f"{landed.files_written} new file(s)")
-    api = AirflowAPI(config.airflow_url)
+    api = stack_api(config)
     _say(f"==> waiting for the dag-processor to parse {DAG_ID}")
     api.wait_for_dag(DAG_ID)
     # The latest complete nightly interval, with the logical date the scheduler gives it:
@@ -100,7 +130,7 @@ def _first_run(config, args: argparse.Namespace) -> int:
         _say(f"    [{elapsed:5.0f}s] {task_id:<9} {state or 'waiting'}")
 
     final = api.wait_for_run(DAG_ID, run_id, timeout=args.timeout, on_change=show)
-    _summary(api, config, run_id, final["state"])
+    _summary(api, config, run_id, final["state"], login_enabled(stack_env(config)))
     return 0 if final["state"] == "success" else 1
 
 
@@ -122,9 +152,9 @@ def _cmd_demo_monitoring(args: argparse.Namespace) -> int:
 
 def _monitoring_loop(config, args: argparse.Namespace) -> int:
     from pipeline_tasks import monitoring_demo
-    from pipeline_tasks.stack import AirflowAPI
+    from pipeline_tasks.stack import stack_api
 
-    summary = monitoring_demo.run(config, AirflowAPI(config.airflow_url), _say,
+    summary = monitoring_demo.run(config, stack_api(config), _say,
                                   until=args.until, timeout=args.timeout)
     _say("")
     _say(f"Weeks checked: {summary['weeks']}, drifted: {summary['drifted']}, retrains: "
@@ -172,11 +202,15 @@ def _stop_on_signals() -> None:
         signal.signal(signum, interrupt)
 
 
-def _summary(api, config, run_id: str, state: str) -> None:
+def _summary(api, config, run_id: str, state: str, login: bool = False) -> None:
     _say("")
     _say(f"Airflow UI : {config.airflow_url}/dags/{DAG_ID}/runs/{run_id}")
-    _say("             login is turned off in the demo ([core] simple_auth_manager_all_admins); "
-         "everyone who can reach it is admin")
+    if login:
+        _say(f"             login: admin, password in {config.airflow_home}/"
+             "simple_auth_manager_passwords.json.generated")
+    else:
+        _say("             login is turned off in the demo ([core] simple_auth_manager_all_"
+             "admins); everyone who can reach it is admin")
     _say(f"MLflow UI  : {config.mlflow_ui_url}")
     _say(f"Run state  : {state}")
     if state != "success":
@@ -251,12 +285,28 @@ def main(argv: list[str] | None = None) -> int:
     p_mon.add_argument("--timeout", type=float, default=1800.0)
     p_mon.add_argument("--no-serve", action="store_true", help="stop when the loop is done")
     p_mon.set_defaults(func=_cmd_demo_monitoring)
+    p_env = sub.add_parser("production-env",
+                           help="write the production profile's env file with fresh secrets")
+    p_env.add_argument("--out", default="production.env")
+    p_env.add_argument("--template", help="default: docker/production.env.example")
+    p_env.set_defaults(func=_cmd_production_env)
+    sub.add_parser("image-wheels", help="download requirements.lock's wheels into docker/wheels/ "
+                   "for an offline build of docker/airflow.Dockerfile").set_defaults(
+        func=_cmd_image_wheels)
+    sub.add_parser("create-databases", help="create the PostgreSQL databases the profile in "
+                   "the environment names").set_defaults(func=_cmd_create_databases)
     p_demo = sub.add_parser("demo", help="start the stack, train once, serve the UIs")
     p_demo.add_argument("--timeout", type=float, default=1800.0)
     p_demo.add_argument("--no-serve", action="store_true", help="stop after the first run")
     p_demo.set_defaults(func=_cmd_demo)
     args = parser.parse_args(argv)
-    return args.func(args)
+    from pipeline_tasks.errors import ConfigError
+
+    try:
+        return args.func(args)
+    except ConfigError as exc:  # bad settings or files: the message says which and why
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

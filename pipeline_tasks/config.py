@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -65,6 +66,15 @@ class PipelineConfig:
     airflow_port: int = 8080
     mlflow_host: str = "127.0.0.1"
     mlflow_port: int = 5000
+    # Production profile (README, "Scaling out"). The store of the MLflow server the stack
+    # starts (default: the tracking URI, when that is a store and not http://).
+    mlflow_backend_store_uri: str = ""
+    # A postgresql:// URL: the registry's compare-and-set lock is a PostgreSQL advisory lock
+    # every worker shares; empty: a file lock under locks_dir (one machine).
+    registry_lock_url: str = ""
+    celery_workers: int = 2  # workers the stack starts when the executor is CeleryExecutor
+    training_pool: str = "training"  # Airflow pool of the train task, made by the stack
+    training_pool_slots: int = 2
     # Model server (pipeline_tasks.serving); its bearer token is MLOPS_SERVING_TOKEN, never here
     serving_target: str = "local"  # local | docker (pipeline_tasks.deploy)
     serving_host: str = "127.0.0.1"
@@ -117,6 +127,8 @@ class PipelineConfig:
                 object.__setattr__(self, name, value)
         if not self.mlflow_registry_uri:
             object.__setattr__(self, "mlflow_registry_uri", self.mlflow_tracking_uri)
+        if not self.mlflow_backend_store_uri and not self.mlflow_tracking_uri.startswith("http"):
+            object.__setattr__(self, "mlflow_backend_store_uri", self.mlflow_tracking_uri)
         self._check()
 
     def _check(self) -> None:
@@ -131,6 +143,12 @@ class PipelineConfig:
         for name in ("serving_max_rows", "serving_max_body_bytes", "prediction_log_max_rows"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.training_pool_slots < 1 or self.celery_workers < 0:
+            raise ConfigError(f"training_pool_slots must be >= 1 and celery_workers >= 0, got "
+                              f"{self.training_pool_slots} and {self.celery_workers}")
+        if self.registry_lock_url and not self.registry_lock_url.startswith("postgresql"):
+            raise ConfigError(f"registry_lock_url must be a postgresql:// URL (or empty for a "
+                              f"file lock), got {self.registry_lock_url.split('://')[0]}://...")
         if self.serving_target not in ("local", "docker"):
             raise ConfigError(f"serving_target must be 'local' or 'docker', got "
                               f"{self.serving_target!r}")
@@ -193,10 +211,21 @@ class PipelineConfig:
                 self.mlflow_registry_uri == self.mlflow_tracking_uri
             ):
                 clean["mlflow_registry_uri"] = ""
+            if "mlflow_backend_store_uri" not in clean and (
+                self.mlflow_backend_store_uri == self.mlflow_tracking_uri
+            ):
+                clean["mlflow_backend_store_uri"] = ""
+        if clean.get("mlflow_tracking_uri", self.mlflow_tracking_uri) != self.mlflow_tracking_uri:
+            for name in ("mlflow_registry_uri", "mlflow_backend_store_uri"):  # they followed it
+                if name not in clean and getattr(self, name) == self.mlflow_tracking_uri:
+                    clean[name] = ""
         return dataclasses.replace(self, **clean)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
+        for name, value in data.items():  # never print a password held in a URL
+            if isinstance(value, str) and "://" in value:
+                data[name] = re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", value)
         data["airflow_url"] = self.airflow_url
         data["mlflow_ui_url"] = self.mlflow_ui_url
         data["serving_url"] = self.serving_url

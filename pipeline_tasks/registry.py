@@ -1,24 +1,31 @@
 """Model registry: one version per training run, aliases ``challenger`` / ``champion`` (no stages).
 
 ``challenger`` always moves to the newest registered version. ``champion`` moves only for a
-blessed decision, and only by compare-and-set: under a file lock the current champion is read
-again, and the alias moves only if it is still the version the decision was evaluated against.
-Otherwise the comparison is stale and the version stays a challenger until it is re-evaluated.
+blessed decision, and only by compare-and-set: under the registry lock (``pipeline_tasks.locks``:
+a PostgreSQL advisory lock shared by every worker in the production profile, a file lock in the
+embedded default) the current champion is read again, and the alias moves only if it is still the
+version the decision was evaluated against. Otherwise the comparison is stale: with a
+``reevaluate`` callback the candidate is compared again with the new champion, still under the
+lock, so concurrent runs end with the best one as champion; without it the version stays a
+challenger.
+
+Versions are created under the same lock, so concurrent registrations of one model never race
+for a version number in the store.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pipeline_tasks import model_artifacts, tracking
 from pipeline_tasks.config import PipelineConfig
 from pipeline_tasks.errors import ConfigError
+from pipeline_tasks.locks import named_lock
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +84,16 @@ def register_model(
     lineage: dict[str, str],
     config: PipelineConfig,
     hold_promotion: bool = False,
+    reevaluate: Callable[[], dict] | None = None,
 ) -> RegistrationResult:
     """Register the run's model (once per run), move ``challenger``, and maybe ``champion``.
 
     ``decision`` is ``EvaluationDecision.to_dict()``. Calling again for the same ``run_id``
-    reuses its version, so a retried task never makes a second one. With ``hold_promotion``, a
-    blessed version is tagged ``awaiting_approval`` instead of becoming champion; the approval
-    step then promotes it (``set_champion``).
+    reuses its version, so a retried task never makes a second one. ``reevaluate`` returns a
+    fresh decision against the current champion; it is called (under the lock) when the
+    champion moved since ``decision`` was made. With ``hold_promotion``, a blessed version is
+    tagged ``awaiting_approval`` instead of becoming champion; the approval step then promotes
+    it (``set_champion``).
     """
     missing = [key for key in _REQUIRED_DECISION_KEYS if key not in decision]
     if missing:
@@ -91,16 +101,12 @@ def register_model(
     if not model_name or not run_id or not model_uri:
         raise ConfigError("model_name, run_id and model_uri are all required")
     tracking.configure_mlflow(config)
-    from filelock import FileLock
     from mlflow.tracking import MlflowClient
 
     # The files' digest goes on the version; the server checks it before loading them.
     digest = model_artifacts.model_digest(model_uri)
-    locks = Path(config.locks_dir)
-    locks.mkdir(parents=True, exist_ok=True)
-    lock_path = locks / f"{_safe(model_name)}.registry.lock"
     client = MlflowClient()
-    with FileLock(str(lock_path), timeout=LOCK_TIMEOUT_S):
+    with named_lock(config, f"{model_name}.registry", timeout=LOCK_TIMEOUT_S):
         _ensure_registered_model(client, model_name)
         tags = {**_version_tags(run_id, decision, lineage), model_artifacts.DIGEST_TAG: digest}
         version = _find_or_create_version(client, model_name, run_id, model_uri, tags, decision,
@@ -110,6 +116,14 @@ def register_model(
 
         expected = decision.get("champion_version")
         expected = None if expected is None else str(expected)
+        if reevaluate is not None and decision["blessed"] and previous not in (expected, version):
+            log.info("champion of %s moved from v%s to v%s since %s v%s was evaluated: "
+                     "evaluating it again", model_name, expected, previous, model_name, version)
+            decision = reevaluate()
+            expected = decision.get("champion_version")
+            expected = None if expected is None else str(expected)
+            for key, value in _version_tags(run_id, decision, lineage).items():
+                client.set_model_version_tag(model_name, version, key, value)
         promoted = held = False
         if not decision["blessed"]:
             reason = f"not promoted: {decision['reason']}"
@@ -164,14 +178,11 @@ def set_champion(model_name: str, version: str, *, reason: str, config: Pipeline
     Returns the version that was champion before. The moved-to version is tagged with why.
     """
     tracking.configure_mlflow(config)
-    from filelock import FileLock
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
-    locks = Path(config.locks_dir)
-    locks.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(locks / f"{_safe(model_name)}.registry.lock"), timeout=LOCK_TIMEOUT_S):
+    with named_lock(config, f"{model_name}.registry", timeout=LOCK_TIMEOUT_S):
         try:
             client.get_model_version(model_name, str(version))
         except MlflowException as exc:
@@ -278,7 +289,3 @@ def _version_tags(run_id: str, decision: dict, lineage: dict[str, str]) -> dict[
 
 def _clip(text: str) -> str:
     return text if len(text) <= _TAG_VALUE_LIMIT else text[: _TAG_VALUE_LIMIT - 3] + "..."
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._=-]+", "_", name).strip("_") or "model"

@@ -1,5 +1,9 @@
-"""The embedded default stack: Airflow (api-server, scheduler, dag-processor, triggerer) and the
-MLflow UI as local processes under ``$MLOPS_HOME``, plus a small client of Airflow's REST API.
+"""The stack as local processes: Airflow (api-server, scheduler, dag-processor, triggerer) and the
+MLflow server under ``$MLOPS_HOME``, plus a small client of Airflow's REST API.
+
+The embedded default runs on SQLite with the LocalExecutor. With the production profile in the
+environment (``docker/production.env.example``: PostgreSQL, ``CeleryExecutor``) the same code
+also starts the Celery workers, and the MLflow server on the profile's backend store.
 
 This module runs Airflow as programs; it never imports Airflow. ``make demo``, ``make airflow``
 and the end-to-end tests use it, so the tests exercise the same start-up as a user.
@@ -97,8 +101,9 @@ def render_airflow_cfg(config: PipelineConfig) -> str:
     )
 
 
-def prepare_airflow_home(config: PipelineConfig) -> Path:
-    """Write ``airflow.cfg`` from ``airflow.cfg.example`` (when it changed) and migrate the DB."""
+def prepare_airflow_home(config: PipelineConfig, extra_env: dict[str, str] | None = None) -> Path:
+    """Write ``airflow.cfg`` from ``airflow.cfg.example`` (when it changed), migrate the metadata
+    DB and create the training pool, once per (settings, database, pool)."""
     home = Path(config.airflow_home)
     home.mkdir(parents=True, exist_ok=True)
     cfg = home / "airflow.cfg"
@@ -107,20 +112,46 @@ def prepare_airflow_home(config: PipelineConfig) -> Path:
         tmp = cfg.with_suffix(".tmp")
         tmp.write_text(text)
         tmp.replace(cfg)
+    env = stack_env(config, extra_env)
     marker = home / ".migrated"
-    stamp = hashlib.sha256(text.encode()).hexdigest()
+    # the database may come from the environment (the production profile), not from the file
+    stamp = hashlib.sha256("\n".join([
+        text, env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", ""), config.training_pool,
+        str(config.training_pool_slots)]).encode()).hexdigest()
     if not marker.exists() or marker.read_text() != stamp:
-        log.info("migrating the Airflow metadata database in %s", home)
-        subprocess.run([str(venv_bin() / "airflow"), "db", "migrate"], env=stack_env(config),
-                       check=True, stdout=subprocess.DEVNULL)
+        log.info("migrating the Airflow metadata database of %s", home)
+        airflow = str(venv_bin() / "airflow")
+        subprocess.run([airflow, "db", "migrate"], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        # Training runs in its own pool, so long fits cannot take every worker slot.
+        subprocess.run([airflow, "pools", "set", config.training_pool,
+                        str(config.training_pool_slots), "model training (ml_training_pipeline)"],
+                       env=env, check=True, stdout=subprocess.DEVNULL)
         marker.write_text(stamp)
     return cfg
 
 
-def run_airflow_cli(config: PipelineConfig, args: list[str]) -> int:
-    """Run one Airflow CLI command against the embedded default."""
-    prepare_airflow_home(config)
-    return subprocess.call([str(venv_bin() / "airflow"), *args], env=stack_env(config))
+def worker_hostname() -> str:
+    """``[core] hostname_callable`` of the workers the stack starts: the worker's name and the
+    machine's, so the task instances show which of several workers on one machine ran them."""
+    import socket
+
+    name = os.environ.get("MLOPS_WORKER_NAME")
+    return f"{name}@{socket.getfqdn()}" if name else socket.getfqdn()
+
+
+def executor(env: dict[str, str]) -> str:
+    """The executor the components will use (``AIRFLOW__CORE__EXECUTOR`` or the cfg's)."""
+    return env.get("AIRFLOW__CORE__EXECUTOR", "LocalExecutor").rsplit(".", 1)[-1]
+
+
+def run_airflow_cli(config: PipelineConfig, args: list[str],
+                    extra_env: dict[str, str] | None = None, **popen: Any) -> int:
+    """Run one Airflow CLI command against the stack's metadata DB (the embedded default, or
+    the profile in the environment / ``extra_env``)."""
+    prepare_airflow_home(config, extra_env)
+    return subprocess.call([str(venv_bin() / "airflow"), *args], env=stack_env(config, extra_env),
+                           **popen)
 
 
 @dataclass
@@ -133,16 +164,20 @@ class Stack:
     mlflow_ui: bool = True
     extra_env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    #: names of the Celery workers started when the executor is CeleryExecutor
+    #: (default: worker1..worker<config.celery_workers>)
+    worker_names: tuple[str, ...] = ()
 
     @property
     def log_dir(self) -> Path:
         return Path(self.config.logs_dir)
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the child
         self.procs[name] = subprocess.Popen(
-            argv, env=stack_env(self.config, self.extra_env), stdout=out, stderr=subprocess.STDOUT,
+            argv, env=stack_env(self.config, {**self.extra_env, **(env or {})}), stdout=out,
+            stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.config.project_dir,
         )
         out.close()
@@ -158,17 +193,28 @@ class Stack:
                 raise StackError(f"port {port} for the {what} is already in use; stop what uses "
                                  f"it or set MLOPS_{'AIRFLOW' if 'Airflow' in what else 'MLFLOW'}"
                                  "_PORT")
-        prepare_airflow_home(self.config)
+        prepare_airflow_home(self.config, self.extra_env)
         airflow = str(venv_bin() / "airflow")
         try:
             for component in self.components:
                 self._spawn(component, [airflow, component])
+            for worker in self.celery_worker_names:
+                # Logs go to the shared log folder, so the api-server reads them there: no
+                # per-worker log server (several on one machine would fight for its port).
+                self._spawn(f"celery-{worker}", [
+                    airflow, "celery", "worker", "--celery-hostname", f"{worker}@%h",
+                    "--skip-serve-logs",
+                ], env={"MLOPS_WORKER_NAME": worker,
+                        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "pipeline_tasks.stack.worker_hostname"})
             if self.mlflow_ui:
                 artifacts = self.config.mlflow_artifact_uri
                 Path(self.config.home, "mlflow").mkdir(parents=True, exist_ok=True)
+                if not self.config.mlflow_backend_store_uri:
+                    raise StackError("the tracking URI is a server; set MLOPS_MLFLOW_BACKEND_STORE_"
+                                     "URI to the store the MLflow server should use")
                 self._spawn("mlflow-ui", [
                     str(venv_bin() / "mlflow"), "server",
-                    "--backend-store-uri", self.config.mlflow_tracking_uri,
+                    "--backend-store-uri", self.config.mlflow_backend_store_uri,
                     "--default-artifact-root", artifacts,
                     "--host", self.config.mlflow_host, "--port", str(self.config.mlflow_port),
                     "--workers", "1",
@@ -178,6 +224,13 @@ class Stack:
             self.stop()
             raise
         return self
+
+    @property
+    def celery_worker_names(self) -> tuple[str, ...]:
+        if executor(stack_env(self.config, self.extra_env)) != "CeleryExecutor":
+            return ()
+        return self.worker_names or tuple(f"worker{i + 1}"
+                                          for i in range(self.config.celery_workers))
 
     def check_alive(self) -> None:
         for name, proc in self.procs.items():
@@ -267,6 +320,27 @@ def _port_open(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((host, port)) == 0
+
+
+def login_enabled(env: dict[str, str]) -> bool:
+    """False when ``simple_auth_manager_all_admins`` turns login off (the embedded default)."""
+    value = env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
+    return value.strip().lower() not in ("1", "true", "yes", "on")
+
+
+def stack_api(config: PipelineConfig, extra_env: dict[str, str] | None = None,
+              user: str = "admin") -> AirflowAPI:
+    """A REST client of the stack: anonymous when login is off, else ``user`` with the password
+    the api-server generated into the Airflow home (it exists once the api-server started)."""
+    if not login_enabled(stack_env(config, extra_env)):
+        return AirflowAPI(config.airflow_url)
+    path = Path(config.airflow_home) / "simple_auth_manager_passwords.json.generated"
+    try:
+        password = json.loads(path.read_text())[user]
+    except (OSError, ValueError, KeyError) as exc:
+        raise StackError(f"login is on but {path} has no password for {user!r}: start the "
+                         "api-server first") from exc
+    return AirflowAPI(config.airflow_url, user, password)
 
 
 class AirflowAPI:
@@ -396,6 +470,50 @@ class AirflowAPI:
                 raise StackError(f"run {run_id} of {dag_id} still {run['state']} after "
                                  f"{timeout:.0f} s")
             time.sleep(1.0)
+
+
+def run_backfill(config: PipelineConfig, api: AirflowAPI, dag_id: str, first_day: str,
+                 last_day: str, *, max_active_runs: int = 3, conf: dict | None = None,
+                 reprocess: str | None = None, extra_env: dict[str, str] | None = None,
+                 log_path: Path | None = None, timeout: float = 1800.0) -> list[dict]:
+    """``airflow backfill create`` (the CLI, as a user runs it), then wait until the scheduler
+    has finished it; returns the DAG's backfill runs."""
+    before = {b["id"] for b in api.get(f"/api/v2/backfills?dag_id={dag_id}")["backfills"]}
+    args = ["backfill", "create", "--dag-id", dag_id, "--from-date", first_day,
+            "--to-date", last_day, "--max-active-runs", str(max_active_runs)]
+    if conf:
+        args += ["--dag-run-conf", json.dumps(conf)]
+    if reprocess:
+        args += ["--reprocess-behavior", reprocess]
+    log_path = log_path or Path(config.logs_dir) / "backfill-cli.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(3):
+        start = log_path.stat().st_size if log_path.exists() else 0
+        with open(log_path, "ab") as out:
+            code = run_airflow_cli(config, args, extra_env, stdout=out, stderr=subprocess.STDOUT)
+        output = log_path.read_bytes()[start:].decode(errors="replace")
+        created = [b for b in api.get(f"/api/v2/backfills?dag_id={dag_id}")["backfills"]
+                   if b["id"] not in before]
+        # SQLite (the embedded default) refuses a writer while the scheduler holds its lock;
+        # the CLI's transaction is rolled back, so trying again is safe.
+        if code == 0 or created or "database is locked" not in output or attempt == 2:
+            break
+        log.warning("backfill create: the SQLite database was locked; trying again")
+        time.sleep(5.0)
+    if code != 0:
+        raise StackError(f"airflow backfill create failed ({code}):\n{_tail(log_path)}")
+    deadline = time.monotonic() + timeout
+    while True:
+        new = [b for b in api.get(f"/api/v2/backfills?dag_id={dag_id}")["backfills"]
+               if b["id"] not in before]
+        if len(new) > 1:
+            raise StackError(f"more than one new backfill of {dag_id}: {new}")
+        if new and new[0]["completed_at"]:
+            break
+        if time.monotonic() > deadline:
+            raise StackError(f"backfill of {dag_id} not finished after {timeout:.0f} s")
+        time.sleep(2.0)
+    return api.get(f"/api/v2/dags/{dag_id}/dagRuns?run_type=backfill&limit=1000")["dag_runs"]
 
 
 def _log_line(entry) -> str:

@@ -206,6 +206,8 @@ def register(run: RunSpec, trained: dict, decision: dict) -> dict:
         lineage={**run.lineage, "dataset_version": trained["dataset_version"]},
         config=run.config,
         hold_promotion=run.approval_required,
+        # a concurrent run may move the champion after ``evaluate``: compare again with it
+        reevaluate=lambda: evaluate(run, trained),
     ).to_dict()
 
 

@@ -8,7 +8,9 @@ file. Output paths come from the run (dag_id, data interval, run id), never from
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,15 +52,64 @@ def exists(uri: str) -> bool:
     return fs.exists(path)
 
 
+#: A temporary file this old is left over by a writer that died, wherever it ran.
+STALE_TMP_S = 3600.0
+
+
 def _tmp_name(path: str) -> str:
+    """``.<name>.tmp-<host>.<pid>.<random>`` beside the target: who wrote it, for the sweep."""
     parent, _, name = path.rpartition("/")
-    return f"{parent}/.{name}.tmp-{uuid.uuid4().hex[:12]}"
+    host = _safe(socket.gethostname())[:40] or "host"
+    return f"{parent}/.{name}.tmp-{host}.{os.getpid()}.{uuid.uuid4().hex[:12]}"
+
+
+def _writer_dead(tmp_name: str) -> bool:
+    """True when a temporary file's writer was a process of this machine that is gone."""
+    match = re.search(r"\.tmp-(.+)\.(\d+)\.[0-9a-f]{12}$", tmp_name)
+    if not match or match.group(1) != (_safe(socket.gethostname())[:40] or "host"):
+        return False
+    try:
+        os.kill(int(match.group(2)), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def sweep_partial_writes(fs, path: str) -> list[str]:
+    """Remove the temporary files of earlier writes of ``path`` whose writer died (a task killed
+    mid-write): its own machine's dead processes at once, any writer's after ``STALE_TMP_S``."""
+    import time
+
+    parent, _, name = path.rpartition("/")
+    removed = []
+    for tmp in fs.glob(f"{parent}/.{glob_escape(name)}.tmp-*"):
+        try:
+            modified = fs.modified(tmp).timestamp()
+        except (OSError, NotImplementedError, AttributeError):
+            modified = time.time()
+        if _writer_dead(tmp) or time.time() - modified > STALE_TMP_S:
+            try:
+                fs.rm(tmp)
+                removed.append(tmp)
+            except FileNotFoundError:
+                pass
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[\]])", r"[\1]", name)
 
 
 def atomic_write_bytes(uri: str, data: bytes) -> str:
-    """Write ``data`` to ``uri`` through a temporary name and a rename. Returns ``uri``."""
+    """Write ``data`` to ``uri`` through a temporary name and a rename. Returns ``uri``.
+
+    Partial files a killed earlier writer of the same target left behind are removed first.
+    """
     fs, path = url_to_fs(uri)
     fs.makedirs(path.rpartition("/")[0], exist_ok=True)
+    sweep_partial_writes(fs, path)
     tmp = _tmp_name(path)
     try:
         with fs.open(tmp, "wb") as handle:

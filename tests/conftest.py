@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -27,28 +26,12 @@ for folder in ("plugins",):
         sys.path.insert(0, path)
 
 
-def _docker_engine_answers() -> bool:
-    import docker.errors
-
-    import docker
-
-    try:
-        docker.from_env(timeout=10).ping()
-        return True
-    except (docker.errors.DockerException, OSError):
-        return False
-
-
 @pytest.fixture(scope="session")
 def docker_engine() -> str:
-    """A Docker engine that answers, and the local base image. If none answers,
-    ``docker/engine.sh`` starts one (apt docker.io + dockerd) and its DOCKER_HOST is exported to
-    this process, so the Airflow workers and model servers started afterwards inherit it."""
-    if not _docker_engine_answers():
-        out = subprocess.run([str(ROOT / "docker" / "engine.sh")], capture_output=True,
-                             text=True, check=True, timeout=600).stdout.strip().splitlines()
-        assert out and out[-1].startswith("export DOCKER_HOST="), out
-        os.environ["DOCKER_HOST"] = out[-1].split("=", 1)[1]
-    subprocess.run([str(ROOT / "docker" / "base-image.sh")], check=True, capture_output=True,
-                   timeout=900)
+    """A Docker engine that answers, and the local base image (``docker_target.ensure_engine``
+    starts them when missing and exports DOCKER_HOST to this process, so the Airflow workers and
+    model servers started afterwards inherit it)."""
+    from pipeline_tasks.serving.docker_target import ensure_engine
+
+    ensure_engine()
     return os.environ.get("DOCKER_HOST", "")

@@ -122,6 +122,33 @@ def docker_client():
     return docker.from_env(timeout=600)
 
 
+def _engine_answers() -> bool:
+    import docker.errors
+
+    import docker
+
+    try:
+        docker.from_env(timeout=10).ping()
+        return True
+    except (docker.errors.DockerException, OSError):
+        return False
+
+
+def ensure_engine(base_image: bool = True) -> None:
+    """Make a Docker engine answer (``docker/engine.sh`` starts one on Debian, as root; it sets
+    ``DOCKER_HOST`` here) and, with ``base_image``, the local base image exist
+    (``docker/base-image.sh``). Raises ``CalledProcessError`` with the scripts' output."""
+    if not _engine_answers():
+        out = subprocess.run([str(PROJECT_DIR / "docker" / "engine.sh")], capture_output=True,
+                             text=True, check=True, timeout=600).stdout.strip().splitlines()
+        if not out or not out[-1].startswith("export DOCKER_HOST="):
+            raise DockerTargetError(f"docker/engine.sh did not name a host: {out[-3:]}")
+        os.environ["DOCKER_HOST"] = out[-1].split("=", 1)[1]
+    if base_image:
+        subprocess.run([str(PROJECT_DIR / "docker" / "base-image.sh")], check=True,
+                       capture_output=True, timeout=900)
+
+
 def image_tag(model_name: str, version: str) -> str:
     """``mlops-serving/<model>:v<version>``, made valid under docker's reference rules."""
     name = re.sub(r"[^a-z0-9._-]+", "-", model_name.lower())
@@ -171,17 +198,19 @@ def _pip(*args: str) -> subprocess.CompletedProcess:
                           check=False)
 
 
-def prepare_wheels(config: PipelineConfig, dest: Path) -> list[str]:
-    """Put the runtime wheels and ``requirements.txt`` into ``dest``; returns the file names.
+def prepare_wheels(config: PipelineConfig, dest: Path, pins: list[str] | None = None,
+                   cache: Path | None = None) -> list[str]:
+    """Put the wheels of ``pins`` (default: the server's runtime) and a ``requirements.txt``
+    into ``dest``; returns the file names.
 
-    Wheels come from ``<home>/cache/wheels``; only when that cannot satisfy the pins are they
-    downloaded (binary wheels only) into the cache first.
+    Wheels come from ``cache`` (default ``<home>/cache/wheels``); only when that cannot satisfy
+    the pins are they downloaded (binary wheels only) into the cache first.
     """
-    cache = Path(config.home) / "cache" / "wheels"
+    cache = cache or Path(config.home) / "cache" / "wheels"
     cache.mkdir(parents=True, exist_ok=True)
     dest.mkdir(parents=True, exist_ok=True)
     requirements = dest / "requirements.txt"
-    requirements.write_text("\n".join(runtime_requirements()) + "\n")
+    requirements.write_text("\n".join(pins or runtime_requirements()) + "\n")
     constraints = dest.parent / "constraints.txt"
     constraints.write_text(_installed_constraints())
     common = ("download", "--only-binary=:all:", "-r", str(requirements), "-c", str(constraints),

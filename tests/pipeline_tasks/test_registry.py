@@ -126,6 +126,31 @@ def test_stale_decision_is_not_promoted(runs, registry_config):
     assert late.promoted is False and "champion moved from v1 to v3" in late.reason
 
 
+def test_stale_decision_is_evaluated_again_when_it_can_be(runs, registry_config):
+    name = "cas_reevaluated"
+    _register(name, runs[0], _decision(True, None), registry_config)  # v1 champion
+    calls = []
+
+    def against_v1(blessed):
+        def reevaluate():
+            calls.append(current_champion(name))  # runs under the lock: sees the new champion
+            return _decision(blessed, "1")
+        return reevaluate
+
+    worse = register_model(model_name=name, run_id=runs[1].run_id, model_uri=runs[1].model_uri,
+                           decision=_decision(True, None), lineage=LINEAGE,
+                           config=registry_config, reevaluate=against_v1(False))
+    assert calls == ["1"] and worse.promoted is False and worse.champion_version == "1"
+    assert worse.reason.startswith("not promoted: rejected")
+    better = register_model(model_name=name, run_id=runs[2].run_id, model_uri=runs[2].model_uri,
+                            decision=_decision(True, None), lineage=LINEAGE,
+                            config=registry_config, reevaluate=against_v1(True))
+    assert calls == ["1", "1"] and better.promoted is True and better.champion_version == "3"
+    from mlflow.tracking import MlflowClient
+
+    assert MlflowClient().get_model_version(name, "3").tags["evaluated_against_champion"] == "1"
+
+
 def test_concurrent_promotions_only_one_wins(runs, registry_config):
     name = "race_model"
     _register(name, runs[0], _decision(True, None), registry_config)

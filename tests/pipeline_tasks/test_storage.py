@@ -11,6 +11,27 @@ def test_atomic_write_leaves_no_temporary_files(tmp_path):
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["b.json"]
 
 
+def test_a_rewrite_removes_what_a_killed_writer_left(tmp_path):
+    import os
+    import subprocess
+
+    uri = (tmp_path / "a" / "part.parquet").as_uri()
+    fs, path = storage.url_to_fs(uri)
+    fs.makedirs(str(tmp_path / "a"), exist_ok=True)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    left = storage._tmp_name(path).replace(f".{os.getpid()}.", f".{gone.pid}.")
+    (tmp_path / "a" / left.rpartition("/")[2]).write_bytes(b"half a file")
+    in_flight = tmp_path / "a" / storage._tmp_name(path).rpartition("/")[2]  # a live writer
+    in_flight.write_bytes(b"being written")
+    storage.atomic_write_bytes(uri, b"whole")
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [in_flight.name, "part.parquet"]
+    old = os.path.getmtime(in_flight) - storage.STALE_TMP_S - 1
+    os.utime(in_flight, (old, old))  # a writer on another machine that never came back
+    storage.atomic_write_bytes(uri, b"whole again")
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["part.parquet"]
+
+
 def test_parquet_round_trip(tmp_path):
     uri = (tmp_path / "p.parquet").as_uri()
     df = pd.DataFrame({"a": [1, 2], "b": ["x", None]})

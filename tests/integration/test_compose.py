@@ -1,0 +1,103 @@
+"""docker/docker-compose.yaml is valid, holds no secret, and every image it builds builds with the
+local engine (on the locally made base image where Docker Hub cannot be reached)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from pipeline_tasks import containers
+from pipeline_tasks.config import load_config
+from pipeline_tasks.production import read_env_file, write_env_file
+from pipeline_tasks.serving import docker_target as dt
+
+AIRFLOW_SERVICES = {"airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
+                    "airflow-triggerer", "airflow-worker"}
+SECRETS = ("POSTGRES_PASSWORD", "AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY",
+           "MLOPS_SERVING_TOKEN")
+
+
+@pytest.fixture(scope="module")
+def env_file(tmp_path_factory):
+    """A docker/.env made from the template the way `make compose-env` makes it."""
+    return write_env_file(tmp_path_factory.mktemp("compose") / ".env", containers.ENV_TEMPLATE)
+
+
+def test_the_compose_file_is_valid_and_complete(env_file):
+    config = containers.compose_config(env_file)  # the compose CLI validates it
+    services = config["services"]
+    assert set(services) >= AIRFLOW_SERVICES | {"postgres", "redis", "mlflow", "model-server",
+                                                "airflow-init"}
+    for name, service in services.items():
+        if name != "airflow-init":
+            assert service.get("healthcheck", {}).get("test"), f"{name} has no health check"
+    worker = services["airflow-worker"]
+    # scalable with --scale: no fixed name or host port
+    assert "container_name" not in worker and "ports" not in worker
+    assert set(config["volumes"]) >= {"postgres-data", "mlops-shared", "airflow-logs"}
+    sources = {v.split(":")[0] if isinstance(v, str) else v["source"] for v in worker["volumes"]}
+    assert sources <= set(config["volumes"])  # named volumes, no host paths
+    # the secrets come from the env file, the same value in every component
+    secrets = read_env_file(env_file, environ={})
+    for name in AIRFLOW_SERVICES:
+        env = services[name]["environment"]
+        assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == secrets["AIRFLOW_JWT_SECRET"]
+        assert secrets["POSTGRES_PASSWORD"] in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+        assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] == "False"
+
+
+def test_no_secret_lives_in_the_compose_file():
+    text = containers.COMPOSE_FILE.read_text()
+    for name in SECRETS:
+        # only ever referenced as ${NAME...}, never given a value
+        assert re.search(rf"{name}:\s*\$\{{{name}", text) or f"${{{name}" in text, name
+        assert not re.search(rf"{name}[:=]\s*[A-Za-z0-9_-]{{16,}}", text), name
+    assert "__GENERATE__" in containers.ENV_TEMPLATE.read_text()
+
+
+def test_a_missing_secret_is_refused(tmp_path):
+    env = tmp_path / ".env"
+    env.write_text("AIRFLOW_API_SECRET_KEY=x\nMLOPS_SERVING_TOKEN=y\nPOSTGRES_PASSWORD=z\n")
+    with pytest.raises(Exception, match="AIRFLOW_JWT_SECRET"):
+        containers.compose_config(env)
+
+
+def test_every_image_builds_with_the_local_engine(env_file):
+    dt.ensure_engine()  # starts the engine and makes the local base image when needed
+    containers.prepare_image_wheels(load_config())
+    output = containers.build_images(env_file, base_image=dt.LOCAL_BASE_IMAGE)
+    client = dt.docker_client()
+    built = {service["image"] for service in containers.compose_config(env_file)[
+        "services"].values() if "build" in service}
+    assert built == {"mlops/airflow:latest"}, built
+    for tag in built:
+        image = client.images.get(tag)
+        assert image.attrs["Config"]["User"] == "50000", output[-2000:]
+        # the pipeline, Airflow with Celery and MLflow all import inside it
+        out = client.containers.run(tag, [
+            "python", "-c", ("import pipeline_tasks.stack, airflow.providers.celery, mlflow, "
+                             "psycopg2; from pipeline_tasks.config import load_config; "
+                             "print(load_config().dags_folder)")],
+            remove=True, network_mode="none")
+        assert out.decode().strip() == "/opt/mlops/src/dags"
+
+
+def test_the_helm_values_name_real_settings():
+    import yaml
+
+    from pipeline_tasks.config import PipelineConfig
+
+    values = yaml.safe_load((containers.DOCKER_DIR / "helm-values.yaml").read_text())
+    assert values["executor"] in ("CeleryExecutor", "KubernetesExecutor")
+    assert values["config"]["core"]["simple_auth_manager_all_admins"] == "False"
+    fields = set(PipelineConfig.__dataclass_fields__)
+    names = [e["name"] for e in values["env"]]
+    assert {"MLOPS_LAKE_URI", "MLOPS_MLFLOW_TRACKING_URI", "MLOPS_TRAINING_POOL"} <= set(names)
+    for name in names:
+        if name.startswith("MLOPS_"):
+            assert name[len("MLOPS_"):].lower() in fields, name
+    # the same dags folder as the image puts them in
+    assert values["config"]["core"]["dags_folder"] == "/opt/mlops/src/dags"
+    assert "/opt/mlops/src/dags" in containers.DOCKER_DIR.joinpath("airflow.Dockerfile").read_text()
