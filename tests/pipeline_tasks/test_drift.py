@@ -3,6 +3,7 @@ the edge cases, and its outputs (HTML report, drift.json, metrics, Prometheus te
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -203,11 +204,11 @@ def drifted(tmp_path_factory):
                                       shifted=("num_02",), mixed=("cat_00",), seed=11)
     result = check_drift(reference, current, report_uri=(folder / "report.html").as_uri(),
                          sample_rows=3_000)
-    return result, folder
+    return result, folder, (reference, current)
 
 
 def test_the_html_report_is_an_evidently_drift_and_summary_report(drifted):
-    result, folder = drifted
+    result, folder, _ = drifted
     assert result.report_uri == (folder / "report.html").as_uri()
     assert sorted(p.name for p in folder.iterdir()) == ["report.html"]  # no temp file left
     html = (folder / "report.html").read_text(encoding="utf-8")
@@ -217,8 +218,18 @@ def test_the_html_report_is_an_evidently_drift_and_summary_report(drifted):
     assert all(column in html for column in result.columns)
 
 
+def test_without_a_report_the_verdicts_are_the_same(drifted):
+    """Without ``report_uri`` only the preset's ValueDrift metrics run (no drift table, no
+    summary): the calibration tests use that path, so it must give the same verdicts."""
+    result, _, (reference, current) = drifted
+    bare = check_drift(reference, current, sample_rows=3_000)
+    assert bare.report_uri is None
+    assert bare.columns == result.columns
+    assert dataclasses.replace(bare, report_uri=result.report_uri) == result
+
+
 def test_drift_json_round_trips(drifted):
-    result, _ = drifted
+    result, _, _ = drifted
     assert result.status == "drift" and result.drift_detected
     assert result.drifted_columns == ["num_02", "cat_00"]
     text = json.dumps(result.to_dict(), allow_nan=False)
@@ -231,7 +242,7 @@ def test_drift_json_round_trips(drifted):
 
 
 def test_metrics_have_flat_names(drifted):
-    result, _ = drifted
+    result, _, _ = drifted
     metrics = result.metrics()
     assert metrics["drift_detected"] == 1.0
     assert metrics["drift_share"] == pytest.approx(0.4)
@@ -246,7 +257,7 @@ def test_metrics_have_flat_names(drifted):
 def test_prometheus_text_parses(drifted, tmp_path):
     from prometheus_client.parser import text_string_to_metric_families
 
-    result, _ = drifted
+    result, _, _ = drifted
     path = tmp_path / "drift.prom"
     write_prometheus(result, path.as_uri(), {"model_name": "flights", "model_version": "3"})
     families = {f.name: f for f in text_string_to_metric_families(path.read_text())}
