@@ -127,8 +127,9 @@ def test_fewer_rows_than_min_rows_is_insufficient_data_not_drift(tmp_path):
 def test_an_interval_without_traffic_is_insufficient_data():
     reference, current = drift_frames(1_000, 0, numeric=3)
     with_schema = check_drift(reference, current)  # 0 rows, the expected columns
+    untyped = check_drift(reference, pd.DataFrame(columns=reference.columns))  # object dtypes
     nothing = check_drift(reference, pd.DataFrame())  # nothing read at all
-    for result in (with_schema, nothing):
+    for result in (with_schema, untyped, nothing):
         assert result.status == "insufficient_data" and not result.drift_detected
         assert result.rows_current == 0
         assert result.missing_columns == [] and result.unexpected_columns == []
@@ -166,9 +167,11 @@ def test_bad_columns_and_settings_are_errors_naming_them():
 
 def test_an_empty_column_is_reported_not_compared():
     reference, current = drift_frames(1_500, 1_500, numeric=3, seed=4)
-    result = check_drift(reference, current.assign(num_01=float("nan")))
-    assert result.empty_columns == ["num_01"]
-    assert list(result.columns) == ["num_00", "num_02"]
+    for no_value in (float("nan"), None):  # None: an all-null column read back as object
+        result = check_drift(reference, current.assign(num_01=no_value))
+        assert result.empty_columns == ["num_01"]
+        assert list(result.columns) == ["num_00", "num_02"]
+        assert result.metrics()["columns_empty"] == 1.0
 
 
 def test_columns_and_types_can_be_given_explicitly():
