@@ -13,7 +13,8 @@ PROFILE ?=
 WITH_PROFILE := $(if $(PROFILE),set -a && . "$(abspath $(PROFILE))" && set +a &&,)
 
 .PHONY: setup demo demo-monitoring test test-integration replay airflow bench \
-	bench-backfill lock lint clean-home production-env production-db compose-env image-wheels
+	bench-backfill bench-drift lock lint clean-home production-env production-db compose-env \
+	image-wheels
 
 # Install from the lock into .venv. Idempotent: does nothing when the lock and pyproject are unchanged.
 setup: $(STAMP)
@@ -73,6 +74,10 @@ bench: setup
 # 7-day backfill: embedded default vs the production profile (needs PostgreSQL and Redis)
 bench-backfill: setup
 	$(PY) benchmarks/bench_backfill.py
+
+# Drift check on 1M vs 1M rows x 20 columns: ours (sampled) vs Evidently's default on all rows.
+bench-drift: setup
+	$(PY) benchmarks/bench_drift.py $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

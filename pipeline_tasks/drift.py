@@ -199,8 +199,6 @@ def check_drift(
         log.warning("drift check: %d column(s) in the current data that the reference lacks, "
                     "not compared: %s", len(unexpected), _names(unexpected))
     shared = [c for c in expected if c not in missing]
-    if not no_traffic:
-        _check_types(reference, current, {c: kinds[c] for c in shared})
 
     common: dict[str, Any] = {
         "share_threshold": share_threshold, "rows_reference": len(reference),
@@ -216,6 +214,7 @@ def check_drift(
             columns={}, rows_compared_reference=0, rows_compared_current=0, report_uri=None,
             reason=short, **common)
 
+    _check_types(reference, current, {c: kinds[c] for c in shared})
     ref = _sample(reference, shared, sample_rows, seed)
     cur = _sample(current, shared, sample_rows, seed + 1)
     empty = [c for c in shared if _is_empty(ref[c], kinds[c]) or _is_empty(cur[c], kinds[c])]
@@ -368,10 +367,14 @@ def _is_categorical(series: pd.Series) -> bool:
 
 
 def _check_types(reference: pd.DataFrame, current: pd.DataFrame, kinds: dict[str, str]) -> None:
-    """A numeric column must be numeric on both sides: say which column is not."""
+    """A numeric column must hold numbers on both sides (or nothing: an all-null column is
+    reported as empty, whatever its dtype): say which column does not."""
+    def wrong(series: pd.Series) -> bool:
+        return not _is_numeric(series) and series.notna().any()
+
     bad = [f"{c!r} (reference {reference[c].dtype}, current {current[c].dtype})"
            for c, kind in kinds.items()
-           if kind == NUMERIC and not (_is_numeric(reference[c]) and _is_numeric(current[c]))]
+           if kind == NUMERIC and (wrong(reference[c]) or wrong(current[c]))]
     if bad:
         raise DriftInputError("drift check: numeric column(s) hold non-numeric values: "
                               + "; ".join(bad))

@@ -3,6 +3,7 @@ the edge cases, and its outputs (HTML report, drift.json, metrics, Prometheus te
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -126,8 +127,9 @@ def test_fewer_rows_than_min_rows_is_insufficient_data_not_drift(tmp_path):
 def test_an_interval_without_traffic_is_insufficient_data():
     reference, current = drift_frames(1_000, 0, numeric=3)
     with_schema = check_drift(reference, current)  # 0 rows, the expected columns
+    untyped = check_drift(reference, pd.DataFrame(columns=reference.columns))  # object dtypes
     nothing = check_drift(reference, pd.DataFrame())  # nothing read at all
-    for result in (with_schema, nothing):
+    for result in (with_schema, untyped, nothing):
         assert result.status == "insufficient_data" and not result.drift_detected
         assert result.rows_current == 0
         assert result.missing_columns == [] and result.unexpected_columns == []
@@ -165,9 +167,11 @@ def test_bad_columns_and_settings_are_errors_naming_them():
 
 def test_an_empty_column_is_reported_not_compared():
     reference, current = drift_frames(1_500, 1_500, numeric=3, seed=4)
-    result = check_drift(reference, current.assign(num_01=float("nan")))
-    assert result.empty_columns == ["num_01"]
-    assert list(result.columns) == ["num_00", "num_02"]
+    for no_value in (float("nan"), None):  # None: an all-null column read back as object
+        result = check_drift(reference, current.assign(num_01=no_value))
+        assert result.empty_columns == ["num_01"]
+        assert list(result.columns) == ["num_00", "num_02"]
+        assert result.metrics()["columns_empty"] == 1.0
 
 
 def test_columns_and_types_can_be_given_explicitly():
@@ -203,11 +207,11 @@ def drifted(tmp_path_factory):
                                       shifted=("num_02",), mixed=("cat_00",), seed=11)
     result = check_drift(reference, current, report_uri=(folder / "report.html").as_uri(),
                          sample_rows=3_000)
-    return result, folder
+    return result, folder, (reference, current)
 
 
 def test_the_html_report_is_an_evidently_drift_and_summary_report(drifted):
-    result, folder = drifted
+    result, folder, _ = drifted
     assert result.report_uri == (folder / "report.html").as_uri()
     assert sorted(p.name for p in folder.iterdir()) == ["report.html"]  # no temp file left
     html = (folder / "report.html").read_text(encoding="utf-8")
@@ -217,8 +221,18 @@ def test_the_html_report_is_an_evidently_drift_and_summary_report(drifted):
     assert all(column in html for column in result.columns)
 
 
+def test_without_a_report_the_verdicts_are_the_same(drifted):
+    """Without ``report_uri`` only the preset's ValueDrift metrics run (no drift table, no
+    summary): the calibration tests use that path, so it must give the same verdicts."""
+    result, _, (reference, current) = drifted
+    bare = check_drift(reference, current, sample_rows=3_000)
+    assert bare.report_uri is None
+    assert bare.columns == result.columns
+    assert dataclasses.replace(bare, report_uri=result.report_uri) == result
+
+
 def test_drift_json_round_trips(drifted):
-    result, _ = drifted
+    result, _, _ = drifted
     assert result.status == "drift" and result.drift_detected
     assert result.drifted_columns == ["num_02", "cat_00"]
     text = json.dumps(result.to_dict(), allow_nan=False)
@@ -231,7 +245,7 @@ def test_drift_json_round_trips(drifted):
 
 
 def test_metrics_have_flat_names(drifted):
-    result, _ = drifted
+    result, _, _ = drifted
     metrics = result.metrics()
     assert metrics["drift_detected"] == 1.0
     assert metrics["drift_share"] == pytest.approx(0.4)
@@ -246,7 +260,7 @@ def test_metrics_have_flat_names(drifted):
 def test_prometheus_text_parses(drifted, tmp_path):
     from prometheus_client.parser import text_string_to_metric_families
 
-    result, _ = drifted
+    result, _, _ = drifted
     path = tmp_path / "drift.prom"
     write_prometheus(result, path.as_uri(), {"model_name": "flights", "model_version": "3"})
     families = {f.name: f for f in text_string_to_metric_families(path.read_text())}
