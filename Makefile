@@ -8,7 +8,7 @@ UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: setup demo test airflow bench lock lint clean-home
+.PHONY: setup demo test airflow bench lock lint clean-home browser screenshots
 
 # Install from the lock into .venv. Idempotent: does nothing when the lock and pyproject are unchanged.
 setup: $(STAMP)
@@ -29,6 +29,21 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+
+# Debian's chromium and chromium-driver for the browser tests (tests/browser); apt, as root.
+# Idempotent: does nothing when both are installed. `make test` fails loudly without them.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+		echo "chromium and chromedriver are installed"; \
+	else \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y --no-install-recommends chromium chromium-driver \
+		|| { apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver; }; \
+	fi
+
+# Regenerate the UI screenshots in docs/ (the browser tests save them as they go).
+screenshots: setup browser
+	UI_SCREENSHOTS_DIR=$(CURDIR)/docs $(PY) -m pytest tests/browser -q -p no:cacheprovider
 
 # Any Airflow CLI command against the embedded default, e.g. make airflow ARGS="dags list"
 airflow: setup
