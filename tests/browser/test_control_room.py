@@ -22,7 +22,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from pipeline_tasks import storage
+from pipeline_tasks import lineage, storage
 from pipeline_tasks.demo_data import flights_for_day
 
 DAG_ID = "ml_training_pipeline"
@@ -33,6 +33,12 @@ LINKED_TASKS = {"validate": "Data Docs", "version": "Dataset manifest", "train":
 
 def wait(driver, timeout: float = 30) -> WebDriverWait:
     return WebDriverWait(driver, timeout)
+
+
+def wait_for_graph(driver) -> None:
+    """Until the graph view has drawn the DAG's seven task nodes."""
+    wait(driver).until(lambda drv: len(drv.find_elements(
+        By.CSS_SELECTOR, ".react-flow__node")) >= 7)
 
 
 def quote(value: str) -> str:
@@ -69,13 +75,17 @@ def dialog_button(driver, text: str):
 
 def test_login_then_trigger_from_the_form_with_non_default_params(ui_stack, browser):
     ui, d = ui_stack, browser
-    # 1. log in: the UI sends to the login page first
-    d.get(ui.url + "/")
+    # 1. log in: the plugin's pages send a browser without a session to Airflow's login page,
+    # which brings it back
+    d.get(ui.url + "/mlops/")
     wait(d).until(EC.url_contains("/auth/login"))
     d.find_element(By.NAME, "username").send_keys("admin")
     d.find_element(By.NAME, "password").send_keys(ui.password)
     d.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     wait(d).until(lambda drv: "/auth/login" not in drv.current_url)
+    assert d.current_url == ui.url + "/mlops/"
+    assert d.find_element(By.ID, "no-models").text.startswith("No registered model yet")
+    d.get(ui.url + "/")
     nav = wait(d).until(EC.presence_of_element_located((By.LINK_TEXT, "Models")))
     assert nav.get_attribute("href").endswith("/plugin/mlops")
 
@@ -120,6 +130,8 @@ def test_login_then_trigger_from_the_form_with_non_default_params(ui_stack, brow
         (By.XPATH, "//*[contains(text(), 'Failed to Trigger Dag')]")))
     assert ui.api.get(f"/api/v2/dags/{DAG_ID}/dagRuns")["total_entries"] == runs_before
     set_text(field("model_name"), MODEL)
+    # the error toast sits over the button until it fades
+    wait(d).until(EC.invisibility_of_element_located((By.CSS_SELECTOR, "[data-scope=toast]")))
     dialog_button(d, "Trigger").click()
 
     # 4. the UI opens the new run; wait for it to succeed
@@ -134,7 +146,7 @@ def test_login_then_trigger_from_the_form_with_non_default_params(ui_stack, brow
     if ui.screenshots:  # the graph of the finished run, for the README
         d.get(f"{ui.url}/dags/{DAG_ID}/runs/{quote(run_id)}")
         d.find_element(By.CSS_SELECTOR, "button[aria-label^='Show Graph']").click()
-        wait(d).until(EC.presence_of_element_located((By.XPATH, "//*[text()='deploy']")))
+        wait_for_graph(d)
         ui.screenshot(d, "dag-graph")
 
 
@@ -154,6 +166,7 @@ def test_each_extra_link_opens_what_that_task_produced(ui_stack, browser):
     if ui.screenshots:  # the task page with its link, for the README
         d.get(f"{ui.url}/dags/{DAG_ID}/runs/{quote(run_id)}/tasks/train/details")
         wait(d).until(EC.presence_of_element_located((By.LINK_TEXT, "MLflow run")))
+        wait_for_graph(d)
         ui.screenshot(d, "task-extra-link")
 
     # validate -> its Data Docs page, served by the plugin behind the UI's login
@@ -212,6 +225,12 @@ def test_the_lineage_page_and_the_reports(ui_stack, browser):
     plots = d.find_elements(By.CSS_SELECTOR, ".plots img")
     assert plots and all(d.execute_script("return arguments[0].naturalWidth", img) > 0
                          for img in plots)
+    # the same chain read through an MLflow tracking server (the production profile's setup)
+    server = ui.config.mlflow_ui_url
+    via_http = lineage.version_lineage(MODEL, "1", ui.config.with_overrides(
+        mlflow_tracking_uri=server, mlflow_registry_uri=server))
+    assert via_http.to_dict() == lineage.version_lineage(MODEL, "1", ui.config).to_dict()
+    assert via_http.training["plots"] and via_http.summary.aliases == ["challenger", "champion"]
     # the reports, from the lineage page
     d.get(d.find_element(By.ID, "data-docs-link").get_attribute("href"))
     wait(d).until(lambda drv: "flights_is_late" in drv.page_source)

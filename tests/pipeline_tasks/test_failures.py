@@ -71,3 +71,18 @@ def test_only_a_moved_champion_is_a_promotion():
     assert rolled.title == "m: champion rolled back to v1"
     assert promotion_notification(task_id="rollback", result={
         "model_name": "m", "version": "1", "status": "unchanged"}, **kw) is None
+
+
+def test_a_drift_gate_defined_elsewhere_gets_its_report_and_advice(tmp_path):
+    config = load_config(home=str(tmp_path))
+
+    class DriftDetected(Exception):  # the drift stage's gate, matched by name
+        def __init__(self, message, result):
+            super().__init__(message)
+            self.result = result
+
+    report = storage.join(config.lake_uri, "monitoring", "m", "p", "report.html")
+    summary = summarize_failure("check_drift", DriftDetected("3 of 10 columns drifted",
+                                                             {"report_uri": report}), config)
+    assert summary.report == "/mlops/reports/monitoring/m/p/report.html"
+    assert summary.advice.startswith("The live data drifted")
