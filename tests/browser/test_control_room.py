@@ -129,6 +129,7 @@ def test_login_then_trigger_from_the_form_with_non_default_params(ui_stack, brow
     wait(d).until(EC.presence_of_element_located(
         (By.XPATH, "//*[contains(text(), 'Failed to Trigger Dag')]")))
     assert ui.api.get(f"/api/v2/dags/{DAG_ID}/dagRuns")["total_entries"] == runs_before
+    field("model_name").click()  # moves the pointer off the toast, which pauses under it
     set_text(field("model_name"), MODEL)
     # the error toast sits over the button until it fades
     wait(d).until(EC.invisibility_of_element_located((By.CSS_SELECTOR, "[data-scope=toast]")))
