@@ -15,7 +15,8 @@ MODEL = "lineage_diamonds"
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory, regression_frame):
-    path = tmp_path_factory.mktemp("lineage") / "diamonds.csv"
+    # a name of its own: the inferred suite (saved per dataset name) must not meet other tests'
+    path = tmp_path_factory.mktemp("lineage") / "lineage_gems.csv"
     regression_frame.to_csv(path, index=False)
     run = stages.RunSpec(dag_id="ml_training_pipeline", run_id="manual__lineage",
                          interval_start="2013-03-01T00:00:00+00:00",
