@@ -14,7 +14,7 @@ WITH_PROFILE := $(if $(PROFILE),set -a && . "$(abspath $(PROFILE))" && set +a &&
 
 .PHONY: setup demo demo-monitoring test test-integration replay airflow bench \
 	bench-backfill bench-drift lock lint clean-home production-env production-db compose-env \
-	image-wheels
+	image-wheels browser screenshots
 
 # Install from the lock into .venv. Idempotent: does nothing when the lock and pyproject are unchanged.
 setup: $(STAMP)
@@ -47,6 +47,21 @@ replay: setup
 # The production profile on the local PostgreSQL and Redis (fresh databases, dropped after).
 test-integration: setup
 	$(PY) -m pytest tests/integration
+
+# Debian's chromium and chromium-driver for the browser tests (tests/browser); apt, as root.
+# Idempotent: does nothing when both are installed. `make test` fails loudly without them.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+		echo "chromium and chromedriver are installed"; \
+	else \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends chromium chromium-driver \
+		|| { apt-get -o DPkg::Lock::Timeout=600 update && apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends chromium chromium-driver; }; \
+	fi
+
+# Regenerate the UI screenshots in docs/ (the browser tests save them as they go).
+screenshots: setup browser
+	UI_SCREENSHOTS_DIR=$(CURDIR)/docs $(PY) -m pytest tests/browser -q -p no:cacheprovider
 
 # Any Airflow CLI command against the embedded default, e.g. make airflow ARGS="dags list"
 airflow: setup

@@ -49,7 +49,7 @@ PARAMS = {
     ),
     "sql_conn_id": Param(
         DEFAULTS["sql_conn_id"],
-        type="string",
+        type=["null", "string"],  # optional: the form must not require it
         title="SQL connection",
         description="Airflow connection id to run 'Source' against as a SQL query. The query may "
         "use :window_start, :interval_start and :interval_end. Leave empty for files.",
@@ -71,7 +71,7 @@ PARAMS = {
     ),
     "time_column": Param(
         DEFAULTS["time_column"],
-        type="string",
+        type=["null", "string"],  # optional: the form must not require it
         title="Time column",
         description="Timestamp column for the time-aware split and the window "
         "filter. Empty: detected (a datetime column, or time_hour, timestamp...).",
@@ -87,9 +87,11 @@ PARAMS = {
     ),
     "model_name": Param(
         DEFAULTS["model_name"],
-        type="string",
+        type=["null", "string"],  # optional: the form must not require it
+        pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]*)?$",
         title="Registered model name",
-        description="Empty: derived from the source and target, e.g. flights_is_late.",
+        description="Letters, digits, '.', '_' and '-'. Empty: derived from the source and "
+        "target, e.g. flights_is_late.",
     ),
     "min_baseline_lift": Param(
         CONFIG.min_baseline_lift,
@@ -135,7 +137,7 @@ PARAMS = {
     ),
     "force_reason": Param(
         DEFAULTS["force_reason"],
-        type="string",
+        type=["null", "string"],  # optional: the form must not require it
         title="Reason for forcing",
         description="Required when 'Force promotion' is on.",
     ),

@@ -203,6 +203,8 @@ def _stop_on_signals() -> None:
 
 
 def _summary(api, config, run_id: str, state: str, login: bool = False) -> None:
+    from pipeline_tasks.reports import page_url
+
     _say("")
     _say(f"Airflow UI : {config.airflow_url}/dags/{DAG_ID}/runs/{run_id}")
     if login:
@@ -230,7 +232,10 @@ def _summary(api, config, run_id: str, state: str, login: bool = False) -> None:
     _say(f"Decision   : {'blessed' if decision['blessed'] else 'rejected'} - {decision['reason']}")
     _say(f"Promotion  : {'promoted to champion' if registered['promoted'] else 'not promoted'}"
          f" - {registered['reason']}")
-    _say(f"Reports    : {config.reports_uri}")
+    lineage = page_url(config.airflow_url, "models", registered["model_name"], "versions",
+                       registered["version"])
+    _say(f"Lineage    : {lineage} (source to deployment, with the reports; "
+         "also under 'Models' in the Airflow UI)")
     tasks = {ti["task_id"]: ti["state"] for ti in api.task_instances(DAG_ID, run_id)}
     if tasks.get("deploy") == "success":
         deployed = api.xcom(DAG_ID, run_id, "deploy")

@@ -117,6 +117,8 @@ class PipelineConfig:
     min_baseline_lift: float = 0.05
     min_champion_delta: float = 0.0
     min_primary_metric: float | None = None
+    # Notifications (pipeline_tasks.notifications): Airflow connection id of a webhook; empty = off
+    notify_conn_id: str = ""
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

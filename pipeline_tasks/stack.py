@@ -75,6 +75,9 @@ def stack_env(config: PipelineConfig, extra: dict[str, str] | None = None) -> di
         "MLOPS_SERVING_HOST": config.serving_host,
         "MLOPS_SERVING_PORT": str(config.serving_port),
         "MLOPS_SERVING_TARGET": config.serving_target,
+        # where the UI's links point (pipeline_tasks.links): the MLflow UI beside Airflow
+        "MLOPS_MLFLOW_HOST": config.mlflow_host,
+        "MLOPS_MLFLOW_PORT": str(config.mlflow_port),
         "AIRFLOW_HOME": config.airflow_home,
         "AIRFLOW_CONFIG": str(Path(config.airflow_home) / "airflow.cfg"),
         # Airflow starts its own components by the bare name ``airflow``.

@@ -35,3 +35,54 @@ def docker_engine() -> str:
 
     ensure_engine()
     return os.environ.get("DOCKER_HOST", "")
+
+
+class WebhookReceiver:
+    """A local HTTP endpoint that records the JSON bodies POSTed to it and answers ``status``."""
+
+    def __init__(self, status: int = 200):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.received: list[dict] = []
+        received = self.received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                received.append(json.loads(self.rfile.read(length)))
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, predicate, timeout: float = 60) -> dict:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for body in list(self.received):
+                if predicate(body):
+                    return body
+            time.sleep(0.5)
+        raise AssertionError(f"no matching notification in {timeout:.0f} s; got {self.received}")
+
+
+@pytest.fixture(scope="session")
+def make_webhook():
+    """``make_webhook(status=200)`` -> a running ``WebhookReceiver``; all stop at the end."""
+    made: list[WebhookReceiver] = []
+
+    def make(status: int = 200) -> WebhookReceiver:
+        made.append(WebhookReceiver(status))
+        return made[-1]
+
+    yield make
+    for receiver in made:
+        receiver.server.shutdown()

@@ -6,7 +6,10 @@
 - ``pipeline_task``: ``@task`` whose bad-input errors fail the task at once. Retrying a bad file
   or a failed quality gate cannot help, so ``PipelineInputError`` becomes
   ``AirflowFailException``; ``StageSkipped`` (nothing to do) marks the task skipped; anything
-  else (a flaky store, a lost worker) is retried.
+  else (a flaky store, a lost worker) is retried. A failed gate's log shows a short summary first
+  (what failed, where the report is, what to do: ``pipeline_tasks.failures``), and the task gets
+  the extra link to its artifact (``links.py``) and the failure/promotion notifiers
+  (``notify.py``, off unless configured).
 """
 
 from __future__ import annotations
@@ -29,7 +32,10 @@ START_DATE = datetime(2013, 1, 1, tzinfo=UTC)
 def dag_args(dag_id: str, *, schedule: Any, doc_md: str | None, params: dict, tags: list[str],
              retry_delay: timedelta, execution_timeout: timedelta,
              exponential_backoff: bool = False) -> dict[str, Any]:
-    """``@dag`` keyword arguments shared by the pipeline's DAGs."""
+    """``@dag`` keyword arguments shared by the pipeline's DAGs. Every task, pipeline stage or
+    not (the approval step, a branch), notifies on failure."""
+    from mlops_airflow.notify import PipelineNotifier
+
     return {
         "dag_id": dag_id, "schedule": schedule, "start_date": START_DATE, "catchup": False,
         "max_active_runs": 1, "tags": ["mlops", *tags], "doc_md": doc_md, "params": params,
@@ -37,6 +43,7 @@ def dag_args(dag_id: str, *, schedule: Any, doc_md: str | None, params: dict, ta
             "owner": "mlops", "retries": 2, "retry_delay": retry_delay,
             "retry_exponential_backoff": exponential_backoff,
             "execution_timeout": execution_timeout,
+            "on_failure_callback": [PipelineNotifier("failure")],
         },
     }
 
@@ -105,6 +112,27 @@ def sqlalchemy_url(conn) -> str:
     return f"{SQLALCHEMY_SCHEMES.get(scheme, scheme)}://{rest}"
 
 
+#: Tasks whose success may move ``champion`` (a promotion notification).
+PROMOTING_TASKS = ("register", "rollback")
+
+
+def fail_with_summary(task_id: str, exc: Exception) -> AirflowFailException:
+    """Log the gate's summary (what failed, the report, what to do) and leave its result for the
+    task's extra link; returns the exception that fails the task without retries."""
+    from mlops_airflow.links import FAILURE_RESULT_KEY, ui_base_url
+    from pipeline_tasks.config import load_config
+    from pipeline_tasks.failures import summarize_failure
+
+    summary = summarize_failure(task_id, exc, load_config(), ui_base_url()).text()
+    log.error("%s\n(bad input or a failed gate: not retried)", summary)
+    result = getattr(exc, "result", None)
+    if isinstance(result, dict) and result:
+        from airflow.sdk import get_current_context
+
+        get_current_context()["ti"].xcom_push(FAILURE_RESULT_KEY, result)
+    return AirflowFailException(summary)
+
+
 def pipeline_task(func=None, **task_kwargs):
     """``@task`` for a pipeline stage: input errors fail fast, other errors are retried.
 
@@ -112,6 +140,11 @@ def pipeline_task(func=None, **task_kwargs):
     emits (a task that is skipped emits none)."""
 
     def decorate(fn):
+        from mlops_airflow.links import links_for
+        from mlops_airflow.notify import PipelineNotifier
+
+        task_id = fn.__name__
+
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             from pipeline_tasks.errors import PipelineInputError, StageSkipped
@@ -125,10 +158,21 @@ def pipeline_task(func=None, **task_kwargs):
                 log.info("%s skipped: %s", fn.__name__, exc)
                 raise AirflowSkipException(str(exc)) from exc
             except PipelineInputError as exc:
-                summary = f"{type(exc).__name__}: {exc}"
-                log.error("%s failed on bad input, not retried. %s", fn.__name__, summary)
-                raise AirflowFailException(summary) from exc
+                raise fail_with_summary(task_id, exc) from exc
 
-        return task(task_id=fn.__name__, **task_kwargs)(wrapper)
+        task_kwargs.setdefault("on_failure_callback", [PipelineNotifier("failure")])
+        if task_id in PROMOTING_TASKS:
+            task_kwargs.setdefault("on_success_callback", [PipelineNotifier("promotion")])
+        decorated = task(task_id=task_id, **task_kwargs)(wrapper)
+        links = links_for(task_id)
+
+        @functools.wraps(fn)
+        def make_task(*args, **kwargs):
+            out = decorated(*args, **kwargs)
+            if links:  # links are per task instance: only this task's artifact
+                out.operator.operator_extra_links = links
+            return out
+
+        return make_task
 
     return decorate(func) if func is not None else decorate

@@ -1,0 +1,66 @@
+"""A short, readable summary of why a quality gate stopped a run: what failed, where the report
+is, and what to do. The Airflow task puts it at the head of its failure in the log, and the
+failure notification carries it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pipeline_tasks.config import PipelineConfig
+from pipeline_tasks.reports import report_url
+
+#: What to do, per exception type (by name, so gates defined later, such as DriftDetected, fit).
+ADVICE = {
+    "DataValidationError": "Open the Data Docs, fix the source data (or, if the data is right, "
+                           "review the suite's bounds), then clear this task to re-run. The batch "
+                           "is quarantined and nothing downstream ran.",
+    "IngestError": "Check the 'Source' param and the files for this interval (the message names "
+                   "the file), then trigger the run again.",
+    "ConfigError": "Correct the trigger param or setting named above and trigger the run again.",
+    "ModelRejected": "The candidate did not pass the evaluation gate. Look at the decision and "
+                     "metrics; train on more data or change the gate thresholds, or force the "
+                     "promotion with a reason.",
+    "DeployRejected": "The previous version keeps serving. Look at the deployment record and the "
+                      "model server log, fix the cause, then clear this task.",
+    "DriftDetected": "The live data drifted from the champion's training data. Open the drift "
+                     "report; retrain on recent data (ml_training_pipeline) or roll back.",
+}
+DEFAULT_ADVICE = "Read the message above, fix the input, then clear this task to re-run it."
+#: Keys of an error's ``result`` that point at its report, in order of preference.
+REPORT_KEYS = ("data_docs_uri", "report_uri", "result_uri", "record_uri", "verdict_uri")
+
+
+@dataclass(frozen=True)
+class FailureSummary:
+    task_id: str
+    error: str
+    message: str
+    report: str | None
+    advice: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def text(self) -> str:
+        lines = [f"=== {self.task_id} stopped the run ===",
+                 f"What failed: {self.error}: {self.message}",
+                 f"Report:      {self.report or 'none for this failure'}",
+                 f"What to do:  {self.advice}"]
+        return "\n".join(lines)
+
+
+def summarize_failure(task_id: str, exc: BaseException, config: PipelineConfig,
+                      base_url: str = "") -> FailureSummary:
+    """The summary of ``exc`` raised by task ``task_id``; ``base_url`` is the Airflow UI's."""
+    name = type(exc).__name__
+    result = getattr(exc, "result", None) or {}
+    report = None
+    for key in REPORT_KEYS:
+        uri = result.get(key) if isinstance(result, dict) else None
+        if uri:
+            report = report_url(uri, config, base_url) or uri
+            break
+    return FailureSummary(task_id=task_id, error=name, message=str(exc), report=report,
+                          advice=ADVICE.get(name, DEFAULT_ADVICE))

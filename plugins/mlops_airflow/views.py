@@ -1,0 +1,139 @@
+"""The FastAPI app the plugin mounts at ``/mlops``: model pages, lineage pages and the stored
+reports (Data Docs, validation results, snapshot manifests, drift reports).
+
+Every route needs the same login as the Airflow UI (the api-server's JWT, from the UI's cookie or
+a bearer token). Reports are served from fixed roots only (``pipeline_tasks.reports``). The
+pages are rendered by ``pipeline_tasks.lineage_pages``; this module only wires HTTP to them.
+"""
+
+from __future__ import annotations
+
+
+class LazyASGIApp:
+    """An ASGI app built on its first request, so loading the plugin (which every task process
+    does) imports neither FastAPI nor Airflow's API modules."""
+
+    def __init__(self, factory):
+        self._factory = factory
+        self._app = None
+
+    async def __call__(self, scope, receive, send):
+        if self._app is None:
+            self._app = self._factory()
+        await self._app(scope, receive, send)
+
+
+def create_app():
+    import tempfile
+    from pathlib import Path
+
+    from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
+    from airflow.api_fastapi.core_api.security import requires_access_view
+    from fastapi import Depends, FastAPI, HTTPException, Request
+    from fastapi.concurrency import run_in_threadpool
+    from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+    from mlops_airflow.links import ui_base_url
+    from pipeline_tasks import lineage, lineage_pages, reports
+    from pipeline_tasks.config import load_config
+
+    app = FastAPI(title="MLOps reports and lineage", docs_url=None, redoc_url=None,
+                  openapi_url=None,
+                  dependencies=[Depends(requires_access_view(AccessView.WEBSITE))])
+
+    def wants_html(request: Request) -> bool:
+        return "/api/" not in request.url.path
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        # A browser without a session goes to the Airflow login and comes back; API clients
+        # get the plain 401.
+        if exc.status_code == 401 and "text/html" in request.headers.get("accept", ""):
+            from airflow.api_fastapi.app import get_auth_manager
+
+            return RedirectResponse(get_auth_manager().get_url_login(next_url=str(request.url)),
+                                    status_code=303)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(reports.ReportPathRefused)
+    async def refused(request: Request, exc: Exception):
+        return _error(request, 403, "Forbidden", str(exc))
+
+    @app.exception_handler(reports.ReportNotFound)
+    @app.exception_handler(lineage.LineageNotFound)
+    async def not_found(request: Request, exc: Exception):
+        return _error(request, 404, "Not found", str(exc))
+
+    def _error(request: Request, code: int, status: str, message: str):
+        if wants_html(request):
+            return HTMLResponse(lineage_pages.render_error(status, message, load_config(),
+                                                           ui_base_url()), status_code=code)
+        return JSONResponse({"detail": message}, status_code=code)
+
+    @app.get("/")
+    async def index() -> HTMLResponse:
+        config = load_config()
+        models = await run_in_threadpool(lineage.model_index, config)
+        return HTMLResponse(lineage_pages.render_index(models, config, ui_base_url()))
+
+    @app.get("/models/{model_name}")
+    async def model_page(model_name: str) -> HTMLResponse:
+        config = load_config()
+        overview = await run_in_threadpool(lineage.model_overview, model_name, config)
+        return HTMLResponse(lineage_pages.render_model(overview, config, ui_base_url()))
+
+    @app.get("/models/{model_name}/versions/{version}")
+    async def version_page(model_name: str, version: str) -> HTMLResponse:
+        config = load_config()
+        chain = await run_in_threadpool(lineage.version_lineage, model_name, version, config)
+        return HTMLResponse(lineage_pages.render_version(chain, config, ui_base_url()))
+
+    @app.get("/models/{model_name}/champion")
+    async def champion_page(model_name: str):
+        overview = await run_in_threadpool(lineage.model_overview, model_name, load_config())
+        if overview.champion is None:
+            raise lineage.LineageNotFound(f"{model_name} has no champion")
+        return RedirectResponse(f"versions/{overview.champion.version}", status_code=307)
+
+    @app.get("/api/models/{model_name}")
+    async def model_json(model_name: str) -> JSONResponse:
+        overview = await run_in_threadpool(lineage.model_overview, model_name, load_config())
+        return JSONResponse(overview.to_dict())
+
+    @app.get("/api/models/{model_name}/versions/{version}")
+    async def version_json(model_name: str, version: str) -> JSONResponse:
+        chain = await run_in_threadpool(lineage.version_lineage, model_name, version,
+                                        load_config())
+        return JSONResponse(chain.to_dict())
+
+    @app.get("/models/{model_name}/versions/{version}/plots/{name}")
+    async def plot(model_name: str, version: str, name: str) -> Response:
+        config = load_config()
+        chain = await run_in_threadpool(lineage.version_lineage, model_name, version, config)
+        if name not in (chain.training.get("plots") or []):  # only the run's own plots
+            raise lineage.LineageNotFound(f"v{version} has no plot {name!r}")
+
+        def download() -> bytes:
+            client = lineage.mlflow_client(config)
+            with tempfile.TemporaryDirectory() as tmp:
+                local = client.download_artifacts(chain.summary.run_id,
+                                                  f"{lineage.PLOTS_DIR}/{name}", tmp)
+                return Path(local).read_bytes()
+
+        body = await run_in_threadpool(download)
+        return Response(body, media_type="image/png" if name.endswith(".png") else None)
+
+    @app.get("/reports/{kind}/{path:path}")
+    async def report(kind: str, path: str) -> Response:
+        config = load_config()
+        found = reports.resolve_report(kind, path, config)
+        body = await run_in_threadpool(reports.read_report, found)
+        return Response(body, media_type=found.media_type,
+                        headers={"X-Content-Type-Options": "nosniff",
+                                 "Cache-Control": "private, max-age=60"})
+
+    return app
+
+
+app = LazyASGIApp(create_app)

@@ -1,0 +1,88 @@
+"""Failure summaries and notifications: what failed, where the report is, what to do."""
+
+from __future__ import annotations
+
+import urllib.error
+
+import pytest
+
+from pipeline_tasks import storage
+from pipeline_tasks.config import load_config
+from pipeline_tasks.errors import DataValidationError, IngestError
+from pipeline_tasks.failures import summarize_failure
+from pipeline_tasks.notifications import (
+    failure_notification,
+    promotion_notification,
+    send_webhook,
+)
+
+
+def test_a_failed_validation_names_its_data_docs_and_what_to_do(tmp_path):
+    config = load_config(home=str(tmp_path))
+    docs = storage.join(config.reports_uri, "data_docs", "run", "page.html")
+    exc = DataValidationError("flights: 1 critical expectation(s) failed: missing columns: "
+                              "['dest']", result={"data_docs_uri": docs})
+    summary = summarize_failure("validate", exc, config, "http://airflow:8080")
+    lines = summary.text().splitlines()
+    assert lines[0] == "=== validate stopped the run ==="
+    assert lines[1].startswith("What failed: DataValidationError: flights: 1 critical")
+    assert lines[2] == "Report:      http://airflow:8080/mlops/reports/data-docs/run/page.html"
+    assert lines[3].startswith("What to do:  Open the Data Docs")
+
+
+def test_a_failure_without_a_report_says_so(tmp_path):
+    summary = summarize_failure("ingest", IngestError("/data/x.csv: the file is empty"),
+                                load_config(home=str(tmp_path)))
+    assert summary.report is None and "none for this failure" in summary.text()
+    assert "Check the 'Source' param" in summary.advice
+
+
+def test_notifications_are_posted_as_json_with_a_text_line(make_webhook):
+    receiver = make_webhook()
+    note = failure_notification(dag_id="d", run_id="r/1", task_id="validate",
+                                    summary_text="=== validate stopped the run ===",
+                                    base_url="http://af")
+    assert send_webhook(receiver.url, note) == 200
+    body = receiver.received[0]
+    assert body["event"] == "failure"
+    assert body["url"] == "http://af/dags/d/runs/r%2F1/tasks/validate"
+    assert body["text"].startswith("d: validate failed\n=== validate stopped the run ===")
+
+
+def test_a_webhook_that_refuses_raises(make_webhook):
+    receiver = make_webhook(status=500)
+    note = failure_notification(dag_id="d", run_id="r", task_id="t", summary_text="x")
+    with pytest.raises(urllib.error.HTTPError, match="500"):
+        send_webhook(receiver.url, note)
+
+
+def test_only_a_moved_champion_is_a_promotion():
+    kw = {"dag_id": "d", "run_id": "r", "base_url": "http://af"}
+    promoted = promotion_notification(task_id="register", result={
+        "model_name": "m", "version": "3", "promoted": True, "reason": "better",
+        "previous_champion": "2"}, **kw)
+    assert promoted.title == "m: v3 promoted to champion"
+    assert promoted.url == "http://af/mlops/models/m/versions/3"
+    assert promoted.details["previous_champion"] == "2"
+    assert promotion_notification(task_id="register", result={
+        "model_name": "m", "version": "4", "promoted": False}, **kw) is None
+    rolled = promotion_notification(task_id="rollback", result={
+        "model_name": "m", "version": "1", "status": "live", "previous_version": "3"}, **kw)
+    assert rolled.title == "m: champion rolled back to v1"
+    assert promotion_notification(task_id="rollback", result={
+        "model_name": "m", "version": "1", "status": "unchanged"}, **kw) is None
+
+
+def test_a_drift_gate_defined_elsewhere_gets_its_report_and_advice(tmp_path):
+    config = load_config(home=str(tmp_path))
+
+    class DriftDetected(Exception):  # the drift stage's gate, matched by name
+        def __init__(self, message, result):
+            super().__init__(message)
+            self.result = result
+
+    report = storage.join(config.lake_uri, "monitoring", "m", "p", "report.html")
+    summary = summarize_failure("check_drift", DriftDetected("3 of 10 columns drifted",
+                                                             {"report_uri": report}), config)
+    assert summary.report == "/mlops/reports/monitoring/m/p/report.html"
+    assert summary.advice.startswith("The live data drifted")
