@@ -113,6 +113,10 @@ class PipelineConfig:
     # Each side above this many rows is compared on a seeded uniform sample of this size (the
     # same tests and thresholds as on all rows; see the calibration tests). 0: compare all rows.
     drift_sample_rows: int = 50_000
+    # Monitoring leaves out categorical features with more distinct training values than this
+    # (ids such as tail numbers): at a day's traffic, Jensen-Shannon reads their sampling noise as
+    # drift. They are listed in drift.json's skipped_columns.
+    drift_max_categories: int = 50
     # Gate (data, not literals in code): see pipeline_tasks.evaluate
     min_baseline_lift: float = 0.05
     min_champion_delta: float = 0.0

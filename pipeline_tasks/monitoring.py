@@ -193,6 +193,7 @@ class DriftCheck:
     rows_current: int
     rows_reference: int
     versions_seen: dict[str, int]
+    skipped_columns: dict[str, str]  # model inputs left out of the comparison, and why
     missing_columns: list[str]
     unexpected_columns: list[str]
     reference_dataset_version: str | None
@@ -237,11 +238,13 @@ def check_interval(*, model_name: str, interval_start: str, interval_end: str,
         raise StageSkipped(f"{model_name} has no champion and no logged traffic: nothing to "
                            "check")
     reference = reference_frame(served, config)
-    features = served.feature_columns or [c for c in reference.columns if c != served.target]
-    inputs = [c for c in current.columns if c not in LOG_META and c != served.target]
+    features = [c for c in served.feature_columns if c in reference.columns]
+    numeric, categorical, skipped = split_features(reference, features, config)
+    inputs = [c for c in current.columns
+              if c not in LOG_META and c != served.target and c not in skipped]
     result = drift.check_drift(
-        reference[[c for c in features if c in reference.columns]],
-        current[inputs].reset_index(drop=True),
+        reference[numeric + categorical], current[inputs].reset_index(drop=True),
+        numeric_columns=numeric, categorical_columns=categorical,
         share_threshold=config.drift_share_threshold, min_rows=config.drift_min_rows,
         sample_rows=config.drift_sample_rows, seed=config.seed,
         report_uri=storage.join(out, "report.html"))
@@ -257,7 +260,8 @@ def check_interval(*, model_name: str, interval_start: str, interval_end: str,
         share_threshold=result.share_threshold, drifted_columns=list(result.drifted_columns),
         columns={k: v.to_dict() for k, v in result.columns.items()},
         rows_current=result.rows_current, rows_reference=result.rows_reference,
-        versions_seen=versions, missing_columns=list(result.missing_columns),
+        versions_seen=versions, skipped_columns=skipped,
+        missing_columns=list(result.missing_columns),
         unexpected_columns=list(result.unexpected_columns),
         reference_dataset_version=served.dataset_version, report_uri=result.report_uri,
         verdict_uri=verdict_uri, metrics_uri=metrics_uri,
@@ -272,6 +276,27 @@ def check_interval(*, model_name: str, interval_start: str, interval_end: str,
              version, start.date(), end.date(), result.status, result.rows_current,
              result.drifted_share, result.drifted_columns)
     return check
+
+
+def split_features(reference: pd.DataFrame, features: list[str], config: PipelineConfig
+                   ) -> tuple[list[str], list[str], dict[str, str]]:
+    """The model inputs to compare, as (numeric, categorical), and those left out with why:
+    categorical inputs with more than ``drift_max_categories`` distinct training values."""
+    import pandas as pd
+
+    numeric, categorical, skipped = [], [], {}
+    for column in features:
+        values = reference[column]
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            numeric.append(column)
+            continue
+        distinct = int(values.nunique(dropna=True))
+        if distinct > config.drift_max_categories:
+            skipped[column] = (f"{distinct} distinct values in training, more than "
+                               f"drift_max_categories={config.drift_max_categories}")
+        else:
+            categorical.append(column)
+    return numeric, categorical, skipped
 
 
 # ----------------------------------------------------------------------------- delayed labels

@@ -1,4 +1,4 @@
-"""A real Airflow stack (api-server, scheduler, dag-processor, triggerer) on a fresh $MLOPS_HOME.
+"""A real Airflow stack (api-server, scheduler, dag-processor) on a fresh $MLOPS_HOME.
 
 The same ``pipeline_tasks.stack.Stack`` that ``make demo`` uses starts it; DAG runs go through the
 scheduler and the LocalExecutor exactly as for a user. The time schedules are switched off
@@ -88,7 +88,7 @@ def pipeline(tmp_path_factory, docker_engine) -> Pipeline:
                          serving_port=free_port())
     stack = Stack(
         config,
-        components=("api-server", "scheduler", "dag-processor", "triggerer"),
+        components=("api-server", "scheduler", "dag-processor"),
         mlflow_ui=False,
         # no time schedules (only the runs a test triggers, and the asset-triggered retrains)
         extra_env={"MLOPS_TRAINING_SCHEDULE": "none", "MLOPS_DRIFT_SCHEDULE": "none"},

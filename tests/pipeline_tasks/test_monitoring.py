@@ -1,6 +1,6 @@
 """Monitoring's plain parts on a real lake folder: the prediction-log reader, late labels, the
 served metrics and the retrain decision with its cool-down. (The drift check and the loop through
-Airflow are in tests/e2e/test_monitoring.py; the drift engine in test_drift.py.)"""
+Airflow are in tests/e2e/test_monitoring_loop.py; the drift engine in test_drift.py.)"""
 
 from __future__ import annotations
 
@@ -123,3 +123,13 @@ def test_retrain_requests_respect_the_cooldown(config):
     records = storage.local_path(storage.join(config.lake_uri, "monitoring", "m",
                                               "retrain_requests"))
     assert len(list(records.glob("*.json"))) == 2
+
+
+def test_id_like_categories_are_left_out_of_the_comparison(config):
+    reference = pd.DataFrame({"temp": np.arange(200.0), "origin": ["EWR", "JFK"] * 100,
+                              "tailnum": [f"N{i}" for i in range(200)]})
+    numeric, categorical, skipped = monitoring.split_features(
+        reference, ["temp", "origin", "tailnum"], config.with_overrides(drift_max_categories=50))
+    assert (numeric, categorical) == (["temp"], ["origin"])
+    assert skipped == {"tailnum": "200 distinct values in training, more than "
+                                  "drift_max_categories=50"}

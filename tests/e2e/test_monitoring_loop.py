@@ -228,7 +228,7 @@ def test_a_blessed_model_waits_for_approval(pipeline, client):
     while True:
         states = {ti["task_id"]: ti["state"]
                   for ti in pipeline.api.task_instances(TRAINING, run_id)}
-        if states.get("approve") == "deferred":
+        if states.get("approve") in ("awaiting_input", "deferred"):  # waiting for a person
             break
         assert "failed" not in states.values(), states
         ended = pipeline.api.run(TRAINING, run_id)["state"]
