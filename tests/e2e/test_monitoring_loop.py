@@ -101,6 +101,10 @@ def test_a_drifted_interval_triggers_exactly_one_retrain(pipeline, served, clien
                                 "tags.mlflow.runName = 'drift-over-time'")
     assert len(series) == 1 and series[0].data.metrics["drift_share"] == drift["drifted_share"]
 
+    # the task's extra link in the Airflow UI opens this report through the /mlops views
+    link = pipeline.api.xcom(MONITORING, run["run_id"], "check_drift", key="_link_mlops_check_drift")
+    assert "/mlops/" in link and link.endswith("report.html"), link
+
     requested = pipeline.xcom(run, "request_retrain")
     assert requested["retrain"] and requested["asset_extra"]["drift_run_id"] == run["run_id"]
     assert requested["asset_extra"]["serving_port"] == served.port
