@@ -18,22 +18,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import socket
 import tempfile
 import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from pipeline_tasks.http import free_port
+
 DAG_ID = "ml_training_pipeline"
 FIRST, LAST = date(2013, 3, 1), date(2013, 3, 7)
 WARM_UP_DAY = date(2013, 3, 10)
-
-
-def _free_port() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return str(sock.getsockname()[1])
 
 
 def _seconds(start: str, end: str) -> float:
@@ -72,8 +67,8 @@ def embedded(home: Path, conf: dict) -> dict:
     from pipeline_tasks.config import load_config
     from pipeline_tasks.stack import Stack
 
-    config = load_config(home=str(home), airflow_port=int(_free_port()),
-                         mlflow_port=int(_free_port()), serving_port=int(_free_port()))
+    config = load_config(home=str(home), airflow_port=free_port(),
+                         mlflow_port=free_port(), serving_port=free_port())
     env = {"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False"}
     stack = Stack(config, components=("api-server", "scheduler", "dag-processor"),

@@ -181,16 +181,11 @@ def rollback(*, model_name: str, to: str, config: PipelineConfig, reason: str,
     why = f"rollback to v{to}: {reason.strip()}"
     set_champion(model_name, to, reason=why, config=config)
     holdout_uri, features = version_inputs(model_name, to, config)
-    config = _where_it_serves(model_name, config)
+    # redeploy where the model serves (a run may have deployed it elsewhere than the defaults)
+    config = config.with_overrides(**serving_place(model_name, config))
     return deploy_version(model_name=model_name, version=to, holdout_uri=holdout_uri,
                           feature_columns=features, config=config, reason=why,
                           lineage=lineage, target=config.serving_target, action="rollback")
-
-
-def _where_it_serves(model_name: str, config: PipelineConfig) -> PipelineConfig:
-    """``config`` aimed at the target and port of the model's last live deployment (a run may
-    have deployed it elsewhere than the defaults); unchanged when none is recorded."""
-    return config.with_overrides(**serving_place(model_name, config))
 
 
 def serving_place(model_name: str, config: PipelineConfig) -> dict[str, Any]:

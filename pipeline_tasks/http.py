@@ -1,4 +1,5 @@
-"""JSON over HTTP to the project's own services (model servers, the Airflow API, MLflow).
+"""The project's own services over the network: free ports, and JSON over HTTP (model servers,
+the Airflow API, MLflow).
 
 These are local or internal addresses, so no proxy from the environment is ever used. The model
 server's bearer token (``MLOPS_SERVING_TOKEN``) is added by ``serving_headers``.
@@ -8,11 +9,19 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import urllib.error
 import urllib.request
 from typing import Any
 
 SERVING_TOKEN_ENV = "MLOPS_SERVING_TOKEN"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def opener() -> urllib.request.OpenerDirector:

@@ -56,7 +56,8 @@ class IngestResult:
         return asdict(self)
 
 
-def _as_utc(value: str | datetime) -> datetime:
+def as_utc(value: str | datetime) -> datetime:
+    """An ISO timestamp (or datetime) in UTC; naive means UTC."""
     if isinstance(value, str):
         try:
             value = datetime.fromisoformat(value)
@@ -71,7 +72,7 @@ def training_window(
     interval_start: str | datetime, interval_end: str | datetime, training_window_days: int
 ) -> tuple[datetime, datetime, datetime]:
     """``(window_start, interval_start, interval_end)``: the interval plus the days before it."""
-    start, end = _as_utc(interval_start), _as_utc(interval_end)
+    start, end = as_utc(interval_start), as_utc(interval_end)
     if end < start:
         raise ConfigError(f"data interval ends ({end}) before it starts ({start})")
     if training_window_days < 0:

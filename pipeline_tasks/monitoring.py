@@ -21,6 +21,7 @@ retrain.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,16 +30,14 @@ from typing import TYPE_CHECKING, Any
 from pipeline_tasks import storage, tracking
 from pipeline_tasks.config import PipelineConfig
 from pipeline_tasks.errors import PipelineInputError, StageSkipped
+from pipeline_tasks.ingest import as_utc
+from pipeline_tasks.metrics import primary_metric
+from pipeline_tasks.serving.predlog import META_COLUMNS as LOG_META
 
 if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
-
-#: Prediction-log columns that are not model inputs.
-LOG_META = ("request_id", "row_id", "predicted_at", "event_time", "model_name", "model_version",
-            "prediction", "score")
-
 
 class MonitoringInputError(PipelineInputError):
     """Monitoring inputs that cannot be used (a corrupt log file, labels without a key...)."""
@@ -217,7 +216,7 @@ def check_interval(*, model_name: str, interval_start: str, interval_end: str,
     """The drift check of one interval (see the module doc)."""
     from pipeline_tasks import drift
 
-    start, end = _utc(interval_start), _utc(interval_end)
+    start, end = as_utc(interval_start), as_utc(interval_end)
     if current_uri:
         current = read_table(current_uri)
         versions = ({str(v): int(n) for v, n in current["model_version"].astype(str)
@@ -360,9 +359,8 @@ def read_labels(labels_uri: str, target: str, start: datetime, end: datetime,
 def check_performance(*, model_name: str, interval_start: str, interval_end: str,
                       labels_uri: str, config: PipelineConfig, run_key: str) -> PerformanceCheck:
     """The served model's real performance on [interval_start, interval_end) (see module doc)."""
-    import numpy as np
 
-    start, end = _utc(interval_start), _utc(interval_end)
+    start, end = as_utc(interval_start), as_utc(interval_end)
     predicted = read_prediction_log(config, model_name, start, end)
     version = (predicted["model_version"].astype(str).value_counts().idxmax()
                if len(predicted) else champion_version(model_name, config))
@@ -387,16 +385,18 @@ def check_performance(*, model_name: str, interval_start: str, interval_end: str
                                  joined["score"].to_numpy() if "score" in joined else None,
                                  served.task_type)
         value = metrics.get(metric)
-        status, reason = "ok", f"{metric} {value:.4f} on {len(joined)} labelled rows"
-        if value is not None and served.offline_metric is not None:
-            greater = metric not in ("rmse", "mae", "log_loss")
-            drop = (served.offline_metric - value) if greater else (value - served.offline_metric)
-            reason += f" (offline {served.offline_metric:.4f}, change {-drop:+.4f})"
-            if drop > config.performance_max_drop:
-                status = "degraded"
-                reason += f": dropped more than performance_max_drop={config.performance_max_drop}"
-        if not np.isfinite(value if value is not None else np.nan):
+        if value is None or not math.isfinite(value):
             status, reason = "insufficient_labels", f"{metric} is undefined on these labels"
+        else:
+            status, reason = "ok", f"{metric} {value:.4f} on {len(joined)} labelled rows"
+            if served.offline_metric is not None:
+                _, greater = primary_metric(served.task_type)
+                drop = served.offline_metric - value if greater else value - served.offline_metric
+                reason += f" (offline {served.offline_metric:.4f}, change {-drop:+.4f})"
+                if drop > config.performance_max_drop:
+                    status = "degraded"
+                    reason += (f": dropped more than performance_max_drop="
+                               f"{config.performance_max_drop}")
     if len(unmatched):
         log.warning("%d outcome(s) in %s..%s match no logged prediction of %s (e.g. %s)",
                     len(unmatched), start.date(), end.date(), model_name,
@@ -469,7 +469,7 @@ def decide_retrain(*, model_name: str, drift: dict | None, performance: dict | N
 
     from pipeline_tasks.deploy import serving_place
 
-    end = _utc(interval_end)
+    end = as_utc(interval_end)
     causes = []
     if drift and drift.get("drift_detected"):
         causes.append(f"drift on {len(drift['drifted_columns'])} column(s) "
@@ -498,10 +498,10 @@ def decide_retrain(*, model_name: str, drift: dict | None, performance: dict | N
                                    cooldown_until=mine[0]["cooldown_until"],
                                    last_request=mine[0], asset_extra=mine[0]["asset_extra"])
         window = timedelta(days=config.retrain_cooldown_days)
-        recent = [r for r in records if abs(_utc(r["interval_end"]) - end) < window]
+        recent = [r for r in records if abs(as_utc(r["interval_end"]) - end) < window]
         if recent:
             last = max(recent, key=lambda r: r["interval_end"])
-            until = (_utc(last["interval_end"]) + window).isoformat()
+            until = (as_utc(last["interval_end"]) + window).isoformat()
             return RetrainDecision(**base, retrain=False, reason=(
                 f"{'; '.join(causes)}; but a retrain was already requested for the interval "
                 f"ending {last['interval_end'][:10]} (run {last['drift_run_id']}): cool-down of "
@@ -527,11 +527,6 @@ def decide_retrain(*, model_name: str, drift: dict | None, performance: dict | N
 
 
 # ------------------------------------------------------------------------------------- helpers
-
-def _utc(value: str | datetime) -> datetime:
-    when = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
-
 
 def _log_mlflow(model_name: str, kind: str, run_key: str, end: datetime,
                 metrics: dict[str, float], tags: dict[str, Any], artifacts: list[str | None],

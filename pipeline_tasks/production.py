@@ -75,23 +75,18 @@ def local_env(shared_dir: str | Path, tag: str, *, pg_host: str = "127.0.0.1:543
     databases ``mlops_<tag>_airflow`` / ``_mlflow``, fresh secrets, free ports, a Celery queue
     of its own (the broker may be shared), the shared folder ``shared_dir``, nightly schedule
     off. ``overrides`` win."""
-    import socket
-
-    def free_port() -> str:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            return str(sock.getsockname()[1])
+    from pipeline_tasks.http import free_port
 
     env = read_env_file(TEMPLATE, environ={}, overrides={
         "PG_HOST": pg_host, "PG_AIRFLOW_DB": f"mlops_{tag}_airflow",
         "PG_MLFLOW_DB": f"mlops_{tag}_mlflow", "REDIS_URL": redis_url,
-        "SHARED_DIR": str(shared_dir), "MLOPS_MLFLOW_PORT": free_port(),
+        "SHARED_DIR": str(shared_dir), "MLOPS_MLFLOW_PORT": str(free_port()),
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(48),
         "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(48),
     })
     env.update({
-        "MLOPS_AIRFLOW_PORT": free_port(),
-        "MLOPS_SERVING_PORT": free_port(),
+        "MLOPS_AIRFLOW_PORT": str(free_port()),
+        "MLOPS_SERVING_PORT": str(free_port()),
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
         "AIRFLOW__OPERATORS__DEFAULT_QUEUE": f"mlops_{tag}",
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": free_port(),

@@ -360,12 +360,6 @@ def mem_limit(config: PipelineConfig) -> str:
     return config.serving_docker_mem_limit or DEFAULT_MEM_LIMIT
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _predictions_mount(config: PipelineConfig) -> tuple[dict, dict[str, str]]:
     """The bind mount of the lake's predictions folder and the env pointing the server at it."""
     if not storage.is_local(config.lake_uri):
@@ -641,7 +635,7 @@ def deploy_docker(config: PipelineConfig, model_name: str, version: str,
 
     name = f"{stable_name(config)}-{image.tag.split('/', 1)[1].replace(':', '-')}-" \
            f"{os.urandom(3).hex()}"
-    candidate = run_container(config, image, name, free_port(), client=client,
+    candidate = run_container(config, image, name, http.free_port(), client=client,
                               network=ensure_network(client),
                               labels={**_container_labels(image, model_name, version),
                                       LABEL_PORT: str(config.serving_port)})

@@ -73,12 +73,6 @@ def control_dir(config: PipelineConfig) -> Path:
     return Path(config.serving_dir) / str(config.serving_port)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _die_with_parent() -> None:
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -107,7 +101,7 @@ class Supervisor:
 
     # -- children ------------------------------------------------------------------------------
     def start(self, model: str, version: str) -> Child:
-        port = _free_port()
+        port = http.free_port()
         log_path = str(self.dir / f"server-{model}-v{version}-{port}.log")
         argv = [sys.executable, "-m", "pipeline_tasks.serving", "--model", model, "--ref",
                 str(version), "--host", "127.0.0.1", "--port", str(port),

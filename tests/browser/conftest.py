@@ -20,20 +20,13 @@ import pytest
 
 from pipeline_tasks.config import PipelineConfig, load_config
 from pipeline_tasks.demo_data import land_flights_feed
+from pipeline_tasks.http import free_port
 from pipeline_tasks.stack import AirflowAPI, Stack
 
 CHROMIUM = os.environ.get("MLOPS_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("MLOPS_CHROMEDRIVER", "/usr/bin/chromedriver")
 DAG_ID = "ml_training_pipeline"
 NOTIFY_CONN = "mlops_notify"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

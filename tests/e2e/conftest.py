@@ -8,7 +8,6 @@ and the retrains that ``ml_drift_monitoring`` asks for through the asset.
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -16,15 +15,10 @@ from pathlib import Path
 import pytest
 
 from pipeline_tasks.config import PipelineConfig, load_config
+from pipeline_tasks.http import free_port
 from pipeline_tasks.stack import AirflowAPI, Stack
 
 DAG_ID = "ml_training_pipeline"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -20,8 +20,8 @@ from mlflow import MlflowClient
 
 from pipeline_tasks import monitoring, storage
 from pipeline_tasks.demo_data import flight_keys, flights_for_day, land_flights_feed
+from pipeline_tasks.http import free_port
 from pipeline_tasks.replay import replay
-from pipeline_tasks.serving.docker_target import free_port
 
 MODEL = "flights_monitored"
 TRAIN_DAY = date(2013, 1, 31)  # window of 30 days: January

@@ -245,7 +245,7 @@ def test_docker_target_serves_after_a_full_run(pipeline, landed, client):
     from pipeline_tasks import tracking
     from pipeline_tasks.serving import docker_target
 
-    name, port = "flights_in_docker", docker_target.free_port()
+    name, port = "flights_in_docker", http.free_port()
     config = pipeline.config.with_overrides(serving_port=port)
     try:
         run = pipeline.run(date(2013, 3, 2), {"training_window_days": 7, "model_name": name,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import threading
 import time
 from pathlib import Path
@@ -20,15 +19,9 @@ from pipeline_tasks.serving.supervisor import SupervisorClient
 MODEL = "flights_serving"  # registered (v1, champion) by conftest.py
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def config(serving_config):
-    return serving_config.with_overrides(serving_port=_free_port())
+    return serving_config.with_overrides(serving_port=http.free_port())
 
 
 @pytest.fixture(scope="module")

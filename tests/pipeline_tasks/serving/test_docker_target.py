@@ -40,7 +40,7 @@ _PORT: list[int] = [0]
 
 @pytest.fixture(scope="module")
 def config(serving_config):
-    _PORT[0] = dt.free_port()
+    _PORT[0] = http.free_port()
     return serving_config.with_overrides(serving_port=_PORT[0])
 
 
@@ -90,7 +90,7 @@ def test_image_bakes_the_verified_model(client, image, config, registered):
 
 def test_container_serves_the_model_offline_predictions(client, image, config, registered,
                                                         flights_rows):
-    port = dt.free_port()
+    port = http.free_port()
     info = dt.run_container(config, image, "mlops-test-serve", port, client=client)
     try:
         assert info.url == f"http://127.0.0.1:{port}"
@@ -162,7 +162,7 @@ def test_tampered_model_refuses_to_start(client, config, registered):
             container.remove(force=True)
         # run_container says why and leaves nothing behind
         with pytest.raises(dt.DockerTargetError, match="exited with code 2"):
-            dt.run_container(config, tag, "mlops-test-tampered-2", dt.free_port(), client=client)
+            dt.run_container(config, tag, "mlops-test-tampered-2", http.free_port(), client=client)
         assert not client.containers.list(all=True, filters={"name": "mlops-test-tampered-2"})
     finally:
         _rmi(client, tag)
