@@ -35,7 +35,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -223,12 +222,6 @@ def stub_main(port: int) -> int:
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def pinned(argv: list[str], core: int) -> list[str]:
@@ -482,6 +475,7 @@ def main() -> int:
     print(f"MLOPS_HOME={home}", flush=True)
     prepare_home(home)
     from pipeline_tasks.config import load_config
+    from pipeline_tasks.http import free_port
 
     config = load_config()
     venv_bin = str(Path(sys.executable).parent)
@@ -499,7 +493,7 @@ def main() -> int:
               if pin else "\nno core pinning", flush=True)
 
         # 1. The load generator's ceiling: a canned-response stub.
-        stub_port = _free_port()
+        stub_port = free_port()
         stub, _ = procs.start("stub", [sys.executable, __file__, "--stub", str(stub_port)],
                               base_env)
         try:
@@ -518,10 +512,10 @@ def main() -> int:
         results["loadgen_ceiling"] = ceiling
 
         # 2. Each server alone, in ABBA order over the rounds (drift on a shared machine evens out).
-        ours_port, ours_workdir = _free_port(), tempfile.mkdtemp(prefix="bench-serving-ours-")
+        ours_port, ours_workdir = free_port(), tempfile.mkdtemp(prefix="bench-serving-ours-")
         ours_argv = [sys.executable, "-m", "pipeline_tasks.serving", "--model", MODEL, "--ref",
                      "champion", "--port", str(ours_port), "--workdir", ours_workdir]
-        ml_port = _free_port()
+        ml_port = free_port()
         ml_argv = [str(Path(venv_bin) / "mlflow"), "models", "serve", "-m",
                    f"models:/{MODEL}@champion", "--env-manager", "local", "-p", str(ml_port),
                    "--workers", "1"]

@@ -20,7 +20,6 @@ import argparse
 import json
 import logging
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -30,12 +29,6 @@ from pathlib import Path
 STAGES = ("ingest", "validate", "version", "train", "evaluate", "register")
 DAG_ID = "ml_training_pipeline"
 INTERVAL = ("2013-12-31T00:00:00+00:00", "2014-01-01T00:00:00+00:00")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _params(model_name: str) -> dict:
@@ -110,8 +103,9 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     home = Path(args.keep_home or tempfile.mkdtemp(prefix="mlops-bench-"))
     os.environ["MLOPS_HOME"] = str(home)
-    os.environ["MLOPS_AIRFLOW_PORT"] = str(_free_port())
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from pipeline_tasks.http import free_port
+    os.environ["MLOPS_AIRFLOW_PORT"] = str(free_port())
     from pipeline_tasks.config import load_config
     from pipeline_tasks.demo_data import land_flights_feed
 

@@ -89,7 +89,7 @@ def local_env(shared_dir: str | Path, tag: str, *, pg_host: str = "127.0.0.1:543
         "MLOPS_SERVING_PORT": str(free_port()),
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
         "AIRFLOW__OPERATORS__DEFAULT_QUEUE": f"mlops_{tag}",
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": free_port(),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
     })
     env.update(overrides or {})
