@@ -57,8 +57,13 @@ def promotion_notification(*, dag_id: str, run_id: str, task_id: str, result: di
                            base_url: str = "") -> Notification | None:
     """A notification for a task result that moved ``champion``, else None.
 
-    ``register`` returns ``promoted``; ``rollback`` returns the version it put back live.
+    ``register`` returns ``promoted``; ``rollback`` returns the version it put back live;
+    ``deploy`` returns the ``approval`` that made a version champion, when it waited for one.
     """
+    if task_id == "deploy":
+        result = result.get("approval") or {}
+        if not result.get("promoted"):
+            return None
     model, version = result.get("model_name"), result.get("version")
     if not model or not version:
         return None
@@ -66,6 +71,8 @@ def promotion_notification(*, dag_id: str, run_id: str, task_id: str, result: di
         if result.get("status") != "live":
             return None
         title = f"{model}: champion rolled back to v{version}"
+    elif task_id == "deploy":
+        title = f"{model}: v{version} approved and promoted to champion"
     elif result.get("promoted"):
         title = f"{model}: v{version} promoted to champion"
     else:

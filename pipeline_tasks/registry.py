@@ -93,7 +93,7 @@ def register_model(
     fresh decision against the current champion; it is called (under the lock) when the
     champion moved since ``decision`` was made. With ``hold_promotion``, a blessed version is
     tagged ``awaiting_approval`` instead of becoming champion; the approval step then promotes
-    it (``set_champion``).
+    it (``promote_approved``).
     """
     missing = [key for key in _REQUIRED_DECISION_KEYS if key not in decision]
     if missing:
@@ -139,21 +139,16 @@ def register_model(
             reason = (f"not promoted: champion moved from {was} to {now} while this run was "
                       "evaluated; re-evaluate")
         else:
-            client.set_registered_model_alias(model_name, CHAMPION, version)
             promoted = True
             forced = " (forced)" if decision.get("forced") else ""
             reason = f"promoted{forced} from {f'v{previous}' if previous else 'no champion'}: " \
                      f"{decision['reason']}"
-            if previous:
-                client.set_model_version_tag(model_name, previous, "replaced_by", version)
-                client.set_model_version_tag(model_name, previous, "promotion_status",
-                                             "former_champion")
-        if not (previous == version and promoted):
+            _move_champion(client, model_name, version, previous, reason)
+        if not promoted:
             for key, value in {
-                "promotion_status": (CHAMPION if promoted else
-                                     "awaiting_approval" if held else CHALLENGER),
+                "promotion_status": "awaiting_approval" if held else CHALLENGER,
                 "promotion_reason": reason,
-                "promoted_from": (previous or "none") if promoted else "",
+                "promoted_from": "",
             }.items():
                 client.set_model_version_tag(model_name, version, key, _clip(value))
         champion_after = current_champion(model_name, client)
@@ -178,27 +173,82 @@ def set_champion(model_name: str, version: str, *, reason: str, config: Pipeline
     Returns the version that was champion before. The moved-to version is tagged with why.
     """
     tracking.configure_mlflow(config)
-    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
     with named_lock(config, f"{model_name}.registry", timeout=LOCK_TIMEOUT_S):
-        try:
-            client.get_model_version(model_name, str(version))
-        except MlflowException as exc:
-            raise ConfigError(f"model {model_name!r} has no version {version!r}") from exc
+        _require_version(client, model_name, version)
         previous = current_champion(model_name, client)
-        client.set_registered_model_alias(model_name, CHAMPION, str(version))
-        for key, value in {"promotion_status": CHAMPION,
-                           "promotion_reason": reason,
-                           "promoted_from": previous or "none"}.items():
-            client.set_model_version_tag(model_name, str(version), key, _clip(value))
-        if previous and previous != str(version):
-            client.set_model_version_tag(model_name, previous, "promotion_status",
-                                         "former_champion")
-            client.set_model_version_tag(model_name, previous, "replaced_by", str(version))
-    log.info("champion of %s: v%s -> v%s (%s)", model_name, previous, version, reason)
+        _move_champion(client, model_name, str(version), previous, reason)
     return previous
+
+
+def promote_approved(model_name: str, version: str, *, evaluated_against: str | None,
+                     reevaluate: Callable[[], dict], reason: str,
+                     config: PipelineConfig) -> RegistrationResult:
+    """Make a version that a person approved ``champion``, by the same compare-and-set as
+    ``register_model``: an approval can come days after ``evaluate``, and if the champion moved
+    meanwhile the version is compared again with the new one (``reevaluate``, under the lock)
+    and promoted only if it still wins. A repeated call (a retried task) changes nothing."""
+    tracking.configure_mlflow(config)
+    from mlflow.tracking import MlflowClient
+
+    version = str(version)
+    expected = None if evaluated_against is None else str(evaluated_against)
+    client = MlflowClient()
+    with named_lock(config, f"{model_name}.registry", timeout=LOCK_TIMEOUT_S):
+        run_id = _require_version(client, model_name, version).run_id
+        previous = current_champion(model_name, client)
+        promoted = True
+        if previous == version:
+            why = f"v{version} is already champion (repeated approval)"
+        else:
+            if previous != expected:
+                log.info("champion of %s moved from v%s to v%s while v%s awaited approval: "
+                         "evaluating it again", model_name, expected, previous, version)
+                decision = reevaluate()
+                if not decision["blessed"]:
+                    promoted = False
+                    why = (f"approved, but not promoted: the champion moved to v{previous} while "
+                           f"it awaited approval, and {decision['reason']}")
+                    for key, value in {"promotion_status": CHALLENGER,
+                                       "promotion_reason": why}.items():
+                        client.set_model_version_tag(model_name, version, key, _clip(value))
+                else:
+                    reason = f"{reason} (compared again with v{previous}: {decision['reason']})"
+            if promoted:
+                why = reason
+                _move_champion(client, model_name, version, previous, reason)
+        champion_after = current_champion(model_name, client)
+        aliases = sorted(client.get_model_version(model_name, version).aliases)
+    return RegistrationResult(
+        model_name=model_name, version=version, run_id=run_id, promoted=promoted, reason=why,
+        champion_version=champion_after, previous_champion=previous, aliases=aliases,
+    )
+
+
+def _require_version(client, model_name: str, version: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version(model_name, str(version))
+    except MlflowException as exc:
+        raise ConfigError(f"model {model_name!r} has no version {version!r}") from exc
+
+
+def _move_champion(client, model_name: str, version: str, previous: str | None,
+                   reason: str) -> None:
+    """Point ``champion`` at ``version`` and tag both ends of the move (lock held by caller)."""
+    client.set_registered_model_alias(model_name, CHAMPION, version)
+    for key, value in {"promotion_status": CHAMPION,
+                       "promotion_reason": reason,
+                       "promoted_from": previous or "none"}.items():
+        client.set_model_version_tag(model_name, version, key, _clip(value))
+    if previous and previous != version:
+        client.set_model_version_tag(model_name, previous, "promotion_status",
+                                     "former_champion")
+        client.set_model_version_tag(model_name, previous, "replaced_by", version)
+    log.info("champion of %s: v%s -> v%s (%s)", model_name, previous, version, reason)
 
 
 def _ensure_registered_model(client, model_name: str) -> None:

@@ -220,13 +220,19 @@ def approval_gate(run: RunSpec, registered: dict) -> str:
 def deploy(run: RunSpec, trained: dict, registered: dict) -> dict:
     """Deploy the version ``register`` just promoted; a version that was not promoted is not.
     A version that waited for approval gets here only when approved: it becomes champion now."""
+    approval = None
     if registered.get("awaiting_approval"):
-        from pipeline_tasks.registry import set_champion
+        from pipeline_tasks.registry import promote_approved
 
-        approved = f"approved by a human: {registered['reason'].removeprefix('awaiting approval: ')}"
-        set_champion(registered["model_name"], registered["version"], reason=approved,
-                     config=run.config)
-        registered = {**registered, "promoted": True, "reason": approved}
+        approval = promote_approved(
+            registered["model_name"], registered["version"],
+            evaluated_against=registered.get("champion_version"),
+            # the champion may have moved while the version waited: compare again with it
+            reevaluate=lambda: evaluate(run, trained),
+            reason="approved by a human: "
+            + registered["reason"].removeprefix("awaiting approval: "),
+            config=run.config).to_dict()
+        registered = approval
     if not registered.get("promoted"):
         raise StageSkipped(f"v{registered.get('version')} was not promoted, so it is not "
                            f"deployed: {registered.get('reason')}")
@@ -241,7 +247,7 @@ def deploy(run: RunSpec, trained: dict, registered: dict) -> dict:
         reason=registered["reason"],
         lineage={**run.lineage, "dataset_version": trained.get("dataset_version", "")},
         target=run.config.serving_target,
-    ).to_dict()
+    ).to_dict() | ({"approval": approval} if approval else {})
 
 
 def rollback(run: RunSpec) -> dict:

@@ -543,6 +543,7 @@ def _log_run(*, pipe, snapshot, snapshot_uri, X_train, X_holdout, y_holdout, tas
     from mlflow.models import infer_signature
 
     experiment_id = tracking.ensure_experiment(model_name, config)
+    _close_abandoned_runs(experiment_id, run_key)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{_safe_key(run_key)}",
                           tags=tags) as run, warnings.catch_warnings():
         # Two known-noise warnings: MLflow registers its local dataset source twice, and it hints
@@ -576,6 +577,24 @@ def _log_run(*, pipe, snapshot, snapshot_uri, X_train, X_holdout, y_holdout, tas
         with limit_threads(config):
             _log_plots(pipe, X_holdout, y_holdout, task_type, metric, config)
         return run.info.run_id, experiment_id, model_info.model_uri
+
+
+def _close_abandoned_runs(experiment_id: str, run_key: str) -> None:
+    """Mark ``KILLED`` the runs an earlier attempt of this task left ``RUNNING``: a worker that
+    was killed (SIGKILL, OOM, a lost machine) never ends its MLflow run, and the retry starts a
+    new one. Airflow runs one attempt of a task at a time, so a run of the same ``run_key``
+    still RUNNING now is dead."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'",
+                                  max_results=1000):
+        if run.data.tags.get("run_key") == run_key:
+            client.set_tag(run.info.run_id, "mlops.abandoned",
+                           "its attempt died before finishing; a later attempt replaced it")
+            client.set_terminated(run.info.run_id, status="KILLED")
+            log.warning("MLflow run %s of %s was left RUNNING by an attempt that died: marked "
+                        "KILLED", run.info.run_id, run_key)
 
 
 def _log_plots(pipe, X, y, task_type: str, metric: str, config: PipelineConfig) -> None:

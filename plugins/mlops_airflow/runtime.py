@@ -113,7 +113,7 @@ def sqlalchemy_url(conn) -> str:
 
 
 #: Tasks whose success may move ``champion`` (a promotion notification).
-PROMOTING_TASKS = ("register", "rollback")
+PROMOTING_TASKS = ("register", "deploy", "rollback")
 
 
 def fail_with_summary(task_id: str, exc: Exception) -> AirflowFailException:

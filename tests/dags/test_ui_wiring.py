@@ -90,7 +90,7 @@ def test_tasks_get_their_links_and_notifiers_and_the_form_validates(tmp_path):
     for task_id, callbacks in training["callbacks"].items():
         assert callbacks["failure"] == ["PipelineNotifier:failure"], task_id
         assert callbacks["success"] == (["PipelineNotifier:promotion"]
-                                        if task_id == "register" else []), task_id
+                                        if task_id in ("register", "deploy") else []), task_id
     assert training["defaults_valid"] is True
     # optional text fields accept null, so the form does not mark them required
     for name in ("sql_conn_id", "time_column", "model_name", "force_reason"):

@@ -252,6 +252,8 @@ def test_a_blessed_model_waits_for_approval(pipeline, client):
     assert final["state"] == "success"
     deployed = pipeline.api.xcom(TRAINING, run_id, "deploy")
     assert deployed["status"] == "live" and deployed["version"] == "1"
+    # the approval made it champion (and is what the promotion notification reports)
+    assert deployed["approval"]["promoted"] and deployed["approval"]["previous_champion"] is None
     assert client.get_registered_model(name).aliases["champion"] in (1, "1")
     assert client.get_model_version(name, "1").tags["promotion_reason"].startswith(
         "approved by a human")

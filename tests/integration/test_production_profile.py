@@ -305,3 +305,11 @@ def test_a_killed_worker_s_task_is_retried_on_the_other(production, landed):
             json.loads(path.read_text())
     trained = api.xcom(DAG_ID, run_id, "train")
     assert storage.read_parquet(trained["holdout_uri"]).shape[0] == trained["n_holdout"]
+    # and no MLflow run is left RUNNING by the killed attempt
+    from mlflow.tracking import MlflowClient
+
+    from pipeline_tasks import tracking
+
+    tracking.configure_mlflow(production.config)
+    assert not MlflowClient().search_runs([trained["experiment_id"]],
+                                          "attributes.status = 'RUNNING'")

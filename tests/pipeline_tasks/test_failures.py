@@ -71,6 +71,15 @@ def test_only_a_moved_champion_is_a_promotion():
     assert rolled.title == "m: champion rolled back to v1"
     assert promotion_notification(task_id="rollback", result={
         "model_name": "m", "version": "1", "status": "unchanged"}, **kw) is None
+    # deploy promotes only a version that waited for approval
+    approved = promotion_notification(task_id="deploy", result={
+        "model_name": "m", "version": "5", "status": "live", "approval": {
+            "model_name": "m", "version": "5", "promoted": True, "reason": "approved by a human",
+            "previous_champion": "3"}}, **kw)
+    assert approved.title == "m: v5 approved and promoted to champion"
+    assert approved.details["previous_champion"] == "3"
+    assert promotion_notification(task_id="deploy", result={
+        "model_name": "m", "version": "5", "status": "live"}, **kw) is None
 
 
 def test_a_drift_gate_defined_elsewhere_gets_its_report_and_advice(tmp_path):

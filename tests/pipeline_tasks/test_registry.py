@@ -10,7 +10,7 @@ import pytest
 from pipeline_tasks.config import load_config
 from pipeline_tasks.errors import ConfigError
 from pipeline_tasks.evaluate import EvaluationDecision
-from pipeline_tasks.registry import current_champion, register_model
+from pipeline_tasks.registry import current_champion, promote_approved, register_model
 from pipeline_tasks.train import train_model
 
 LINEAGE = {"airflow.dag_id": "ml_training_pipeline", "airflow.run_id": "manual__1",
@@ -162,6 +162,46 @@ def test_concurrent_promotions_only_one_wins(runs, registry_config):
     winner = next(r for r in results if r.promoted)
     assert current_champion(name) == winner.version
     assert sorted(r.version for r in results) == ["2", "3"]
+
+
+def test_an_approved_version_is_compared_again_when_the_champion_moved(runs, registry_config):
+    from mlflow.tracking import MlflowClient
+
+    name = "approval_model"
+    _register(name, runs[0], _decision(True, None), registry_config)  # v1 champion
+    held = [register_model(model_name=name, run_id=run.run_id, model_uri=run.model_uri,
+                           decision=_decision(True, "1"), lineage=LINEAGE,
+                           config=registry_config, hold_promotion=True) for run in runs[1:3]]
+    assert [(h.version, h.promoted, h.awaiting_approval) for h in held] == [
+        ("2", False, True), ("3", False, True)]
+    assert current_champion(name) == "1"
+    calls = []
+
+    def reevaluate(blessed):
+        def against_current():
+            calls.append(current_champion(name))
+            return _decision(blessed, current_champion(name))
+        return against_current
+
+    # v2 approved while v1 is still champion: promoted without a second comparison
+    first = promote_approved(name, "2", evaluated_against="1", reevaluate=reevaluate(True),
+                             reason="approved by a human: better", config=registry_config)
+    assert (first.promoted, first.previous_champion, first.champion_version) == (True, "1", "2")
+    assert calls == [] and first.aliases == ["champion"]
+    client = MlflowClient()
+    assert client.get_model_version(name, "2").tags["promoted_from"] == "1"
+    assert client.get_model_version(name, "1").tags["promotion_status"] == "former_champion"
+    # approving it again (a retried task) changes nothing
+    again = promote_approved(name, "2", evaluated_against="1", reevaluate=reevaluate(True),
+                             reason="approved", config=registry_config)
+    assert again.promoted and "repeated approval" in again.reason and calls == []
+
+    # v3 was evaluated against v1, but v2 is champion now and beats it: not promoted
+    late = promote_approved(name, "3", evaluated_against="1", reevaluate=reevaluate(False),
+                            reason="approved by a human", config=registry_config)
+    assert calls == ["2"] and late.promoted is False and current_champion(name) == "2"
+    assert late.reason.startswith("approved, but not promoted: the champion moved to v2")
+    assert client.get_model_version(name, "3").tags["promotion_status"] == "challenger"
 
 
 def test_incomplete_decision_is_refused(runs, registry_config):

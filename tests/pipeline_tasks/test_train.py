@@ -115,6 +115,14 @@ def test_holdout_is_the_latest_time_slice(flights_result, flights_frame):
 
 
 def test_same_data_and_seed_give_the_same_model(flights_result, flights_snapshot, train_config):
+    from mlflow.tracking import MlflowClient
+
+    # an earlier attempt of "run-b" was killed mid-run and left its MLflow run RUNNING; an
+    # unrelated run is still going
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("flights_late").experiment_id
+    dead = client.create_run(experiment, tags={"run_key": "run-b"}).info.run_id
+    live = client.create_run(experiment, tags={"run_key": "run-c"}).info.run_id
     again = train_model(
         flights_snapshot, dataset_version="sha-flights-1", target="is_late",
         model_name="flights_late", config=train_config, run_key="run-b", lineage=LINEAGE,
@@ -122,6 +130,11 @@ def test_same_data_and_seed_give_the_same_model(flights_result, flights_snapshot
     assert again.run_id != flights_result.run_id
     assert again.metrics == flights_result.metrics
     assert again.best_params == flights_result.best_params
+    assert client.get_run(dead).info.status == "KILLED"
+    assert "later attempt" in client.get_run(dead).data.tags["mlops.abandoned"]
+    assert client.get_run(live).info.status == "RUNNING"
+    assert client.get_run(again.run_id).info.status == "FINISHED"
+    client.set_terminated(live)
 
 
 def test_regression_with_random_split(regression_frame, write_snapshot, train_config):
