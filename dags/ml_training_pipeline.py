@@ -226,7 +226,9 @@ def ml_training_pipeline():
         "v{{ ti.xcom_pull(task_ids='register')['version'] }}?",
         body="{{ ti.xcom_pull(task_ids='register')['reason'] }}\n\nApprove: it becomes "
         "champion and is deployed blue/green. Reject: the current champion keeps serving.",
-        response_timeout=timedelta(days=7),
+        # unanswered by then: the task fails (and notifies), the champion keeps serving, and the
+        # training runs queued behind this one go ahead
+        response_timeout=timedelta(hours=CONFIG.approval_timeout_hours),
     )
 
     @pipeline_task(trigger_rule="none_failed_min_one_success")

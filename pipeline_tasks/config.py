@@ -95,6 +95,8 @@ class PipelineConfig:
     label_lookahead_days: int = 3  # outcome files dated up to this long after an interval
     labels_uri: str = ""  # true outcomes (row_id, event_time, target); default: the demo feed's
     require_approval: bool = False  # a blessed model waits for a human before it is deployed
+    # how long it waits: later training runs queue behind it (one active run per DAG)
+    approval_timeout_hours: float = 24.0
     # Training
     seed: int = 42
     holdout_fraction: float = 0.2
@@ -167,6 +169,9 @@ class PipelineConfig:
                      "label_lookahead_days", "performance_min_rows"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.approval_timeout_hours > 0:
+            raise ConfigError(
+                f"approval_timeout_hours must be > 0, got {self.approval_timeout_hours}")
         if self.min_baseline_lift < 0:
             raise ConfigError(f"min_baseline_lift must be >= 0, got {self.min_baseline_lift}")
 

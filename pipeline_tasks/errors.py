@@ -34,13 +34,23 @@ class DriftInputError(PipelineInputError):
     or a setting out of range."""
 
 
-class ModelRejected(PipelineInputError):
-    """The candidate model failed the evaluation gate (used where that must stop a run)."""
-
-
 class DeployRejected(PipelineInputError):
     """The new version did not start or did not pass validation; the old one keeps serving."""
 
 
 class StageSkipped(PipelineError):
     """Nothing to do for this run (for example: no blessed model to deploy). Not a failure."""
+
+    def __init__(self, message: str, result: dict | None = None):
+        super().__init__(message)
+        self.result = result or {}
+
+
+class ModelNotPromoted(StageSkipped):
+    """A gate kept the candidate from ``champion`` (not blessed, or beaten by a champion that
+    moved meanwhile): the run stops before ``deploy`` and the champion keeps serving."""
+
+
+class RetrainWithheld(StageSkipped):
+    """Drift was real or performance dropped, but a guard rail (the cool-down) held the retrain
+    back: no retrain is requested for this interval."""

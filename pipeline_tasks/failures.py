@@ -1,6 +1,7 @@
 """A short, readable summary of why a quality gate stopped a run: what failed, where the report
 is, and what to do. The Airflow task puts it at the head of its failure in the log, and the
-failure notification carries it.
+failure notification carries it. A gate that stops a run without failing it (a model that was
+not promoted: ``deploy`` is skipped) puts the same summary in the skipped task's log.
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pipeline_tasks.config import PipelineConfig
-from pipeline_tasks.reports import report_url
+from pipeline_tasks.reports import page_url, report_url
 
-#: What to do, per exception type (by name, so gates defined later, such as DriftDetected, fit).
+#: What to do, per exception type (by name).
 ADVICE = {
     "DataValidationError": "Open the Data Docs, fix the source data (or, if the data is right, "
                            "review the suite's bounds), then clear this task to re-run. The batch "
@@ -19,13 +20,16 @@ ADVICE = {
     "IngestError": "Check the 'Source' param and the files for this interval (the message names "
                    "the file), then trigger the run again.",
     "ConfigError": "Correct the trigger param or setting named above and trigger the run again.",
-    "ModelRejected": "The candidate did not pass the evaluation gate. Look at the decision and "
-                     "metrics; train on more data or change the gate thresholds, or force the "
-                     "promotion with a reason.",
+    "ModelNotPromoted": "Nothing was deployed; the champion keeps serving. Open the version's "
+                        "page for the evaluation decision and metrics. If the data is right, "
+                        "train on more data or change the gate thresholds; to promote anyway, "
+                        "trigger with 'Force promotion' and a reason.",
     "DeployRejected": "The previous version keeps serving. Look at the deployment record and the "
                       "model server log, fix the cause, then clear this task.",
-    "DriftDetected": "The live data drifted from the champion's training data. Open the drift "
-                     "report; retrain on recent data (ml_training_pipeline) or roll back.",
+    "RetrainWithheld": "The live data drifted from the champion's training data (or its "
+                       "performance dropped), and a retrain was already requested within the "
+                       "cool-down. Open the drift report; if the last retrain did not help, "
+                       "trigger ml_training_pipeline on recent data or roll back.",
 }
 DEFAULT_ADVICE = "Read the message above, fix the input, then clear this task to re-run it."
 #: Keys of an error's ``result`` that point at its report, in order of preference.
@@ -62,5 +66,9 @@ def summarize_failure(task_id: str, exc: BaseException, config: PipelineConfig,
         if uri:
             report = report_url(uri, config, base_url) or uri
             break
+    if report is None and isinstance(result, dict) and result.get("model_name") \
+            and result.get("version"):  # a model version: its lineage page
+        report = page_url(base_url, "models", result["model_name"], "versions",
+                          str(result["version"]))
     return FailureSummary(task_id=task_id, error=name, message=str(exc), report=report,
                           advice=ADVICE.get(name, DEFAULT_ADVICE))

@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline_tasks import storage
 from pipeline_tasks.config import PipelineConfig, code_version, dataset_name, load_config
-from pipeline_tasks.errors import ConfigError, StageSkipped
+from pipeline_tasks.errors import ConfigError, ModelNotPromoted, RetrainWithheld, StageSkipped
 
 TASK_TYPES = ("auto", "classification", "regression")
 #: Defaults of the trigger params (the DAG's form shows these). ``source`` empty means the demo feed.
@@ -234,8 +234,8 @@ def deploy(run: RunSpec, trained: dict, registered: dict) -> dict:
             config=run.config).to_dict()
         registered = approval
     if not registered.get("promoted"):
-        raise StageSkipped(f"v{registered.get('version')} was not promoted, so it is not "
-                           f"deployed: {registered.get('reason')}")
+        raise ModelNotPromoted(f"v{registered.get('version')} was not promoted, so it is not "
+                               f"deployed: {registered.get('reason')}", result=registered)
     from pipeline_tasks.deploy import deploy_version
 
     return deploy_version(
@@ -298,6 +298,10 @@ def request_retrain(run: RunSpec, drift: dict, performance: dict) -> dict:
     decision = decide_retrain(model_name=run.model_name, drift=drift, performance=performance,
                               interval_end=run.interval_end, dag_id=run.dag_id,
                               run_id=run.run_id, config=run.config)
+    if not decision.retrain and decision.cooldown_until:  # a real cause, held back by the cool-down
+        raise RetrainWithheld(f"no retraining: {decision.reason}",
+                              result={**decision.to_dict(),
+                                      "report_uri": (drift or {}).get("report_uri")})
     if not decision.retrain:
         raise StageSkipped(f"no retraining: {decision.reason}")
     return decision.to_dict()

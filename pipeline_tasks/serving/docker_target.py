@@ -542,16 +542,24 @@ def router_image(client) -> str:
 
 
 def ensure_router(config: PipelineConfig, client) -> Any:
-    """The running router of ``serving_port`` (started when missing)."""
+    """The running router of ``serving_port``: started when missing, and replaced when it runs
+    another router image than this package's (an upgrade changed ``router.py``)."""
     import docker.errors
 
     name = stable_name(config)
+    image = router_image(client)
     try:
         router = client.containers.get(name)
+        # the two replacements below are the only switches that leave the port dark for a
+        # moment; the new router reads the same state file, so it serves the same version
         if (router.labels or {}).get(LABEL_ROLE) != "router":
-            # an endpoint from before the router (one container on the stable port): the only
-            # switch that leaves the port dark for a moment
+            # an endpoint from before the router (one container on the stable port)
             log.warning("replacing the single container %s by a router", name)
+            stop_container(name, client=client)
+            raise docker.errors.NotFound(name)
+        if router.attrs["Config"]["Image"] != image:
+            log.warning("replacing router %s (image %s) by one from this package's router "
+                        "code (%s)", name, router.attrs["Config"]["Image"], image)
             stop_container(name, client=client)
             raise docker.errors.NotFound(name)
         if router.status != "running":
@@ -559,12 +567,20 @@ def ensure_router(config: PipelineConfig, client) -> Any:
         return router
     except docker.errors.NotFound:
         pass
+    return start_router(config, client, image)
+
+
+def start_router(config: PipelineConfig, client, image: str) -> Any:
+    """Start the router container of ``serving_port`` from ``image`` and wait until it listens."""
+    import docker.errors
+
+    name = stable_name(config)
     state = _state_dir(config)
     state.mkdir(parents=True, exist_ok=True)
     state.chmod(0o755)
     try:
         router = client.containers.run(
-            router_image(client), name=name, detach=True, network=ensure_network(client),
+            image, name=name, detach=True, network=ensure_network(client),
             mem_limit="128m", restart_policy={"Name": "unless-stopped"},
             ports={f"{CONTAINER_PORT}/tcp": (config.serving_host, int(config.serving_port))},
             volumes={str(state): {"bind": "/state", "mode": "ro"}},

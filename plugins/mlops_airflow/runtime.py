@@ -116,14 +116,21 @@ def sqlalchemy_url(conn) -> str:
 PROMOTING_TASKS = ("register", "deploy", "rollback")
 
 
-def fail_with_summary(task_id: str, exc: Exception) -> AirflowFailException:
-    """Log the gate's summary (what failed, the report, what to do) and leave its result for the
-    task's extra link; returns the exception that fails the task without retries."""
-    from mlops_airflow.links import FAILURE_RESULT_KEY, ui_base_url
+def gate_summary(task_id: str, exc: Exception) -> str:
+    """The gate's summary (what failed, the report, what to do) as text for the task log."""
+    from mlops_airflow.links import ui_base_url
     from pipeline_tasks.config import load_config
     from pipeline_tasks.failures import summarize_failure
 
-    summary = summarize_failure(task_id, exc, load_config(), ui_base_url()).text()
+    return summarize_failure(task_id, exc, load_config(), ui_base_url()).text()
+
+
+def fail_with_summary(task_id: str, exc: Exception) -> AirflowFailException:
+    """Log the gate's summary and leave its result for the task's extra link; returns the
+    exception that fails the task without retries."""
+    from mlops_airflow.links import FAILURE_RESULT_KEY
+
+    summary = gate_summary(task_id, exc)
     log.error("%s\n(bad input or a failed gate: not retried)", summary)
     result = getattr(exc, "result", None)
     if isinstance(result, dict) and result:
@@ -155,7 +162,10 @@ def pipeline_task(func=None, **task_kwargs):
                     kwargs["outlet_events"][outlet].extra = dict(result.get("asset_extra") or {})
                 return result
             except StageSkipped as exc:
-                log.info("%s skipped: %s", fn.__name__, exc)
+                if exc.result:  # a gate stopped the run without failing it: say why, up front
+                    log.warning("%s", gate_summary(task_id, exc))
+                else:
+                    log.info("%s skipped: %s", fn.__name__, exc)
                 raise AirflowSkipException(str(exc)) from exc
             except PipelineInputError as exc:
                 raise fail_with_summary(task_id, exc) from exc

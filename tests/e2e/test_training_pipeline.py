@@ -116,6 +116,11 @@ def test_second_run_on_the_same_data_gives_the_same_version(pipeline, landed, cl
     model = client.get_registered_model(MODEL)
     assert aliases(model) == {"champion": "1", "challenger": "2"}
     assert run["tasks"]["deploy"]["state"] == "skipped"  # not promoted, not deployed
+    # the skipped task's log says why, where to look and what to do
+    log = pipeline.log(run, "deploy")
+    assert "=== deploy stopped the run ===" in log
+    assert "What failed: ModelNotPromoted: v2 was not promoted" in log
+    assert f"/mlops/models/{MODEL}/versions/2" in log and "Force promotion" in log
     assert http.fetch_json(pipeline.config.serving_url + "/metadata")["model_version"] == "1"
 
 

@@ -8,7 +8,12 @@ import pytest
 
 from pipeline_tasks import storage
 from pipeline_tasks.config import load_config
-from pipeline_tasks.errors import DataValidationError, IngestError
+from pipeline_tasks.errors import (
+    DataValidationError,
+    IngestError,
+    ModelNotPromoted,
+    RetrainWithheld,
+)
 from pipeline_tasks.failures import summarize_failure
 from pipeline_tasks.notifications import (
     failure_notification,
@@ -28,6 +33,18 @@ def test_a_failed_validation_names_its_data_docs_and_what_to_do(tmp_path):
     assert lines[1].startswith("What failed: DataValidationError: flights: 1 critical")
     assert lines[2] == "Report:      http://airflow:8080/mlops/reports/data-docs/run/page.html"
     assert lines[3].startswith("What to do:  Open the Data Docs")
+
+
+def test_a_model_that_was_not_promoted_points_at_its_version_page(tmp_path):
+    exc = ModelNotPromoted("v4 was not promoted, so it is not deployed: not promoted: rejected",
+                           result={"model_name": "flights", "version": "4", "promoted": False})
+    summary = summarize_failure("deploy", exc, load_config(home=str(tmp_path)), "http://af")
+    lines = summary.text().splitlines()
+    assert lines[0] == "=== deploy stopped the run ==="
+    assert lines[1] == ("What failed: ModelNotPromoted: v4 was not promoted, so it is not "
+                        "deployed: not promoted: rejected")
+    assert lines[2] == "Report:      http://af/mlops/models/flights/versions/4"
+    assert lines[3].startswith("What to do:  Nothing was deployed; the champion keeps serving.")
 
 
 def test_a_failure_without_a_report_says_so(tmp_path):
@@ -82,16 +99,11 @@ def test_only_a_moved_champion_is_a_promotion():
         "model_name": "m", "version": "5", "status": "live"}, **kw) is None
 
 
-def test_a_drift_gate_defined_elsewhere_gets_its_report_and_advice(tmp_path):
+def test_a_retrain_held_back_by_the_cooldown_links_its_drift_report(tmp_path):
     config = load_config(home=str(tmp_path))
-
-    class DriftDetected(Exception):  # the drift stage's gate, matched by name
-        def __init__(self, message, result):
-            super().__init__(message)
-            self.result = result
-
     report = storage.join(config.lake_uri, "monitoring", "m", "p", "report.html")
-    summary = summarize_failure("check_drift", DriftDetected("3 of 10 columns drifted",
-                                                             {"report_uri": report}), config)
+    exc = RetrainWithheld("no retraining: drift on 3 column(s); cool-down until 2013-07-31",
+                          result={"model_name": "m", "report_uri": report})
+    summary = summarize_failure("request_retrain", exc, config)
     assert summary.report == "/mlops/reports/monitoring/m/p/report.html"
     assert summary.advice.startswith("The live data drifted")

@@ -271,6 +271,30 @@ def test_a_failing_candidate_never_takes_the_port(client, image, config, second_
         _rmi(client, dt.image_tag(MODEL, second_version))
 
 
+def test_a_router_from_older_code_is_replaced(client, image, config):
+    """After an upgrade that changed router.py, the next deploy replaces the running router,
+    which keeps serving the live version."""
+    stable = f"http://127.0.0.1:{config.serving_port}"
+    holdout, features = version_inputs(MODEL, "1", config)
+    current = dt.router_image(client)
+    older = current.rsplit(":", 1)[0] + ":0lder0000000"
+    client.images.get(current).tag(older)
+    try:
+        dt.deploy_docker(config, MODEL, "1", holdout, features, client=client)
+        dt.stop_container(dt.stable_name(config), client=client)
+        dt.start_router(config, client, older)  # the router an earlier release left running
+        assert http.fetch_json(stable + "/metadata")["model_version"] == "1"
+
+        again = dt.deploy_docker(config, MODEL, "1", holdout, features, client=client)
+        assert again.status == "unchanged"
+        router = client.containers.get(dt.stable_name(config))
+        assert router.attrs["Config"]["Image"] == current and router.status == "running"
+        assert http.fetch_json(stable + "/metadata")["model_version"] == "1"
+    finally:
+        dt.stop_endpoint(config, client=client)
+        _rmi(client, older)
+
+
 def test_a_taken_host_port_fails_cleanly(client, image, config):
     import socket
 
