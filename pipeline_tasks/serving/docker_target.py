@@ -590,7 +590,9 @@ def start_router(config: PipelineConfig, client, image: str) -> Any:
         raise DockerTargetError(f"the router for port {config.serving_port} did not start: "
                                 f"{exc}") from exc
     deadline = time.monotonic() + 30
-    while not _port_accepts(config.serving_host, config.serving_port):
+    # the published port accepts as soon as docker's proxy binds it: wait for the router itself
+    while not (b"router on :" in router.logs()
+               and _port_accepts(config.serving_host, config.serving_port)):
         router.reload()
         if router.status != "running" or time.monotonic() > deadline:
             tail = _logs(router)
