@@ -119,6 +119,9 @@ class PipelineConfig:
     # (ids such as tail numbers): at a day's traffic, Jensen-Shannon reads their sampling noise as
     # drift. They are listed in drift.json's skipped_columns.
     drift_max_categories: int = 50
+    # Comma-separated inputs the drift check leaves out on purpose, e.g. "month,day": calendar
+    # columns always differ from a training window, so they drift by construction.
+    drift_ignore_columns: str = ""
     # Gate (data, not literals in code): see pipeline_tasks.evaluate
     min_baseline_lift: float = 0.05
     min_champion_delta: float = 0.0
@@ -174,6 +177,11 @@ class PipelineConfig:
                 f"approval_timeout_hours must be > 0, got {self.approval_timeout_hours}")
         if self.min_baseline_lift < 0:
             raise ConfigError(f"min_baseline_lift must be >= 0, got {self.min_baseline_lift}")
+
+    @property
+    def drift_ignored(self) -> set[str]:
+        """``drift_ignore_columns`` as a set of column names."""
+        return {c.strip() for c in self.drift_ignore_columns.split(",") if c.strip()}
 
     @property
     def airflow_url(self) -> str:

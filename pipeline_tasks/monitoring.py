@@ -280,11 +280,15 @@ def check_interval(*, model_name: str, interval_start: str, interval_end: str,
 def split_features(reference: pd.DataFrame, features: list[str], config: PipelineConfig
                    ) -> tuple[list[str], list[str], dict[str, str]]:
     """The model inputs to compare, as (numeric, categorical), and those left out with why:
-    categorical inputs with more than ``drift_max_categories`` distinct training values."""
+    those named in ``drift_ignore_columns``, and categorical inputs with more than
+    ``drift_max_categories`` distinct training values."""
     import pandas as pd
 
     numeric, categorical, skipped = [], [], {}
     for column in features:
+        if column in config.drift_ignored:
+            skipped[column] = "listed in drift_ignore_columns"
+            continue
         values = reference[column]
         if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
             numeric.append(column)

@@ -133,3 +133,9 @@ def test_id_like_categories_are_left_out_of_the_comparison(config):
     assert (numeric, categorical) == (["temp"], ["origin"])
     assert skipped == {"tailnum": "200 distinct values in training, more than "
                                   "drift_max_categories=50"}
+    # columns left out on purpose (calendar columns drift by construction)
+    numeric, categorical, skipped = monitoring.split_features(
+        reference, ["temp", "origin", "tailnum"],
+        config.with_overrides(drift_ignore_columns=" temp, origin ,"))
+    assert (numeric, categorical) == ([], [])
+    assert skipped["temp"] == skipped["origin"] == "listed in drift_ignore_columns"
