@@ -286,10 +286,10 @@ def _write(record: dict, config: PipelineConfig) -> str:
 
 def _fail(record: dict, config: PipelineConfig, why: str) -> NoReturn:
     record.update(status="failed", outcome=why)
-    _write(record, config)
+    uri = _write(record, config)
     log.error("deployment of %s v%s failed; the previous version keeps serving: %s",
               record["model_name"], record["version"], why)
-    raise DeployRejected(why)
+    raise DeployRejected(why, result={"record_uri": uri})
 
 
 def _result(record: dict, config: PipelineConfig) -> DeploymentResult:

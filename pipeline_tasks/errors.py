@@ -37,6 +37,10 @@ class DriftInputError(PipelineInputError):
 class DeployRejected(PipelineInputError):
     """The new version did not start or did not pass validation; the old one keeps serving."""
 
+    def __init__(self, message: str, result: dict | None = None):
+        super().__init__(message)
+        self.result = result or {}
+
 
 class StageSkipped(PipelineError):
     """Nothing to do for this run (for example: no blessed model to deploy). Not a failure."""

@@ -24,8 +24,9 @@ ADVICE = {
                         "page for the evaluation decision and metrics. If the data is right, "
                         "train on more data or change the gate thresholds; to promote anyway, "
                         "trigger with 'Force promotion' and a reason.",
-    "DeployRejected": "The previous version keeps serving. Look at the deployment record and the "
-                      "model server log, fix the cause, then clear this task.",
+    "DeployRejected": "The previous version keeps serving and holds the champion alias again. "
+                      "Look at the deployment record and the model server log, fix the cause, "
+                      "then clear this task (the new version takes the title back).",
     "RetrainWithheld": "The live data drifted from the champion's training data (or its "
                        "performance dropped), and a retrain was already requested within the "
                        "cool-down. Open the drift report; if the last retrain did not help, "

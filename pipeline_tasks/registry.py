@@ -93,7 +93,7 @@ def register_model(
     fresh decision against the current champion; it is called (under the lock) when the
     champion moved since ``decision`` was made. With ``hold_promotion``, a blessed version is
     tagged ``awaiting_approval`` instead of becoming champion; the approval step then promotes
-    it (``promote_approved``).
+    it (``confirm_champion``).
     """
     missing = [key for key in _REQUIRED_DECISION_KEYS if key not in decision]
     if missing:
@@ -183,13 +183,15 @@ def set_champion(model_name: str, version: str, *, reason: str, config: Pipeline
     return previous
 
 
-def promote_approved(model_name: str, version: str, *, evaluated_against: str | None,
+def confirm_champion(model_name: str, version: str, *, evaluated_against: str | None,
                      reevaluate: Callable[[], dict], reason: str,
                      config: PipelineConfig) -> RegistrationResult:
-    """Make a version that a person approved ``champion``, by the same compare-and-set as
-    ``register_model``: an approval can come days after ``evaluate``, and if the champion moved
-    meanwhile the version is compared again with the new one (``reevaluate``, under the lock)
-    and promoted only if it still wins. A repeated call (a retried task) changes nothing."""
+    """Make sure ``version`` is ``champion`` before it is deployed, by the same compare-and-set
+    as ``register_model``. It is not yet champion when a person just approved it (approval can
+    come days after ``evaluate``), or when a failed deploy gave the title back and the deploy is
+    run again. If the champion is no longer ``evaluated_against``, the version is compared
+    again with the current one (``reevaluate``, under the lock) and promoted only if it still
+    wins. When it already is champion, nothing changes."""
     tracking.configure_mlflow(config)
     from mlflow.tracking import MlflowClient
 
@@ -201,16 +203,16 @@ def promote_approved(model_name: str, version: str, *, evaluated_against: str | 
         previous = current_champion(model_name, client)
         promoted = True
         if previous == version:
-            why = f"v{version} is already champion (repeated approval)"
+            why = f"v{version} is already champion"
         else:
             if previous != expected:
-                log.info("champion of %s moved from v%s to v%s while v%s awaited approval: "
+                log.info("champion of %s moved from v%s to v%s since v%s was evaluated: "
                          "evaluating it again", model_name, expected, previous, version)
                 decision = reevaluate()
                 if not decision["blessed"]:
                     promoted = False
-                    why = (f"approved, but not promoted: the champion moved to v{previous} while "
-                           f"it awaited approval, and {decision['reason']}")
+                    why = (f"not promoted: the champion moved to v{previous} since it was "
+                           f"evaluated, and {decision['reason']}")
                     for key, value in {"promotion_status": CHALLENGER,
                                        "promotion_reason": why}.items():
                         client.set_model_version_tag(model_name, version, key, _clip(value))
@@ -225,6 +227,33 @@ def promote_approved(model_name: str, version: str, *, evaluated_against: str | 
         model_name=model_name, version=version, run_id=run_id, promoted=promoted, reason=why,
         champion_version=champion_after, previous_champion=previous, aliases=aliases,
     )
+
+
+def restore_champion(model_name: str, version: str, *, to: str | None, reason: str,
+                     config: PipelineConfig) -> str:
+    """``version`` became champion but could not be deployed: give the title back to ``to``, the
+    version that keeps serving (none: remove the alias), so the registry names what serves.
+    Only if ``version`` is still champion (compare-and-set). Returns what was done."""
+    tracking.configure_mlflow(config)
+    from mlflow.tracking import MlflowClient
+
+    version = str(version)
+    client = MlflowClient()
+    with named_lock(config, f"{model_name}.registry", timeout=LOCK_TIMEOUT_S):
+        now = current_champion(model_name, client)
+        if now != version:
+            return f"champion left as v{now} (it moved meanwhile)"
+        if to:
+            _move_champion(client, model_name, str(to), version, f"restored: {reason}")
+            done = f"champion restored to v{to}"
+        else:
+            client.delete_registered_model_alias(model_name, CHAMPION)
+            done = "champion alias removed (no earlier champion)"
+        for key, value in {"promotion_status": "deploy_failed",
+                           "promotion_reason": reason}.items():
+            client.set_model_version_tag(model_name, version, key, _clip(value))
+    log.warning("%s: %s (%s)", model_name, done, reason)
+    return done
 
 
 def _require_version(client, model_name: str, version: str):

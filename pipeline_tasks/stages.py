@@ -15,7 +15,13 @@ from typing import Any
 
 from pipeline_tasks import storage
 from pipeline_tasks.config import PipelineConfig, code_version, dataset_name, load_config
-from pipeline_tasks.errors import ConfigError, ModelNotPromoted, RetrainWithheld, StageSkipped
+from pipeline_tasks.errors import (
+    ConfigError,
+    DeployRejected,
+    ModelNotPromoted,
+    RetrainWithheld,
+    StageSkipped,
+)
 
 TASK_TYPES = ("auto", "classification", "regression")
 #: Defaults of the trigger params (the DAG's form shows these). ``source`` empty means the demo feed.
@@ -218,36 +224,50 @@ def approval_gate(run: RunSpec, registered: dict) -> str:
 
 
 def deploy(run: RunSpec, trained: dict, registered: dict) -> dict:
-    """Deploy the version ``register`` just promoted; a version that was not promoted is not.
-    A version that waited for approval gets here only when approved: it becomes champion now."""
-    approval = None
-    if registered.get("awaiting_approval"):
-        from pipeline_tasks.registry import promote_approved
+    """Deploy the version ``register`` promoted (or a person approved); any other is not.
 
-        approval = promote_approved(
-            registered["model_name"], registered["version"],
-            evaluated_against=registered.get("champion_version"),
-            # the champion may have moved while the version waited: compare again with it
-            reevaluate=lambda: evaluate(run, trained),
-            reason="approved by a human: "
-            + registered["reason"].removeprefix("awaiting approval: "),
+    The version is first confirmed as champion (``registry.confirm_champion``): an approved one
+    becomes champion now, and a re-run after a failed deploy takes the title back, each only if
+    it still beats the current champion. If the deploy is rejected, the title goes back to the
+    version that keeps serving, so the registry's champion is always what serves."""
+    from pipeline_tasks.registry import confirm_champion, restore_champion
+
+    model, version = registered["model_name"], str(registered["version"])
+    approval = restore_to = None
+    if registered.get("awaiting_approval") or registered.get("promoted"):
+        reason = registered["reason"]
+        if registered.get("awaiting_approval"):
+            reason = "approved by a human: " + reason.removeprefix("awaiting approval: ")
+        confirmed = confirm_champion(
+            model, version, evaluated_against=registered.get("previous_champion"),
+            # the champion may have moved since: compare again with it
+            reevaluate=lambda: evaluate(run, trained), reason=reason,
             config=run.config).to_dict()
-        registered = approval
+        if registered.get("awaiting_approval"):
+            approval = confirmed
+        if registered.get("awaiting_approval") or not confirmed["promoted"]:
+            registered = confirmed
+        restore_to = (confirmed["previous_champion"]
+                      if confirmed["previous_champion"] != version
+                      else registered.get("previous_champion"))
     if not registered.get("promoted"):
         raise ModelNotPromoted(f"v{registered.get('version')} was not promoted, so it is not "
                                f"deployed: {registered.get('reason')}", result=registered)
     from pipeline_tasks.deploy import deploy_version
 
-    return deploy_version(
-        model_name=registered["model_name"],
-        version=registered["version"],
-        holdout_uri=trained.get("holdout_uri"),
-        feature_columns=trained["feature_columns"],
-        config=run.config,
-        reason=registered["reason"],
-        lineage={**run.lineage, "dataset_version": trained.get("dataset_version", "")},
-        target=run.config.serving_target,
-    ).to_dict() | ({"approval": approval} if approval else {})
+    try:
+        deployed = deploy_version(
+            model_name=model, version=version, holdout_uri=trained.get("holdout_uri"),
+            feature_columns=trained["feature_columns"], config=run.config,
+            reason=registered["reason"],
+            lineage={**run.lineage, "dataset_version": trained.get("dataset_version", "")},
+            target=run.config.serving_target,
+        ).to_dict()
+    except DeployRejected as exc:
+        done = restore_champion(model, version, to=restore_to,
+                                reason=f"v{version} was not deployed: {exc}", config=run.config)
+        raise DeployRejected(f"{exc}; {done}", result=exc.result) from exc
+    return deployed | ({"approval": approval} if approval else {})
 
 
 def rollback(run: RunSpec) -> dict:

@@ -10,7 +10,12 @@ import pytest
 from pipeline_tasks.config import load_config
 from pipeline_tasks.errors import ConfigError
 from pipeline_tasks.evaluate import EvaluationDecision
-from pipeline_tasks.registry import current_champion, promote_approved, register_model
+from pipeline_tasks.registry import (
+    confirm_champion,
+    current_champion,
+    register_model,
+    restore_champion,
+)
 from pipeline_tasks.train import train_model
 
 LINEAGE = {"airflow.dag_id": "ml_training_pipeline", "airflow.run_id": "manual__1",
@@ -184,7 +189,7 @@ def test_an_approved_version_is_compared_again_when_the_champion_moved(runs, reg
         return against_current
 
     # v2 approved while v1 is still champion: promoted without a second comparison
-    first = promote_approved(name, "2", evaluated_against="1", reevaluate=reevaluate(True),
+    first = confirm_champion(name, "2", evaluated_against="1", reevaluate=reevaluate(True),
                              reason="approved by a human: better", config=registry_config)
     assert (first.promoted, first.previous_champion, first.champion_version) == (True, "1", "2")
     assert calls == [] and first.aliases == ["champion"]
@@ -192,16 +197,26 @@ def test_an_approved_version_is_compared_again_when_the_champion_moved(runs, reg
     assert client.get_model_version(name, "2").tags["promoted_from"] == "1"
     assert client.get_model_version(name, "1").tags["promotion_status"] == "former_champion"
     # approving it again (a retried task) changes nothing
-    again = promote_approved(name, "2", evaluated_against="1", reevaluate=reevaluate(True),
+    again = confirm_champion(name, "2", evaluated_against="1", reevaluate=reevaluate(True),
                              reason="approved", config=registry_config)
-    assert again.promoted and "repeated approval" in again.reason and calls == []
+    assert again.promoted and "already champion" in again.reason and calls == []
 
     # v3 was evaluated against v1, but v2 is champion now and beats it: not promoted
-    late = promote_approved(name, "3", evaluated_against="1", reevaluate=reevaluate(False),
+    late = confirm_champion(name, "3", evaluated_against="1", reevaluate=reevaluate(False),
                             reason="approved by a human", config=registry_config)
     assert calls == ["2"] and late.promoted is False and current_champion(name) == "2"
-    assert late.reason.startswith("approved, but not promoted: the champion moved to v2")
+    assert late.reason.startswith("not promoted: the champion moved to v2")
     assert client.get_model_version(name, "3").tags["promotion_status"] == "challenger"
+
+    # v2 could not be deployed: the title goes back to v1, which still serves
+    done = restore_champion(name, "2", to="1", reason="canary failed", config=registry_config)
+    assert done == "champion restored to v1" and current_champion(name) == "1"
+    assert client.get_model_version(name, "2").tags["promotion_status"] == "deploy_failed"
+    assert client.get_model_version(name, "1").tags["promotion_status"] == "champion"
+    # only while v2 is champion: a second call leaves the (moved) title alone
+    assert restore_champion(name, "2", to="3", reason="x", config=registry_config) == \
+        "champion left as v1 (it moved meanwhile)"
+    assert current_champion(name) == "1"
 
 
 def test_incomplete_decision_is_refused(runs, registry_config):

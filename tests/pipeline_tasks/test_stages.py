@@ -63,3 +63,37 @@ def test_a_missing_source_stops_at_ingest(tmp_path):
     missing = tmp_path / "nowhere" / "data.csv"
     with pytest.raises(IngestError, match="nowhere"):
         stages.ingest(spec(source=str(missing), target="y"))
+
+
+def test_a_rejected_deploy_gives_the_champion_title_back(tmp_path, regression_frame):
+    from pipeline_tasks.errors import DeployRejected
+    from pipeline_tasks.http import free_port
+    from pipeline_tasks.registry import current_champion
+    from pipeline_tasks.serving.supervisor import SupervisorClient
+
+    path = tmp_path / "diamonds.csv"
+    regression_frame.to_csv(path, index=False)
+    run = spec(source=str(path), target="price", model_name="stages_deploy_fail",
+               serving_port=free_port())
+    results = stages.run_all(run)
+    registered = results["register"]
+    assert registered["promoted"] and registered["previous_champion"] is None
+    # the canary cannot run on a holdout that lacks the model's columns: the deploy is rejected
+    bad = tmp_path / "holdout.parquet"
+    regression_frame[["price"]].to_parquet(bad)
+    try:
+        with pytest.raises(DeployRejected, match=r"lacks column\(s\).*champion alias removed"):
+            stages.deploy(run, {**results["train"], "holdout_uri": bad.as_uri()}, registered)
+        # nothing serves this model, so the registry names no champion
+        assert current_champion("stages_deploy_fail") is None
+        client = MlflowClient(tracking_uri=run.config.mlflow_tracking_uri,
+                              registry_uri=run.config.mlflow_registry_uri)
+        tags = client.get_model_version("stages_deploy_fail", registered["version"]).tags
+        assert tags["promotion_status"] == "deploy_failed"
+
+        # the task run again once the cause is fixed: the version takes the title back, is served
+        deployed = stages.deploy(run, results["train"], registered)
+        assert deployed["status"] == "live" and deployed["version"] == registered["version"]
+        assert current_champion("stages_deploy_fail") == registered["version"]
+    finally:
+        SupervisorClient(run.config).shutdown()
