@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 class MonitoringInputError(PipelineInputError):
     """Monitoring inputs that cannot be used (a corrupt log file, labels without a key...)."""
 

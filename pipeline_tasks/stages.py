@@ -232,27 +232,29 @@ def deploy(run: RunSpec, trained: dict, registered: dict) -> dict:
     version that keeps serving, so the registry's champion is always what serves."""
     from pipeline_tasks.registry import confirm_champion, restore_champion
 
+    def not_promoted(result: dict) -> ModelNotPromoted:
+        return ModelNotPromoted(f"v{result.get('version')} was not promoted, so it is not "
+                                f"deployed: {result.get('reason')}", result=result)
+
     model, version = registered["model_name"], str(registered["version"])
-    approval = restore_to = None
-    if registered.get("awaiting_approval") or registered.get("promoted"):
-        reason = registered["reason"]
-        if registered.get("awaiting_approval"):
-            reason = "approved by a human: " + reason.removeprefix("awaiting approval: ")
-        confirmed = confirm_champion(
-            model, version, evaluated_against=registered.get("previous_champion"),
-            # the champion may have moved since: compare again with it
-            reevaluate=lambda: evaluate(run, trained), reason=reason,
-            config=run.config).to_dict()
-        if registered.get("awaiting_approval"):
-            approval = confirmed
-        if registered.get("awaiting_approval") or not confirmed["promoted"]:
-            registered = confirmed
-        restore_to = (confirmed["previous_champion"]
-                      if confirmed["previous_champion"] != version
-                      else registered.get("previous_champion"))
-    if not registered.get("promoted"):
-        raise ModelNotPromoted(f"v{registered.get('version')} was not promoted, so it is not "
-                               f"deployed: {registered.get('reason')}", result=registered)
+    awaiting = bool(registered.get("awaiting_approval"))
+    if not (awaiting or registered.get("promoted")):
+        raise not_promoted(registered)
+    reason = registered["reason"]
+    if awaiting:
+        reason = "approved by a human: " + reason.removeprefix("awaiting approval: ")
+    confirmed = confirm_champion(
+        model, version, evaluated_against=registered.get("previous_champion"),
+        # the champion may have moved since: compare again with it
+        reevaluate=lambda: evaluate(run, trained), reason=reason, config=run.config).to_dict()
+    if not confirmed["promoted"]:
+        raise not_promoted(confirmed)
+    # if the deploy is rejected, the title goes back to the version that keeps serving
+    restore_to = (confirmed["previous_champion"] if confirmed["previous_champion"] != version
+                  else registered.get("previous_champion"))
+    approval = confirmed if awaiting else None
+    if awaiting:
+        registered = confirmed
     from pipeline_tasks.deploy import deploy_version
 
     try:

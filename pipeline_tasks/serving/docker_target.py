@@ -550,24 +550,22 @@ def ensure_router(config: PipelineConfig, client) -> Any:
     image = router_image(client)
     try:
         router = client.containers.get(name)
-        # the two replacements below are the only switches that leave the port dark for a
-        # moment; the new router reads the same state file, so it serves the same version
-        if (router.labels or {}).get(LABEL_ROLE) != "router":
-            # an endpoint from before the router (one container on the stable port)
-            log.warning("replacing the single container %s by a router", name)
-            stop_container(name, client=client)
-            raise docker.errors.NotFound(name)
-        if router.attrs["Config"]["Image"] != image:
-            log.warning("replacing router %s (image %s) by one from this package's router "
-                        "code (%s)", name, router.attrs["Config"]["Image"], image)
-            stop_container(name, client=client)
-            raise docker.errors.NotFound(name)
-        if router.status != "running":
-            router.start()
-        return router
     except docker.errors.NotFound:
-        pass
-    return start_router(config, client, image)
+        return start_router(config, client, image)
+    running = router.attrs["Config"]["Image"]
+    outdated = ("it is a single container from before the router"
+                if (router.labels or {}).get(LABEL_ROLE) != "router"
+                else f"it runs {running}, not this package's router {image}"
+                if running != image else None)
+    if outdated:
+        # the only switch that leaves the port dark for a moment; the new router reads the
+        # same state file, so it serves the same version
+        log.warning("replacing %s: %s", name, outdated)
+        stop_container(name, client=client)
+        return start_router(config, client, image)
+    if router.status != "running":
+        router.start()
+    return router
 
 
 def start_router(config: PipelineConfig, client, image: str) -> Any:

@@ -31,8 +31,10 @@ class PipelineNotifier(BaseNotifier):
 
     def __init__(self, event: str):
         super().__init__()
-        if event not in ("failure", "promotion"):
-            raise ValueError(f"event must be 'failure' or 'promotion', got {event!r}")
+        from pipeline_tasks.notifications import EVENTS
+
+        if event not in EVENTS:
+            raise ValueError(f"event must be one of {EVENTS}, got {event!r}")
         self.event = event
 
     def notify(self, context) -> None:
