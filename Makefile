@@ -12,7 +12,7 @@ ARGS ?=
 PROFILE ?=
 WITH_PROFILE := $(if $(PROFILE),set -a && . "$(abspath $(PROFILE))" && set +a &&,)
 
-.PHONY: setup demo demo-monitoring test test-integration replay airflow bench \
+.PHONY: setup demo demo-monitoring test test-integration test-faults replay airflow bench \
 	bench-backfill bench-drift lock lint clean-home production-env production-db compose-env \
 	image-wheels browser screenshots
 
@@ -43,6 +43,14 @@ demo-monitoring: setup
 # Send days of demo flights to the served model, e.g. make replay ARGS="--from 2013-02-01 --to 2013-02-28"
 replay: setup
 	$(PY) -m pipeline_tasks replay $(ARGS)
+
+# The fault-injection campaign: more trials per fault than `make test` runs (tests/faults/),
+# e.g. make test-faults TRIALS=25 (seeded: MLOPS_FAULT_SEED replays a campaign)
+TRIALS ?= 10
+test-faults: setup
+	@echo "==> fault injection, $(TRIALS) trials per fault (prints each trial and its outcome)"
+	MLOPS_FAULT_TRIALS=$(TRIALS) $(PY) -m pytest tests/faults tests/e2e/test_scheduler_crash.py \
+		-p no:cacheprovider -rA -s
 
 # The production profile on the local PostgreSQL and Redis (fresh databases, dropped after).
 test-integration: setup

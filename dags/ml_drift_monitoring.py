@@ -9,8 +9,8 @@ retraining when the change is real.
 | task | what it does |
 |---|---|
 | **check_drift** | the interval's prediction log (or the file in `current`) against the training snapshot of the model version that served it: an Evidently report (`report.html`), the verdict (`drift.json`), metrics in MLflow (`<model>-monitoring`) and for Prometheus (`metrics.prom`) |
-| **check_performance** | true outcomes that landed late, joined on `row_id` to the predictions of the interval `label_delay_days` back: the served model's real metrics against its offline ones |
-| **request_retrain** | drift (drifted share ≥ threshold, enough rows) or a performance drop emits the `mlops_retrain_requests` asset event that starts `ml_training_pipeline`, at most once per `retrain_cooldown_days`; skipped otherwise |
+| **check_performance** | true outcomes that landed late, joined on `row_id` to the predictions of the interval `label_delay_days` back: the served model's real metrics against its offline ones. A model with no labels source is recorded as `no_labels` and the task is skipped (not failed) |
+| **request_retrain** | (runs whether or not the performance check could run) drift (drifted share ≥ threshold, enough rows) or a performance drop emits the `mlops_retrain_requests` asset event that starts `ml_training_pipeline`, at most once per `retrain_cooldown_days`; skipped otherwise |
 
 Too little traffic is recorded as `insufficient_data`: not drift, not an error. A prediction-log
 file that cannot be read fails the run with its name. Backfill with
@@ -33,6 +33,7 @@ PARAMS = {
     "model_name": Param(
         "",
         type="string",
+        pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]*)?$",
         title="Registered model name",
         description="The served model to watch. Empty: the demo model (flights_is_late).",
     ),
@@ -49,7 +50,8 @@ PARAMS = {
         type="string",
         title="True outcomes (optional)",
         description="File or folder of outcomes (row_id, event_time, the target column). Empty: "
-        "the configured labels_uri, else the demo's outcome feed.",
+        "the model's model_labels entry in the config, else labels_uri; the demo model falls "
+        "back to the demo's outcome feed. A model with no labels gets 'no_labels'.",
     ),
 }
 
@@ -72,7 +74,8 @@ def ml_drift_monitoring():
 
         return stages.check_performance(run_spec(context))
 
-    @pipeline_task(outlets=[RETRAIN_REQUESTS])
+    # a skipped performance check (no labels) must not skip the retrain decision
+    @pipeline_task(outlets=[RETRAIN_REQUESTS], trigger_rule="none_failed")
     def request_retrain(drift: dict, performance: dict, **context) -> dict:
         from pipeline_tasks import stages
 

@@ -20,11 +20,14 @@ from datetime import timedelta
 from airflow.sdk import Param, dag
 from mlops_airflow.runtime import dag_args, pipeline_task, run_spec
 
+from pipeline_tasks.stages import MODEL_NAME_PATTERN
+
 PARAMS = {
     "model_name": Param(
         "flights_is_late",
         type="string",
         minLength=1,
+        pattern=MODEL_NAME_PATTERN,
         title="Model",
         description="Registered model whose served version to roll back.",
     ),

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, dag, task
+from mlops_airflow.approval import ModelApproval
 from mlops_airflow.runtime import dag_args, pipeline_task, run_spec
 from mlops_airflow.schedules import cron_or_asset
 
@@ -97,6 +97,7 @@ PARAMS = {
         CONFIG.min_baseline_lift,
         type="number",
         minimum=0,
+        maximum=1,
         title="Minimum lift over the trivial baseline",
         description="Relative improvement of the primary metric over a "
         "majority-class / mean model that the candidate must reach.",
@@ -104,6 +105,7 @@ PARAMS = {
     "min_champion_delta": Param(
         CONFIG.min_champion_delta,
         type="number",
+        minimum=0,
         title="Minimum improvement over the champion",
         description="The candidate must beat the champion's primary "
         "metric by more than this (absolute; 0 means strictly better).",
@@ -141,12 +143,23 @@ PARAMS = {
         title="Reason for forcing",
         description="Required when 'Force promotion' is on.",
     ),
+    "allow_schema_change": Param(
+        DEFAULTS["allow_schema_change"],
+        type="boolean",
+        title="Allow schema change",
+        description="This run may change the model's inputs (another source, renamed or retyped "
+        "columns): the batch is validated against a suite inferred from itself instead of the "
+        "model's. A candidate whose inputs break the champion's clients is registered as a "
+        "blocked challenger; it becomes champion only with 'Force promotion' and a reason, or "
+        "through the approval step.",
+    ),
     "require_approval": Param(
         CONFIG.require_approval,
         type="boolean",
         title="Require approval before deploying",
-        description="A blessed model waits at the 'approve' step (Required actions in the UI) "
-        "and becomes champion and is deployed only when a person approves it.",
+        description="A blessed model (or one that passes every gate but changes the inputs) "
+        "waits at the 'approve' step (Required actions in the UI) and becomes champion and is "
+        "deployed only when a person approves it.",
     ),
     "serving_target": Param(
         CONFIG.serving_target,
@@ -175,6 +188,8 @@ PARAMS = {
     doc_md=__doc__, params=PARAMS, tags=["training"],
     retry_delay=timedelta(minutes=1), exponential_backoff=True,
     execution_timeout=timedelta(hours=2),
+    # a run waiting for approval holds only its own model, not every other model's nightly run
+    max_active_runs=CONFIG.training_max_active_runs,
 ))
 def ml_training_pipeline():
     @pipeline_task
@@ -220,7 +235,7 @@ def ml_training_pipeline():
 
         return stages.approval_gate(run_spec(context), registered)
 
-    approve = ApprovalOperator(
+    approve = ModelApproval(
         task_id="approve",
         subject="Deploy {{ ti.xcom_pull(task_ids='register')['model_name'] }} "
         "v{{ ti.xcom_pull(task_ids='register')['version'] }}?",

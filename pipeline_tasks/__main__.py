@@ -1,5 +1,6 @@
 """Command line: ``python -m pipeline_tasks {config,airflow,land-demo-data,replay,demo,
-demo-monitoring}``."""
+demo-monitoring,production-env,image-wheels,create-databases,serving-check}``; ``--help`` says
+what each does."""
 
 from __future__ import annotations
 
@@ -178,14 +179,43 @@ def _run_stack(stack, body, no_serve: bool) -> int:
         if code or no_serve:
             return code
         _say("\nServing the UIs until Ctrl-C.")
+        checked = time.monotonic()
         while True:
             stack.check_alive()
+            if time.monotonic() - checked > SERVING_CHECK_S:
+                _restore_serving(stack.config)  # a killed supervisor took its servers with it
+                checked = time.monotonic()
             time.sleep(2)
     except KeyboardInterrupt:
         _say("\n==> stopping every process the demo started")
         return 0
     finally:
         stack.stop()
+
+
+#: How often ``make demo`` checks that every endpoint serves what its deployment records say.
+SERVING_CHECK_S = 15.0
+
+
+def _restore_serving(config) -> list[dict]:
+    from pipeline_tasks.deploy import restore_serving
+
+    report = restore_serving(config)
+    for entry in report:
+        if entry["action"] != "none":
+            _say(f"==> {entry['endpoint']}: {entry['model_name']} v{entry['version']} was not "
+                 f"answering; {entry['action']}{': ' + entry['error'] if 'error' in entry else ''}")
+    return report
+
+
+def _cmd_serving_check(args: argparse.Namespace) -> int:
+    """Every local endpoint serves what its deployment records say, or is brought back."""
+    report = _restore_serving(load_config())
+    for entry in report:
+        print(json.dumps(entry))
+    if not report:
+        print("no live local deployment is recorded")
+    return 1 if any(e["action"] == "failed" for e in report) else 0
 
 
 def _stop_on_signals() -> None:
@@ -300,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
         func=_cmd_image_wheels)
     sub.add_parser("create-databases", help="create the PostgreSQL databases the profile in "
                    "the environment names").set_defaults(func=_cmd_create_databases)
+    sub.add_parser("serving-check", help="check that every local model endpoint serves the "
+                   "version its deployment records say is live; restart it if not").set_defaults(
+        func=_cmd_serving_check)
     p_demo = sub.add_parser("demo", help="start the stack, train once, serve the UIs")
     p_demo.add_argument("--timeout", type=float, default=1800.0)
     p_demo.add_argument("--no-serve", action="store_true", help="stop after the first run")

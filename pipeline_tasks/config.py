@@ -20,6 +20,8 @@ from pipeline_tasks.errors import ConfigError
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "MLOPS_"
+#: The demo's model (the flights feed, target is_late): the model the demo defaults apply to.
+DEMO_MODEL = "flights_is_late"
 
 
 def _home() -> Path:
@@ -93,10 +95,17 @@ class PipelineConfig:
     performance_min_rows: int = 200  # fewer labelled predictions: "insufficient_labels"
     label_delay_days: int = 1  # the performance check scores the interval this many days back
     label_lookahead_days: int = 3  # outcome files dated up to this long after an interval
-    labels_uri: str = ""  # true outcomes (row_id, event_time, target); default: the demo feed's
+    # True outcomes (row_id, event_time, target) per model: {"model": "file:///.../outcomes/"}
+    # (MLOPS_MODEL_LABELS as JSON). A model with no entry uses labels_uri when it is set; else
+    # only the demo model has labels (the demo's outcome feed), and the others get "no_labels".
+    model_labels: dict = field(default_factory=dict)
+    labels_uri: str = ""  # true outcomes of every model without a model_labels entry
     require_approval: bool = False  # a blessed model waits for a human before it is deployed
-    # how long it waits: later training runs queue behind it (one active run per DAG)
+    # how long it waits (unanswered by then: the run fails and the champion keeps serving)
     approval_timeout_hours: float = 24.0
+    # training runs at once (one per model in practice): a run waiting for approval blocks no
+    # other model's nightly run
+    training_max_active_runs: int = 8
     # Training
     seed: int = 42
     holdout_fraction: float = 0.2
@@ -175,8 +184,19 @@ class PipelineConfig:
         if not self.approval_timeout_hours > 0:
             raise ConfigError(
                 f"approval_timeout_hours must be > 0, got {self.approval_timeout_hours}")
-        if self.min_baseline_lift < 0:
-            raise ConfigError(f"min_baseline_lift must be >= 0, got {self.min_baseline_lift}")
+        if not 0.0 <= self.min_baseline_lift <= 1.0:
+            raise ConfigError(f"min_baseline_lift must be in [0, 1] (a relative lift), got "
+                              f"{self.min_baseline_lift}")
+        if self.min_champion_delta < 0:
+            raise ConfigError(f"min_champion_delta must be >= 0 (a worse model is never "
+                              f"promoted), got {self.min_champion_delta}")
+        if self.training_max_active_runs < 1:
+            raise ConfigError(f"training_max_active_runs must be >= 1, got "
+                              f"{self.training_max_active_runs}")
+        if not isinstance(self.model_labels, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.model_labels.items()):
+            raise ConfigError("model_labels must map model names to labels URIs (JSON object "
+                              "of strings)")
 
     @property
     def drift_ignored(self) -> set[str]:
@@ -205,8 +225,19 @@ class PipelineConfig:
 
     @property
     def outcomes_uri(self) -> str:
-        """Where true outcomes land: ``labels_uri``, else the demo's outcome feed."""
+        """Where the demo model's true outcomes land: ``labels_uri``, else the demo feed's."""
         return self.labels_uri or self.landing_uri.rstrip("/") + "/flights_outcomes/"
+
+    def labels_for(self, model_name: str, source: str | None = None) -> str | None:
+        """Where ``model_name``'s true outcomes land: its ``model_labels`` entry, else
+        ``labels_uri``, else the demo's outcome feed for a demo model only (the demo model, or
+        one trained on the demo feed, ``source``); None: the model has no labels."""
+        if self.model_labels.get(model_name):
+            return self.model_labels[model_name]
+        if self.labels_uri:
+            return self.labels_uri
+        demo_feed = bool(source) and source.rstrip("/") == self.demo_source_uri.rstrip("/")
+        return self.outcomes_uri if model_name == DEMO_MODEL or demo_feed else None
 
     def with_overrides(self, **overrides: Any) -> PipelineConfig:
         """A copy with the given fields replaced (``None`` values are ignored), type-checked."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import urllib.parse
 import uuid
@@ -47,6 +48,7 @@ class DeploymentResult:
     reason: str
     canary_rows: int
     record_uri: str
+    breaking_change: bool = False  # promoted over a breaking input change (forced or approved)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,15 +57,17 @@ class DeploymentResult:
 def deploy_version(*, model_name: str, version: str, holdout_uri: str | None,
                    feature_columns: list[str], config: PipelineConfig, reason: str,
                    lineage: dict[str, str] | None = None, target: str = "local",
-                   action: str = "deploy") -> DeploymentResult:
-    """Deploy ``model_name`` v``version`` to ``target`` through the blue/green path."""
+                   action: str = "deploy", breaking_change: bool = False) -> DeploymentResult:
+    """Deploy ``model_name`` v``version`` to ``target`` through the blue/green path.
+    ``breaking_change``: its inputs break the previous champion's clients, and a person forced
+    or approved it; the deployment record says so."""
     if target not in TARGETS:
         raise ConfigError(f"deployment target {target!r} is not one of {TARGETS}")
     version = str(version)
     if target == "docker":
         return _deploy_docker(model_name=model_name, version=version, holdout_uri=holdout_uri,
                               feature_columns=feature_columns, config=config, reason=reason,
-                              lineage=lineage, action=action)
+                              lineage=lineage, action=action, breaking_change=breaking_change)
     from pipeline_tasks.serving.supervisor import SupervisorClient, SupervisorError
 
     supervisor = SupervisorClient(config)
@@ -75,7 +79,7 @@ def deploy_version(*, model_name: str, version: str, holdout_uri: str | None,
         "version": version, "target": target, "endpoint": status["stable_url"],
         "previous": ({"model_name": live["model"], "version": live["version"],
                       "pid": live["pid"]} if live else None),
-        "reason": reason, "lineage": lineage or {},
+        "reason": reason, "lineage": lineage or {}, "breaking_change": breaking_change,
         "started_at": datetime.now(UTC).isoformat(),
     }
     if live and live["model"] == model_name and live["version"] == version:
@@ -84,7 +88,9 @@ def deploy_version(*, model_name: str, version: str, holdout_uri: str | None,
         return _result(record, config)
 
     try:
-        child = supervisor.call("start", model=model_name, version=version)["child"]
+        # owner: if this task is killed before the switch, the supervisor stops the candidate
+        child = supervisor.call("start", model=model_name, version=version,
+                                owner=os.getpid())["child"]
     except SupervisorError as exc:
         _fail(record, config, f"v{version} did not start: {exc}")
     record.update(pid=child["pid"], private_port=child["private_port"])
@@ -102,7 +108,10 @@ def deploy_version(*, model_name: str, version: str, holdout_uri: str | None,
         _fail(record, config, f"v{version} could not take the endpoint: {exc}")
     served = _get_json(record["endpoint"] + "/metadata")
     if not served or served.get("model_version") != version:
-        raise DeployRejected(f"the endpoint does not serve v{version} after the switch")
+        # the old server was stopped at the switch: start it again, so something serves
+        back = _reactivate(supervisor, live) if live else "nothing served before it"
+        _fail(record, config, f"the endpoint does not report v{version} after the switch "
+                              f"(it answered {served and served.get('model_version')}); {back}")
     record.update(status="live", outcome=f"v{version} is live on {record['endpoint']}")
     result = _result(record, config)
     _tag_versions(model_name, version, previous, record, config)
@@ -110,7 +119,7 @@ def deploy_version(*, model_name: str, version: str, holdout_uri: str | None,
 
 
 def _deploy_docker(*, model_name, version, holdout_uri, feature_columns, config, reason,
-                   lineage, action) -> DeploymentResult:
+                   lineage, action, breaking_change=False) -> DeploymentResult:
     """The docker target (``serving.docker_target``): image per version, validated on the side."""
     from pipeline_tasks.serving.docker_target import deploy_docker
     from pipeline_tasks.serving.docker_target import stable_name as docker_router_name
@@ -119,7 +128,7 @@ def _deploy_docker(*, model_name, version, holdout_uri, feature_columns, config,
         "deployment_id": uuid.uuid4().hex[:12], "action": action, "model_name": model_name,
         "version": version, "target": "docker", "endpoint": config.serving_url,
         "previous": None, "reason": reason, "lineage": lineage or {},
-        "started_at": datetime.now(UTC).isoformat(),
+        "breaking_change": breaking_change, "started_at": datetime.now(UTC).isoformat(),
     }
     try:
         done = deploy_docker(config, model_name, version, holdout_uri, feature_columns)
@@ -147,9 +156,33 @@ def _deploy_docker(*, model_name, version, holdout_uri, feature_columns, config,
     return result
 
 
+def _reactivate(supervisor, live: dict) -> str:
+    """Start ``live`` (the version that served before a failed switch) and put it back on the
+    stable endpoint. Returns what happened, for the deployment record."""
+    from pipeline_tasks.serving.supervisor import SupervisorError
+
+    try:
+        child = supervisor.call("start", model=live["model"], version=live["version"],
+                                owner=os.getpid())["child"]
+        supervisor.call("activate", pid=child["pid"])
+    except SupervisorError as exc:
+        log.error("could not restore %s v%s: %s", live["model"], live["version"], exc)
+        return f"restoring {live['model']} v{live['version']} failed too: {exc}"
+    return f"{live['model']} v{live['version']} serves again"
+
+
+def deployments_uri(model_name: str, config: PipelineConfig) -> str:
+    """``lake/deployments/<model>``; a name that is not one plain path segment is refused."""
+    if not model_name or storage.safe_name(model_name) != model_name or \
+            model_name.startswith("."):
+        raise ConfigError(f"model name {model_name!r} cannot name a folder: letters, digits, "
+                          "'.', '_', '-' only")
+    return storage.join(config.lake_uri, "deployments", model_name)
+
+
 def deployment_history(model_name: str, config: PipelineConfig) -> list[dict]:
     """Every recorded deployment attempt of ``model_name``, oldest first."""
-    root = storage.join(config.lake_uri, "deployments", model_name)
+    root = deployments_uri(model_name, config)
     fs, path = storage.url_to_fs(root)
     if not fs.exists(path):
         return []
@@ -176,16 +209,70 @@ def rollback(*, model_name: str, to: str, config: PipelineConfig, reason: str,
         to = earlier[0]
     elif not to.isdigit():
         raise ConfigError(f"version must be a version number or 'previous', got {to!r}")
-    from pipeline_tasks.registry import set_champion
+    from pipeline_tasks.registry import restore_champion, set_champion
 
     why = f"rollback to v{to}: {reason.strip()}"
-    set_champion(model_name, to, reason=why, config=config)
-    holdout_uri, features = version_inputs(model_name, to, config)
-    # redeploy where the model serves (a run may have deployed it elsewhere than the defaults)
-    config = config.with_overrides(**serving_place(model_name, config))
-    return deploy_version(model_name=model_name, version=to, holdout_uri=holdout_uri,
-                          feature_columns=features, config=config, reason=why,
-                          lineage=lineage, target=config.serving_target, action="rollback")
+    previous = set_champion(model_name, to, reason=why, config=config)
+    try:
+        holdout_uri, features = version_inputs(model_name, to, config)
+        # redeploy where the model serves (a run may have deployed it elsewhere than the defaults)
+        config = config.with_overrides(**serving_place(model_name, config))
+        return deploy_version(model_name=model_name, version=to, holdout_uri=holdout_uri,
+                              feature_columns=features, config=config, reason=why,
+                              lineage=lineage, target=config.serving_target, action="rollback")
+    except Exception as exc:
+        # "if it fails, nothing changes": the title goes back to the version that keeps serving
+        if previous != to:
+            done = restore_champion(model_name, to, to=previous,
+                                    reason=f"rollback to v{to} failed: {exc}", config=config)
+            if isinstance(exc, DeployRejected):
+                raise DeployRejected(f"{exc}; {done}", result=exc.result) from exc
+            log.error("rollback of %s to v%s failed (%s); %s", model_name, to, exc, done)
+        raise
+
+
+def restore_serving(config: PipelineConfig) -> list[dict[str, Any]]:
+    """Bring back what the deployment records say is live on each local endpoint, when it no
+    longer answers (a killed supervisor takes its model servers with it). For each port, the
+    newest live local deployment names the model and version; if ``/metadata`` does not report
+    them, that version is deployed again through the same blue/green path (``restore``).
+    Returns one entry per endpoint: what was expected, what answered, what was done."""
+    fs, root = storage.url_to_fs(storage.join(config.lake_uri, "deployments"))
+    if not fs.exists(root):
+        return []
+    newest: dict[int, dict] = {}
+    for folder in fs.ls(root, detail=False):
+        model = folder.rstrip("/").rpartition("/")[2]
+        for record in deployment_history(model, config):
+            port = urllib.parse.urlsplit(record.get("endpoint") or "").port
+            if record.get("status") == "live" and record.get("target") == "local" and port and (
+                    port not in newest or record["finished_at"] > newest[port]["finished_at"]):
+                newest[port] = record
+    report = []
+    for port, record in sorted(newest.items()):
+        here = config.with_overrides(serving_port=port)
+        answer = http.try_json(here.serving_url + "/metadata", timeout=5) or {}
+        entry = {"endpoint": here.serving_url, "model_name": record["model_name"],
+                 "version": record["version"], "answered": answer.get("model_version")}
+        if (answer.get("model_name"), answer.get("model_version")) == (record["model_name"],
+                                                                      record["version"]):
+            report.append({**entry, "action": "none"})
+            continue
+        log.error("%s should serve %s v%s but answers %s: restoring it", here.serving_url,
+                  record["model_name"], record["version"], answer or "nothing")
+        try:
+            holdout_uri, features = version_inputs(record["model_name"], record["version"],
+                                                   here)
+            done = deploy_version(model_name=record["model_name"], version=record["version"],
+                                  holdout_uri=holdout_uri, feature_columns=features, config=here,
+                                  reason="restored: the endpoint no longer served the live "
+                                         "version", lineage=record.get("lineage"),
+                                  action="restore")
+            report.append({**entry, "action": "restored", "status": done.status})
+        except (DeployRejected, OSError) as exc:
+            log.error("could not restore %s: %s", here.serving_url, exc)
+            report.append({**entry, "action": "failed", "error": str(exc)})
+    return report
 
 
 def serving_place(model_name: str, config: PipelineConfig) -> dict[str, Any]:
@@ -274,7 +361,7 @@ def _get_json(url: str) -> dict | None:
 def _record_uri(record: dict, config: PipelineConfig) -> str:
     stamp = record["started_at"].replace(":", "").replace("-", "")[:15]
     name = f"{stamp}-v{record['version']}-{record['deployment_id']}.json"
-    return storage.join(config.lake_uri, "deployments", record["model_name"], name)
+    return storage.join(deployments_uri(record["model_name"], config), name)
 
 
 def _write(record: dict, config: PipelineConfig) -> str:
@@ -302,7 +389,8 @@ def _result(record: dict, config: PipelineConfig) -> DeploymentResult:
         status=record["status"], pid=record.get("pid"), private_port=record.get("private_port"),
         previous_version=previous["version"] if previous and
         previous["model_name"] == record["model_name"] else None,
-        reason=record["reason"], canary_rows=record.get("canary_rows", 0), record_uri=uri)
+        reason=record["reason"], canary_rows=record.get("canary_rows", 0), record_uri=uri,
+        breaking_change=bool(record.get("breaking_change")))
 
 
 def _tag_versions(model_name: str, version: str, previous: str | None, record: dict,
@@ -316,7 +404,7 @@ def _tag_versions(model_name: str, version: str, previous: str | None, record: d
         "deployment_id": record["deployment_id"],
         "deployment_target": record["target"],
         "deployment_endpoint": record["endpoint"],
-        "deployment_pid": str(record.get("pid")),
+        "deployment_pid": "" if record.get("pid") is None else str(record["pid"]),
         "deployment_container": (record.get("container") or {}).get("name", ""),
         "deployment_image": (record.get("image") or {}).get("tag", ""),
         "deployed_at": record["finished_at"],

@@ -6,7 +6,12 @@ fails the task at once instead of retrying it.
 
 
 class PipelineError(Exception):
-    """Base class of every error the library raises on purpose."""
+    """Base class of every error the library raises on purpose. ``advice`` (optional) says what
+    to do; the failure summary shows it instead of its type's general advice."""
+
+    def __init__(self, message: str = "", *args, advice: str | None = None):
+        super().__init__(message, *args)
+        self.advice = advice
 
 
 class PipelineInputError(PipelineError):
@@ -27,6 +32,11 @@ class DataValidationError(PipelineInputError):
     def __init__(self, message: str, result: dict | None = None):
         super().__init__(message)
         self.result = result or {}
+
+
+class EvaluationError(PipelineInputError):
+    """The candidate cannot be compared with the champion (a champion whose files cannot be read,
+    or that cannot score a holdout its contract says it can): retrying cannot help."""
 
 
 class DriftInputError(PipelineInputError):
@@ -53,6 +63,16 @@ class StageSkipped(PipelineError):
 class ModelNotPromoted(StageSkipped):
     """A gate kept the candidate from ``champion`` (not blessed, or beaten by a champion that
     moved meanwhile): the run stops before ``deploy`` and the champion keeps serving."""
+
+
+class BreakingChangeBlocked(ModelNotPromoted):
+    """The candidate's inputs break the champion's contract: registered as a blocked challenger,
+    never promoted on its own (only with ``force_promote`` and a reason, or an approval)."""
+
+
+class NoLabels(StageSkipped):
+    """The model has no source of true outcomes: its served performance cannot be checked. Not
+    an error: the drift check and the retrain decision go on without it."""
 
 
 class RetrainWithheld(StageSkipped):

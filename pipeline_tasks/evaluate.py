@@ -12,9 +12,16 @@ The rule (thresholds come from the config, never from code):
    ``cand <= champ - delta`` when lower is better); with a delta of 0 it must be strictly better,
    so an equal model is not promoted and a worse model never is.
 
-If the champion cannot score the holdout (its input columns or task type no longer match), the
-reason says so and only the absolute part decides. The verdicts come from MLflow's
-``validate_evaluation_results`` with ``MetricThreshold``; the reason string restates them in words.
+3. Contract part. The candidate's input contract is compared with the champion's
+   (``schema.compare_contracts``): a removed, renamed or retyped input, a new required input, or
+   another target or task type would break the champion's clients. Such a candidate is never
+   blessed on its own (``breaking_change``); it waits for a person (the approval step) or a
+   ``force_promote`` with a reason. The champion is then not scored: it cannot take the new
+   inputs. A champion that should score the holdout and cannot is an error, never a silent reason
+   to skip the comparison.
+
+The verdicts come from MLflow's ``validate_evaluation_results`` with ``MetricThreshold``; the
+reason string restates them in words.
 """
 
 from __future__ import annotations
@@ -28,8 +35,9 @@ from typing import Any
 
 from pipeline_tasks import storage, tracking
 from pipeline_tasks.config import PipelineConfig
-from pipeline_tasks.errors import ConfigError
+from pipeline_tasks.errors import ConfigError, EvaluationError
 from pipeline_tasks.metrics import TASK_TYPES, baseline_metrics, score_model
+from pipeline_tasks.schema import ModelContract, SchemaDiff
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +67,10 @@ class EvaluationDecision:
     thresholds: dict
     forced: bool
     force_reason: str | None
+    # the absolute and champion gates passed: blessed unless the change is breaking
+    gate_passed: bool = False
+    breaking_change: bool = False
+    schema_change: dict | None = None  # SchemaDiff.to_dict() against the champion
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -80,6 +92,7 @@ def evaluate_candidate(
     config: PipelineConfig,
     force_promote: bool = False,
     force_reason: str | None = None,
+    candidate_contract: ModelContract | None = None,
 ) -> EvaluationDecision:
     """Decide whether the candidate may become champion.
 
@@ -88,6 +101,9 @@ def evaluate_candidate(
     better), and (2) if a champion can score the holdout, it beats the champion by at least
     ``min_champion_delta`` (strictly when that is 0): equal or worse models are never blessed.
 
+    (3) ``candidate_contract`` (its inputs, target and task type) must not break the champion's
+    (see the module doc); a breaking candidate is not blessed and not compared with the champion.
+
     ``force_promote`` blesses regardless of the gate; it needs a non-empty ``force_reason``, and
     the decision records both the override and what the gate would have said.
     """
@@ -95,13 +111,6 @@ def evaluate_candidate(
         raise ConfigError(f"task_type must be one of {', '.join(TASK_TYPES)}; got {task_type!r}")
     if force_promote and not (force_reason or "").strip():
         raise ConfigError("force_promote=True needs a non-empty force_reason (who/why)")
-    if not 0.0 <= config.min_baseline_lift <= 1.0:
-        raise ConfigError(f"min_baseline_lift must be in [0, 1], got {config.min_baseline_lift}")
-    if config.min_champion_delta < 0:
-        raise ConfigError(
-            f"min_champion_delta must be >= 0 (a worse model is never promoted), got "
-            f"{config.min_champion_delta}"
-        )
     tracking.configure_mlflow(config)
     import mlflow
 
@@ -125,11 +134,18 @@ def evaluate_candidate(
                 f"(available: {', '.join(sorted(candidate_metrics))})"
             )
         base = baseline_metrics(y, task_type)
-        champion_version, champion_metrics, champion_note = _score_champion(
-            model_name, holdout, y, task_type, primary_metric
-        )
+        champion_version, diff = _contract_change(model_name, candidate_contract)
+        champion_metrics, champion_note = None, None
+        if champion_version is None:
+            champion_note = "no champion yet"
+        elif diff is not None and diff.breaking:
+            champion_note = (f"{diff.summary()}: its clients would break, so champion "
+                             f"v{champion_version} is not compared")
+        else:
+            champion_metrics = _score_champion(model_name, champion_version, holdout, y,
+                                               task_type, primary_metric)
 
-    blessed, gate_reason = _gate(
+    gate_passed, gate_reason = _gate(
         metric=primary_metric,
         greater_is_better=greater_is_better,
         candidate=candidate_metrics,
@@ -139,12 +155,18 @@ def evaluate_candidate(
         champion_note=champion_note,
         config=config,
     )
-    forced = bool(force_promote)
+    breaking = bool(diff is not None and diff.breaking)
+    blessed = gate_passed and not breaking
     reason = gate_reason
+    if breaking:
+        reason = (f"blocked (breaking change): {diff.summary()}. It becomes champion only with "
+                  f"force_promote and a reason, or through the approval step; the other gates "
+                  f"said: {gate_reason}")
+    forced = bool(force_promote)
     if forced:
         reason = (
             f"blessed by override (force_promote): {force_reason.strip()}; "
-            f"the gate alone would have said: {gate_reason}"
+            f"the gate alone would have said: {reason}"
         )
         blessed = True
     log.info("evaluation of %s: %s", candidate_model_uri, reason)
@@ -173,7 +195,32 @@ def evaluate_candidate(
         },
         forced=forced,
         force_reason=force_reason.strip() if forced else None,
+        gate_passed=gate_passed,
+        breaking_change=breaking,
+        schema_change=diff.to_dict() if diff is not None and diff.changed else None,
     )
+
+
+def _contract_change(model_name: str, candidate: ModelContract | None
+                     ) -> tuple[str | None, SchemaDiff | None]:
+    """The champion's version and how the candidate's contract differs from its contract (None
+    when there is no champion, or either side records no signature)."""
+    from pipeline_tasks.registry import current_champion
+    from pipeline_tasks.schema import compare_contracts, version_contract
+
+    version = current_champion(model_name)
+    if version is None or candidate is None or not candidate.inputs:
+        return version, None
+    try:
+        champion = version_contract(model_name, version)
+    except (OSError, ValueError) as exc:
+        raise EvaluationError(
+            f"champion v{version} of {model_name}: its model files cannot be read ({exc})",
+            advice="Roll the champion back to a sound version (ml_model_rollback), or promote "
+                   "this candidate with 'Force promotion' and a reason.") from exc
+    if not champion.inputs:
+        return version, None
+    return version, compare_contracts(champion, candidate)
 
 
 def _model_input(model: Any, holdout):
@@ -189,34 +236,35 @@ def _model_input(model: Any, holdout):
     return normalize_features(holdout[expected])
 
 
-def _score_champion(model_name: str, holdout, y, task_type: str, metric: str):
-    """``(version, metrics, note)``: metrics is None when there is no usable champion."""
+def _score_champion(model_name: str, version: str, holdout, y, task_type: str, metric: str):
+    """The champion's metrics on the candidate's holdout. Its contract was found compatible, so
+    a champion that cannot score it is an error (``EvaluationError``), never a reason to skip
+    the comparison."""
     import mlflow
     from sklearn.base import is_classifier
 
-    from pipeline_tasks.registry import current_champion
-
-    version = current_champion(model_name)
-    if version is None:
-        return None, None, "no champion yet"
-    # Load the version number, not the alias: the alias may move while we score.
-    champion = mlflow.sklearn.load_model(f"models:/{model_name}/{version}")
+    advice = ("Roll the champion back to a sound version (ml_model_rollback), or promote this "
+              "candidate with 'Force promotion' and a reason.")
+    try:
+        # Load the version number, not the alias: the alias may move while we score.
+        champion = mlflow.sklearn.load_model(f"models:/{model_name}/{version}")
+    except Exception as exc:  # a corrupt or unreadable model: zip, skops and OS errors alike
+        raise EvaluationError(f"champion v{version} of {model_name} cannot be loaded "
+                              f"({type(exc).__name__}: {exc})", advice=advice) from exc
     if is_classifier(champion) != (task_type == "classification"):
         kind = "classifier" if is_classifier(champion) else "regressor"
-        return version, None, (
-            f"champion v{version} is a {kind} and cannot score a {task_type} holdout"
-        )
+        raise EvaluationError(f"champion v{version} is a {kind} and cannot score a {task_type} "
+                              "holdout, and its signature does not record its task type",
+                              advice=advice)
     try:
         metrics = score_model(champion, _model_input(champion, holdout), y, task_type)
-    except _SchemaMismatch as exc:
-        return version, None, f"champion v{version} cannot score the holdout ({exc})"
-    except (ValueError, TypeError, KeyError) as exc:
-        # scikit-learn's way of saying the input no longer fits the fitted transformers.
-        log.warning("champion v%s failed on the holdout: %s", version, exc)
-        return version, None, f"champion v{version} cannot score the holdout ({exc})"
+    except (_SchemaMismatch, ValueError, TypeError, KeyError) as exc:
+        raise EvaluationError(f"champion v{version} cannot score the candidate's holdout ({exc})",
+                              advice=advice) from exc
     if metric not in metrics:
-        return version, None, f"champion v{version} has no {metric} on this holdout"
-    return version, metrics, None
+        raise EvaluationError(f"champion v{version} has no {metric} on this holdout",
+                              advice=advice)
+    return metrics
 
 
 def _fmt(value: float, signed: bool = False) -> str:
@@ -306,8 +354,6 @@ def _gate(*, metric, greater_is_better, candidate, baseline, champion, champion_
                 f"{_fmt(champ)} (improvement {_fmt(gain, signed=True)}; {needs})"
             )
     note = f"; {champion_note}" if champion_note else ""
-    if champion is None and champion_version is not None:
-        note += ", so only the absolute thresholds applied"
     if failures:
         return False, "rejected: " + "; ".join(failures) + note
     return True, "blessed: " + " and ".join(passes) + note

@@ -24,9 +24,18 @@ ADVICE = {
                         "page for the evaluation decision and metrics. If the data is right, "
                         "train on more data or change the gate thresholds; to promote anyway, "
                         "trigger with 'Force promotion' and a reason.",
+    "BreakingChangeBlocked": "Nothing was deployed; the champion keeps serving and its clients "
+                             "keep working. The candidate's inputs differ from the champion's "
+                             "(see the schema change on the version's page). To switch clients "
+                             "over, update them first, then trigger with 'Force promotion' and "
+                             "a reason, or with 'Require approval' so a person decides.",
     "DeployRejected": "The previous version keeps serving and holds the champion alias again. "
                       "Look at the deployment record and the model server log, fix the cause, "
                       "then clear this task (the new version takes the title back).",
+    "NoLabels": "Nothing is wrong: the drift check and the retrain decision go on without it. To "
+                "check this model's served performance, land its true outcomes (row_id, "
+                "event_time and the target) and set the 'labels' param, or a model_labels entry "
+                "for this model in the config.",
     "RetrainWithheld": "The live data drifted from the champion's training data (or its "
                        "performance dropped), and a retrain was already requested within the "
                        "cool-down. Open the drift report; if the last retrain did not help, "
@@ -72,4 +81,16 @@ def summarize_failure(task_id: str, exc: BaseException, config: PipelineConfig,
         report = page_url(base_url, "models", result["model_name"], "versions",
                           str(result["version"]))
     return FailureSummary(task_id=task_id, error=name, message=str(exc), report=report,
-                          advice=ADVICE.get(name, DEFAULT_ADVICE))
+                          advice=advice_for(exc))
+
+
+def advice_for(exc: BaseException) -> str:
+    """The error's own advice, else that of its type or of the nearest base type that has one
+    (a subclass of ``DeployRejected`` gets its advice, not the generic text)."""
+    own = getattr(exc, "advice", None)
+    if own:
+        return own
+    for cls in type(exc).__mro__:
+        if cls.__name__ in ADVICE:
+            return ADVICE[cls.__name__]
+    return DEFAULT_ADVICE

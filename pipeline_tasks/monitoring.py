@@ -91,6 +91,20 @@ def served_version(model_name: str, version: str, config: PipelineConfig) -> Ser
         offline_metric=float(value) if value else None, source=mv.tags.get("source", ""))
 
 
+def champion_source(model_name: str, config: PipelineConfig) -> str | None:
+    """The source the champion was trained on (its ``source`` tag), or None (no champion)."""
+    tracking.configure_mlflow(config)
+    from mlflow.tracking import MlflowClient
+
+    from pipeline_tasks.registry import current_champion
+
+    client = MlflowClient()
+    version = current_champion(model_name, client)
+    if version is None:
+        return None
+    return client.get_model_version(model_name, version).tags.get("source") or None
+
+
 def champion_version(model_name: str, config: PipelineConfig) -> str | None:
     tracking.configure_mlflow(config)
     from mlflow.tracking import MlflowClient
@@ -102,13 +116,12 @@ def champion_version(model_name: str, config: PipelineConfig) -> str | None:
 
 def reference_frame(served: ServedVersion, config: PipelineConfig) -> pd.DataFrame:
     """The training snapshot of ``served`` (the data its model was fitted and checked on)."""
-    from pipeline_tasks.versioning import snapshot_data_uri
+    from pipeline_tasks.versioning import read_snapshot
 
     try:
-        uri = snapshot_data_uri(served.dataset_version, config)
+        return read_snapshot(served.dataset_version, config)
     except FileNotFoundError as exc:
         raise MonitoringInputError(f"{served.model_name} v{served.version}: {exc}") from exc
-    return storage.read_parquet(uri)
 
 
 # ---------------------------------------------------------------------------- current traffic
@@ -311,7 +324,7 @@ class PerformanceCheck:
     model_version: str | None
     interval_start: str
     interval_end: str
-    status: str  # ok | degraded | insufficient_labels
+    status: str  # ok | degraded | insufficient_labels | no_labels
     degraded: bool
     primary_metric: str
     offline_metric: float | None
@@ -426,6 +439,25 @@ def check_performance(*, model_name: str, interval_start: str, interval_end: str
     return check
 
 
+def record_no_labels(*, model_name: str, interval_start: str, interval_end: str,
+                     config: PipelineConfig, run_key: str) -> PerformanceCheck:
+    """Record that ``model_name`` has no labels source: its performance cannot be checked (not an
+    error; the drift check still runs). Written as ``performance.json`` like any other verdict."""
+    start, end = as_utc(interval_start), as_utc(interval_end)
+    verdict_uri = storage.join(monitoring_uri(config, model_name, run_key), "performance.json")
+    check = PerformanceCheck(
+        model_name=model_name, model_version=None, interval_start=start.isoformat(),
+        interval_end=end.isoformat(), status="no_labels", degraded=False, primary_metric="",
+        offline_metric=None, served_metrics={}, rows_predicted=0, rows_labelled=0,
+        labels_read=0, unmatched_labels=0, unmatched_examples=[],
+        reason=(f"no labels source for {model_name}: performance not checked (set the 'labels' "
+                "param, or a model_labels entry for this model in the config)"),
+        verdict_uri=verdict_uri, mlflow_run_id=None)
+    storage.atomic_write_json(verdict_uri, check.to_dict())
+    log.info("%s", check.reason)
+    return check
+
+
 def served_metrics(y_true, prediction, score, task_type: str) -> dict[str, float]:
     """Metrics of served predictions against true outcomes."""
     import numpy as np
@@ -470,9 +502,8 @@ def decide_retrain(*, model_name: str, drift: dict | None, performance: dict | N
                    config: PipelineConfig) -> RetrainDecision:
     """Ask for retraining when drift is real or performance dropped, at most once per
     ``retrain_cooldown_days`` (measured on data intervals) per model."""
-    from filelock import FileLock
-
     from pipeline_tasks.deploy import serving_place
+    from pipeline_tasks.locks import named_lock
 
     end = as_utc(interval_end)
     causes = []
@@ -490,9 +521,8 @@ def decide_retrain(*, model_name: str, drift: dict | None, performance: dict | N
     if not causes:
         return RetrainDecision(**base, retrain=False, reason="no drift and no performance drop",
                                cooldown_until=None, last_request=None, asset_extra={})
-    Path(config.locks_dir).mkdir(parents=True, exist_ok=True)
-    with FileLock(str(Path(config.locks_dir) / f"retrain-{storage.safe_name(model_name)}.lock"),
-                  timeout=120):
+    # the shared named lock: a PostgreSQL advisory lock when workers run on several machines
+    with named_lock(config, f"{model_name}.retrain", timeout=120):
         fs, path = storage.url_to_fs(root)
         records = ([storage.read_json(fs.unstrip_protocol(p))
                     for p in sorted(fs.glob(path.rstrip("/") + "/*.json"))]

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+#: promotion_status of a candidate whose inputs break the champion's clients
+BLOCKED_BREAKING = "blocked_breaking_change"
 LOCK_TIMEOUT_S = 120.0
 CREATE_ATTEMPTS = 4
 CREATE_BACKOFF_S = 0.5
@@ -53,6 +55,7 @@ class RegistrationResult:
     previous_champion: str | None
     aliases: list[str]
     awaiting_approval: bool = False  # blessed, but champion moves only once a human approves
+    breaking_change: bool = False  # its inputs break the champion's (see pipeline_tasks.schema)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -109,14 +112,20 @@ def register_model(
     with named_lock(config, f"{model_name}.registry", timeout=LOCK_TIMEOUT_S):
         _ensure_registered_model(client, model_name)
         tags = {**_version_tags(run_id, decision, lineage), model_artifacts.DIGEST_TAG: digest}
+        again = _version_for_run(client, model_name, run_id) is not None
         version = _find_or_create_version(client, model_name, run_id, model_uri, tags, decision,
                                           lineage)
         previous = current_champion(model_name, client)
-        client.set_registered_model_alias(model_name, CHALLENGER, version)
+        challenger = client.get_registered_model(model_name).aliases.get(CHALLENGER)
+        # a retried or cleared register of an older run never moves an alias back
+        if challenger is None or int(challenger) <= int(version):
+            client.set_registered_model_alias(model_name, CHALLENGER, version)
+        superseded = again and previous is not None and int(previous) > int(version)
 
         expected = decision.get("champion_version")
         expected = None if expected is None else str(expected)
-        if reevaluate is not None and decision["blessed"] and previous not in (expected, version):
+        if (reevaluate is not None and decision["blessed"] and not superseded
+                and previous not in (expected, version)):
             log.info("champion of %s moved from v%s to v%s since %s v%s was evaluated: "
                      "evaluating it again", model_name, expected, previous, model_name, version)
             decision = reevaluate()
@@ -125,7 +134,18 @@ def register_model(
             for key, value in _version_tags(run_id, decision, lineage).items():
                 client.set_model_version_tag(model_name, version, key, value)
         promoted = held = False
-        if not decision["blessed"]:
+        breaking = bool(decision.get("breaking_change"))
+        if superseded:
+            # only a deploy makes a version live: moving the title back here would name a
+            # version that does not serve. Re-run the whole DAG run, or roll back, to serve it.
+            reason = (f"not promoted: v{previous}, a newer version, became champion after this "
+                      f"run registered v{version}; run the DAG again (or ml_model_rollback) to "
+                      "serve it")
+        elif (hold_promotion and breaking and decision.get("gate_passed")
+                and not decision["blessed"] and previous != version):
+            held = True  # a person may accept the breaking change
+            reason = f"awaiting approval: {decision['reason']}"
+        elif not decision["blessed"]:
             reason = f"not promoted: {decision['reason']}"
         elif hold_promotion and previous != version:
             held = True
@@ -144,9 +164,12 @@ def register_model(
             reason = f"promoted{forced} from {f'v{previous}' if previous else 'no champion'}: " \
                      f"{decision['reason']}"
             _move_champion(client, model_name, version, previous, reason)
-        if not promoted:
+        if not promoted and not superseded:  # a superseded version keeps its history
+            status = ("awaiting_approval" if held
+                      else BLOCKED_BREAKING if breaking and not decision["blessed"]
+                      else CHALLENGER)
             for key, value in {
-                "promotion_status": "awaiting_approval" if held else CHALLENGER,
+                "promotion_status": status,
                 "promotion_reason": reason,
                 "promoted_from": "",
             }.items():
@@ -164,6 +187,7 @@ def register_model(
         previous_champion=previous,
         aliases=aliases,
         awaiting_approval=held,
+        breaking_change=breaking,
     )
 
 
@@ -185,13 +209,14 @@ def set_champion(model_name: str, version: str, *, reason: str, config: Pipeline
 
 def confirm_champion(model_name: str, version: str, *, evaluated_against: str | None,
                      reevaluate: Callable[[], dict], reason: str,
-                     config: PipelineConfig) -> RegistrationResult:
+                     config: PipelineConfig, approved: bool = False) -> RegistrationResult:
     """Make sure ``version`` is ``champion`` before it is deployed, by the same compare-and-set
     as ``register_model``. It is not yet champion when a person just approved it (approval can
     come days after ``evaluate``), or when a failed deploy gave the title back and the deploy is
     run again. If the champion is no longer ``evaluated_against``, the version is compared
     again with the current one (``reevaluate``, under the lock) and promoted only if it still
-    wins. When it already is champion, nothing changes."""
+    wins (``approved``: a person accepted a breaking change, so passing the other gates is
+    enough). When it already is champion, nothing changes."""
     tracking.configure_mlflow(config)
     from mlflow.tracking import MlflowClient
 
@@ -209,7 +234,9 @@ def confirm_champion(model_name: str, version: str, *, evaluated_against: str | 
                 log.info("champion of %s moved from v%s to v%s since v%s was evaluated: "
                          "evaluating it again", model_name, expected, previous, version)
                 decision = reevaluate()
-                if not decision["blessed"]:
+                accepted = decision["blessed"] or (
+                    approved and decision.get("breaking_change") and decision.get("gate_passed"))
+                if not accepted:
                     promoted = False
                     why = (f"not promoted: the champion moved to v{previous} since it was "
                            f"evaluated, and {decision['reason']}")
@@ -360,7 +387,14 @@ def _version_tags(run_id: str, decision: dict, lineage: dict[str, str]) -> dict[
         "primary_metric_value": "" if value is None else repr(float(value)),
         "evaluated_against_champion": str(decision.get("champion_version") or "none"),
         "forced": str(bool(decision.get("forced"))).lower(),
+        "breaking_change": str(bool(decision.get("breaking_change"))).lower(),
     })
+    if decision.get("schema_change"):
+        from pipeline_tasks.schema import SchemaDiff
+
+        diff = {k: v for k, v in decision["schema_change"].items()
+                if k in SchemaDiff.__dataclass_fields__}
+        tags.update({k: _clip(v) for k, v in SchemaDiff(**diff).tags().items()})
     if decision.get("forced"):
         tags["force_reason"] = _clip(str(decision.get("force_reason") or ""))
     return tags

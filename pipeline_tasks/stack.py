@@ -296,6 +296,21 @@ class Stack:
                 log.error("process %d did not stop", proc.pid)
         self.procs.clear()
 
+    def crash(self, component: str) -> None:
+        """SIGKILL ``component`` and every process of its group, as a crash or the OOM killer
+        would (for fault injection; ``restart`` brings it back)."""
+        proc = self.procs[component]
+        _signal_group(proc, signal.SIGKILL)
+        proc.wait(timeout=30)
+        log.warning("crashed %s (pid %d) on purpose", component, proc.pid)
+
+    def restart(self, component: str) -> None:
+        """Start an Airflow ``component`` of the stack again (after ``crash``)."""
+        if component not in self.components:
+            raise StackError(f"{component!r} is not a component of this stack "
+                             f"({', '.join(self.components)})")
+        self._spawn(component, [str(venv_bin() / "airflow"), component])
+
     def __enter__(self) -> Self:
         return self.start()
 

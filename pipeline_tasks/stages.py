@@ -9,6 +9,7 @@ the scheduled pipeline and the in-process pipeline are the same code.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
@@ -16,12 +17,20 @@ from typing import Any
 from pipeline_tasks import storage
 from pipeline_tasks.config import PipelineConfig, code_version, dataset_name, load_config
 from pipeline_tasks.errors import (
+    BreakingChangeBlocked,
     ConfigError,
     DeployRejected,
     ModelNotPromoted,
+    NoLabels,
     RetrainWithheld,
     StageSkipped,
 )
+from pipeline_tasks.schema import SUITE_TAG
+
+log = logging.getLogger(__name__)
+
+#: What a model name may be (the DAGs' ``model_name`` params use the same pattern).
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 TASK_TYPES = ("auto", "classification", "regression")
 #: Defaults of the trigger params (the DAG's form shows these). ``source`` empty means the demo feed.
@@ -36,6 +45,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "hyperparameter_search": False,
     "force_promote": False,
     "force_reason": "",
+    "allow_schema_change": False,
 }
 #: Trigger params that override fields of ``PipelineConfig`` for one run.
 CONFIG_PARAMS = ("min_baseline_lift", "min_champion_delta", "min_primary_metric",
@@ -92,7 +102,13 @@ class RunSpec:
 
     @property
     def model_name(self) -> str:
-        return str(self.param("model_name", self.dataset_name))
+        import re
+
+        name = str(self.param("model_name", self.dataset_name))
+        if not re.fullmatch(MODEL_NAME_PATTERN, name) or ".." in name:
+            raise ConfigError(f"param 'model_name' must be letters, digits, '.', '_' and '-' "
+                              f"(starting with a letter or digit), got {name!r}")
+        return name
 
     @property
     def run_key(self) -> str:
@@ -126,8 +142,24 @@ class RunSpec:
         return data
 
 
+def check_params(run: RunSpec) -> None:
+    """Refuse bad trigger params before any work: the first task of each DAG calls this, so a
+    bad value fails in seconds, not after ingest, validation and training have run. The same
+    bounds are in the trigger form (the DAGs' ``Param`` schemas)."""
+    # each property checks its params: the config overrides (thresholds), target, task type, name
+    _ = run.config, run.target, run.task_type, run.model_name
+    window = run.param("training_window_days")
+    if not isinstance(window, int) or isinstance(window, bool) or window < 0:
+        raise ConfigError(f"param 'training_window_days' must be a whole number >= 0, got "
+                          f"{window!r}")
+    if run.param("force_promote") and not str(run.param("force_reason") or "").strip():
+        raise ConfigError("param 'force_promote' is on, so 'force_reason' must say who and why")
+
+
 def ingest(run: RunSpec) -> dict:
     from pipeline_tasks.ingest import ingest_interval
+
+    check_params(run)
 
     return ingest_interval(
         run.source,
@@ -142,21 +174,28 @@ def ingest(run: RunSpec) -> dict:
 
 
 def validate(run: RunSpec, ingested: dict) -> dict:
+    """The batch against the model's suite and its champion's inputs (``allow_schema_change``:
+    against a suite inferred from the batch, for a run meant to change the model's inputs)."""
+    from pipeline_tasks.schema import champion_contract
     from pipeline_tasks.validate import validate_dataset
 
     return validate_dataset(
         ingested["uri"],
-        dataset_name=run.dataset_name,
+        model_name=run.model_name,
         target=run.target,
         config=run.config,
         run_key=run.run_key,
+        champion=champion_contract(run.model_name, run.config),
+        allow_schema_change=bool(run.param("allow_schema_change")),
+        dataset_name=run.dataset_name,
     ).to_dict()
 
 
 def version(run: RunSpec, ingested: dict, validated: dict) -> dict:
     from pipeline_tasks.versioning import snapshot_dataset
 
-    return snapshot_dataset(
+    # the suite the data passed travels on to the model version (the next run's suite)
+    return {"suite_uri": validated.get("suite_ref", "")} | snapshot_dataset(
         ingested["uri"],
         config=run.config,
         run_key=run.run_key,
@@ -180,12 +219,13 @@ def train(run: RunSpec, ingested: dict, versioned: dict) -> dict:
         task_type=run.task_type,
         time_column=ingested.get("time_column"),
         run_search=bool(run.param("hyperparameter_search")),
-        lineage=run.lineage,
-    ).to_dict()
+        lineage={**run.lineage, SUITE_TAG: versioned.get("suite_uri", "")},
+    ).to_dict() | {"suite_uri": versioned.get("suite_uri", "")}
 
 
 def evaluate(run: RunSpec, trained: dict) -> dict:
     from pipeline_tasks.evaluate import evaluate_candidate
+    from pipeline_tasks.schema import model_contract
 
     return evaluate_candidate(
         model_name=run.model_name,
@@ -198,6 +238,8 @@ def evaluate(run: RunSpec, trained: dict) -> dict:
         config=run.config,
         force_promote=bool(run.param("force_promote")),
         force_reason=run.param("force_reason"),
+        candidate_contract=model_contract(trained["model_uri"], target=run.target,
+                                          task_type=trained["task_type"]),
     ).to_dict()
 
 
@@ -209,7 +251,8 @@ def register(run: RunSpec, trained: dict, decision: dict) -> dict:
         run_id=trained["run_id"],
         model_uri=trained["model_uri"],
         decision=decision,
-        lineage={**run.lineage, "dataset_version": trained["dataset_version"]},
+        lineage={**run.lineage, "dataset_version": trained["dataset_version"],
+                 SUITE_TAG: trained.get("suite_uri", "")},
         config=run.config,
         hold_promotion=run.approval_required,
         # a concurrent run may move the champion after ``evaluate``: compare again with it
@@ -233,8 +276,10 @@ def deploy(run: RunSpec, trained: dict, registered: dict) -> dict:
     from pipeline_tasks.registry import confirm_champion, restore_champion
 
     def not_promoted(result: dict) -> ModelNotPromoted:
-        return ModelNotPromoted(f"v{result.get('version')} was not promoted, so it is not "
-                                f"deployed: {result.get('reason')}", result=result)
+        blocked = result.get("breaking_change") and not result.get("promoted")
+        kind = BreakingChangeBlocked if blocked else ModelNotPromoted
+        return kind(f"v{result.get('version')} was not promoted, so it is not deployed: "
+                    f"{result.get('reason')}", result=result)
 
     model, version = registered["model_name"], str(registered["version"])
     awaiting = bool(registered.get("awaiting_approval"))
@@ -246,7 +291,8 @@ def deploy(run: RunSpec, trained: dict, registered: dict) -> dict:
     confirmed = confirm_champion(
         model, version, evaluated_against=registered.get("previous_champion"),
         # the champion may have moved since: compare again with it
-        reevaluate=lambda: evaluate(run, trained), reason=reason, config=run.config).to_dict()
+        reevaluate=lambda: evaluate(run, trained), reason=reason, config=run.config,
+        approved=awaiting).to_dict()
     if not confirmed["promoted"]:
         raise not_promoted(confirmed)
     # if the deploy is rejected, the title goes back to the version that keeps serving
@@ -264,12 +310,29 @@ def deploy(run: RunSpec, trained: dict, registered: dict) -> dict:
             reason=registered["reason"],
             lineage={**run.lineage, "dataset_version": trained.get("dataset_version", "")},
             target=run.config.serving_target,
+            breaking_change=_is_breaking(model, version, run.config),
         ).to_dict()
-    except DeployRejected as exc:
+    except Exception as exc:
+        # any failure, a rejection or an infrastructure error (whose retry takes the title back
+        # by compare-and-set): the title goes back to the version that keeps serving
         done = restore_champion(model, version, to=restore_to,
                                 reason=f"v{version} was not deployed: {exc}", config=run.config)
-        raise DeployRejected(f"{exc}; {done}", result=exc.result) from exc
+        if isinstance(exc, DeployRejected):
+            raise DeployRejected(f"{exc}; {done}", result=exc.result) from exc
+        log.error("deploying %s v%s failed (%s); %s", model, version, exc, done)
+        raise
     return deployed | ({"approval": approval} if approval else {})
+
+
+def _is_breaking(model_name: str, version: str, config: PipelineConfig) -> bool:
+    """Whether the version was promoted over a breaking change (its ``breaking_change`` tag)."""
+    from pipeline_tasks import tracking
+
+    tracking.configure_mlflow(config)
+    from mlflow.tracking import MlflowClient
+
+    tags = MlflowClient().get_model_version(model_name, version).tags or {}
+    return tags.get("breaking_change") == "true"
 
 
 def rollback(run: RunSpec) -> dict:
@@ -289,6 +352,8 @@ def check_drift(run: RunSpec) -> dict:
     """The drift check of the run's interval (``monitoring.check_interval``)."""
     from pipeline_tasks.monitoring import check_interval
 
+    _ = run.config, run.model_name  # bad params fail here, before any work
+
     return check_interval(
         model_name=run.model_name, interval_start=run.interval_start,
         interval_end=run.interval_end, config=run.config, run_key=run.run_key,
@@ -298,19 +363,27 @@ def check_drift(run: RunSpec) -> dict:
 
 def check_performance(run: RunSpec) -> dict:
     """The served model's real performance ``label_delay_days`` before the run's interval, when
-    its true outcomes have landed (``monitoring.check_performance``)."""
+    its true outcomes have landed (``monitoring.check_performance``). A model with no labels
+    source (no ``labels`` param, no ``model_labels`` entry) is recorded as ``no_labels`` and the
+    task is skipped with that summary: the drift check and the retrain decision go on."""
     from datetime import datetime, timedelta
 
     from pipeline_tasks.monitoring import check_performance as score
+    from pipeline_tasks.monitoring import record_no_labels
 
     delay = timedelta(days=run.config.label_delay_days)
-    return score(
-        model_name=run.model_name,
-        interval_start=(datetime.fromisoformat(run.interval_start) - delay).isoformat(),
-        interval_end=(datetime.fromisoformat(run.interval_end) - delay).isoformat(),
-        labels_uri=str(run.param("labels", run.config.outcomes_uri)), config=run.config,
-        run_key=run.run_key,
-    ).to_dict()
+    start = (datetime.fromisoformat(run.interval_start) - delay).isoformat()
+    end = (datetime.fromisoformat(run.interval_end) - delay).isoformat()
+    from pipeline_tasks.monitoring import champion_source
+
+    labels = run.param("labels") or run.config.labels_for(
+        run.model_name, source=champion_source(run.model_name, run.config))
+    if not labels:
+        checked = record_no_labels(model_name=run.model_name, interval_start=start,
+                                   interval_end=end, config=run.config, run_key=run.run_key)
+        raise NoLabels(checked.reason, result=checked.to_dict())
+    return score(model_name=run.model_name, interval_start=start, interval_end=end,
+                 labels_uri=str(labels), config=run.config, run_key=run.run_key).to_dict()
 
 
 def request_retrain(run: RunSpec, drift: dict, performance: dict) -> dict:

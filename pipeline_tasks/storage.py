@@ -7,7 +7,9 @@ file. Output paths come from the run (dag_id, data interval, run id), never from
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import re
 import socket
@@ -53,6 +55,7 @@ def exists(uri: str) -> bool:
 
 
 #: A temporary file this old is left over by a writer that died, wherever it ran.
+log = logging.getLogger(__name__)
 STALE_TMP_S = 3600.0
 
 
@@ -95,6 +98,9 @@ def sweep_partial_writes(fs, path: str) -> list[str]:
                 removed.append(tmp)
             except FileNotFoundError:
                 pass
+    if removed:  # a killed earlier attempt's partial write: say what this attempt cleaned up
+        log.warning("removed %d partial file(s) an earlier, killed writer left beside %s: %s",
+                    len(removed), path, ", ".join(r.rpartition("/")[2] for r in removed))
     return removed
 
 
@@ -115,6 +121,11 @@ def atomic_write_bytes(uri: str, data: bytes) -> str:
         with fs.open(tmp, "wb") as handle:
             handle.write(data)
         fs.mv(tmp, path)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:  # say where: "No space left on device" alone names nothing
+            raise OSError(exc.errno, f"no space left on the device holding {uri} "
+                                     f"({len(data)} bytes to write)", uri) from exc
+        raise
     finally:
         if fs.exists(tmp):
             fs.rm(tmp)

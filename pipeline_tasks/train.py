@@ -30,6 +30,7 @@ from pipeline_tasks.metrics import (
     primary_metric,
     score_model,
 )
+from pipeline_tasks.versioning import is_version_id, verify_snapshot_file
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -119,7 +120,10 @@ def train_model(
     tracking.quiet_telemetry()
     started = time.perf_counter()
 
-    snapshot = storage.read_parquet(snapshot_uri)
+    if is_version_id(dataset_version):  # a real content id: train only on the data it names
+        snapshot = verify_snapshot_file(snapshot_uri, dataset_version)
+    else:
+        snapshot = storage.read_parquet(snapshot_uri)
     frame, y, resolved_task, time_col = _labelled_frame(
         snapshot, target=target, task_type=task_type, time_column=time_column
     )

@@ -1,14 +1,27 @@
 """Validate a batch with Great Expectations; a critical failure quarantines it and stops the run.
 
-The suite for a dataset is looked up in this order: the reviewed suites versioned in the repo
-(``config.repo_suites_dir/<dataset>.json``), then a baseline inferred on an earlier run
-(``config.suites_uri/<dataset>.json``). If neither exists, a baseline is inferred from this batch
-and saved there for review. Suite files are GX's own ExpectationSuite JSON, so a reviewer can edit
-them and copy them into the repo. Each expectation carries GX's native ``severity``: a failed
-``critical`` one quarantines the batch and raises ``DataValidationError``; ``warning`` (and
-``info``) failures are logged and reported while the run goes on.
+The suite belongs to the model being trained (``model_name``), whatever the source path, and is
+looked up in this order:
 
-Data Docs go to ``reports/data_docs/<run_key>/<dataset>/``, one small site per validation: with an
+1. the suite the champion's data was validated against (its ``validation.suite_uri`` tag), so a
+   contract that changed with a promoted version follows the champion (and a rollback);
+2. the reviewed suite versioned in the repo (``config.repo_suites_dir/<model>.json``);
+3. a baseline inferred on the model's first run (``config.suites_uri/<model>.json``);
+4. a reviewed repo suite of the data it is trained on (``<source name>_<target>.json``, e.g. the
+   flights feed's), so a new model on a reviewed feed starts from the reviewed checks, not from a
+   baseline inferred from a batch that may itself be bad.
+
+If none exists, a baseline is inferred from this batch and saved as 3. for review. On top of the
+suite, every input of the champion's signature must be present with its type (critical): a batch
+that lacks, renames or retypes one stops the run before anything is versioned. A run that is
+meant to change the model's inputs (``allow_schema_change``) is checked against a suite inferred
+from its own batch instead; evaluation then decides whether the change breaks the champion's
+clients. Suite files are GX's own ExpectationSuite JSON, so a reviewer can edit them and copy them
+into the repo. Each expectation carries GX's native ``severity``: a failed ``critical`` one
+quarantines the batch and raises ``DataValidationError``; ``warning`` (and ``info``) failures are
+logged and reported while the run goes on.
+
+Data Docs go to ``reports/data_docs/<run_key>/<model>/``, one small site per validation: with an
 ephemeral context, rebuilding a shared site would delete the pages of every earlier run.
 
 Great Expectations and pandas are imported inside the functions: importing this module is cheap.
@@ -30,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline_tasks import storage
 from pipeline_tasks.config import PipelineConfig
 from pipeline_tasks.errors import ConfigError, DataValidationError
+from pipeline_tasks.schema import ModelContract
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -101,57 +115,78 @@ class ValidationResult:
     data_docs_uri: str = ""
     result_uri: str = ""
     quarantine_uri: str | None = None
+    # what a model version records as its suite (``repo:<file>`` for a reviewed repo suite)
+    suite_ref: str = ""
+    champion_version: str | None = None  # whose signature the batch was also checked against
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
 def validate_dataset(
-    data_uri: str, *, dataset_name: str, target: str, config: PipelineConfig, run_key: str
+    data_uri: str,
+    *,
+    model_name: str,
+    target: str,
+    config: PipelineConfig,
+    run_key: str,
+    champion: ModelContract | None = None,
+    allow_schema_change: bool = False,
+    dataset_name: str | None = None,
 ) -> ValidationResult:
-    """Validate the Parquet batch at ``data_uri`` against the suite of ``dataset_name``.
+    """Validate the Parquet batch at ``data_uri`` against the suite of ``model_name``.
+
+    ``champion`` is the contract of the model's champion (``schema.champion_contract``): its
+    suite is used, and its signature's inputs are required. With ``allow_schema_change`` the
+    batch is checked against a suite inferred from itself (saved content-addressed under
+    ``suites/<model>/`` once it passes), so a run may change the model's inputs.
 
     Writes the full result and the Data Docs under ``config.reports_uri`` (paths from ``run_key``).
     On a critical failure, copies the batch and its result to ``lake/quarantine/<run_key>/`` and
     raises ``DataValidationError`` naming each failed expectation.
     """
-    if not dataset_name or not re.fullmatch(r"[A-Za-z0-9._-]+", dataset_name):
+    if not model_name or not re.fullmatch(r"[A-Za-z0-9._-]+", model_name):
         raise ConfigError(
-            f"dataset_name must be a plain name (letters, digits, ._-), got {dataset_name!r}"
+            f"model_name must be a plain name (letters, digits, ._-), got {model_name!r}"
         )
     if not target:
         raise ConfigError("target must name the label column")
     tolerances = _tolerances(config)
     df = storage.read_parquet(data_uri)
     log.info(
-        "Validating %s (%d rows x %d columns) from %s", dataset_name, len(df), df.shape[1], data_uri
+        "Validating %s (%d rows x %d columns) from %s", model_name, len(df), df.shape[1], data_uri
     )
 
-    suite_uri = find_suite_uri(dataset_name, config)
+    suite_uri = None if allow_schema_change else find_suite_uri(model_name, config, champion,
+                                                                dataset_name=dataset_name)
     inferred = suite_uri is None
-    if suite_uri is None:
-        suite_uri = storage.join(config.suites_uri, f"{dataset_name}.json")
+    if inferred:
         suite = infer_suite(
             df,
-            dataset_name=dataset_name,
+            dataset_name=model_name,
             target=target,
             max_categories=config.max_categories,
             tolerances=tolerances,
             source={"data_uri": data_uri, "run_key": run_key},
         )
+        # Snapshot before GX adds ids to the expectations: the saved file stays clean for review.
+        suite_json = suite.to_json_dict()
+        suite_uri = (proposed_suite_uri(model_name, suite_json, config) if allow_schema_change
+                     else storage.join(config.suites_uri, f"{model_name}.json"))
         log.info(
-            "No suite for %s: inferred a baseline of %d expectations",
-            dataset_name,
+            "%s for %s: inferred a baseline of %d expectations",
+            "Schema change allowed" if allow_schema_change else "No suite", model_name,
             len(suite.expectations),
         )
     else:
-        suite = load_suite(suite_uri, default_name=dataset_name)
+        suite = load_suite(suite_uri, default_name=model_name)
         log.info("Using suite %s (%d expectations)", suite_uri, len(suite.expectations))
-    _ensure_target_checked(suite, target)
-    # Snapshot before GX adds ids to the expectations: the saved file stays clean for review.
-    suite_json = suite.to_json_dict() if inferred else None
+    extra = _target_check(suite, target)
+    if champion is not None and not allow_schema_change:
+        extra += _champion_input_checks(champion)
+    suite = _with_expectations(suite, extra)
 
-    docs_uri = storage.join(config.reports_uri, "data_docs", run_key, dataset_name)
+    docs_uri = storage.join(config.reports_uri, "data_docs", run_key, model_name)
     gx_result, page = _run_checkpoint(df, suite, docs_uri=docs_uri, run_key=run_key)
     data_docs_uri = _as_uri(storage.join(docs_uri, page))
 
@@ -164,11 +199,11 @@ def validate_dataset(
         log.warning("Saved an inferred baseline suite for review: %s", suite_uri)
     elif inferred:
         log.error(
-            "Inferred baseline for %s not saved: this batch fails it critically", dataset_name
+            "Inferred baseline for %s not saved: this batch fails it critically", model_name
         )
 
     result_uri = storage.join(
-        config.reports_uri, "validation", run_key, dataset_name, "validation_result.json"
+        config.reports_uri, "validation", run_key, model_name, "validation_result.json"
     )
     quarantine_uri = None
     if not success:
@@ -184,9 +219,11 @@ def validate_dataset(
         data_docs_uri=data_docs_uri,
         result_uri=result_uri,
         quarantine_uri=quarantine_uri,
+        suite_ref=suite_ref(suite_uri, config),
+        champion_version=None if champion is None or allow_schema_change else champion.version,
     )
     report = {
-        "dataset_name": dataset_name,
+        "model_name": model_name,
         "data_uri": data_uri,
         "run_key": run_key,
         "target": target,
@@ -196,11 +233,11 @@ def validate_dataset(
     storage.atomic_write_json(result_uri, report)
 
     for item in failed_warning:
-        log.warning("Validation %s on %s: %s", item["severity"], dataset_name, _line(item))
+        log.warning("Validation %s on %s: %s", item["severity"], model_name, _line(item))
     if success:
         log.info(
             "Validation of %s passed: %d expectations, %d warning(s). Data Docs: %s",
-            dataset_name,
+            model_name,
             result.evaluated,
             len(failed_warning),
             data_docs_uri,
@@ -212,25 +249,114 @@ def validate_dataset(
         storage.join(quarantine_uri.rpartition("/")[0], "validation_result.json"), report
     )
     message = (
-        f"{dataset_name}: {len(failed_critical)} critical expectation(s) failed: "
+        f"{model_name}: {len(failed_critical)} critical expectation(s) failed: "
         + "; ".join(lines)
         + f". Batch quarantined at {quarantine_uri}. Data Docs: {data_docs_uri}"
     )
     if inferred:
         message += " (the baseline suite inferred from this batch was not saved)"
+    elif _schema_failed(failed_critical):
+        message += (
+            f". The batch does not fit {model_name}'s input contract. If the model's inputs are "
+            "meant to change, trigger with 'Allow schema change': a candidate that breaks the "
+            "champion's clients is then registered as a blocked challenger"
+        )
     raise DataValidationError(message, result=result.to_dict())
 
 
 # --- suites -----------------------------------------------------------------------------------
 
+#: ``suite_ref`` prefix of a reviewed suite in the repo (its path differs between checkouts).
+REPO_REF = "repo:"
 
-def find_suite_uri(dataset_name: str, config: PipelineConfig) -> str | None:
-    """The reviewed repo suite, else a previously inferred one, else ``None``."""
-    for base in (config.repo_suites_dir, config.suites_uri):
-        uri = storage.join(base, f"{dataset_name}.json")
+
+def find_suite_uri(model_name: str, config: PipelineConfig,
+                   champion: ModelContract | None = None,
+                   dataset_name: str | None = None) -> str | None:
+    """The champion's suite, else the model's reviewed repo suite, else one inferred on its
+    first run, else the reviewed repo suite of its dataset, else ``None``. A champion whose
+    recorded suite is gone is an error, not a silent fallback."""
+    if champion is not None and champion.suite_uri:
+        uri = resolve_suite_ref(champion.suite_uri, config)
+        if not storage.exists(uri):
+            raise ConfigError(
+                f"champion v{champion.version} of {model_name} was validated against the suite "
+                f"{uri}, which no longer exists: restore it, or re-run with 'Allow schema change'"
+            )
+        return uri
+    candidates = [(config.repo_suites_dir, model_name), (config.suites_uri, model_name)]
+    if dataset_name and dataset_name != model_name:
+        candidates.append((config.repo_suites_dir, dataset_name))
+    for base, name in candidates:
+        uri = storage.join(base, f"{name}.json")
         if storage.exists(uri):
             return uri
     return None
+
+
+def suite_ref(uri: str, config: PipelineConfig) -> str:
+    """How a model version names its suite: ``repo:<file>`` for a reviewed repo suite."""
+    repo = storage.join(config.repo_suites_dir, "")
+    if uri.startswith(repo):
+        return REPO_REF + uri[len(repo):]
+    return _as_uri(uri)
+
+
+def resolve_suite_ref(ref: str, config: PipelineConfig) -> str:
+    if ref.startswith(REPO_REF):
+        return storage.join(config.repo_suites_dir, ref[len(REPO_REF):])
+    return ref
+
+
+def proposed_suite_uri(model_name: str, suite_json: dict, config: PipelineConfig) -> str:
+    """Where a suite inferred for a schema change is kept: named by its content, so versions
+    that record it keep finding the same file."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps(suite_json, sort_keys=True, default=str).encode())
+    return storage.join(config.suites_uri, model_name, f"{digest.hexdigest()[:16]}.json")
+
+
+#: MLflow signature types -> the type family the batch's column must have.
+_SIGNATURE_FAMILY = {"long": "numeric", "integer": "numeric", "double": "numeric",
+                     "float": "numeric", "string": "string", "boolean": "bool"}
+
+
+def _champion_input_checks(champion: ModelContract) -> list:
+    """Every input of the champion's signature must be in the batch, with its type (critical):
+    the suite alone may not name them all (a reviewed suite, or one the champion predates)."""
+    import great_expectations.expectations as gxe
+
+    why = f"Input of champion v{champion.version}: its clients send this column."
+    checks = []
+    for column, spec in champion.inputs.items():
+        checks.append(gxe.ExpectColumnToExist(column=column, severity="critical",
+                                              meta={"why": why}))
+        family = _SIGNATURE_FAMILY.get(spec.get("type"))
+        if family:
+            checks.append(type_expectation(column, family, why=why))
+    return checks
+
+
+def _with_expectations(suite, extra: list):
+    """``suite`` plus the run-time checks it does not already hold. A new suite object: adding
+    to a loaded one would need a GX data context to store it in."""
+    if not extra:
+        return suite
+    gx = _import_gx()
+    kept = list(suite.expectations)
+    for exp in extra:
+        if not any(type(suite)._expectations_are_equalish(exp, old) for old in kept):
+            kept.append(exp)
+    return gx.ExpectationSuite(name=suite.name, expectations=kept,
+                               suite_parameters=suite.suite_parameters or None,
+                               meta=suite.meta or None, notes=suite.notes)
+
+
+def _schema_failed(failed: list[dict]) -> bool:
+    kinds = {"expect_table_columns_to_match_set", "expect_column_to_exist", *_TYPE_EXPECTATIONS}
+    return any(item["expectation"] in kinds for item in failed)
 
 
 # Keys of an expectation in GX's suite JSON that we pass on; "id" and "rendered_content" belong to
@@ -283,7 +409,7 @@ def suite_from_dict(data: Any, *, default_name: str, source: str = "suite"):
     )
 
 
-def _ensure_target_checked(suite, target: str) -> None:
+def _target_check(suite, target: str) -> list:
     """Every run checks that its target column exists, whatever the suite says."""
     import great_expectations.expectations as gxe
 
@@ -292,14 +418,14 @@ def _ensure_target_checked(suite, target: str) -> None:
             exp.expectation_type == "expect_column_to_exist"
             and getattr(exp, "column", None) == target
         ):
-            return
-    suite.add_expectation(
+            return []
+    return [
         gxe.ExpectColumnToExist(
             column=target,
             severity="critical",
             meta={"why": "Added at run time: the target of this run must be a column of the data."},
         )
-    )
+    ]
 
 
 def infer_suite(

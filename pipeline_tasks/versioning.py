@@ -8,6 +8,10 @@ Layout under ``lake/snapshots/<version_id>/``:
 - ``manifest.json``: schema, rows, source, interval, validation result. Written last, so a
   snapshot without a manifest is incomplete and is never returned;
 - ``lineage/<run>.json``: one record per run that produced this same content.
+
+Whatever reads a snapshot back (``read_snapshot``: version reuse, training, the drift reference)
+hashes it again: a file whose content no longer matches its id (bit rot, a hand edit) is refused
+by name (``CorruptSnapshotError``), never used as if it were the data the id names.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipeline_tasks import storage
+from pipeline_tasks.errors import PipelineInputError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,6 +33,11 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 DATA = "data.parquet"
+_SHA256_HEX = frozenset("0123456789abcdef")
+
+
+class CorruptSnapshotError(PipelineInputError):
+    """A stored snapshot's rows no longer hash to its id (or cannot be read at all)."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,16 @@ def snapshot_dataset(
     data_out = storage.join(root, DATA)
     manifest_uri = storage.join(root, MANIFEST)
     created = not storage.exists(manifest_uri)
+    if not created:
+        try:
+            verify_snapshot_file(data_out, version_id)
+            log.info("dataset version %s already exists; no second copy", version_id[:12])
+        except CorruptSnapshotError as exc:
+            # this batch is the content the id names: write it back, loudly
+            log.error("%s; rewriting it from this run's batch %s, which hashes to the id",
+                      exc, data_uri)
+            storage.atomic_write_parquet(df, data_out)
+            verify_snapshot_file(data_out, version_id)
     if created:
         storage.atomic_write_parquet(df, data_out)
         manifest = {
@@ -92,8 +112,6 @@ def snapshot_dataset(
         }
         storage.atomic_write_json(manifest_uri, manifest)
         log.info("new dataset version %s (%d rows)", version_id[:12], len(df))
-    else:
-        log.info("dataset version %s already exists; no second copy", version_id[:12])
     record = {"run": run_key, "source": source, "interval": interval, "raw_uri": data_uri,
               "lineage": lineage or {}, "validation_success": validation.get("success")}
     storage.atomic_write_json(
@@ -114,6 +132,32 @@ def snapshot_data_uri(version_id: str, config: PipelineConfig) -> str:
     """The rows of a complete snapshot (one with a manifest), or FileNotFoundError."""
     load_manifest(version_id, config)
     return storage.join(snapshots_uri(config), version_id, DATA)
+
+
+def is_version_id(value: str) -> bool:
+    """A content id (64 lowercase hex digits), as ``content_hash`` makes."""
+    return len(value) == 64 and set(value) <= _SHA256_HEX
+
+
+def verify_snapshot_file(data_uri: str, version_id: str) -> pd.DataFrame:
+    """The rows at ``data_uri``, checked to still hash to ``version_id``."""
+    try:
+        df = storage.read_parquet(data_uri)
+    except (OSError, ValueError) as exc:  # pyarrow's errors are both
+        raise CorruptSnapshotError(f"snapshot {data_uri} cannot be read ({exc}): it is not the "
+                                   f"data of dataset version {version_id}") from exc
+    found = content_hash(df)
+    if found != version_id:
+        raise CorruptSnapshotError(
+            f"snapshot {data_uri} is corrupt: its rows hash to {found[:12]}, not to its id "
+            f"{version_id[:12]}. Restore the file from a backup or re-ingest the interval; "
+            "nothing was trained on it")
+    return df
+
+
+def read_snapshot(version_id: str, config: PipelineConfig) -> pd.DataFrame:
+    """The rows of dataset version ``version_id``, verified against the id."""
+    return verify_snapshot_file(snapshot_data_uri(version_id, config), version_id)
 
 
 def load_manifest(version_id: str, config: PipelineConfig) -> dict[str, Any]:

@@ -37,6 +37,23 @@ def docker_engine() -> str:
     return os.environ.get("DOCKER_HOST", "")
 
 
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 16 KiB tmpfs: a real full disk (mounting needs root, like the docker tests; the test
+    fails loudly without it)."""
+    import subprocess
+
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(folder)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.fail(f"cannot mount a small tmpfs for a disk-full test (run as root): "
+                    f"{done.stderr.strip()}")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
 class WebhookReceiver:
     """A local HTTP endpoint that records the JSON bodies POSTed to it and answers ``status``."""
 

@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _serve(server, app, stable_fd: int | None) -> None:
-    """Serve on the own port; with ``stable_fd``, also on that shared socket after SIGUSR2.
+    """Serve on the own port; with ``stable_fd``, also on that shared socket after SIGUSR2, until
+    SIGUSR1 (the drain before a switch stops this server).
 
     The serving supervisor owns the stable port's listening socket and hands it to every server
     it starts. A new version serves only its own port until it has passed validation; SIGUSR2
@@ -97,6 +98,7 @@ async def _serve(server, app, stable_fd: int | None) -> None:
     next. Connections waiting in the shared queue are never dropped.
     """
     app.state.stable_active = False
+    app.state.stable_listener = None
     if stable_fd is not None:
         stable = socket.socket(fileno=stable_fd)
         loop = asyncio.get_running_loop()
@@ -112,10 +114,21 @@ async def _serve(server, app, stable_fd: int | None) -> None:
 
             listener = await loop.create_server(protocol, sock=stable, backlog=config.backlog)
             server.servers.append(listener)  # closed by uvicorn's shutdown
+            app.state.stable_listener = listener
             app.state.stable_active = True
             log.info("now also serving the stable endpoint")
 
+        async def deactivate() -> None:
+            # stop accepting on the shared socket (this process's copy only): connections in
+            # its queue go to the new server; what this one accepted, it still answers
+            listener = app.state.stable_listener
+            if listener is not None:
+                listener.close()
+                app.state.stable_listener = None
+                log.info("no longer accepting on the stable endpoint (draining)")
+
         loop.add_signal_handler(signal.SIGUSR2, lambda: loop.create_task(activate()))
+        loop.add_signal_handler(signal.SIGUSR1, lambda: loop.create_task(deactivate()))
     await server.serve()
 
 

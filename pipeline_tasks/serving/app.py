@@ -18,6 +18,7 @@ schema.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -257,7 +258,16 @@ def create_app(served: ServedModel, *, max_body_bytes: int, prediction_log: Pred
         Route("/metadata", endpoint("metadata", metadata), methods=["GET"]),
         Route("/metrics", endpoint("metrics", prometheus), methods=["GET"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        yield
+        if prediction_log is not None:
+            # After the last answered request, before the process exits: uvicorn re-raises the
+            # signal it caught once shutdown is done, so code after ``server.run()`` never runs.
+            await asyncio.get_running_loop().run_in_executor(None, prediction_log.close)
+
+    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found},
+                    lifespan=lifespan)
     app.state.metrics = metrics
     app.state.served = served
     return app

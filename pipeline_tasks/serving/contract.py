@@ -93,12 +93,14 @@ class Contract:
         return Request(frame, ids, when)
 
     def frame(self, body: Any) -> pd.DataFrame:
-        """The request body's rows as a DataFrame in the model's column order and dtypes."""
+        """The request body's rows as a DataFrame in the model's column order and dtypes. An
+        optional column (the training data had nulls in it) may be left out: it is null."""
         columns = self._columns_of(body)
-        data = {}
         n_rows = None
         for col in self.columns:
-            values = columns[col.name]
+            values = columns.get(col.name)
+            if values is None and not col.required:
+                continue
             if not isinstance(values, list):
                 raise BadInput(422, f"column '{col.name}': expected an array of values", "shape")
             if n_rows is None:
@@ -106,12 +108,14 @@ class Contract:
             elif len(values) != n_rows:
                 raise BadInput(422, f"column '{col.name}': {len(values)} values, but the other "
                                     f"columns have {n_rows}", "shape")
-            data[col.name] = self._check(col, values)
         if not n_rows:
             raise BadInput(422, "no rows to predict", "shape")
         if n_rows > self.max_rows:
             raise BadInput(413, f"{n_rows} rows: more than the limit of {self.max_rows} per "
                                 "request", "too_large")
+        data = {col.name: self._check(col, columns[col.name] if col.name in columns
+                                      else [None] * n_rows)
+                for col in self.columns}
         return pd.DataFrame(data, columns=self.names)
 
     # -- body shapes ---------------------------------------------------------------------------
@@ -164,7 +168,8 @@ class Contract:
                 raise BadInput(422, f"{form}[{i}] is not an object", "shape")
             if record.keys() != keys:
                 self._same_names(record.keys(), f"{form}[{i}]")
-        return {name: [r[name] for r in records] for name in expected}
+        # an optional column a record leaves out is null in that row
+        return {name: [r.get(name) for r in records] for name in expected}
 
     def _row_limit(self, n: int) -> None:
         if n > self.max_rows:
@@ -172,9 +177,10 @@ class Contract:
                            "too_large")
 
     def _same_names(self, given, where: str) -> None:
+        """Every required column present, and no column the model does not take."""
         given = set(given)
         expected = set(self.names)
-        missing = [n for n in self.names if n not in given]
+        missing = [c.name for c in self.columns if c.required and c.name not in given]
         if missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             raise BadInput(422, f"{where}: missing column '{missing[0]}'{more}", "missing_column")

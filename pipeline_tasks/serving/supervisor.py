@@ -8,8 +8,10 @@ for its whole life and hands it to every model server it starts (``--stable-fd``
    nothing on the stable port yet. The supervisor answers once its ``/ready`` does.
 2. The deployer validates it on its private port (canary requests).
 3. ``activate``: SIGUSR2 makes the new server accept on the shared socket too; once its
-   ``/ready`` says so, the old server is stopped (SIGTERM, it finishes in-flight requests).
-   Connections waiting in the shared queue are never dropped: both accept from it.
+   ``/ready`` says so, SIGUSR1 makes the old one stop accepting there (``DRAIN_S`` to answer
+   what it had just accepted), then it is stopped (SIGTERM: it finishes in-flight requests and
+   writes its prediction log). Connections waiting in the shared queue are never dropped: both
+   accept from it.
 4. ``stop``: a candidate that failed validation is stopped; the old one never stopped serving.
 
 The active server is supervised: if it dies, the supervisor starts the same version again and
@@ -46,6 +48,9 @@ log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 180.0
 STOP_GRACE_S = 20.0
+#: After a switch, the old server stops accepting on the stable socket this long before it is
+#: stopped: a connection it accepted in the last instant still gets its answer.
+DRAIN_S = 1.0
 
 
 class SupervisorError(RuntimeError):
@@ -61,6 +66,9 @@ class Child:
     started_at: float
     log_path: str
     active: bool = False
+    # the deployer that asked for this candidate (pid, and its start time: pids are reused)
+    owner: int | None = None
+    owner_started: str | None = None
     proc: subprocess.Popen | None = field(default=None, repr=False, compare=False)
 
     def public(self) -> dict:
@@ -77,6 +85,18 @@ def _die_with_parent() -> None:
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     os.setpgid(0, 0)
+
+
+def process_started(pid: int) -> str | None:
+    """When ``pid`` started (clock ticks since boot, from /proc), or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields_after_name = stat.rpartition(")")[2].split()
+    if fields_after_name[0] == "Z":  # a zombie has exited
+        return None
+    return fields_after_name[19]  # field 22 of stat: starttime
 
 
 def _tail(path: str, lines: int = 15) -> str:
@@ -100,7 +120,10 @@ class Supervisor:
         self.stable.set_inheritable(True)
 
     # -- children ------------------------------------------------------------------------------
-    def start(self, model: str, version: str) -> Child:
+    def start(self, model: str, version: str, owner: int | None = None) -> Child:
+        """Start a candidate server. ``owner`` is the deployer's pid: if it dies before the
+        candidate is activated (a killed deploy task), the watcher stops the candidate."""
+        owner_started = process_started(owner) if owner else None
         port = http.free_port()
         log_path = str(self.dir / f"server-{model}-v{version}-{port}.log")
         argv = [sys.executable, "-m", "pipeline_tasks.serving", "--model", model, "--ref",
@@ -115,7 +138,8 @@ class Supervisor:
                 pass_fds=(self.stable.fileno(),), preexec_fn=_die_with_parent,
                 env={**os.environ, "MLOPS_HOME": self.config.home},
             ).result()
-        child = Child(proc.pid, model, str(version), port, time.time(), log_path, proc=proc)
+        child = Child(proc.pid, model, str(version), port, time.time(), log_path, owner=owner,
+                      owner_started=owner_started, proc=proc)
         with self.lock:
             self.children[proc.pid] = child
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -154,6 +178,11 @@ class Supervisor:
             time.sleep(0.1)
         with self.lock:
             child.active = True
+        for old in previous:  # drain, then stop: no accepted connection is dropped
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(old.pid, signal.SIGUSR1)
+        if previous:
+            time.sleep(DRAIN_S)
         for old in previous:
             self._terminate(old)
         self._save()
@@ -196,9 +225,20 @@ class Supervisor:
     def _save(self) -> None:
         storage.atomic_write_json((self.dir / "state.json").as_uri(), self.status())
 
+    def orphans(self) -> list[Child]:
+        """Candidates whose deployer is gone: nobody will activate or stop them."""
+        with self.lock:
+            candidates = [c for c in self.children.values() if not c.active and c.owner]
+        return [c for c in candidates if process_started(c.owner) != c.owner_started]
+
     def watch(self) -> None:
-        """Restart the live server if it dies (same version, straight back on the endpoint)."""
+        """Restart the live server if it dies (same version, straight back on the endpoint), and
+        stop candidates whose deployer died (a killed deploy task must not leak a server)."""
         while not self.stopping.wait(1.0):
+            for child in self.orphans():
+                log.warning("stopping candidate pid %s (%s v%s): its deployer, pid %s, is gone",
+                            child.pid, child.model, child.version, child.owner)
+                self._terminate(child)
             with self.lock:
                 dead = [c for c in self.children.values() if c.active and c.proc.poll() is not None]
             for child in dead:
@@ -224,7 +264,9 @@ class Supervisor:
     def handle(self, request: dict) -> dict:
         cmd = request.get("cmd")
         if cmd == "start":
-            return {"child": self.start(str(request["model"]), str(request["version"])).public()}
+            owner = request.get("owner")
+            return {"child": self.start(str(request["model"]), str(request["version"]),
+                                        owner=int(owner) if owner else None).public()}
         if cmd == "activate":
             return self.activate(int(request["pid"]))
         if cmd == "stop":

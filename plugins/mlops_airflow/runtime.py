@@ -31,14 +31,14 @@ START_DATE = datetime(2013, 1, 1, tzinfo=UTC)
 
 def dag_args(dag_id: str, *, schedule: Any, doc_md: str | None, params: dict, tags: list[str],
              retry_delay: timedelta, execution_timeout: timedelta,
-             exponential_backoff: bool = False) -> dict[str, Any]:
+             exponential_backoff: bool = False, max_active_runs: int = 1) -> dict[str, Any]:
     """``@dag`` keyword arguments shared by the pipeline's DAGs. Every task, pipeline stage or
     not (the approval step, a branch), notifies on failure."""
     from mlops_airflow.notify import PipelineNotifier
 
     return {
         "dag_id": dag_id, "schedule": schedule, "start_date": START_DATE, "catchup": False,
-        "max_active_runs": 1, "tags": ["mlops", *tags], "doc_md": doc_md, "params": params,
+        "max_active_runs": max_active_runs, "tags": ["mlops", *tags], "doc_md": doc_md, "params": params,
         "default_args": {
             "owner": "mlops", "retries": 2, "retry_delay": retry_delay,
             "retry_exponential_backoff": exponential_backoff,
@@ -112,6 +112,13 @@ def sqlalchemy_url(conn) -> str:
     return f"{SQLALCHEMY_SCHEMES.get(scheme, scheme)}://{rest}"
 
 
+#: What a retry says first: Airflow may report a killed attempt as "likely out of memory".
+RETRY_NOTE = ("attempt %s: an earlier attempt of this task did not finish (killed, out of memory or "
+              "a lost worker; Airflow may say 'likely out of memory'). This attempt cleans up after "
+              "it: partial files it left are removed, an MLflow run it left RUNNING is marked "
+              "KILLED, a model server it was starting is stopped by the serving supervisor, and a "
+              "model version it registered is reused; each is logged below.")
+
 #: Tasks whose success may move ``champion`` (a promotion notification).
 PROMOTING_TASKS = ("register", "deploy", "rollback")
 
@@ -156,6 +163,9 @@ def pipeline_task(func=None, **task_kwargs):
         def wrapper(*args, **kwargs):
             from pipeline_tasks.errors import PipelineInputError, StageSkipped
 
+            ti = kwargs.get("ti")
+            if ti is not None and (getattr(ti, "try_number", 1) or 1) > 1:
+                log.warning(RETRY_NOTE, ti.try_number)
             try:
                 result = fn(*args, **kwargs)
                 for outlet in task_kwargs.get("outlets") or ():

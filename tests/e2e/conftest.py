@@ -8,6 +8,10 @@ and the retrains that ``ml_drift_monitoring`` asks for through the asset.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -27,6 +31,7 @@ class Pipeline:
 
     api: AirflowAPI
     config: PipelineConfig
+    stack: Stack | None = None
     counter: int = 0
 
     def run(self, day: date, conf: dict | None = None, timeout: float = 900,
@@ -74,6 +79,26 @@ class Pipeline:
                                  max(1, ti["try_number"]))
 
 
+@contextmanager
+def _cpu_load(processes: int | None = None):
+    """Busy loops on every core while the block runs: scheduler races show up under load."""
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            for _ in range(processes or os.cpu_count() or 2)]
+    try:
+        yield
+    finally:
+        for proc in busy:
+            proc.kill()
+        for proc in busy:
+            proc.wait()
+
+
+@pytest.fixture
+def cpu_load():
+    """``with cpu_load(): ...`` keeps every core busy for the block."""
+    return _cpu_load
+
+
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory, docker_engine) -> Pipeline:
     """One stack for the session; the Docker engine first, so its workers can reach it."""
@@ -85,13 +110,16 @@ def pipeline(tmp_path_factory, docker_engine) -> Pipeline:
         components=("api-server", "scheduler", "dag-processor"),
         mlflow_ui=False,
         # no time schedules (only the runs a test triggers, and the asset-triggered retrains)
-        extra_env={"MLOPS_TRAINING_SCHEDULE": "none", "MLOPS_DRIFT_SCHEDULE": "none"},
+        extra_env={"MLOPS_TRAINING_SCHEDULE": "none", "MLOPS_DRIFT_SCHEDULE": "none",
+                   # a task whose worker died (the scheduler-crash trial) is retried after a
+                   # minute, not five; a live task's supervisor heartbeats every few seconds
+                   "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60"},
     )
     stack.start()
     try:
         api = AirflowAPI(config.airflow_url)
         api.wait_for_dag(DAG_ID)
         api.set_paused(DAG_ID, False)
-        yield Pipeline(api, config)
+        yield Pipeline(api, config, stack)
     finally:
         stack.stop()

@@ -54,3 +54,31 @@ def test_cli_prints_resolved_config_as_json(tmp_path):
     for key in ("airflow_home", "mlflow_tracking_uri", "lake_uri", "reports_uri"):
         assert key in data
     assert data["airflow_home"] == str(tmp_path / "airflow")
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("min_champion_delta", -0.01, "min_champion_delta must be >= 0"),
+    ("min_baseline_lift", 1.5, r"min_baseline_lift must be in \[0, 1\]"),
+    ("min_baseline_lift", -0.1, r"min_baseline_lift must be in \[0, 1\]"),
+    ("training_max_active_runs", 0, "training_max_active_runs must be >= 1"),
+])
+def test_gate_bounds_are_refused_when_the_config_is_made(field, value, words):
+    with pytest.raises(ConfigError, match=words):
+        load_config(**{field: value})
+
+
+def test_labels_are_per_model_and_the_demo_default_is_the_demo_models_only(tmp_path,
+                                                                          monkeypatch):
+    config = load_config(home=str(tmp_path))
+    assert config.labels_for("flights_is_late") == config.outcomes_uri
+    assert config.labels_for("diamonds_price") is None  # no labels: performance is not checked
+    # a model trained on the demo feed under another name is a demo model too
+    assert config.labels_for("flights_seasons", source=config.demo_source_uri) == \
+        config.outcomes_uri
+    assert config.labels_for("diamonds_price", source="/data/diamonds.csv") is None
+    monkeypatch.setenv("MLOPS_MODEL_LABELS", '{"diamonds_price": "file:///data/outcomes/"}')
+    config = load_config(home=str(tmp_path))
+    assert config.labels_for("diamonds_price") == "file:///data/outcomes/"
+    assert config.labels_for("other") is None
+    with pytest.raises(ConfigError, match="model_labels must map model names"):
+        load_config(model_labels={"m": 3})

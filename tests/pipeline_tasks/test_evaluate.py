@@ -7,8 +7,9 @@ import json
 import pytest
 
 from pipeline_tasks.config import load_config
-from pipeline_tasks.errors import ConfigError
+from pipeline_tasks.errors import ConfigError, EvaluationError
 from pipeline_tasks.evaluate import _gate, evaluate_candidate
+from pipeline_tasks.schema import model_contract
 from pipeline_tasks.train import TrainResult, train_model
 
 
@@ -56,6 +57,10 @@ def _make_champion(model_name: str, result: TrainResult) -> str:
                                           run_id=result.run_id).version
     client.set_registered_model_alias(model_name, "champion", version)
     return str(version)
+
+
+def contract(result: TrainResult):
+    return model_contract(result.model_uri, target=result.target, task_type=result.task_type)
 
 
 def _evaluate(result: TrainResult, config, model_name: str, holdout_uri: str | None = None,
@@ -123,15 +128,55 @@ def test_an_equal_model_is_not_promoted(strong, eval_config):
     assert "needs an improvement >= 0.5" in strict.reason
 
 
-def test_champion_that_cannot_read_the_holdout_falls_back_to_thresholds(strong, weak,
-                                                                        eval_config):
+def test_a_candidate_that_drops_an_input_is_blocked(strong, weak, eval_config):
     version = _make_champion("schema_model", strong)
-    decision = _evaluate(weak, eval_config, "schema_model")  # weak holdout has no dep_delay
-    assert decision.blessed is True
+    decision = _evaluate(weak, eval_config, "schema_model", candidate_contract=contract(weak))
+    # it beats the baseline, but the champion's clients send dep_delay, which it no longer takes
+    assert decision.gate_passed is True and decision.blessed is False
+    assert decision.breaking_change is True
     assert decision.champion_version == version and decision.champion_metrics is None
-    assert f"champion v{version} cannot score the holdout" in decision.reason
-    assert "dep_delay" in decision.reason
-    assert "only the absolute thresholds applied" in decision.reason
+    assert decision.schema_change["removed"] == ["dep_delay"]
+    assert decision.schema_change["against_version"] == version
+    assert decision.reason.startswith("blocked (breaking change): breaking change against "
+                                      f"champion v{version}: removed input(s) dep_delay")
+    assert "force_promote" in decision.reason and "approval" in decision.reason
+
+
+def test_a_forced_breaking_candidate_is_blessed_and_says_so(strong, weak, eval_config):
+    _make_champion("schema_forced_model", strong)
+    decision = _evaluate(weak, eval_config, "schema_forced_model",
+                         candidate_contract=contract(weak), force_promote=True,
+                         force_reason="clients moved to the new inputs on 2026-11-27")
+    assert decision.blessed and decision.forced and decision.breaking_change
+    assert "would have said: blocked (breaking change)" in decision.reason
+
+
+def test_a_new_optional_input_is_not_breaking(flights_frame, write_snapshot, strong,
+                                             eval_config):
+    import numpy as np
+
+    version = _make_champion("schema_added_model", strong)
+    # a new input with nulls where labels exist: the server accepts requests without it
+    gust = np.random.default_rng(3).gamma(2.0, 5.0, len(flights_frame))
+    gust[::7] = np.nan
+    extra = _train(flights_frame.assign(wind_gust=gust), write_snapshot, eval_config, "extra")
+    decision = _evaluate(extra, eval_config, "schema_added_model",
+                         candidate_contract=contract(extra))
+    assert decision.breaking_change is False
+    assert decision.schema_change["added"] == ["wind_gust"]
+    assert decision.schema_change["added_required"] == []
+    # the champion scored the same holdout (it ignores the new column)
+    assert decision.champion_metrics is not None and decision.champion_version == version
+    assert "roc_auc_vs_champion" in decision.deltas
+
+
+def test_a_champion_that_cannot_score_a_compatible_holdout_is_an_error(strong, weak,
+                                                                       eval_config):
+    # without the candidate's contract the change is unknown: the champion must score the holdout
+    version = _make_champion("schema_unknown_model", strong)
+    with pytest.raises(EvaluationError, match=f"champion v{version} cannot score the "
+                                              "candidate's holdout.*dep_delay"):
+        _evaluate(weak, eval_config, "schema_unknown_model")
 
 
 def test_floor_from_the_config_applies(strong, eval_config):

@@ -139,3 +139,18 @@ def test_id_like_categories_are_left_out_of_the_comparison(config):
         config.with_overrides(drift_ignore_columns=" temp, origin ,"))
     assert (numeric, categorical) == ([], [])
     assert skipped["temp"] == skipped["origin"] == "listed in drift_ignore_columns"
+
+
+def test_a_model_without_labels_is_recorded_as_no_labels():
+    from pipeline_tasks import stages
+    from pipeline_tasks.errors import NoLabels
+
+    run = stages.RunSpec(dag_id="ml_drift_monitoring", run_id="scheduled__2013-07-11",
+                         interval_start="2013-07-10T00:00:00+00:00",
+                         interval_end="2013-07-11T00:00:00+00:00",
+                         params={"model_name": "diamonds_price"})
+    with pytest.raises(NoLabels, match="no labels source for diamonds_price") as skipped:
+        stages.check_performance(run)
+    verdict = storage.read_json(skipped.value.result["verdict_uri"])
+    assert verdict["status"] == "no_labels" and verdict["model_name"] == "diamonds_price"
+    assert verdict["interval_end"] == "2013-07-10T00:00:00+00:00"  # label_delay_days back

@@ -248,3 +248,71 @@ def test_the_artifact_digest_is_recorded_and_catches_tampering(runs, registry_co
         model_artifacts.fetch_verified("models:/digest_model/1", recorded, tmp_path / "bad")
     with pytest.raises(model_artifacts.ArtifactMismatch, match="no recorded artifact_sha256"):
         model_artifacts.fetch_verified("models:/digest_model/1", None, tmp_path / "none")
+
+
+def _breaking(champion_version: str, *, forced: bool = False) -> dict:
+    """A candidate that passes the gates but drops an input of the champion's."""
+    from pipeline_tasks.schema import SchemaDiff
+
+    diff = SchemaDiff(against_version=champion_version, removed=["dep_delay"], added=["delay"],
+                      added_required=["delay"])
+    reason = f"blocked (breaking change): {diff.summary()}"
+    return {**_decision(forced, champion_version, forced=forced), "reason": reason,
+            "gate_passed": True, "breaking_change": True, "schema_change": diff.to_dict()}
+
+
+def test_a_breaking_candidate_is_a_blocked_challenger(runs, registry_config):
+    from mlflow.tracking import MlflowClient
+
+    _register("breaking_model", runs[0], _decision(True, None), registry_config)
+    result = _register("breaking_model", runs[1], _breaking("1"), registry_config)
+    assert (result.version, result.promoted, result.breaking_change) == ("2", False, True)
+    assert result.aliases == ["challenger"] and result.champion_version == "1"
+    tags = MlflowClient().get_model_version("breaking_model", "2").tags
+    assert tags["promotion_status"] == "blocked_breaking_change"
+    assert tags["breaking_change"] == "true"
+    assert tags["schema_change.removed"] == "dep_delay" and tags["schema_change.added"] == "delay"
+    assert tags["schema_change.against"] == "1"
+
+    # forced with a reason: champion, and the version says it was a breaking change
+    forced = _register("breaking_model", runs[2], _breaking("1", forced=True), registry_config)
+    assert forced.promoted and forced.champion_version == "3"
+    tags = MlflowClient().get_model_version("breaking_model", "3").tags
+    assert tags["breaking_change"] == "true" and tags["forced"] == "true"
+    assert tags["promotion_status"] == "champion"
+
+
+def test_a_breaking_candidate_waits_for_a_person_when_approval_is_required(runs,
+                                                                          registry_config):
+    from pipeline_tasks.registry import confirm_champion
+
+    _register("breaking_approved", runs[0], _decision(True, None), registry_config)
+    held = register_model(model_name="breaking_approved", run_id=runs[1].run_id,
+                          model_uri=runs[1].model_uri, decision=_breaking("1"),
+                          lineage=LINEAGE, config=registry_config, hold_promotion=True)
+    assert held.awaiting_approval and not held.promoted and held.champion_version == "1"
+    # the person approves; meanwhile nothing moved, so it becomes champion as it is
+    approved = confirm_champion("breaking_approved", held.version, evaluated_against="1",
+                                reevaluate=lambda: _breaking("1"), reason="approved by a human",
+                                config=registry_config, approved=True)
+    assert approved.promoted and approved.champion_version == held.version
+
+
+def test_a_cleared_register_of_an_older_run_moves_no_alias_back(runs, registry_config):
+    """v1 then v2 became champion (and were deployed). Clearing ``register`` of v1's run alone
+    must not give v1 the title (nothing would deploy it) nor take ``challenger`` back."""
+    from mlflow.tracking import MlflowClient
+
+    _register("cleared_model", runs[0], _decision(True, None), registry_config)
+    _register("cleared_model", runs[1], _decision(True, "1"), registry_config)
+    again = register_model(model_name="cleared_model", run_id=runs[0].run_id,
+                           model_uri=runs[0].model_uri, decision=_decision(True, None),
+                           lineage=LINEAGE, config=registry_config,
+                           # compared again with v2, it would win (on its own old holdout)
+                           reevaluate=lambda: _decision(True, "2"))
+    assert (again.version, again.promoted) == ("1", False)
+    assert "v2, a newer version, became champion" in again.reason
+    aliases = MlflowClient().get_registered_model("cleared_model").aliases
+    assert {k: str(v) for k, v in aliases.items()} == {"champion": "2", "challenger": "2"}
+    assert MlflowClient().get_model_version("cleared_model", "1").tags["promotion_status"] == \
+        "former_champion"

@@ -97,3 +97,76 @@ def test_a_rejected_deploy_gives_the_champion_title_back(tmp_path, regression_fr
         assert current_champion("stages_deploy_fail") == registered["version"]
     finally:
         SupervisorClient(run.config).shutdown()
+
+
+@pytest.mark.parametrize("params, words", [
+    ({"min_champion_delta": -1}, "min_champion_delta must be >= 0"),
+    ({"min_baseline_lift": 2}, r"min_baseline_lift must be in \[0, 1\]"),
+    ({"model_name": "../etc"}, "param 'model_name' must be letters"),
+    ({"training_window_days": -3}, "training_window_days' must be a whole number >= 0"),
+    ({"force_promote": True}, "'force_reason' must say who and why"),
+])
+def test_bad_params_fail_in_the_first_task_before_any_work(tmp_path, params, words):
+    source = tmp_path / "never_read.csv"  # does not exist: the params are checked first
+    with pytest.raises(ConfigError, match=words):
+        stages.ingest(spec(source=str(source), target="y", **params))
+    assert not (tmp_path / "lake").exists()
+
+
+def test_the_input_contract_holds_from_validation_to_promotion(tmp_path, regression_frame):
+    """One model, three sources: the model's suite and its champion's inputs stop a renamed
+    column; a run allowed to change the inputs is a blocked challenger; forced, it is champion
+    and recorded as breaking; later runs validate against the new champion's suite."""
+    from pipeline_tasks.errors import BreakingChangeBlocked, DataValidationError
+    from pipeline_tasks.registry import current_champion
+
+    name = "stages_contract"
+    first = tmp_path / "diamonds.csv"
+    regression_frame.to_csv(first, index=False)
+    v1 = stages.run_all(spec(source=str(first), target="price", model_name=name))
+    assert v1["register"]["promoted"]
+    client = MlflowClient(tracking_uri=spec().config.mlflow_tracking_uri,
+                          registry_uri=spec().config.mlflow_registry_uri)
+    count = len(client.search_model_versions(f"name = '{name}'"))
+
+    # the same source with a column renamed: stopped before versioning, the column named
+    regression_frame.rename(columns={"carat": "carats"}).to_csv(first, index=False)
+    renamed = spec(source=str(first), target="price", model_name=name)
+    with pytest.raises(DataValidationError, match="carat") as stopped:
+        stages.validate(renamed, stages.ingest(renamed))
+    assert "carats" in str(stopped.value)
+
+    # another source without two inputs: refused too, unless the run may change the inputs
+    other = tmp_path / "diamonds_v2.csv"
+    regression_frame.drop(columns=["depth", "table"]).to_csv(other, index=False)
+    with pytest.raises(DataValidationError, match="depth"):
+        run = spec(source=str(other), target="price", model_name=name)
+        stages.validate(run, stages.ingest(run))
+    changed = stages.run_all(spec(source=str(other), target="price", model_name=name,
+                                  allow_schema_change=True))
+    decision, registered = changed["evaluate"], changed["register"]
+    assert decision["breaking_change"] and decision["gate_passed"] and not decision["blessed"]
+    assert sorted(decision["schema_change"]["removed"]) == ["depth", "table"]
+    assert not registered["promoted"] and registered["breaking_change"]
+    assert current_champion(name) == v1["register"]["version"]
+    tags = client.get_model_version(name, registered["version"]).tags
+    assert tags["promotion_status"] == "blocked_breaking_change"
+    assert tags["schema_change.removed"] == "depth,table"
+    with pytest.raises(BreakingChangeBlocked, match="breaking change"):
+        stages.deploy(spec(source=str(other), target="price", model_name=name),
+                      changed["train"], registered)
+
+    # forced with a reason: champion, recorded as a breaking change
+    forced = stages.run_all(spec(source=str(other), target="price", model_name=name,
+                                 allow_schema_change=True, force_promote=True,
+                                 force_reason="clients moved to v2 inputs"))
+    assert forced["register"]["promoted"] and forced["evaluate"]["breaking_change"]
+    tags = client.get_model_version(name, forced["register"]["version"]).tags
+    assert tags["breaking_change"] == "true" and tags["forced"] == "true"
+    assert len(client.search_model_versions(f"name = '{name}'")) == count + 2
+
+    # the next run of the model validates against the suite its new champion was checked with
+    again = spec(source=str(other), target="price", model_name=name)
+    validated = stages.validate(again, stages.ingest(again))
+    assert validated["success"] and validated["suite_uri"] == forced["validate"]["suite_uri"]
+    assert validated["champion_version"] == forced["register"]["version"]

@@ -50,3 +50,10 @@ def test_run_partition_is_stable_and_safe():
                                         "2013-02-02T00:00")
     assert key == "dag/interval_end=2013-02-02/run_id=backfill__2013-02-01T00_00_00_00_00"
     assert ".." not in storage.run_partition("d", "../../etc")
+
+
+def test_a_full_disk_names_the_path_and_leaves_no_partial_file(tiny_disk):
+    target = (tiny_disk / "lake" / "part.parquet").as_uri()
+    with pytest.raises(OSError, match=f"no space left on the device holding {target}"):
+        storage.atomic_write_bytes(target, b"x" * 200_000)
+    assert list((tiny_disk / "lake").iterdir()) == []  # neither the file nor a temporary one

@@ -15,6 +15,7 @@ import pytest
 from pipeline_tasks import storage
 from pipeline_tasks.config import PROJECT_DIR, load_config
 from pipeline_tasks.errors import ConfigError, DataValidationError
+from pipeline_tasks.schema import ModelContract
 from pipeline_tasks.validate import ValidationResult, validate_dataset
 
 # fmt: off
@@ -58,9 +59,10 @@ def write(df: pd.DataFrame, config, name: str = "batch") -> str:
     )
 
 
-def run(uri: str, config, *, dataset_name="flights_is_late", target="is_late", run_key=RUN_KEY):
+def run(uri: str, config, *, model_name="flights_is_late", target="is_late", run_key=RUN_KEY,
+        **kwargs):
     return validate_dataset(
-        uri, dataset_name=dataset_name, target=target, config=config, run_key=run_key
+        uri, model_name=model_name, target=target, config=config, run_key=run_key, **kwargs
     )
 
 
@@ -134,7 +136,7 @@ def test_int_columns_with_nulls_and_nullable_dtypes_still_pass(flights, config):
 
 def test_inferred_suite_is_saved_then_reused(flights, config):
     first_day = write(one_day(flights, 3, 1), config, "day1")
-    first = run(first_day, config, dataset_name="flights_sample")
+    first = run(first_day, config, model_name="flights_sample")
 
     saved_uri = storage.join(config.suites_uri, "flights_sample.json")
     assert first.success and first.suite_inferred
@@ -161,7 +163,7 @@ def test_inferred_suite_is_saved_then_reused(flights, config):
     saved_text = storage.local_path(saved_uri).read_text()
 
     second_day = write(one_day(flights, 3, 2), config, "day2")
-    second = run(second_day, config, dataset_name="flights_sample", run_key=RUN_KEY + "2")
+    second = run(second_day, config, model_name="flights_sample", run_key=RUN_KEY + "2")
 
     assert second.success and not second.suite_inferred
     assert second.suite_uri == saved_uri
@@ -169,9 +171,73 @@ def test_inferred_suite_is_saved_then_reused(flights, config):
     assert storage.local_path(saved_uri).read_text() == saved_text
 
 
+def champion(suite_uri: str | None = None, **inputs) -> ModelContract:
+    return ModelContract(inputs={name: {"type": kind, "required": True}
+                                 for name, kind in inputs.items()},
+                         target="is_late", task_type="classification", version="4",
+                         suite_uri=suite_uri)
+
+
+def test_a_batch_without_an_input_of_the_champion_stops(flights, config):
+    # the model's suite was inferred from data without dest, but its champion's clients send it
+    without_dest = one_day(flights).drop(columns=["dest"])
+    run(write(without_dest, config, "first"), config, model_name="flights_contract")
+    with pytest.raises(DataValidationError) as excinfo:
+        run(write(without_dest, config), config, model_name="flights_contract",
+            champion=champion(dest="string", distance="long"))
+    message = str(excinfo.value)
+    assert "column 'dest': column is missing from the data" in message
+    assert "input contract" in message and "Allow schema change" in message
+    assert excinfo.value.result["champion_version"] == "4"
+    assert (quarantine_dir(config) / "part.parquet").is_file()
+
+
+def test_a_retyped_input_of_the_champion_stops(flights, config):
+    df = one_day(flights).head(300)
+    run(write(df, config, "first"), config, model_name="flights_retyped")
+    df["distance"] = df["distance"].astype(str) + " miles"
+    with pytest.raises(DataValidationError, match=r"column 'distance': expected a numeric type"):
+        run(write(df, config), config, model_name="flights_retyped",
+            champion=champion(distance="long"))
+
+
+def test_a_schema_change_is_checked_against_its_own_suite_and_kept(flights, config):
+    without_dest = one_day(flights).drop(columns=["dest"])
+    run(write(one_day(flights), config, "first"), config, model_name="flights_change")
+    result = run(write(without_dest, config), config, model_name="flights_change",
+                 champion=champion(dest="string"), allow_schema_change=True)
+    assert result.success and result.suite_inferred and result.champion_version is None
+    # content-addressed beside the model's own suite, which is left as it was
+    folder = storage.join(config.suites_uri, "flights_change")
+    assert result.suite_uri.startswith(folder + "/") and result.suite_ref == result.suite_uri
+    assert "dest" not in json.dumps(storage.read_json(result.suite_uri)["expectations"][0])
+    assert "dest" in json.dumps(storage.read_json(storage.join(config.suites_uri,
+                                                               "flights_change.json")))
+    # once a version validated on it is champion, later runs of the model use its suite
+    again = run(write(without_dest, config, "again"), config, model_name="flights_change",
+                run_key=RUN_KEY + "2", champion=champion(result.suite_ref))
+    assert again.success and not again.suite_inferred and again.suite_uri == result.suite_uri
+
+
+def test_a_champion_whose_suite_is_gone_is_an_error(flights, config):
+    gone = storage.join(config.suites_uri, "flights_gone", "0123.json")
+    with pytest.raises(ConfigError, match=r"champion v4 of flights_gone was validated against "
+                                          r"the suite .*0123.json, which no longer exists"):
+        run(write(one_day(flights), config), config, model_name="flights_gone",
+            champion=champion(gone))
+
+
+def test_the_repo_suite_is_recorded_by_name(flights, config):
+    result = run(write(one_day(flights), config), config)
+    assert result.suite_ref == "repo:flights_is_late.json"
+    again = run(write(one_day(flights), config, "again"), config, run_key=RUN_KEY + "2",
+                champion=champion(result.suite_ref, carrier="string"))
+    assert again.success and again.suite_uri == result.suite_uri
+
+
 def test_reviewer_edits_to_an_inferred_suite_take_effect(flights, config):
     uri = write(one_day(flights), config)
-    run(uri, config, dataset_name="flights_sample")
+    run(uri, config, model_name="flights_sample")
     saved = storage.local_path(storage.join(config.suites_uri, "flights_sample.json"))
     data = json.loads(saved.read_text())
     for exp in data["expectations"]:
@@ -182,7 +248,7 @@ def test_reviewer_edits_to_an_inferred_suite_take_effect(flights, config):
     saved.write_text(json.dumps(data))
 
     with pytest.raises(DataValidationError, match=r"column 'temp': \d+% of values outside \["):
-        run(uri, config, dataset_name="flights_sample")
+        run(uri, config, model_name="flights_sample")
 
 
 def test_inference_covers_nullable_bool_category_and_datetime_dtypes(config):
@@ -200,7 +266,7 @@ def test_inference_covers_nullable_bool_category_and_datetime_dtypes(config):
             "label": rng.integers(0, 2, n),
         }
     )
-    result = run(write(df, config), config, dataset_name="mixed", target="label")
+    result = run(write(df, config), config, model_name="mixed", target="label")
 
     assert result.success and result.suite_inferred and result.failed_warning == []
     types = {
@@ -222,7 +288,7 @@ def test_inference_covers_nullable_bool_category_and_datetime_dtypes(config):
 
 def test_inferred_suite_on_an_object_bool_label(flights_frame, config):
     """The shared fixture's label is True/False/NaN in an object column, as Parquet returns it."""
-    result = run(write(flights_frame, config), config, dataset_name="flights_small")
+    result = run(write(flights_frame, config), config, model_name="flights_small")
 
     assert result.success and result.suite_inferred
     label_checks = {
@@ -301,7 +367,7 @@ def test_inferred_baseline_is_not_saved_when_the_target_is_missing(flights, conf
     df = one_day(flights).drop(columns=["is_late"])
 
     with pytest.raises(DataValidationError, match=r"column 'is_late': column is missing") as exc:
-        run(write(df, config), config, dataset_name="flights_unlabelled")
+        run(write(df, config), config, model_name="flights_unlabelled")
 
     assert "baseline suite inferred from this batch was not saved" in str(exc.value)
     assert not storage.exists(storage.join(config.suites_uri, "flights_unlabelled.json"))
@@ -355,3 +421,42 @@ def test_importing_the_module_is_cheap():
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=PROJECT_DIR)
+
+
+def test_the_champions_inputs_are_checked_in_a_fresh_process(flights, config):
+    """An Airflow task is a new process with no GX context yet: the run-time checks are added
+    without one (GX's ``add_expectation`` on a loaded suite would need it)."""
+    uri = write(one_day(flights).drop(columns=["dest"]), config)
+    code = (
+        "import sys\n"
+        "from pipeline_tasks.config import load_config\n"
+        "from pipeline_tasks.errors import DataValidationError\n"
+        "from pipeline_tasks.schema import ModelContract\n"
+        "from pipeline_tasks.validate import validate_dataset\n"
+        f"config = load_config(home={config.home!r})\n"
+        "champion = ModelContract(inputs={'dest': {'type': 'string', 'required': True}},"
+        " version='4')\n"
+        "try:\n"
+        f"    validate_dataset({uri!r}, model_name='flights_is_late', target='is_late',"
+        f" config=config, run_key={RUN_KEY!r}, champion=champion)\n"
+        "except DataValidationError as exc:\n"
+        "    print(exc)\n"
+        "    sys.exit(0)\n"
+        "sys.exit('validation passed')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=False, cwd=PROJECT_DIR,
+                         capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "missing columns: ['dest']" in out.stdout
+
+
+def test_a_new_model_on_a_reviewed_feed_starts_from_the_feeds_suite(flights, config):
+    # no suite of its own yet: the flights feed's reviewed suite, not one inferred from this batch
+    renamed = one_day(flights).rename(columns={"dest": "destination"})
+    with pytest.raises(DataValidationError, match=r"flights_other: .*missing columns: \['dest'\]"):
+        run(write(renamed, config), config, model_name="flights_other",
+            dataset_name="flights_is_late")
+    ok = run(write(one_day(flights), config, "ok"), config, model_name="flights_other",
+             dataset_name="flights_is_late", run_key=RUN_KEY + "2")
+    assert ok.suite_ref == "repo:flights_is_late.json" and not ok.suite_inferred

@@ -57,3 +57,37 @@ def test_unknown_version_fails(config):
 def test_missing_input_fails(config):
     with pytest.raises(FileNotFoundError):
         snap(config, storage.join(config.lake_uri, "raw", "missing.parquet"))
+
+
+def test_a_corrupt_snapshot_is_refused_by_name_and_repaired_from_its_own_data(config, caplog):
+    from pipeline_tasks.versioning import CorruptSnapshotError, read_snapshot
+
+    df = pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", None]})
+    first = snap(config, write(config, "r1", df), "d/r1")
+    # a flip that still decodes, to other values: the id no longer names this content
+    storage.atomic_write_parquet(df.assign(a=[1, 2, 4]), first.data_uri)
+    with pytest.raises(CorruptSnapshotError, match=f"snapshot {first.data_uri} is corrupt"):
+        read_snapshot(first.version_id, config)
+    # a re-run on the same data writes the true content back, and says so
+    again = snap(config, write(config, "r2", df), "d/r2")
+    assert again.version_id == first.version_id and not again.created
+    assert "is corrupt" in caplog.text and "rewriting it" in caplog.text
+    pd.testing.assert_frame_equal(read_snapshot(first.version_id, config), df)
+    # bytes that no longer decode at all
+    path = storage.local_path(first.data_uri)
+    path.write_bytes(path.read_bytes()[:-40] + b"\x00" * 40)
+    with pytest.raises(CorruptSnapshotError, match="cannot be read"):
+        read_snapshot(first.version_id, config)
+
+
+def test_training_refuses_a_corrupt_snapshot(config, flights_frame):
+    from pipeline_tasks.train import train_model
+    from pipeline_tasks.versioning import CorruptSnapshotError
+
+    version = snap(config, write(config, "r1", flights_frame.head(500)), "d/r1")
+    changed = flights_frame.head(500).copy()
+    changed.loc[0, "distance"] += 1
+    storage.atomic_write_parquet(changed, version.data_uri)
+    with pytest.raises(CorruptSnapshotError, match="hash to"):
+        train_model(version.data_uri, dataset_version=version.version_id, target="is_late",
+                    model_name="corrupt_snapshot", config=config, run_key="d/r1")

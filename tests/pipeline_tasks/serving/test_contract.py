@@ -33,6 +33,19 @@ def test_records_columns_and_split_give_the_same_frame():
     assert str(by_records["at"].dtype) == "datetime64[ns, UTC]"
 
 
+def test_an_optional_column_may_be_left_out():
+    # temp had nulls in the training data: a client that does not send it gets answers
+    without = {k: v for k, v in ROW.items() if k != "temp"}
+    by_records = CONTRACT.frame({"records": [without, ROW]})
+    assert np.isnan(by_records["temp"][0]) and by_records["temp"][1] == 51.5
+    by_columns = CONTRACT.frame({"columns": {k: [v] for k, v in without.items()}})
+    by_split = CONTRACT.frame({"dataframe_split": {"columns": list(without),
+                                                   "data": [list(without.values())]}})
+    for frame in (by_columns, by_split):
+        assert frame.equals(by_records.head(1))
+    assert list(by_columns.columns) == ["distance", "temp", "carrier", "late", "at"]
+
+
 @pytest.mark.parametrize("body, status, words", [
     ([ROW], 422, "JSON object"),
     ({"rows": [ROW]}, 422, "exactly one of"),

@@ -180,3 +180,113 @@ def mlflow_predict(config, version, rows):
     tracking.configure_mlflow(config)
     model = mlflow.sklearn.load_model(f"models:/{MODEL}/{version}")
     return model.predict(rows.infer_objects().fillna(value=float("nan"))).tolist()
+
+
+def test_a_failed_rollback_changes_nothing(supervisor, config):
+    """The rolled-back-to version is refused (its files changed): the champion alias stays on
+    the version that keeps serving, as the rollback DAG promises."""
+    from pipeline_tasks.deploy import rollback
+    from pipeline_tasks.model_artifacts import model_digest
+
+    client = MlflowClient(config.mlflow_tracking_uri)
+    serving = served_version(config)
+    other = "1" if serving == "2" else "2"
+    assert str(client.get_registered_model(MODEL).aliases["champion"]) == serving
+    client.set_model_version_tag(MODEL, other, "artifact_sha256", "0" * 64)  # files "changed"
+    try:
+        with pytest.raises(DeployRejected, match=f"(?s)v{other}.*champion restored to "
+                                                 f"v{serving}"):
+            rollback(model_name=MODEL, to=other, config=config, reason="ops: try the other")
+    finally:
+        client.set_model_version_tag(MODEL, other, "artifact_sha256",
+                                     model_digest(f"models:/{MODEL}/{other}"))
+    assert served_version(config) == serving
+    assert str(client.get_registered_model(MODEL).aliases["champion"]) == serving
+    assert client.get_model_version(MODEL, other).tags["promotion_status"] == "deploy_failed"
+
+
+def test_a_deployer_killed_while_its_candidate_starts_leaks_no_server(supervisor, config):
+    """The deploy task is killed (SIGKILL, a lost worker) while its candidate starts: the
+    supervisor stops the candidate, whose deployer is gone, instead of keeping it until
+    shutdown."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from pipeline_tasks.config import load_config\n"
+            "from pipeline_tasks.serving.supervisor import SupervisorClient\n"
+            f"config = load_config(home={config.home!r}, serving_port={config.serving_port})\n"
+            "import os\n"
+            f"SupervisorClient(config).call('start', model={MODEL!r}, version='1',"
+            " owner=os.getpid())\n")
+    deployer = subprocess.Popen([sys.executable, "-c", code], env={**os.environ})
+    deadline = time.monotonic() + 60
+    while not supervisor.call("status")["candidates"]:  # the candidate is starting
+        assert deployer.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    deployer.kill()
+    deployer.wait()
+    [candidate] = supervisor.call("status")["candidates"]
+    assert candidate["owner"] == deployer.pid
+    deadline = time.monotonic() + 60
+    while supervisor.call("status")["candidates"]:
+        assert time.monotonic() < deadline, "the orphaned candidate was never stopped"
+        time.sleep(0.5)
+    stat = Path(f"/proc/{candidate['pid']}/stat")
+    assert not stat.exists() or stat.read_text().split()[2] == "Z"
+    assert served_version(config) == supervisor.call("status")["active"]["version"]
+
+
+def test_a_killed_supervisor_is_noticed_and_its_live_version_restored(supervisor, config):
+    """SIGKILL to the supervisor takes its model servers with it; the serving check (run by
+    ``make demo`` every few seconds, and ``python -m pipeline_tasks serving-check``) brings
+    back the version the deployment records and the registry name as live."""
+    from pipeline_tasks.deploy import restore_serving
+
+    status = supervisor.call("status")
+    live = status["active"]["version"]
+    assert restore_serving(config) == [{"endpoint": config.serving_url, "model_name": MODEL,
+                                        "version": live, "answered": live, "action": "none"}]
+    os.kill(status["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while http.try_json(config.serving_url + "/metadata", timeout=2) is not None:
+        assert time.monotonic() < deadline, "the model server outlived its supervisor"
+        time.sleep(0.2)
+    [entry] = restore_serving(config)
+    assert (entry["action"], entry["status"], entry["answered"]) == ("restored", "live", None)
+    assert served_version(config) == live
+    client = MlflowClient(config.mlflow_tracking_uri)
+    assert str(client.get_registered_model(MODEL).aliases["champion"]) == live
+
+
+def test_a_switch_the_endpoint_does_not_confirm_puts_the_old_version_back(supervisor, config,
+                                                                         registered, second,
+                                                                         monkeypatch):
+    """After the switch, the endpoint does not report the new version (here: /metadata says
+    otherwise once): the deploy fails, and the version that served before serves again."""
+    from pipeline_tasks import deploy as deploy_module
+
+    live = served_version(config)
+    other = "1" if live == "2" else "2"
+    real = deploy_module._get_json
+    answers = iter([{"model_version": "9"}])
+    monkeypatch.setattr(deploy_module, "_get_json",
+                        lambda url: next(answers, None) or real(url))
+    trained = registered if other == "1" else second
+    with pytest.raises(DeployRejected, match=f"does not report v{other} after the switch.*"
+                                             f"{MODEL} v{live} serves again"):
+        deploy(config, trained, other)
+    assert served_version(config) == live
+    assert supervisor.call("status")["active"]["version"] == live
+    assert supervisor.call("status")["candidates"] == []
+
+
+@pytest.mark.parametrize("name", ["../../etc", "a/b", ".hidden", ""])
+def test_a_traversal_model_name_never_reaches_a_path(config, name):
+    from pipeline_tasks.deploy import deployment_history, rollback
+    from pipeline_tasks.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cannot name a folder"):
+        deployment_history(name, config)
+    with pytest.raises(ConfigError, match="cannot name a folder"):
+        rollback(model_name=name, to="1", config=config, reason="security test")
