@@ -124,3 +124,30 @@ def test_the_index_lists_the_model_with_its_aliases(chain):
     assert entry["champion"] == results["register"]["version"] == entry["latest"]
     page = lineage_pages.render_index([entry], run.config)
     assert f"/mlops/models/{MODEL}" in page
+
+
+def test_the_version_page_shows_the_schema_difference_escaped(chain):
+    """A version promoted over a breaking change shows what changed against which champion;
+    column names come from data, so they are escaped."""
+    from mlflow.tracking import MlflowClient
+
+    from pipeline_tasks.schema import SchemaDiff
+
+    run, results = chain
+    version = results["register"]["version"]
+    diff = SchemaDiff(against_version="7", removed=["depth", "<script>alert(1)</script>"],
+                      added=["table_pct"], added_required=["table_pct"],
+                      retyped={"cut": "string -> long"})
+    client = MlflowClient(run.config.mlflow_tracking_uri)
+    for key, value in diff.tags().items():
+        client.set_model_version_tag(MODEL, version, key, value)
+    data = lineage.version_lineage(MODEL, version, run.config)
+    assert data.evaluation["breaking_change"] is True
+    assert data.evaluation["schema_change"]["removed"] == ["depth", "<script>alert(1)</script>"]
+    page = lineage_pages.render_version(data, run.config)
+    start = page.index('id="schema-change"')
+    row = page[start:page.index("</small>", start)]
+    assert "breaking change" in row and "versions/7" in row
+    assert "table_pct" in row and "cut (string -&gt; long)" in row
+    assert "<script>alert(1)</script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in row
