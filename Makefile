@@ -34,6 +34,7 @@ demo: setup
 	$(WITH_PROFILE) $(PY) -m pipeline_tasks demo
 
 test: setup
+	@echo "==> the whole test suite (unit, DAGs, end to end, faults, integration, browser; ~20 min)"
 	$(PY) -m pytest
 
 # Train on January, replay the following months, watch drift trigger retraining (see README)
@@ -45,15 +46,16 @@ replay: setup
 	$(PY) -m pipeline_tasks replay $(ARGS)
 
 # The fault-injection campaign: more trials per fault than `make test` runs (tests/faults/),
-# e.g. make test-faults TRIALS=25 (seeded: MLOPS_FAULT_SEED replays a campaign)
+# e.g. make test-faults TRIALS=25 (seeded: FAULT_SEED replays a campaign)
 TRIALS ?= 10
 test-faults: setup
 	@echo "==> fault injection, $(TRIALS) trials per fault (prints each trial and its outcome)"
-	MLOPS_FAULT_TRIALS=$(TRIALS) $(PY) -m pytest tests/faults tests/e2e/test_scheduler_crash.py \
+	FAULT_TRIALS=$(TRIALS) $(PY) -m pytest tests/faults tests/e2e/test_scheduler_crash.py \
 		-p no:cacheprovider -rA -s
 
 # The production profile on the local PostgreSQL and Redis (fresh databases, dropped after).
 test-integration: setup
+	@echo "==> the production profile on PostgreSQL and Redis, and the compose file"
 	$(PY) -m pytest tests/integration
 
 # Debian's chromium and chromium-driver for the browser tests (tests/browser); apt, as root.
@@ -85,6 +87,7 @@ compose-env: setup
 
 # requirements.lock's wheels into docker/wheels/: docker/airflow.Dockerfile then builds offline
 image-wheels: setup
+	@echo "==> downloading requirements.lock's wheels into docker/wheels/"
 	$(PY) -m pipeline_tasks image-wheels
 
 # Create the databases the profile names, e.g. make production-db PROFILE=production.env
@@ -92,14 +95,17 @@ production-db: setup
 	$(WITH_PROFILE) $(PY) -m pipeline_tasks create-databases
 
 bench: setup
+	@echo "==> benchmark: the DAG through the scheduler vs the same stages in one process (minutes)"
 	$(PY) benchmarks/bench_training_pipeline.py
 
 # 7-day backfill: embedded default vs the production profile (needs PostgreSQL and Redis)
 bench-backfill: setup
+	@echo "==> benchmark: a 7-day backfill, embedded default vs production profile (minutes)"
 	$(PY) benchmarks/bench_backfill.py
 
 # Drift check on 1M vs 1M rows x 20 columns: ours (sampled) vs Evidently's default on all rows.
 bench-drift: setup
+	@echo "==> benchmark: the drift check on 1M x 20, ours vs Evidently's default (minutes)"
 	$(PY) benchmarks/bench_drift.py $(ARGS)
 
 lint: setup

@@ -23,7 +23,7 @@ import os
 import sys
 import tempfile
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 STAGES = ("ingest", "validate", "version", "train", "evaluate", "register")
@@ -73,8 +73,11 @@ def run_scheduler(config) -> dict[str, float]:
         api = AirflowAPI(config.airflow_url)
         api.wait_for_dag(DAG_ID)
         api.set_paused(DAG_ID, False)
+        # a kept home holds the earlier runs: run ids and logical dates must be new each time
+        earlier = api.get(f"/api/v2/dags/{DAG_ID}/dagRuns?limit=1")["total_entries"]
+        logical = datetime.fromisoformat(INTERVAL[0]) + timedelta(seconds=earlier)
         run = api.post(f"/api/v2/dags/{DAG_ID}/dagRuns", {
-            "dag_run_id": "bench", "logical_date": INTERVAL[0],
+            "dag_run_id": f"bench_{earlier + 1}", "logical_date": logical.isoformat(),
             "data_interval_start": INTERVAL[0], "data_interval_end": INTERVAL[1],
             "conf": _params("bench_scheduler"),
         })

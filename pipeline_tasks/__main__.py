@@ -76,7 +76,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     try:
         result = replay(load_config(), args.first_day, args.last_day or args.first_day,
                         url=args.url, batch_rows=args.batch_rows, concurrency=args.concurrency,
-                        outcomes=not args.no_outcomes)
+                        outcomes=not args.no_outcomes, progress=_say)
     except ReplayError as exc:
         print(f"replay failed: {exc}", file=sys.stderr)
         return 1
@@ -199,8 +199,13 @@ SERVING_CHECK_S = 15.0
 
 def _restore_serving(config) -> list[dict]:
     from pipeline_tasks.deploy import restore_serving
+    from pipeline_tasks.errors import PipelineError
 
-    report = restore_serving(config)
+    try:
+        report = restore_serving(config)
+    except (OSError, RuntimeError, PipelineError) as exc:  # RuntimeError: SupervisorError
+        _say(f"==> the serving check could not run: {exc}")
+        return [{"endpoint": "", "action": "failed", "error": str(exc)}]
     for entry in report:
         if entry["action"] != "none":
             _say(f"==> {entry['endpoint']}: {entry['model_name']} v{entry['version']} was not "
@@ -291,25 +296,29 @@ def _day(text: str) -> date:
     return date.fromisoformat(text)
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="python -m pipeline_tasks")
-    sub = parser.add_subparsers(dest="command", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI: ``mlops`` (the console script) or ``python -m pipeline_tasks``."""
+    prog = "python -m pipeline_tasks" if sys.argv[0].endswith("__main__.py") else "mlops"
+    parser = argparse.ArgumentParser(prog=prog, description="The MLOps pipeline's commands.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("config", help="print the resolved configuration as JSON").set_defaults(
         func=_cmd_config)
     p_airflow = sub.add_parser("airflow", help="run an Airflow CLI command on the embedded default")
-    p_airflow.add_argument("args", nargs=argparse.REMAINDER)
+    p_airflow.add_argument("args", nargs=argparse.REMAINDER, help="the Airflow CLI's arguments")
     p_airflow.set_defaults(func=_cmd_airflow)
     p_land = sub.add_parser("land-demo-data", help="drop the demo flights feed into landing/")
-    p_land.add_argument("--from", dest="first_day", type=_day)
-    p_land.add_argument("--to", dest="last_day", type=_day)
+    p_land.add_argument("--from", dest="first_day", type=_day, help="first day (YYYY-MM-DD)")
+    p_land.add_argument("--to", dest="last_day", type=_day, help="last day (YYYY-MM-DD)")
     p_land.set_defaults(func=_cmd_land)
     p_replay = sub.add_parser("replay", help="send each day's demo flights to the model server")
-    p_replay.add_argument("--from", dest="first_day", type=_day, required=True)
-    p_replay.add_argument("--to", dest="last_day", type=_day)
+    p_replay.add_argument("--from", dest="first_day", type=_day, required=True,
+                          help="first day to send (YYYY-MM-DD)")
+    p_replay.add_argument("--to", dest="last_day", type=_day,
+                          help="last day to send (default: the first)")
     p_replay.add_argument("--url", help="server address (default: the configured serving_url)")
-    p_replay.add_argument("--batch-rows", type=int, default=250)
-    p_replay.add_argument("--concurrency", type=int, default=4)
+    p_replay.add_argument("--batch-rows", type=int, default=250, help="rows per request (250)")
+    p_replay.add_argument("--concurrency", type=int, default=4,
+                          help="requests in flight at once (4)")
     p_replay.add_argument("--no-outcomes", action="store_true",
                           help="do not land the flights' outcomes in the outcome feed")
     p_replay.set_defaults(func=_cmd_replay)
@@ -317,12 +326,13 @@ def main(argv: list[str] | None = None) -> int:
                            help="train on January, replay the seasons, watch the drift loop")
     p_mon.add_argument("--until", type=_day, default=date(2013, 5, 31),
                        help="last day of traffic to replay (default 2013-05-31)")
-    p_mon.add_argument("--timeout", type=float, default=1800.0)
+    p_mon.add_argument("--timeout", type=float, default=1800.0,
+                       help="seconds to wait for each DAG run (1800)")
     p_mon.add_argument("--no-serve", action="store_true", help="stop when the loop is done")
     p_mon.set_defaults(func=_cmd_demo_monitoring)
     p_env = sub.add_parser("production-env",
                            help="write the production profile's env file with fresh secrets")
-    p_env.add_argument("--out", default="production.env")
+    p_env.add_argument("--out", default="production.env", help="file to write (production.env)")
     p_env.add_argument("--template", help="default: docker/production.env.example")
     p_env.set_defaults(func=_cmd_production_env)
     sub.add_parser("image-wheels", help="download requirements.lock's wheels into docker/wheels/ "
@@ -334,10 +344,16 @@ def main(argv: list[str] | None = None) -> int:
                    "version its deployment records say is live; restart it if not").set_defaults(
         func=_cmd_serving_check)
     p_demo = sub.add_parser("demo", help="start the stack, train once, serve the UIs")
-    p_demo.add_argument("--timeout", type=float, default=1800.0)
+    p_demo.add_argument("--timeout", type=float, default=1800.0,
+                        help="seconds to wait for the first run (1800)")
     p_demo.add_argument("--no-serve", action="store_true", help="stop after the first run")
     p_demo.set_defaults(func=_cmd_demo)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
     from pipeline_tasks.errors import ConfigError
 
     try:

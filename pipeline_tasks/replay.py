@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 import urllib.error
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
@@ -57,9 +58,10 @@ def _call(url: str, body: dict | None = None) -> dict:
 
 
 def replay(config: PipelineConfig, first_day: date, last_day: date, *, url: str | None = None,
-           batch_rows: int = 250, concurrency: int = 4, outcomes: bool = True) -> ReplayResult:
+           batch_rows: int = 250, concurrency: int = 4, outcomes: bool = True,
+           progress: Callable[[str], None] | None = None) -> ReplayResult:
     """Send ``first_day``..``last_day`` (inclusive) to the server at ``url`` (default: the
-    configured endpoint)."""
+    configured endpoint). ``progress`` hears one line per day as it is sent."""
     from pipeline_tasks.deploy import json_values
 
     if last_day < first_day:
@@ -86,7 +88,8 @@ def replay(config: PipelineConfig, first_day: date, last_day: date, *, url: str 
                 raise ReplayError(f"the served model wants column(s) {missing} that the demo "
                                   "feed does not have")
             complete = flights[required].notna().all(axis=1)
-            skipped += int((~complete).sum())
+            not_sent = int((~complete).sum())
+            skipped += not_sent
             flights = flights[complete]
             keys = demo_data.flight_keys(flights)
             bodies = []
@@ -105,6 +108,10 @@ def replay(config: PipelineConfig, first_day: date, last_day: date, *, url: str 
             requests += len(bodies)
             if outcomes:
                 files += demo_data.land_outcomes(config, day, day)
+            if progress is not None:
+                progress(f"{day}: {by_day.get(day.isoformat(), 0)} rows predicted in "
+                         f"{len(bodies)} requests; {not_sent} rows with a null the model "
+                         "refuses not sent")
             days += 1
             day += timedelta(days=1)
     seconds = time.perf_counter() - started

@@ -27,20 +27,27 @@ from pipeline_tasks.errors import PipelineInputError
 log = logging.getLogger("pipeline_tasks.serving")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline_tasks.serving")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline_tasks.serving",
+                                     description="Serve one registered model version over HTTP.")
     parser.add_argument("--model", help="registered model name")
     parser.add_argument("--ref", default="champion", help="alias or version number")
-    parser.add_argument("--host")
-    parser.add_argument("--port", type=int)
+    parser.add_argument("--host", help="address to listen on (default: serving_host)")
+    parser.add_argument("--port", type=int, help="port to listen on (default: serving_port)")
     parser.add_argument("--workdir", help="where the model's files go (default: a temp dir)")
-    parser.add_argument("--no-prediction-log", action="store_true")
+    parser.add_argument("--no-prediction-log", action="store_true",
+                        help="do not log predictions (monitoring then has no live data)")
     parser.add_argument("--model-dir", help="serve this model folder instead of --model/--ref")
     parser.add_argument("--expected-sha256", help="with --model-dir: the folder's sha256")
     parser.add_argument("--model-meta", help="with --model-dir: JSON with model_name, "
                         "model_version, run_id, tags")
     parser.add_argument("--stable-fd", type=int,
                         help="listening socket shared by the supervisor (serve it on SIGUSR2)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.model_dir is None and not args.model:
         parser.error("give --model NAME or --model-dir DIR --expected-sha256 HEX")

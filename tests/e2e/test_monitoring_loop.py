@@ -62,8 +62,11 @@ def served(pipeline, client):
     assert run["state"] == "success", pipeline.explain(run)
     assert pipeline.xcom(run, "deploy")["status"] == "live"
     here = config.with_overrides(serving_port=port)
-    sent = replay(here, DRIFTED[0], DRIFTED[1])
+    said: list[str] = []  # make replay shows each day as it is sent
+    sent = replay(here, DRIFTED[0], DRIFTED[1], progress=said.append)
     assert sent.model_versions == {"1": sent.rows} and sent.outcome_files == 2
+    assert [line.split(":")[0] for line in said] == [day.isoformat() for day in DRIFTED]
+    assert f"{sent.rows_by_day[DRIFTED[0].isoformat()]} rows predicted" in said[0]
     for day in DRIFTED:
         wait_logged(here, day, sent.rows_by_day[day.isoformat()])
     v1 = client.get_model_version(MODEL, "1")

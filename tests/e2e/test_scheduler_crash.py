@@ -3,7 +3,7 @@ the running task die with it) at a random point inside a training run, and is st
 run still ends, and the invariants of ``tests/faults`` hold: the champion is what serves, no MLflow
 run is left RUNNING, no model-server process outlives its owner, one version for the run.
 
-``MLOPS_FAULT_TRIALS`` sets how many crashes (``make test`` runs one; ``make test-faults`` more).
+``FAULT_TRIALS`` sets how many crashes (``make test`` runs one; ``make test-faults`` more).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from pipeline_tasks import http
 
 TRAINING = "ml_training_pipeline"
 MODEL = "diamonds_crash"
-TRIALS = int(os.environ.get("MLOPS_FAULT_TRIALS", "1"))
-RNG = random.Random(int(os.environ.get("MLOPS_FAULT_SEED", "20261127")))
+TRIALS = int(os.environ.get("FAULT_TRIALS", "1"))
+RNG = random.Random(int(os.environ.get("FAULT_SEED", "20261127")))
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,9 @@
 """The fault-injection harness: the stage calls the DAG makes run in killable processes, and one
 check of the invariants that must hold after every fault.
 
-``MLOPS_FAULT_TRIALS`` sets how many trials each fault gets (``make test`` runs one; ``make
+``FAULT_TRIALS`` sets how many trials each fault gets (``make test`` runs one; ``make
 test-faults`` runs more). Trial points are drawn from a seeded generator and printed, so a
-failing trial can be replayed with ``MLOPS_FAULT_SEED``.
+failing trial can be replayed with ``FAULT_SEED``.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from pipeline_tasks import http, stages, storage
 from pipeline_tasks.config import PROJECT_DIR, PipelineConfig
 
 MODEL = "faults_diamonds"
-TRIALS = int(os.environ.get("MLOPS_FAULT_TRIALS", "1"))
-SEED = int(os.environ.get("MLOPS_FAULT_SEED", "20261127"))
+TRIALS = int(os.environ.get("FAULT_TRIALS", "1"))
+SEED = int(os.environ.get("FAULT_SEED", "20261127"))
 
 
 @dataclass
