@@ -64,6 +64,15 @@ class FailureSummary:
                  f"What to do:  {self.advice}"]
         return "\n".join(lines)
 
+    def text_without_message(self) -> str:
+        """The summary for a notification: the message can quote the data (a bad value, a
+        column name), so it stays in the task log behind the UI's login."""
+        lines = [f"=== {self.task_id} stopped the run ===",
+                 f"What failed: {self.error} (the details are in the task log)",
+                 f"Report:      {self.report or 'none for this failure'}",
+                 f"What to do:  {self.advice}"]
+        return "\n".join(lines)
+
 
 def summarize_failure(task_id: str, exc: BaseException, config: PipelineConfig,
                       base_url: str = "") -> FailureSummary:
@@ -82,6 +91,16 @@ def summarize_failure(task_id: str, exc: BaseException, config: PipelineConfig,
                           str(result["version"]))
     return FailureSummary(task_id=task_id, error=name, message=str(exc), report=report,
                           advice=advice_for(exc))
+
+
+def notification_text(task_id: str, exc: BaseException | None, config: PipelineConfig,
+                      base_url: str = "") -> str:
+    """What a failure notification says: the summary of the library error behind ``exc`` (the
+    Airflow exception that failed the task wraps it) without its message."""
+    if exc is None:
+        return f"=== {task_id} stopped the run ===\nthe task failed; see its log"
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    return summarize_failure(task_id, cause, config, base_url).text_without_message()
 
 
 def advice_for(exc: BaseException) -> str:

@@ -188,6 +188,14 @@ class Stack:
                  self.log_dir / f"{name}.log")
 
     def start(self, timeout: float = 180.0) -> Stack:
+        if not login_enabled(stack_env(self.config, self.extra_env)) and \
+                not is_loopback(self.config.airflow_host):
+            raise StackError(
+                f"login is off ([core] simple_auth_manager_all_admins: everyone who reaches the "
+                f"UI is an admin), so the UI may only listen on a loopback address, not "
+                f"{self.config.airflow_host!r}. Turn login on "
+                "(AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=False) or keep "
+                "MLOPS_AIRFLOW_HOST=127.0.0.1")
         for port, what in ((self.config.airflow_port, "Airflow API"),
                            (self.config.mlflow_port, "MLflow UI")):
             if what == "MLflow UI" and not self.mlflow_ui:
@@ -338,6 +346,18 @@ def _port_open(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((host, port)) == 0
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: reachable from this machine only."""
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def login_enabled(env: dict[str, str]) -> bool:

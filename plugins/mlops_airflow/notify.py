@@ -60,8 +60,12 @@ class PipelineNotifier(BaseNotifier):
         ids = {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id,
                "base_url": ui_base_url()}
         if self.event == "failure":
-            exc = context.get("exception")
-            text = str(exc) if exc is not None else "the task failed"
+            from pipeline_tasks.config import load_config
+            from pipeline_tasks.failures import notification_text
+
+            # a summary and a link, never the raw message: it can quote the data
+            text = notification_text(ti.task_id, context.get("exception"), load_config(),
+                                     ids["base_url"])
             return notifications.failure_notification(summary_text=text, **ids)
         result = ti.xcom_pull(task_ids=ti.task_id)
         if not isinstance(result, dict):

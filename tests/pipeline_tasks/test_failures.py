@@ -107,3 +107,27 @@ def test_a_retrain_held_back_by_the_cooldown_links_its_drift_report(tmp_path):
     summary = summarize_failure("request_retrain", exc, config)
     assert summary.report == "/mlops/reports/monitoring/m/p/report.html"
     assert summary.advice.startswith("The live data drifted")
+
+
+def test_a_failure_notification_never_carries_the_message(tmp_path):
+    """The message can quote data (a bad value, a column name): notifications send the summary
+    and the link, and the message stays in the task log."""
+    from pipeline_tasks.config import load_config
+    from pipeline_tasks.errors import DataValidationError
+    from pipeline_tasks.failures import notification_text
+
+    config = load_config(home=str(tmp_path))
+    docs = storage.join(config.reports_uri, "data_docs", "run", "index.html")
+    cause = DataValidationError("flights: column 'carrier': 5% of values not in {AA, UA}, e.g. "
+                                "'<img src=x onerror=alert(1)>'", result={"data_docs_uri": docs})
+    try:
+        try:
+            raise cause
+        except DataValidationError as exc:
+            raise RuntimeError(str(exc)) from exc  # what Airflow's fail-fast wrapper does
+    except RuntimeError as failed:
+        text = notification_text("validate", failed, config, "http://af")
+    assert "onerror" not in text and "carrier" not in text
+    assert "What failed: DataValidationError (the details are in the task log)" in text
+    assert "Report:      http://af/mlops/reports/data-docs/run/index.html" in text
+    assert "What to do:  Open the Data Docs" in text

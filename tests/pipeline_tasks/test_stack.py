@@ -72,3 +72,20 @@ def test_api_errors_name_the_call_and_the_answer():
             api.get("/api/v2/dags/nope/details")
     finally:
         server.shutdown()
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20", "example.org"])
+def test_login_off_refuses_a_non_loopback_host_before_starting_anything(tmp_path, host):
+    from pipeline_tasks.stack import Stack
+
+    stack = Stack(load_config(home=str(tmp_path), airflow_host=host))
+    with pytest.raises(StackError, match=f"login is off .* not '{host}'"):
+        stack.start()
+    assert stack.procs == {}
+    # with login on, the same host is allowed (the production profile, compose)
+    on = Stack(load_config(home=str(tmp_path), airflow_host=host),
+               extra_env={"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False"})
+    from pipeline_tasks.stack import is_loopback, login_enabled, stack_env
+
+    assert login_enabled(stack_env(on.config, on.extra_env)) and not is_loopback(host)
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
