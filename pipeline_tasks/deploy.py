@@ -14,12 +14,14 @@ the previous version, why), and on success tags on the model version (``deployme
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
 import urllib.parse
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -209,25 +211,39 @@ def rollback(*, model_name: str, to: str, config: PipelineConfig, reason: str,
         to = earlier[0]
     elif not to.isdigit():
         raise ConfigError(f"version must be a version number or 'previous', got {to!r}")
-    from pipeline_tasks.registry import restore_champion, set_champion
+    from pipeline_tasks.registry import set_champion
 
     why = f"rollback to v{to}: {reason.strip()}"
     previous = set_champion(model_name, to, reason=why, config=config)
-    try:
+    # "if it fails, nothing changes": the title goes back to the version that keeps serving
+    guard = (title_back_on_failure(model_name, to, to=previous, config=config,
+                                   what=f"rollback to v{to} failed")
+             if previous != to else contextlib.nullcontext())
+    with guard:
         holdout_uri, features = version_inputs(model_name, to, config)
         # redeploy where the model serves (a run may have deployed it elsewhere than the defaults)
         config = config.with_overrides(**serving_place(model_name, config))
         return deploy_version(model_name=model_name, version=to, holdout_uri=holdout_uri,
                               feature_columns=features, config=config, reason=why,
                               lineage=lineage, target=config.serving_target, action="rollback")
+
+
+@contextlib.contextmanager
+def title_back_on_failure(model_name: str, version: str, *, to: str | None,
+                          config: PipelineConfig, what: str) -> Iterator[None]:
+    """``version`` was made champion before it is deployed: if the block fails (a rejection or
+    an infrastructure error), give the title back to ``to``, the version that keeps serving
+    (``registry.restore_champion``), so the registry always names what serves."""
+    from pipeline_tasks.registry import restore_champion
+
+    try:
+        yield
     except Exception as exc:
-        # "if it fails, nothing changes": the title goes back to the version that keeps serving
-        if previous != to:
-            done = restore_champion(model_name, to, to=previous,
-                                    reason=f"rollback to v{to} failed: {exc}", config=config)
-            if isinstance(exc, DeployRejected):
-                raise DeployRejected(f"{exc}; {done}", result=exc.result) from exc
-            log.error("rollback of %s to v%s failed (%s); %s", model_name, to, exc, done)
+        done = restore_champion(model_name, version, to=to, reason=f"{what}: {exc}",
+                                config=config)
+        if isinstance(exc, DeployRejected):
+            raise DeployRejected(f"{exc}; {done}", result=exc.result) from exc
+        log.error("%s (%s); %s", what, exc, done)
         raise
 
 

@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 CHAMPION_ALIAS = "champion"
 # MLflow's min_absolute_change must be positive; "strictly better" is "better by more than this".
 _STRICT_IMPROVEMENT = 1e-12
+#: What to do when the champion cannot be compared with the candidate.
+CHAMPION_ADVICE = ("Roll the champion back to a sound version (ml_model_rollback), or promote "
+                   "this candidate with 'Force promotion' and a reason.")
 RULE = (
     "absolute: primary metric beats the trivial baseline by min_baseline_lift relative to |baseline|"
     " and respects min_primary_metric (floor, or ceiling when lower is better); champion: better "
@@ -216,8 +219,7 @@ def _contract_change(model_name: str, candidate: ModelContract | None
     except (OSError, ValueError) as exc:
         raise EvaluationError(
             f"champion v{version} of {model_name}: its model files cannot be read ({exc})",
-            advice="Roll the champion back to a sound version (ml_model_rollback), or promote "
-                   "this candidate with 'Force promotion' and a reason.") from exc
+            advice=CHAMPION_ADVICE) from exc
     if not champion.inputs:
         return version, None
     return version, compare_contracts(champion, candidate)
@@ -243,27 +245,25 @@ def _score_champion(model_name: str, version: str, holdout, y, task_type: str, m
     import mlflow
     from sklearn.base import is_classifier
 
-    advice = ("Roll the champion back to a sound version (ml_model_rollback), or promote this "
-              "candidate with 'Force promotion' and a reason.")
     try:
         # Load the version number, not the alias: the alias may move while we score.
         champion = mlflow.sklearn.load_model(f"models:/{model_name}/{version}")
     except Exception as exc:  # a corrupt or unreadable model: zip, skops and OS errors alike
         raise EvaluationError(f"champion v{version} of {model_name} cannot be loaded "
-                              f"({type(exc).__name__}: {exc})", advice=advice) from exc
+                              f"({type(exc).__name__}: {exc})", advice=CHAMPION_ADVICE) from exc
     if is_classifier(champion) != (task_type == "classification"):
         kind = "classifier" if is_classifier(champion) else "regressor"
         raise EvaluationError(f"champion v{version} is a {kind} and cannot score a {task_type} "
                               "holdout, and its signature does not record its task type",
-                              advice=advice)
+                              advice=CHAMPION_ADVICE)
     try:
         metrics = score_model(champion, _model_input(champion, holdout), y, task_type)
     except (_SchemaMismatch, ValueError, TypeError, KeyError) as exc:
         raise EvaluationError(f"champion v{version} cannot score the candidate's holdout ({exc})",
-                              advice=advice) from exc
+                              advice=CHAMPION_ADVICE) from exc
     if metric not in metrics:
         raise EvaluationError(f"champion v{version} has no {metric} on this holdout",
-                              advice=advice)
+                              advice=CHAMPION_ADVICE)
     return metrics
 
 

@@ -330,6 +330,7 @@ def deployments(model_name: str, config: PipelineConfig,
 
 def version_lineage(model_name: str, version: str, config: PipelineConfig) -> VersionLineage:
     """The lineage chain of ``model_name`` v``version``."""
+    from pipeline_tasks.schema import change_from_tags
     from pipeline_tasks.versioning import load_manifest
 
     check_name("model", model_name)
@@ -389,7 +390,7 @@ def version_lineage(model_name: str, version: str, config: PipelineConfig) -> Ve
         "promotion_reason": summary.promotion_reason,
         "replaced_by": tags.get("replaced_by", ""),
         "breaking_change": tags.get("breaking_change") == "true",
-        "schema_change": schema_change(tags),
+        "schema_change": change_from_tags(tags),
     }
     interval = (manifest.get("interval") or {}) if manifest else {}
     return VersionLineage(
@@ -407,27 +408,6 @@ def version_lineage(model_name: str, version: str, config: PipelineConfig) -> Ve
         deployments=deployments(model_name, config, version),
         drift_checks=drift_checks(model_name, config, version),
     )
-
-
-def schema_change(tags: dict[str, str]) -> dict[str, Any]:
-    """How a version's inputs differ from the champion it was compared with (its
-    ``schema_change.*`` tags, see ``pipeline_tasks.schema``); empty when they did not differ."""
-    import json
-
-    if not tags.get("schema_change.summary"):
-        return {}
-
-    def names(key: str) -> list[str]:
-        return [c for c in tags.get(key, "").split(",") if c]
-
-    try:
-        retyped = json.loads(tags.get("schema_change.retyped") or "{}")
-    except ValueError:
-        retyped = {}
-    return {"against": tags.get("schema_change.against", ""),
-            "added": names("schema_change.added"), "removed": names("schema_change.removed"),
-            "retyped": retyped if isinstance(retyped, dict) else {},
-            "summary": tags["schema_change.summary"]}
 
 
 def model_overview(model_name: str, config: PipelineConfig, limit: int = 20) -> ModelOverview:

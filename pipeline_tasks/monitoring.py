@@ -93,16 +93,12 @@ def served_version(model_name: str, version: str, config: PipelineConfig) -> Ser
 
 def champion_source(model_name: str, config: PipelineConfig) -> str | None:
     """The source the champion was trained on (its ``source`` tag), or None (no champion)."""
-    tracking.configure_mlflow(config)
-    from mlflow.tracking import MlflowClient
-
-    from pipeline_tasks.registry import current_champion
-
-    client = MlflowClient()
-    version = current_champion(model_name, client)
+    version = champion_version(model_name, config)
     if version is None:
         return None
-    return client.get_model_version(model_name, version).tags.get("source") or None
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient().get_model_version(model_name, version).tags.get("source") or None
 
 
 def champion_version(model_name: str, config: PipelineConfig) -> str | None:

@@ -112,9 +112,8 @@ def register_model(
     with named_lock(config, f"{model_name}.registry", timeout=LOCK_TIMEOUT_S):
         _ensure_registered_model(client, model_name)
         tags = {**_version_tags(run_id, decision, lineage), model_artifacts.DIGEST_TAG: digest}
-        again = _version_for_run(client, model_name, run_id) is not None
-        version = _find_or_create_version(client, model_name, run_id, model_uri, tags, decision,
-                                          lineage)
+        version, again = _find_or_create_version(client, model_name, run_id, model_uri, tags,
+                                                 decision, lineage)
         previous = current_champion(model_name, client)
         challenger = client.get_registered_model(model_name).aliases.get(CHALLENGER)
         # a retried or cleared register of an older run never moves an alias back
@@ -339,7 +338,8 @@ def _version_for_run(client, model_name: str, run_id: str) -> str | None:
 
 
 def _find_or_create_version(client, model_name, run_id, model_uri, tags, decision,
-                            lineage) -> str:
+                            lineage) -> tuple[str, bool]:
+    """The run's version, and whether an earlier call (a retried or cleared task) made it."""
     from mlflow.exceptions import MlflowException
 
     existing = _version_for_run(client, model_name, run_id)
@@ -348,7 +348,7 @@ def _find_or_create_version(client, model_name, run_id, model_uri, tags, decisio
                  existing)
         for key, value in tags.items():  # a retry may carry a fresher decision
             client.set_model_version_tag(model_name, existing, key, value)
-        return existing
+        return existing, True
     model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
     description = (
         f"Trained by run {run_id} on dataset {lineage.get('dataset_version', '?')}. "
@@ -361,7 +361,7 @@ def _find_or_create_version(client, model_name, run_id, model_uri, tags, decisio
                 description=_clip(description), model_id=model_id,
             )
             log.info("created %s v%s from %s", model_name, created.version, model_uri)
-            return str(created.version)
+            return str(created.version), False
         except MlflowException as exc:
             if _VERSION_COLLISION not in exc.message or attempt == CREATE_ATTEMPTS - 1:
                 raise
@@ -370,8 +370,8 @@ def _find_or_create_version(client, model_name, run_id, model_uri, tags, decisio
                         "%.1f s", model_name, attempt + 1, wait)
             time.sleep(wait)
             existing = _version_for_run(client, model_name, run_id)
-            if existing is not None:
-                return existing
+            if existing is not None:  # a concurrent call for the same run made it
+                return existing, False
     raise AssertionError("unreachable")
 
 
@@ -392,9 +392,8 @@ def _version_tags(run_id: str, decision: dict, lineage: dict[str, str]) -> dict[
     if decision.get("schema_change"):
         from pipeline_tasks.schema import SchemaDiff
 
-        diff = {k: v for k, v in decision["schema_change"].items()
-                if k in SchemaDiff.__dataclass_fields__}
-        tags.update({k: _clip(v) for k, v in SchemaDiff(**diff).tags().items()})
+        diff = SchemaDiff.from_dict(decision["schema_change"])
+        tags.update({k: _clip(v) for k, v in diff.tags().items()})
     if decision.get("forced"):
         tags["force_reason"] = _clip(str(decision.get("force_reason") or ""))
     return tags

@@ -17,7 +17,7 @@ two contracts; ``version_contract`` and ``model_contract`` read them from MLflow
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 #: Signature types that are the same kind of value for a client (a JSON number is either).
@@ -37,13 +37,6 @@ class ModelContract:
     task_type: str | None = None
     version: str | None = None
     suite_uri: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> ModelContract | None:
-        return cls(**data) if data else None
 
 
 @dataclass(frozen=True)
@@ -97,6 +90,11 @@ class SchemaDiff:
         data.update(breaking=self.breaking, summary=self.summary())
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SchemaDiff:
+        """The inverse of ``to_dict`` (its derived ``breaking`` and ``summary`` left out)."""
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
     def tags(self) -> dict[str, str]:
         """Model-version tags that record the difference (MLflow tag values are strings)."""
         return {
@@ -107,6 +105,25 @@ class SchemaDiff:
             "schema_change.retyped": json.dumps(self.retyped, sort_keys=True),
             "schema_change.summary": self.summary(),
         }
+
+
+def change_from_tags(tags: dict[str, str]) -> dict[str, Any]:
+    """What ``SchemaDiff.tags`` recorded on a version, for its lineage page: against which
+    version, the added, removed and retyped inputs, and the summary; empty when nothing did."""
+    if not tags.get("schema_change.summary"):
+        return {}
+
+    def names(key: str) -> list[str]:
+        return [c for c in tags.get(key, "").split(",") if c]
+
+    try:
+        retyped = json.loads(tags.get("schema_change.retyped") or "{}")
+    except ValueError:
+        retyped = {}
+    return {"against": tags.get("schema_change.against", ""),
+            "added": names("schema_change.added"), "removed": names("schema_change.removed"),
+            "retyped": retyped if isinstance(retyped, dict) else {},
+            "summary": tags["schema_change.summary"]}
 
 
 def compare_contracts(champion: ModelContract, candidate: ModelContract) -> SchemaDiff:
@@ -176,9 +193,8 @@ def version_contract(model_name: str, version: str, client=None) -> ModelContrac
     contract = model_contract(f"models:/{model_name}/{version}",
                               target=tags.get("target") or None,
                               task_type=tags.get("task_type") or None)
-    return ModelContract(inputs=contract.inputs, target=contract.target,
-                         task_type=contract.task_type, version=str(version),
-                         suite_uri=(mv.tags or {}).get(SUITE_TAG) or None)
+    return replace(contract, version=str(version),
+                   suite_uri=(mv.tags or {}).get(SUITE_TAG) or None)
 
 
 def champion_contract(model_name: str, config) -> ModelContract | None:

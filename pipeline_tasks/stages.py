@@ -9,7 +9,6 @@ the scheduled pipeline and the in-process pipeline are the same code.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
@@ -19,15 +18,12 @@ from pipeline_tasks.config import PipelineConfig, code_version, dataset_name, lo
 from pipeline_tasks.errors import (
     BreakingChangeBlocked,
     ConfigError,
-    DeployRejected,
     ModelNotPromoted,
     NoLabels,
     RetrainWithheld,
     StageSkipped,
 )
 from pipeline_tasks.schema import SUITE_TAG
-
-log = logging.getLogger(__name__)
 
 #: What a model name may be (the DAGs' ``model_name`` params use the same pattern).
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -273,7 +269,7 @@ def deploy(run: RunSpec, trained: dict, registered: dict) -> dict:
     becomes champion now, and a re-run after a failed deploy takes the title back, each only if
     it still beats the current champion. If the deploy is rejected, the title goes back to the
     version that keeps serving, so the registry's champion is always what serves."""
-    from pipeline_tasks.registry import confirm_champion, restore_champion
+    from pipeline_tasks.registry import confirm_champion
 
     def not_promoted(result: dict) -> ModelNotPromoted:
         blocked = result.get("breaking_change") and not result.get("promoted")
@@ -283,6 +279,7 @@ def deploy(run: RunSpec, trained: dict, registered: dict) -> dict:
 
     model, version = registered["model_name"], str(registered["version"])
     awaiting = bool(registered.get("awaiting_approval"))
+    breaking = bool(registered.get("breaking_change"))  # forced or approved over it
     if not (awaiting or registered.get("promoted")):
         raise not_promoted(registered)
     reason = registered["reason"]
@@ -301,38 +298,21 @@ def deploy(run: RunSpec, trained: dict, registered: dict) -> dict:
     approval = confirmed if awaiting else None
     if awaiting:
         registered = confirmed
-    from pipeline_tasks.deploy import deploy_version
+    from pipeline_tasks.deploy import deploy_version, title_back_on_failure
 
-    try:
+    # any failure, a rejection or an infrastructure error (whose retry takes the title back by
+    # compare-and-set): the title goes back to the version that keeps serving
+    with title_back_on_failure(model, version, to=restore_to, config=run.config,
+                               what=f"v{version} was not deployed"):
         deployed = deploy_version(
             model_name=model, version=version, holdout_uri=trained.get("holdout_uri"),
             feature_columns=trained["feature_columns"], config=run.config,
             reason=registered["reason"],
             lineage={**run.lineage, "dataset_version": trained.get("dataset_version", "")},
             target=run.config.serving_target,
-            breaking_change=_is_breaking(model, version, run.config),
+            breaking_change=breaking,
         ).to_dict()
-    except Exception as exc:
-        # any failure, a rejection or an infrastructure error (whose retry takes the title back
-        # by compare-and-set): the title goes back to the version that keeps serving
-        done = restore_champion(model, version, to=restore_to,
-                                reason=f"v{version} was not deployed: {exc}", config=run.config)
-        if isinstance(exc, DeployRejected):
-            raise DeployRejected(f"{exc}; {done}", result=exc.result) from exc
-        log.error("deploying %s v%s failed (%s); %s", model, version, exc, done)
-        raise
     return deployed | ({"approval": approval} if approval else {})
-
-
-def _is_breaking(model_name: str, version: str, config: PipelineConfig) -> bool:
-    """Whether the version was promoted over a breaking change (its ``breaking_change`` tag)."""
-    from pipeline_tasks import tracking
-
-    tracking.configure_mlflow(config)
-    from mlflow.tracking import MlflowClient
-
-    tags = MlflowClient().get_model_version(model_name, version).tags or {}
-    return tags.get("breaking_change") == "true"
 
 
 def rollback(run: RunSpec) -> dict:
@@ -368,14 +348,12 @@ def check_performance(run: RunSpec) -> dict:
     task is skipped with that summary: the drift check and the retrain decision go on."""
     from datetime import datetime, timedelta
 
+    from pipeline_tasks.monitoring import champion_source, record_no_labels
     from pipeline_tasks.monitoring import check_performance as score
-    from pipeline_tasks.monitoring import record_no_labels
 
     delay = timedelta(days=run.config.label_delay_days)
     start = (datetime.fromisoformat(run.interval_start) - delay).isoformat()
     end = (datetime.fromisoformat(run.interval_end) - delay).isoformat()
-    from pipeline_tasks.monitoring import champion_source
-
     labels = run.param("labels") or run.config.labels_for(
         run.model_name, source=champion_source(run.model_name, run.config))
     if not labels:

@@ -54,8 +54,9 @@ def exists(uri: str) -> bool:
     return fs.exists(path)
 
 
-#: A temporary file this old is left over by a writer that died, wherever it ran.
 log = logging.getLogger(__name__)
+
+#: A temporary file this old is left over by a writer that died, wherever it ran.
 STALE_TMP_S = 3600.0
 
 

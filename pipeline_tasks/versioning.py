@@ -86,16 +86,6 @@ def snapshot_dataset(
     data_out = storage.join(root, DATA)
     manifest_uri = storage.join(root, MANIFEST)
     created = not storage.exists(manifest_uri)
-    if not created:
-        try:
-            verify_snapshot_file(data_out, version_id)
-            log.info("dataset version %s already exists; no second copy", version_id[:12])
-        except CorruptSnapshotError as exc:
-            # this batch is the content the id names: write it back, loudly
-            log.error("%s; rewriting it from this run's batch %s, which hashes to the id",
-                      exc, data_uri)
-            storage.atomic_write_parquet(df, data_out)
-            verify_snapshot_file(data_out, version_id)
     if created:
         storage.atomic_write_parquet(df, data_out)
         manifest = {
@@ -112,6 +102,16 @@ def snapshot_dataset(
         }
         storage.atomic_write_json(manifest_uri, manifest)
         log.info("new dataset version %s (%d rows)", version_id[:12], len(df))
+    else:
+        try:
+            verify_snapshot_file(data_out, version_id)
+            log.info("dataset version %s already exists; no second copy", version_id[:12])
+        except CorruptSnapshotError as exc:
+            # this batch is the content the id names: write it back, loudly
+            log.error("%s; rewriting it from this run's batch %s, which hashes to the id",
+                      exc, data_uri)
+            storage.atomic_write_parquet(df, data_out)
+            verify_snapshot_file(data_out, version_id)
     record = {"run": run_key, "source": source, "interval": interval, "raw_uri": data_uri,
               "lineage": lineage or {}, "validation_success": validation.get("success")}
     storage.atomic_write_json(

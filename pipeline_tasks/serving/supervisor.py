@@ -393,12 +393,7 @@ class SupervisorClient:
         self.call("shutdown")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            if Path(f"/proc/{pid}/stat").exists() and \
-                    Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+            if process_started(pid) is None:  # gone, or a zombie
                 return
             time.sleep(0.2)
         raise SupervisorError(f"the serving supervisor (pid {pid}) did not stop")

@@ -107,8 +107,10 @@ def serving_processes(config: PipelineConfig) -> list[int]:
     return found
 
 
-def check_invariants(config: PipelineConfig) -> dict:
-    """The registry, the endpoint, the processes and the lake agree. Returns what it saw."""
+def check_invariants(config: PipelineConfig, since: float) -> dict:
+    """The registry, the endpoint, the processes and the lake agree. Returns what it saw. The
+    lake check covers the files written since ``since`` (the trials'; the session's lake also
+    holds other tests' files, some damaged on purpose)."""
     from mlflow.tracking import MlflowClient
 
     from pipeline_tasks.registry import current_champion
@@ -132,7 +134,7 @@ def check_invariants(config: PipelineConfig) -> dict:
     # 4. no partial file visible: every file at its final name in the lake reads whole
     lake = storage.local_path(config.lake_uri)
     for path in lake.rglob("*"):
-        if path.is_file() and ".tmp-" not in path.name:
+        if path.is_file() and ".tmp-" not in path.name and path.stat().st_mtime >= since:
             if path.suffix == ".parquet":
                 import pyarrow.parquet as pq
 

@@ -36,6 +36,7 @@ from pipeline_tasks.serving.supervisor import SupervisorClient
 @pytest.fixture(scope="module")
 def served(diamonds):
     """v1 champion and live on a port of its own; v2 registered from other rows (a challenger)."""
+    since = time.time()
     port = http.free_port()
     first = spec(diamonds, port, "faults_v1")
     v1 = stages.run_all(first)
@@ -45,8 +46,8 @@ def served(diamonds):
     second = spec(other, port, "faults_v2")
     v2 = stages.run_all(second)
     config = first.config.with_overrides(serving_port=port)
-    assert check_invariants(config) == {"champion": "1", "served": "1"}
-    yield SimpleNamespace(config=config, port=port, source=diamonds, v1=v1, v2=v2)
+    assert check_invariants(config, since) == {"champion": "1", "served": "1"}
+    yield SimpleNamespace(config=config, port=port, source=diamonds, v1=v1, v2=v2, since=since)
     SupervisorClient(config).shutdown()
 
 
@@ -60,7 +61,7 @@ def rollback_spec(served, version: str, trial: str) -> stages.RunSpec:
 
 
 def other_version(served) -> str:
-    return "2" if check_invariants(served.config)["champion"] == "1" else "1"
+    return "2" if check_invariants(served.config, served.since)["champion"] == "1" else "1"
 
 
 def test_a_killed_deploy_task_leaks_no_server_and_its_retry_serves(served, campaign):
@@ -74,7 +75,7 @@ def test_a_killed_deploy_task_leaks_no_server_and_its_retry_serves(served, campa
                  30, "the killed deployer's candidate to be stopped")
         # the retry (Airflow retries the task) ends consistent
         stages.rollback(run)
-        seen = check_invariants(served.config)
+        seen = check_invariants(served.config, served.since)
         assert seen["champion"] == target
         campaign.record("deploy task SIGKILL", f"at {point:.2f} s",
                         "finished before the kill" if done else f"killed; retry serves v{target}")
@@ -91,7 +92,7 @@ def test_a_killed_live_server_is_restarted(served, campaign):
                  "the live server's restart")
         wait_for(lambda: http.try_json(served.config.serving_url + "/ready", timeout=2), 60,
                  "the endpoint")
-        check_invariants(served.config)
+        check_invariants(served.config, served.since)
         campaign.record("live server SIGKILL", "", f"restarted v{live['version']}")
 
 
@@ -106,7 +107,7 @@ def test_a_killed_supervisor_is_brought_back(served, campaign):
         restored = [e for e in restore_serving(served.config)
                     if e["endpoint"] == served.config.serving_url]
         assert [e["action"] for e in restored] == ["restored"]
-        seen = check_invariants(served.config)
+        seen = check_invariants(served.config, served.since)
         campaign.record("supervisor SIGKILL", "", f"restored v{seen['served']}")
 
 
@@ -126,7 +127,7 @@ def test_a_killed_training_task_leaves_no_running_run_and_one_version_per_run(se
         first = stages.register(run, trained, decision)
         again = stages.register(run, trained, decision)  # a retried register
         assert first["version"] == again["version"]
-        check_invariants(served.config)
+        check_invariants(served.config, served.since)
         killed = [r for r in client.search_runs([trained["experiment_id"]],
                                                 "attributes.status = 'KILLED'")
                   if r.data.tags.get("run_key") == run.run_key]
@@ -155,7 +156,7 @@ def test_a_task_killed_inside_any_stage_is_retried_cleanly(served, campaign):
             if run_stage_in_process(stage, args, kill_after=point) is None:
                 killed.append(f"{stage}@{point:.1f}s")
             done[stage] = getattr(stages, stage)(*args)  # the retry
-            check_invariants(served.config)
+            check_invariants(served.config, served.since)
         versions = client.search_model_versions(
             f"name = '{MODEL}' and run_id = '{done['train']['run_id']}'")
         assert len(versions) == 1
@@ -200,7 +201,7 @@ def test_corrupt_snapshots_and_model_files_are_refused_by_name(served, campaign)
         model_file.write_bytes(original[:start] + b"\x00" * 16 + original[start + 16:])
         with pytest.raises(DeployRejected, match="does not match"):
             stages.rollback(rollback_spec(served, target, "corrupt"))
-        check_invariants(served.config)  # the champion stayed on what serves
+        check_invariants(served.config, served.since)  # the champion stayed on what serves
         campaign.record("model file overwrite", f"bytes {start}+16",
                         "refused, champion unchanged")
     finally:
@@ -242,7 +243,7 @@ def test_a_switch_under_client_load_loses_no_answer(served, campaign):
         stop.set()
         for thread in threads:
             thread.join()
-    check_invariants(served.config)
+    check_invariants(served.config, served.since)
     SupervisorClient(served.config).shutdown()  # the clean stop: every server flushes its log
     start = pd.Timestamp("2013-03-01", tz="UTC").to_pydatetime()
     logged = read_prediction_log(load_config(), MODEL, start, start + pd.Timedelta(days=1))
@@ -268,4 +269,4 @@ def test_a_full_disk_under_the_lake_names_the_path_and_leaves_nothing_partial(se
     assert all(".tmp-" not in p.name for p in visible)
     assert not any(p.name == "manifest.json" for p in visible)  # no half snapshot
     campaign.record("disk full under the lake", "16 KiB tmpfs", "refused with the path")
-    check_invariants(served.config)
+    check_invariants(served.config, served.since)
