@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
-UV_VERSION := 0.13.9
+# uv itself comes from the lock too: its `uv==` entry and hashes (pip's hash-checking mode)
+UV_FROM_LOCK := awk '/^uv==/ {p = 1; print; next} p && /^ +--hash=/ {print; next} {p = 0}' requirements.lock
 STAMP := $(VENV)/.installed
 ARGS ?=
 # PROFILE=production.env: export that env file's variables first (the production profile:
@@ -14,7 +15,7 @@ WITH_PROFILE := $(if $(PROFILE),set -a && . "$(abspath $(PROFILE))" && set +a &&
 
 .PHONY: setup demo demo-monitoring test test-integration test-faults replay airflow bench \
 	bench-backfill bench-drift lock lint clean-home production-env production-db compose-env \
-	image-wheels browser screenshots
+	image-wheels browser screenshots test-deps
 
 # Install from the lock into .venv. Idempotent: does nothing when the lock and pyproject are unchanged.
 setup: $(STAMP)
@@ -22,10 +23,13 @@ setup: $(STAMP)
 # --compile-bytecode writes the .pyc files at install time: every Airflow task is a new process,
 # and without them each one compiles sklearn/mlflow/GX from source again when the environment sets
 # PYTHONDONTWRITEBYTECODE (seconds per task).
+# --require-hashes: every file installed must match one of the lock's sha256 hashes (a pin
+# without hashes, or a download that differs, is an error); the bootstrap uv is checked the same way.
 $(STAMP): requirements.lock pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@test -x $(UV) || $(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(UV) pip sync --python $(PY) --compile-bytecode requirements.lock
+	@test -x $(UV) || $(PY) -m pip install --quiet --disable-pip-version-check --no-deps \
+		--require-hashes -r <($(UV_FROM_LOCK))
+	$(UV) pip sync --python $(PY) --compile-bytecode --require-hashes requirements.lock
 	$(UV) pip install --python $(PY) --no-deps -e .
 	@touch $(STAMP)
 
@@ -33,9 +37,13 @@ $(STAMP): requirements.lock pyproject.toml Makefile
 demo: setup
 	$(WITH_PROFILE) $(PY) -m pipeline_tasks demo
 
-test: setup
-	@echo "==> the whole test suite (unit, DAGs, end to end, faults, integration, browser; ~20 min)"
-	$(PY) -m pytest
+# Everything the suite needs is set up here: the venv, the system packages (test-deps), the
+# Docker engine and the local base image (docker/engine.sh, docker/base-image.sh).
+test: setup test-deps
+	@echo "==> the Docker engine and the local base image"
+	@eval "$$(docker/engine.sh)" && docker/base-image.sh >/dev/null && \
+		echo "==> the whole test suite (unit, DAGs, end to end, faults, integration, browser; ~20 min)" && \
+		$(PY) -m pytest
 
 # Train on January, replay the following months, watch drift trigger retraining (see README)
 demo-monitoring: setup
@@ -53,20 +61,43 @@ test-faults: setup
 	FAULT_TRIALS=$(TRIALS) $(PY) -m pytest tests/faults tests/e2e/test_scheduler_crash.py \
 		-p no:cacheprovider -rA -s
 
-# The production profile on the local PostgreSQL and Redis (fresh databases, dropped after).
-test-integration: setup
+# The production profile on throwaway PostgreSQL and Redis servers the tests start and remove.
+test-integration: setup test-deps
 	@echo "==> the production profile on PostgreSQL and Redis, and the compose file"
 	$(PY) -m pytest tests/integration
 
-# Debian's chromium and chromium-driver for the browser tests (tests/browser); apt, as root.
-# Idempotent: does nothing when both are installed. `make test` fails loudly without them.
+# The system packages the tests need, from Debian's archive when missing (apt, as root):
+# chromium + chromium-driver (tests/browser), a compose CLI (tests/integration/test_compose.py),
+# the PostgreSQL and Redis server binaries (the throwaway servers of tests/conftest.py; the
+# tests never use what listens on 5432 or 6379). Idempotent: does nothing when all are there.
+# Not root, or no apt: stops at once and names the command to run.
+APT := apt-get -o DPkg::Lock::Timeout=600
+test-deps:
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	{ docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null; } \
+		|| missing="$$missing docker-compose"; \
+	{ ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null; } \
+		|| missing="$$missing postgresql"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	if [ -z "$$missing" ]; then echo "==> the tests' system packages are installed"; exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+		echo "make test needs:$$missing. Install them as root: sudo make test-deps" \
+			"(Debian; elsewhere your system's packages of the same names)" >&2; exit 1; fi; \
+	echo "==> installing$$missing from Debian's packages"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	$(APT) install -y --no-install-recommends $$missing \
+		|| { $(APT) update && $(APT) install -y --no-install-recommends $$missing; }
+
+# Only the browser's part of test-deps (for make screenshots).
 browser:
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
 		echo "chromium and chromedriver are installed"; \
 	else \
 		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends chromium chromium-driver \
-		|| { apt-get -o DPkg::Lock::Timeout=600 update && apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends chromium chromium-driver; }; \
+		$(APT) install -y --no-install-recommends chromium chromium-driver \
+		|| { $(APT) update && $(APT) install -y --no-install-recommends chromium chromium-driver; }; \
 	fi
 
 # Regenerate the UI screenshots in docs/ (the browser tests save them as they go).
@@ -111,9 +142,11 @@ bench-drift: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
-# Re-resolve the pinned lock after editing dependencies in pyproject.toml.
+# Re-resolve the pinned lock after editing dependencies in pyproject.toml. Existing pins are kept
+# (uv prefers the versions already in the -o file); every pin gets the sha256 of its files.
 lock: setup
-	$(UV) pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+	$(UV) pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes \
+		-o requirements.lock
 
 # Delete all state of the embedded default (Airflow DB, MLflow, lake, reports).
 clean-home:

@@ -82,17 +82,15 @@ def embedded(home: Path, conf: dict) -> dict:
 def production(shared: Path, conf: dict) -> dict:
     from pipeline_tasks.production import (
         config_from_env,
-        create_databases,
-        drop_databases,
         local_env,
-        profile_databases,
+        provision,
+        unprovision,
     )
     from pipeline_tasks.stack import Stack
 
     env = local_env(shared, "bench_" + uuid.uuid4().hex[:8])
     config = config_from_env(env)
-    urls = profile_databases(env)
-    create_databases(urls)
+    provision(env)  # the profile's PostgreSQL role and databases, its Redis user
     stack = Stack(config, components=("api-server", "scheduler", "dag-processor"),
                   extra_env=env)
     try:
@@ -101,7 +99,7 @@ def production(shared: Path, conf: dict) -> dict:
         try:
             stack.stop()
         finally:
-            drop_databases(urls)
+            unprovision(env)
 
 
 def main() -> int:

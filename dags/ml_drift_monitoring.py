@@ -43,7 +43,8 @@ PARAMS = {
         title="Current data (optional)",
         description="URI of a CSV or Parquet file to check instead of the interval's prediction "
         "log (it may have a model_version column; otherwise the champion's snapshot is the "
-        "reference).",
+        "reference). It must lie under the landing folder or a root listed in "
+        "allowed_source_roots (MLOPS_ALLOWED_SOURCE_ROOTS).",
     ),
     "labels": Param(
         "",
@@ -51,7 +52,8 @@ PARAMS = {
         title="True outcomes (optional)",
         description="File or folder of outcomes (row_id, event_time, the target column). Empty: "
         "the model's model_labels entry in the config, else labels_uri; the demo model falls "
-        "back to the demo's outcome feed. A model with no labels gets 'no_labels'.",
+        "back to the demo's outcome feed. A model with no labels gets 'no_labels'. Like "
+        "'Current data', it must lie under allowed_source_roots (MLOPS_ALLOWED_SOURCE_ROOTS).",
     ),
 }
 

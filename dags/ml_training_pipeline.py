@@ -45,6 +45,8 @@ PARAMS = {
         title="Source",
         description="URI of a CSV or Parquet file, a folder or glob of them (date-partitioned "
         "when file names carry YYYY-MM-DD), or a SQL query when 'SQL connection' is set. "
+        "It must lie under the landing folder or a root the operator lists in "
+        "allowed_source_roots (MLOPS_ALLOWED_SOURCE_ROOTS); anything else fails the first task. "
         "The default is the demo flights feed.",
     ),
     "sql_conn_id": Param(
@@ -52,7 +54,9 @@ PARAMS = {
         type=["null", "string"],  # optional: the form must not require it
         title="SQL connection",
         description="Airflow connection id to run 'Source' against as a SQL query. The query may "
-        "use :window_start, :interval_start and :interval_end. Leave empty for files.",
+        "use :window_start, :interval_start and :interval_end. Only connections the operator "
+        "lists in allowed_sql_conn_ids (MLOPS_ALLOWED_SQL_CONN_IDS; none by default) are "
+        "accepted. Leave empty for files.",
     ),
     "target": Param(
         DEFAULTS["target"],

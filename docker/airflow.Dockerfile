@@ -9,7 +9,16 @@
 #
 # Dependencies are the pinned requirements.lock, installed into /opt/mlops/venv. With wheels in
 # docker/wheels/ (host-prepared: `make image-wheels`, as CI does) the build needs
-# no network at all; without them pip installs from the package index.
+# no network at all; without them pip installs from the package index. Either way every file is
+# checked against the lock's sha256 hashes (--require-hashes, uv itself included): a wheel that
+# differs, or a pin without hashes, fails the build.
+#
+# Base image: pass a digest reference from a registry (BASE_IMAGE=apache/airflow@sha256:...;
+# after a `docker pull` of the tag, `docker image inspect -f '{{index .RepoDigests 0}}' <tag>`
+# prints it) so that a re-pushed tag cannot change what is built on. The default below is the
+# tag, because the machines this is developed on cannot reach Docker Hub to read (and check) a
+# digest; there the base is the local image of docker/base-image.sh, which has no registry
+# digest (see that script).
 #
 # Layers go from least to most often changed: dependencies, then the package, DAGs and plugins.
 ARG BASE_IMAGE=apache/airflow:3.3.2-python3.11
@@ -33,14 +42,17 @@ COPY requirements.lock /opt/mlops/requirements.lock
 COPY docker/wheels/ /tmp/wheels/
 # uv (pinned in the lock) installs and byte-compiles the ~230 packages in parallel: minutes
 # faster than pip. Compiled here, because the airflow user cannot write .pyc files later.
+# pip installs uv from the lock's `uv==` entry and its hashes (hash-checking mode).
 RUN python3 -m venv /opt/mlops/venv \
     && if ls /tmp/wheels/*.whl >/dev/null 2>&1; then \
          set -- --no-index --find-links /tmp/wheels; else set --; fi \
-    && /opt/mlops/venv/bin/pip install --no-cache-dir "$@" \
-         "$(grep -E '^uv==' /opt/mlops/requirements.lock)" \
+    && awk '/^uv==/ {p = 1; print; next} p && /^ +--hash=/ {print; next} {p = 0}' \
+         /opt/mlops/requirements.lock > /tmp/uv-requirements.txt \
+    && /opt/mlops/venv/bin/pip install --no-cache-dir --no-deps --require-hashes "$@" \
+         -r /tmp/uv-requirements.txt \
     && /opt/mlops/venv/bin/uv pip install --python /opt/mlops/venv/bin/python --no-cache \
-         --compile-bytecode "$@" -r /opt/mlops/requirements.lock \
-    && rm -rf /tmp/wheels
+         --compile-bytecode --require-hashes "$@" -r /opt/mlops/requirements.lock \
+    && rm -rf /tmp/wheels /tmp/uv-requirements.txt
 
 # The repository's code at /opt/mlops/src, laid out as in the checkout (pipeline_tasks.config
 # finds dags/, plugins/ and the suites beside the package), on the venv's path like an editable

@@ -7,13 +7,26 @@
 #
 # What it does (idempotent; if the tag exists it is a quick no-op):
 #   - makes sure a Docker engine answers (runs docker/engine.sh if needed),
-#   - installs debootstrap via apt if it is missing,
+#   - installs debootstrap (and debian-archive-keyring) via apt if missing,
 #   - debootstraps a minbase Debian bookworm (python3 3.11, python3-venv with
 #     the ensurepip wheels, ca-certificates, curl) from the Debian mirror in
-#     /etc/apt/sources.list{,.d/*.list,.d/*.sources} into a temp dir,
-#   - cleans apt lists/caches, `docker import`s it with PATH and CMD set,
-#     checks `python3 -m venv /opt/venv && /opt/venv/bin/pip --version` works
+#     /etc/apt/sources.list{,.d/*.list,.d/*.sources} into a temp dir, with
+#     --force-check-gpg: the mirror's Release file must carry a valid signature
+#     of the Debian archive keyring, and every .deb must match the sha256 its
+#     signed Packages index gives (an unsigned or tampered mirror fails here),
+#   - cleans apt lists/caches, `docker import`s it with PATH and CMD set and
+#     labels that record its content: mlops.base.release-sha256 (the signed
+#     Release the packages were checked against) and mlops.base.packages-sha256
+#     (of the installed `package version` list; `docker run --rm TAG dpkg-query
+#     -W | sha256sum` recomputes it),
+#   - checks `python3 -m venv /opt/venv && /opt/venv/bin/pip --version` works
 #     inside, and removes the temp dir.
+#
+# Why no digest pin: a `name@sha256:` reference names a registry manifest, and
+# this image never comes from a registry (RepoDigests is empty). Its image ID
+# changes with every import (the config holds the creation time), so no ID can
+# be committed either. What pins its content is the signed Debian archive
+# (checked above) and the labels; builds refer to it by its local tag.
 #
 # Output: the last stdout line is the image tag; everything else goes to stderr.
 # Overridable via environment: MLOPS_BASE_IMAGE (tag), MLOPS_DEBIAN_MIRROR.
@@ -81,13 +94,16 @@ MIRROR=${MIRROR:-http://deb.debian.org/debian}
 log "Debian mirror: $MIRROR"
 
 # --- debootstrap
-if ! command -v debootstrap >/dev/null 2>&1; then
-    log "debootstrap missing: apt-get install debootstrap"
+KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+if ! command -v debootstrap >/dev/null 2>&1 || [[ ! -r $KEYRING ]]; then
+    log "debootstrap or the Debian archive keyring missing: apt-get install them"
     export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends debootstrap >&2; then
+    if ! apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends debootstrap \
+        debian-archive-keyring >&2; then
         log "install failed; running apt-get update and retrying"
         apt-get -o DPkg::Lock::Timeout=600 update >&2
-        apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends debootstrap >&2
+        apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends debootstrap \
+            debian-archive-keyring >&2
     fi
 fi
 
@@ -96,13 +112,22 @@ cleanup() { rm -rf --one-file-system "$WORK"; }
 trap cleanup EXIT
 ROOTFS="$WORK/rootfs"
 
-log "debootstrap --variant=minbase --include=$PACKAGES $SUITE into $ROOTFS"
-if ! debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$ROOTFS" "$MIRROR" >"$WORK/debootstrap.log" 2>&1; then
+log "debootstrap --variant=minbase --include=$PACKAGES $SUITE into $ROOTFS (signatures checked)"
+if ! debootstrap --force-check-gpg --keyring="$KEYRING" --variant=minbase \
+    --include="$PACKAGES" "$SUITE" "$ROOTFS" "$MIRROR" >"$WORK/debootstrap.log" 2>&1; then
     log "debootstrap failed; last lines of its log:"
     tail -n 30 "$WORK/debootstrap.log" >&2
     [[ -r "$ROOTFS/debootstrap/debootstrap.log" ]] && tail -n 30 "$ROOTFS/debootstrap/debootstrap.log" >&2
     exit 1
 fi
+
+# What the image holds, recorded before the apt lists go: the signed Release file
+# every package was checked against, and the installed package list.
+RELEASES=$(find "$ROOTFS/var/lib/apt/lists" -maxdepth 1 -type f \
+    \( -name '*_InRelease' -o -name '*_Release' \) | sort)
+[[ -n $RELEASES ]] || die "debootstrap left no Release file to record"
+RELEASE_SHA=$(xargs cat <<<"$RELEASES" | sha256sum | cut -d' ' -f1)
+PACKAGES_SHA=$(chroot "$ROOTFS" dpkg-query -W | sha256sum | cut -d' ' -f1)
 
 # Slim it down: apt lists and caches are refetched by `apt-get update` in builds.
 rm -rf "$ROOTFS"/var/lib/apt/lists/* "$ROOTFS"/var/cache/apt/*.bin \
@@ -114,12 +139,16 @@ log "docker import -> $TAG"
 tar --numeric-owner -C "$ROOTFS" -c . | docker import \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'CMD ["python3"]' \
+    --change "LABEL mlops.base.suite=$SUITE mlops.base.mirror=$MIRROR mlops.base.gpg-checked=true \
+mlops.base.release-sha256=$RELEASE_SHA mlops.base.packages-sha256=$PACKAGES_SHA" \
     --message "debootstrap --variant=minbase --include=$PACKAGES $SUITE $MIRROR" \
     - "$TAG" >&2
 
 # Check the promise this image makes before anything builds on it.
 if ! docker run --rm --network none "$TAG" sh -c \
-    'python3 --version && python3 -m venv /opt/venv && /opt/venv/bin/pip --version && curl --version | head -n 1' >&2; then
+    'python3 --version && python3 -m venv /opt/venv && /opt/venv/bin/pip --version && curl --version | head -n 1' >&2 \
+    || [[ $(docker run --rm --network none "$TAG" dpkg-query -W | sha256sum | cut -d' ' -f1) \
+          != "$PACKAGES_SHA" ]]; then
     docker rmi "$TAG" >/dev/null 2>&1 || true
     die "smoke test of $TAG failed; image removed"
 fi

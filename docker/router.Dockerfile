@@ -5,6 +5,8 @@
 # /state/backend.json (a read-only bind mount the deployer rewrites atomically). Model versions
 # run as their own containers on the private network; switching versions is rewriting that file,
 # so the stable port never goes dark. Built by pipeline_tasks.serving.docker_target.ensure_router.
+# Nothing is installed: the standard library only. The base image follows serving.Dockerfile's
+# rule (a registry image by digest; else the local image of docker/base-image.sh).
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 COPY router.py /opt/mlops/router.py

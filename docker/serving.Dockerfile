@@ -1,13 +1,21 @@
 # docker/serving.Dockerfile -- an immutable image of one registered model version.
 #
 # Built by pipeline_tasks.serving.docker_target.build_image, which prepares the context:
-#   wheels/            the server's runtime wheels (+ requirements.txt), no Airflow
+#   wheels/            the server's runtime wheels, no Airflow, and requirements.txt: their
+#                      requirements.lock entries with the lock's sha256 hashes
 #   app/               a wheel of this package (pip wheel --no-deps)
 #   model/             the model version's files, verified against its registered sha256
 #   model-meta.json    name, version, run id and tags of that version
-# No network is needed inside the build: everything is installed with --no-index.
+# No network is needed inside the build: everything is installed with --no-index, the wheels
+# with --require-hashes (a file whose sha256 is not the lock's fails the build). The package
+# wheel in app/ is written from the checkout by the same build, not downloaded.
 # The container re-checks the baked model folder against MODEL_SHA256 at every start and
 # exits with code 2 (and the reason in its log) if they differ.
+#
+# Base image: a registry image should be given by digest (BASE_IMAGE=python@sha256:...) so a
+# re-pushed tag cannot change it; the default is the tag because Docker Hub cannot be reached
+# (nor its digest checked) where this is developed. Without python:3.11-slim the build uses
+# the local image of docker/base-image.sh, which has no registry digest (see that script).
 #
 # Layers go from least to most often changed: dependencies, the package, the model.
 ARG BASE_IMAGE=python:3.11-slim
@@ -16,7 +24,7 @@ FROM ${BASE_IMAGE} AS deps
 COPY wheels/ /tmp/wheels/
 RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-index --no-cache-dir --disable-pip-version-check \
-        --find-links /tmp/wheels -r /tmp/wheels/requirements.txt \
+        --require-hashes --find-links /tmp/wheels -r /tmp/wheels/requirements.txt \
     && find /opt/venv -depth -type d -name tests -exec rm -rf {} + \
     && /opt/venv/bin/python -m compileall -q -j 0 /opt/venv/lib > /dev/null \
     && rm -rf /tmp/wheels

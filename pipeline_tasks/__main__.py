@@ -46,14 +46,13 @@ def _cmd_image_wheels(args: argparse.Namespace) -> int:
 def _cmd_create_databases(args: argparse.Namespace) -> int:
     import os
 
-    from pipeline_tasks.production import create_databases, profile_databases
+    from pipeline_tasks.production import profile_databases, provision
 
-    urls = profile_databases(dict(os.environ))
-    if not urls:
+    if not profile_databases(dict(os.environ)):
         print("no PostgreSQL database in the environment: load the profile first "
               "(make production-db PROFILE=production.env)", file=sys.stderr)
         return 2
-    created = create_databases(urls)
+    created = provision(dict(os.environ))  # the role, the databases, the broker's Redis user
     print(f"databases created: {', '.join(created) or 'none, all existed'}")
     return 0
 
@@ -94,7 +93,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     config = load_config()
     _say(f"==> starting Airflow (api-server, scheduler, dag-processor, triggerer) and the MLflow "
          f"UI; logs in {config.logs_dir}")
-    return _run_stack(Stack(config), lambda: _first_run(config, args), args.no_serve)
+    return _run_stack(Stack(config, extra_env=DEMO_ENV), lambda: _first_run(config, args),
+                      args.no_serve)
+
+
+#: The demo's server accepts any event time: `make replay` sends 2013's flights with their own
+#: (a deployment keeps the default window, see the README's serving section).
+DEMO_ENV = {"MLOPS_SERVING_EVENT_TIME_WINDOW": "none"}
 
 
 def _first_run(config, args: argparse.Namespace) -> int:
@@ -138,7 +143,7 @@ def _first_run(config, args: argparse.Namespace) -> int:
 #: The monitoring demo's stack: only the runs it triggers (and the retrains they ask for), and a
 #: cool-down of three weekly checks, so both a retrain and a held-back request show.
 MONITORING_DEMO_ENV = {"MLOPS_TRAINING_SCHEDULE": "none", "MLOPS_DRIFT_SCHEDULE": "none",
-                       "MLOPS_RETRAIN_COOLDOWN_DAYS": "21"}
+                       "MLOPS_RETRAIN_COOLDOWN_DAYS": "21", **DEMO_ENV}
 
 
 def _cmd_demo_monitoring(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from pipeline_tasks.errors import ConfigError
+from pipeline_tasks.http import redact_url, strip_userinfo
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "MLOPS_"
@@ -137,6 +138,15 @@ class PipelineConfig:
     min_primary_metric: float | None = None
     # Notifications (pipeline_tasks.notifications): Airflow connection id of a webhook; empty = off
     notify_conn_id: str = ""
+    # What trigger params may reach (README "Security model"). A param naming data (the training
+    # DAG's source, the drift DAG's current and labels) must lie under landing_uri or one of these
+    # roots (MLOPS_ALLOWED_SOURCE_ROOTS: a JSON list or comma-separated). Local paths are compared
+    # after resolving symlinks and '..'; other schemes (s3://bucket/prefix/, https://host/path/)
+    # are reachable only when listed here. Operator settings: trigger params cannot change them.
+    allowed_source_roots: tuple[str, ...] = ()
+    # Airflow connections a run's sql_conn_id may name (MLOPS_ALLOWED_SQL_CONN_IDS, same format).
+    # None by default: list only connections whose database role is read-only (README).
+    allowed_sql_conn_ids: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -149,6 +159,11 @@ class PipelineConfig:
             object.__setattr__(self, "mlflow_registry_uri", self.mlflow_tracking_uri)
         if not self.mlflow_backend_store_uri and not self.mlflow_tracking_uri.startswith("http"):
             object.__setattr__(self, "mlflow_backend_store_uri", self.mlflow_tracking_uri)
+        hints = get_type_hints(PipelineConfig)
+        for name in ("allowed_source_roots", "allowed_sql_conn_ids"):  # a list or text given
+            value = getattr(self, name)
+            if not isinstance(value, tuple):
+                object.__setattr__(self, name, _coerce(name, value, hints[name]) or ())
         self._check()
 
     def _check(self) -> None:
@@ -197,6 +212,21 @@ class PipelineConfig:
                 isinstance(k, str) and isinstance(v, str) for k, v in self.model_labels.items()):
             raise ConfigError("model_labels must map model names to labels URIs (JSON object "
                               "of strings)")
+        for root in self.allowed_source_roots:
+            problem = _root_problem(root)
+            if problem:
+                raise ConfigError(f"allowed_source_roots (MLOPS_ALLOWED_SOURCE_ROOTS): {root!r} "
+                                  f"{problem}")
+        for conn_id in self.allowed_sql_conn_ids:
+            if not re.fullmatch(CONN_ID_PATTERN, conn_id):
+                raise ConfigError(f"allowed_sql_conn_ids (MLOPS_ALLOWED_SQL_CONN_IDS): {conn_id!r} "
+                                  f"is not an Airflow connection id (letters, digits, '_', '-', "
+                                  f"'.')")
+
+    @property
+    def source_roots(self) -> tuple[str, ...]:
+        """Where trigger params may point: ``landing_uri``, then ``allowed_source_roots``."""
+        return (self.landing_uri, *self.allowed_source_roots)
 
     @property
     def drift_ignored(self) -> set[str]:
@@ -274,8 +304,13 @@ class PipelineConfig:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         for name, value in data.items():  # never print a password held in a URL
-            if isinstance(value, str) and "://" in value:
-                data[name] = re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", value)
+            if isinstance(value, str):
+                data[name] = redact_url(value)
+            elif isinstance(value, dict):
+                data[name] = {k: redact_url(v) if isinstance(v, str) else v
+                              for k, v in value.items()}
+            elif isinstance(value, tuple):
+                data[name] = [strip_userinfo(v) for v in value]
         data["airflow_url"] = self.airflow_url
         data["mlflow_ui_url"] = self.mlflow_ui_url
         data["serving_url"] = self.serving_url
@@ -289,6 +324,15 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     """Turn an env-var string or a JSON param into the field's type, or say which field is bad."""
     text = str(hint)
     try:
+        if "tuple" in text:  # a list: a JSON array, or comma-separated text
+            if value is None:
+                return None
+            items = value
+            if isinstance(value, str):
+                items = json.loads(value) if value.strip().startswith("[") else value.split(",")
+            if isinstance(items, str) or not all(isinstance(i, str) for i in items):
+                raise TypeError("expected a list of strings")
+            return tuple(i.strip() for i in items if i.strip())
         if value is None or value == "":
             return None if "None" in text else value
         if hint is bool:
@@ -315,6 +359,110 @@ def load_config(**overrides: Any) -> PipelineConfig:
         if env_name in os.environ:
             from_env[f.name] = _coerce(f.name, os.environ[env_name], hints[f.name])
     return PipelineConfig(**from_env).with_overrides(**overrides)
+
+
+#: What an Airflow connection id may be (``allowed_sql_conn_ids``).
+CONN_ID_PATTERN = r"[A-Za-z0-9_.-]+"
+LOCAL_PROTOCOLS = (None, "file", "local")
+
+
+def _local_path(uri: str) -> str | None:
+    """The local path fsspec opens for ``uri`` (the same parsing as the readers), with symlinks
+    and '..' resolved; None when ``uri`` is not local."""
+    import fsspec.core
+
+    protocol, _ = fsspec.core.split_protocol(uri)
+    if protocol not in LOCAL_PROTOCOLS:
+        return None
+    _, path = fsspec.core.url_to_fs(uri)
+    return os.path.realpath(path)
+
+
+def _url_parts(uri: str) -> tuple[str, str, str]:
+    """``(scheme, netloc, path)`` of a remote URI, normalised: lower-case scheme and host,
+    percent-escapes decoded, '.' and '..' folded (so ``/a/../b`` is ``/b``)."""
+    import posixpath
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(uri)
+    path = posixpath.normpath("/" + unquote(parts.path).lstrip("/"))
+    return parts.scheme.lower(), parts.netloc.lower(), path.rstrip("/") or "/"
+
+
+def _under(path: str, root: str) -> bool:
+    """``path`` is ``root`` or inside it, whole components only (``/landing2`` is not under
+    ``/landing``)."""
+    return root == "/" or path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _root_problem(root: str) -> str | None:
+    """Why an ``allowed_source_roots`` entry is unusable, or None."""
+    if "::" in root:
+        return "is a chained fsspec URL ('::'): list the plain URL"
+    if _local_path(root) is None:
+        scheme, netloc, _ = _url_parts(root)
+        if not netloc:
+            return (f"needs a host or bucket (e.g. {scheme or 's3'}://bucket/prefix/): a bare "
+                    "scheme would allow every location")
+        return None
+    written = root.split("://", 1)[1] if "://" in root else root.removeprefix("file:")
+    if not written.startswith("/"):
+        return "is not an absolute path (write /abs/path or file:///abs/path)"
+    return None
+
+
+def source_outside_roots(uri: str, roots: tuple[str, ...] | list[str]) -> str | None:
+    """None when ``uri`` lies under one of ``roots``; else why not (for the error message).
+
+    Local paths (plain, ``file://``) are resolved the way fsspec opens them, symlinks and '..'
+    included, and compared by whole path components with the resolved roots. Any other URI must
+    have the scheme and host of a listed root and a normalised path inside the root's path."""
+    uri = uri.strip()
+    if "::" in uri:
+        return "chained fsspec URLs ('::') are not allowed"
+    local = _local_path(uri)
+    if local is not None:
+        for root in roots:
+            root_path = _local_path(root)
+            if root_path is not None and _under(local, root_path):
+                return None
+        written = uri.split("://", 1)[1] if "://" in uri else uri.removeprefix("file:")
+        return f"it resolves to {local}" if local != written else ""
+    scheme, netloc, path = _url_parts(uri)
+    for root in roots:
+        if _local_path(root) is not None:
+            continue
+        r_scheme, r_netloc, r_path = _url_parts(root)
+        if (scheme, netloc) == (r_scheme, r_netloc) and _under(path, r_path):
+            return None
+    return f"{scheme or 'its'} URLs are reachable only under a listed root"
+
+
+def check_source_param(param: str, uri: str, config: PipelineConfig) -> None:
+    """Refuse a trigger param that names data outside ``config.source_roots``."""
+    if not uri or not str(uri).strip():
+        return
+    why = source_outside_roots(str(uri), config.source_roots)
+    if why is None:
+        return
+    shown = ", ".join(strip_userinfo(r) for r in config.source_roots)
+    raise ConfigError(
+        f"param {param}: {strip_userinfo(str(uri))} is outside allowed_source_roots "
+        f"(MLOPS_ALLOWED_SOURCE_ROOTS){': ' + why if why else ''}. Allowed: {shown}. An operator "
+        f"can list another root in MLOPS_ALLOWED_SOURCE_ROOTS.")
+
+
+def check_sql_conn_id(conn_id: str | None, config: PipelineConfig) -> None:
+    """Refuse a ``sql_conn_id`` param that is not in ``config.allowed_sql_conn_ids``: checked
+    before the connection is read."""
+    if not conn_id:
+        return
+    if conn_id not in config.allowed_sql_conn_ids:
+        listed = ", ".join(config.allowed_sql_conn_ids) or "none: SQL sources are off"
+        raise ConfigError(
+            f"param sql_conn_id: {conn_id!r} is not in allowed_sql_conn_ids "
+            f"(MLOPS_ALLOWED_SQL_CONN_IDS). Allowed: {listed}. An operator can list a "
+            f"connection (with a read-only database role) in MLOPS_ALLOWED_SQL_CONN_IDS.")
 
 
 def dataset_name(source: str, target: str) -> str:

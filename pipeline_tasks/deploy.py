@@ -321,15 +321,19 @@ def canary_check(url: str, model_name: str, version: str, holdout_uri: str | Non
     if not holdout_uri:
         raise DeployRejected("no holdout rows to validate with")
     tracking.configure_mlflow(config)
-    import mlflow.sklearn
     import numpy as np
+
+    from pipeline_tasks import model_artifacts
 
     holdout = storage.read_parquet(holdout_uri)
     missing = [c for c in feature_columns if c not in holdout.columns]
     if missing:
         raise DeployRejected(f"holdout {holdout_uri} lacks column(s) {missing}")
     frame = holdout[feature_columns].head(CANARY_ROWS)
-    offline = mlflow.sklearn.load_model(f"models:/{model_name}/{version}")
+    try:  # the sha256 recorded at registration, skops with trusted types, as the server does
+        offline = model_artifacts.load_verified(f"models:/{model_name}/{version}").model
+    except model_artifacts.ModelRefused as exc:
+        raise DeployRejected(f"canary: {exc}") from exc
     expected = offline.predict(frame).tolist()
     body = {"columns": {c: json_values(frame[c]) for c in feature_columns}}
     answer = _post_json(url + "/predict", body)

@@ -33,7 +33,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline_tasks import storage, tracking
+from pipeline_tasks import model_artifacts, storage, tracking
 from pipeline_tasks.config import PipelineConfig
 from pipeline_tasks.errors import ConfigError, EvaluationError
 from pipeline_tasks.metrics import TASK_TYPES, baseline_metrics, score_model
@@ -115,8 +115,6 @@ def evaluate_candidate(
     if force_promote and not (force_reason or "").strip():
         raise ConfigError("force_promote=True needs a non-empty force_reason (who/why)")
     tracking.configure_mlflow(config)
-    import mlflow
-
     from pipeline_tasks.train import limit_threads, normalize_target
 
     holdout = storage.read_parquet(holdout_uri)
@@ -124,7 +122,8 @@ def evaluate_candidate(
         raise ConfigError(f"target column {target!r} is not in the holdout {holdout_uri}")
     y = normalize_target(holdout[target], task_type)
 
-    candidate = mlflow.sklearn.load_model(candidate_model_uri)
+    # checked against the sha256 training recorded, skops with trusted types only
+    candidate = model_artifacts.load_verified(candidate_model_uri).model
     with limit_threads(config):
         try:
             candidate_metrics = score_model(candidate, _model_input(candidate, holdout), y,
@@ -242,13 +241,16 @@ def _score_champion(model_name: str, version: str, holdout, y, task_type: str, m
     """The champion's metrics on the candidate's holdout. Its contract was found compatible, so
     a champion that cannot score it is an error (``EvaluationError``), never a reason to skip
     the comparison."""
-    import mlflow
     from sklearn.base import is_classifier
 
     try:
-        # Load the version number, not the alias: the alias may move while we score.
-        champion = mlflow.sklearn.load_model(f"models:/{model_name}/{version}")
-    except Exception as exc:  # a corrupt or unreadable model: zip, skops and OS errors alike
+        # Load the version number, not the alias: the alias may move while we score. Its files
+        # must match the sha256 recorded at registration and be skops of trusted types.
+        champion = model_artifacts.load_verified(f"models:/{model_name}/{version}").model
+    except model_artifacts.ModelRefused as exc:
+        raise EvaluationError(f"champion v{version} of {model_name} is refused: {exc}",
+                              advice=CHAMPION_ADVICE) from exc
+    except Exception as exc:  # an unreadable model: zip, skops and OS errors alike
         raise EvaluationError(f"champion v{version} of {model_name} cannot be loaded "
                               f"({type(exc).__name__}: {exc})", advice=CHAMPION_ADVICE) from exc
     if is_classifier(champion) != (task_type == "classification"):

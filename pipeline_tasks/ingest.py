@@ -103,8 +103,26 @@ def _list_files(source: str) -> tuple[list[str], bool]:
         raise IngestError(
             f"source {source}: no CSV or Parquet files found (looked for {', '.join(DATA_SUFFIXES)})"
         )
+    if not single_file and "file" in fs.protocol:
+        glob_at = min((path.index(ch) for ch in "*?[" if ch in path), default=-1)
+        folder = path if glob_at < 0 else path[:glob_at].rsplit("/", 1)[0]
+        entries_within(folder or "/", files, f"source {source}")
     protocol = protocol or "file://"
     return [p if "://" in p else protocol + p for p in files], single_file
+
+
+def entries_within(folder: str, files: list[str], what: str) -> None:
+    """Refuse a local folder (or glob) whose entries lead out of it: each file, symlinks and
+    '..' resolved, must still be inside ``folder`` (resolved). A symlink in a source folder cannot
+    make the pipeline read a file elsewhere."""
+    import os
+
+    root = os.path.realpath(folder)
+    for name in files:
+        real = os.path.realpath(name.split("://", 1)[-1])
+        if real != root and not real.startswith(root.rstrip("/") + "/"):
+            raise IngestError(f"{what}: entry {name} resolves to {real}, outside {root}: "
+                              f"symlinks out of a source folder are not followed")
 
 
 def partition_date(uri: str) -> date | None:

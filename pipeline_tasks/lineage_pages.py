@@ -1,6 +1,7 @@
 """HTML pages of the lineage data (``pipeline_tasks.lineage``): the model list, a model's
 overview with its drift chart, and a version's lineage chain. Plain Jinja2, no Airflow; the UI
-plugin only calls these and returns the text.
+plugin only calls these and returns the text. Every value a template prints goes through
+``_finalize``: a URL in it (a source, an error message, a link) loses its user and password.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from pipeline_tasks.config import PipelineConfig
+from pipeline_tasks.http import strip_userinfo, strip_userinfo_in_text
 from pipeline_tasks.lineage import DriftCheck, ModelOverview, VersionLineage
 from pipeline_tasks.links import mlflow_model_version_url, mlflow_run_url, mlflow_ui_url
 from pipeline_tasks.reports import page_url, report_url
@@ -23,7 +25,19 @@ def _env():
 
     return Environment(loader=FileSystemLoader(str(TEMPLATES)),
                        autoescape=select_autoescape(["html"]), trim_blocks=True,
-                       lstrip_blocks=True)
+                       lstrip_blocks=True, finalize=_finalize)
+
+
+def _finalize(value):
+    """What a template prints: URLs in text lose their userinfo (credentials never reach a
+    page, whatever field carried them)."""
+    from markupsafe import Markup
+
+    if isinstance(value, Markup):
+        return Markup(strip_userinfo_in_text(str(value)))
+    if isinstance(value, str):
+        return strip_userinfo_in_text(value)
+    return value
 
 
 def fmt(value) -> str:
@@ -35,6 +49,7 @@ def fmt(value) -> str:
 
 
 def _render(template: str, base_url: str, config: PipelineConfig, **values) -> str:
+    base_url = strip_userinfo(base_url)
     return _env().get_template(template).render(
         home=page_url(base_url, ""), fmt=fmt,
         report_url=lambda uri: report_url(uri, config, base_url), **values)

@@ -1,7 +1,9 @@
 """The artifact behind each pipeline task, as a URL built from what the task returned.
 
 The Airflow plugin turns these into the tasks' extra links; the lineage page and the failure
-summaries use the same functions, so every place points at the same thing.
+summaries use the same functions, so every place points at the same thing. No URL leaves here
+with a user or password in it (``pipeline_tasks.http.strip_userinfo``): a tracking server given
+as ``https://user:pw@mlflow.example/`` is linked as ``https://mlflow.example``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 from pipeline_tasks.config import PipelineConfig
+from pipeline_tasks.http import strip_userinfo
 from pipeline_tasks.reports import report_url
 
 
@@ -26,16 +29,17 @@ class TaskLink:
         """The URL for this task's result, or None when the task produced nothing to open."""
         if not result:
             return None
-        return _BUILDERS[self.task_id](result, config, base_url)
+        url = _BUILDERS[self.task_id](result, config, strip_userinfo(base_url))
+        return strip_userinfo(url) if url else None
 
 
 def mlflow_ui_url(config: PipelineConfig) -> str:
     """The MLflow UI: the tracking server itself when it is one (production profile), else the
-    UI the embedded stack starts beside Airflow."""
+    UI the embedded stack starts beside Airflow. Never with the URI's user and password."""
     uri = config.mlflow_tracking_uri
     if uri.startswith(("http://", "https://")):
-        return uri.rstrip("/")
-    return config.mlflow_ui_url
+        return strip_userinfo(uri).rstrip("/")
+    return strip_userinfo(config.mlflow_ui_url)
 
 
 def mlflow_run_url(config: PipelineConfig, experiment_id: str, run_id: str) -> str:

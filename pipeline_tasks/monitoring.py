@@ -350,6 +350,10 @@ def read_labels(labels_uri: str, target: str, start: datetime, end: datetime,
         wanted = set(_days(start, end + timedelta(days=lookahead_days)))
         files = [f"{fs.unstrip_protocol(p)}" for p in sorted(fs.ls(path, detail=False))
                  if Path(p).stem[-10:] in wanted and p.endswith((".csv", ".parquet"))]
+        if "file" in fs.protocol:  # a symlink in the folder cannot lead elsewhere
+            from pipeline_tasks.ingest import entries_within
+
+            entries_within(path, files, f"labels {labels_uri}")
     elif fs.exists(path):
         files = [labels_uri]
     else:

@@ -106,8 +106,9 @@ def register_model(
     tracking.configure_mlflow(config)
     from mlflow.tracking import MlflowClient
 
-    # The files' digest goes on the version; the server checks it before loading them.
-    digest = model_artifacts.model_digest(model_uri)
+    # The digest training recorded goes on the version, once the files are checked against it
+    # (and found to be a skops model of trusted types); every load checks it again.
+    digest = model_artifacts.verified_digest(model_uri)
     client = MlflowClient()
     with named_lock(config, f"{model_name}.registry", timeout=LOCK_TIMEOUT_S):
         _ensure_registered_model(client, model_name)

@@ -4,6 +4,14 @@ The UI plugin serves files from a few fixed roots only (Data Docs, validation re
 manifests, drift reports), never an arbitrary path: ``resolve_report`` refuses ``..``, absolute
 paths, hidden files, unexpected file types and symlinks that leave the root. ``report_url`` is the
 inverse, used by the task links, the lineage page and the failure summaries.
+
+``security_headers`` says how the browser must treat each response of the UI app. Reports are
+built from untrusted data (a value sent to the model server reaches the Evidently report, a
+column name reaches the Data Docs), and neither library escapes everything it embeds; so every
+stored report, plot and JSON answer is served sandboxed (``Content-Security-Policy: sandbox
+allow-scripts``): the browser gives it a unique opaque origin, its scripts still draw the charts,
+but they cannot read the Airflow UI's cookies or storage nor call its API with the user's session.
+``X-Content-Type-Options: nosniff`` keeps the browser from reading a JSON or image as HTML.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import mimetypes
 import os
 import posixpath
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -24,6 +33,21 @@ UI_PREFIX = "/mlops"
 #: File types a report may consist of (HTML pages and what they load, JSON results).
 ALLOWED_SUFFIXES = frozenset({".html", ".json", ".css", ".js", ".png", ".jpg", ".svg", ".gif",
                               ".ico", ".woff", ".woff2", ".ttf", ".map"})
+
+#: Every response with stored or data-derived content (reports, plots, JSON): an opaque origin.
+SANDBOXED_HEADERS = {
+    "Content-Security-Policy": "sandbox allow-scripts",
+    "X-Content-Type-Options": "nosniff",
+}
+#: The plugin's own pages (escaped templates, no script at all): no script may run in them
+#: either, and only the Airflow UI itself may frame them.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "script-src 'none'; object-src 'none'; base-uri 'none'; "
+                               "form-action 'none'; frame-ancestors 'self'",
+    "X-Content-Type-Options": "nosniff",
+}
+#: The routes of the plugin's own pages (relative to ``UI_PREFIX``); everything else is sandboxed.
+_PAGE_ROUTE = re.compile(r"/|/models/[^/]+(/versions/[^/]+|/champion)?/?")
 
 
 class ReportPathRefused(PipelineError):
@@ -132,6 +156,16 @@ def report_url(uri: str | None, config: PipelineConfig, base_url: str = "") -> s
         return None
     kind, rel = location
     return f"{base_url.rstrip('/')}{UI_PREFIX}/reports/{kind}/{quote(rel, safe='/=:')}"
+
+
+def security_headers(route_path: str) -> dict[str, str]:
+    """The security headers of the UI app's response at ``route_path`` (relative to ``UI_PREFIX``).
+
+    Only the plugin's own pages (index, model, version, champion and their error pages) get
+    ``PAGE_HEADERS``; any other path (reports, plots, the JSON API, unknown paths and their
+    errors) gets ``SANDBOXED_HEADERS``, so a new route is sandboxed until it is listed as a page.
+    """
+    return dict(PAGE_HEADERS if _PAGE_ROUTE.fullmatch(route_path or "/") else SANDBOXED_HEADERS)
 
 
 def page_url(base_url: str, *parts: str) -> str:

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -45,23 +46,57 @@ def venv_bin() -> Path:
     return Path(sys.executable).parent
 
 
-def _local_secret(config: PipelineConfig, name: str) -> str:
+def secure_home(config: PipelineConfig) -> Path:
+    """``$MLOPS_HOME`` made private (mode 700): it holds the stack's secrets, the SQLite metadata
+    DB (connection passwords), the logs and the lake. A home of another owner is left alone."""
+    home = Path(config.home)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = home.stat()
+    if info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) != 0o700:
+        home.chmod(0o700)
+    return home
+
+
+def _fernet_key() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
+
+
+def _token() -> str:
+    import secrets
+
+    return secrets.token_urlsafe(64)
+
+
+def _local_secret(config: PipelineConfig, name: str, make=_token) -> str:
     """A random secret kept in the Airflow home (mode 600), made once per ``$MLOPS_HOME``.
 
     Components started separately must share the JWT secret, or the scheduler's workers are
-    refused by the API server ("Invalid auth token"). Nothing secret is stored in the repo.
+    refused by the API server ("Invalid auth token"); the Fernet key must stay the same for as
+    long as the metadata DB holds what it encrypted. Nothing secret is stored in the repo.
     """
-    import secrets
-
+    secure_home(config)
     path = Path(config.airflow_home) / f".{name}"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(64))
+            handle.write(make())
         tmp.replace(path)
+    elif stat.S_IMODE(path.stat().st_mode) & 0o077:
+        path.chmod(0o600)  # from a release that did not restrict it
     return path.read_text().strip()
+
+
+def private_log(path: Path):
+    """``path`` opened for appending, readable by its owner only (logs can quote secrets)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    if stat.S_IMODE(os.fstat(fd).st_mode) & 0o077:
+        os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")
 
 
 def stack_env(config: PipelineConfig, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -69,6 +104,8 @@ def stack_env(config: PipelineConfig, extra: dict[str, str] | None = None) -> di
     env = dict(os.environ)
     env.setdefault("AIRFLOW__API_AUTH__JWT_SECRET", _local_secret(config, "jwt_secret"))
     env.setdefault("AIRFLOW__API__SECRET_KEY", _local_secret(config, "api_secret_key"))
+    # connection passwords and variables are stored encrypted in the metadata DB
+    env.setdefault("AIRFLOW__CORE__FERNET_KEY", _local_secret(config, "fernet_key", _fernet_key))
     env.update({
         "MLOPS_HOME": config.home,
         # where deploy tasks put the model server
@@ -107,6 +144,7 @@ def render_airflow_cfg(config: PipelineConfig) -> str:
 def prepare_airflow_home(config: PipelineConfig, extra_env: dict[str, str] | None = None) -> Path:
     """Write ``airflow.cfg`` from ``airflow.cfg.example`` (when it changed), migrate the metadata
     DB and create the training pool, once per (settings, database, pool)."""
+    secure_home(config)
     home = Path(config.airflow_home)
     home.mkdir(parents=True, exist_ok=True)
     cfg = home / "airflow.cfg"
@@ -176,8 +214,7 @@ class Stack:
         return Path(self.config.logs_dir)
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the child
+        out = private_log(self.log_dir / f"{name}.log")
         self.procs[name] = subprocess.Popen(
             argv, env=stack_env(self.config, {**self.extra_env, **(env or {})}), stdout=out,
             stderr=subprocess.STDOUT,
@@ -223,13 +260,14 @@ class Stack:
                 if not self.config.mlflow_backend_store_uri:
                     raise StackError("the tracking URI is a server; set MLOPS_MLFLOW_BACKEND_STORE_"
                                      "URI to the store the MLflow server should use")
+                # The store URIs can hold passwords: through the environment (the CLI's
+                # envvar options), never on the command line every local user can read.
                 self._spawn("mlflow-ui", [
                     str(venv_bin() / "mlflow"), "server",
-                    "--backend-store-uri", self.config.mlflow_backend_store_uri,
-                    "--default-artifact-root", artifacts,
                     "--host", self.config.mlflow_host, "--port", str(self.config.mlflow_port),
                     "--workers", "1",
-                ])
+                ], env={"MLFLOW_BACKEND_STORE_URI": self.config.mlflow_backend_store_uri,
+                        "MLFLOW_DEFAULT_ARTIFACT_ROOT": artifacts})
             self.wait_healthy(timeout)
         except BaseException:
             self.stop()
@@ -524,10 +562,9 @@ def run_backfill(config: PipelineConfig, api: AirflowAPI, dag_id: str, first_day
     if reprocess:
         args += ["--reprocess-behavior", reprocess]
     log_path = log_path or Path(config.logs_dir) / "backfill-cli.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(3):
         start = log_path.stat().st_size if log_path.exists() else 0
-        with open(log_path, "ab") as out:
+        with private_log(log_path) as out:
             code = run_airflow_cli(config, args, extra_env, stdout=out, stderr=subprocess.STDOUT)
         output = log_path.read_bytes()[start:].decode(errors="replace")
         created = [b for b in api.get(f"/api/v2/backfills?dag_id={dag_id}")["backfills"]

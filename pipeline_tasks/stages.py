@@ -14,7 +14,14 @@ from functools import cached_property
 from typing import Any
 
 from pipeline_tasks import storage
-from pipeline_tasks.config import PipelineConfig, code_version, dataset_name, load_config
+from pipeline_tasks.config import (
+    PipelineConfig,
+    check_source_param,
+    check_sql_conn_id,
+    code_version,
+    dataset_name,
+    load_config,
+)
 from pipeline_tasks.errors import (
     BreakingChangeBlocked,
     ConfigError,
@@ -141,9 +148,14 @@ class RunSpec:
 def check_params(run: RunSpec) -> None:
     """Refuse bad trigger params before any work: the first task of each DAG calls this, so a
     bad value fails in seconds, not after ingest, validation and training have run. The same
-    bounds are in the trigger form (the DAGs' ``Param`` schemas)."""
+    bounds are in the trigger form (the DAGs' ``Param`` schemas). What the run may read is
+    bounded by the operator's allow-lists (``allowed_sql_conn_ids``, ``allowed_source_roots``)."""
     # each property checks its params: the config overrides (thresholds), target, task type, name
     _ = run.config, run.target, run.task_type, run.model_name
+    if run.param("sql_conn_id"):  # the source is a query on that connection
+        check_sql_conn_id(str(run.param("sql_conn_id")), run.config)
+    else:
+        check_source_param("source", run.source, run.config)
     window = run.param("training_window_days")
     if not isinstance(window, int) or isinstance(window, bool) or window < 0:
         raise ConfigError(f"param 'training_window_days' must be a whole number >= 0, got "
@@ -328,11 +340,21 @@ def rollback(run: RunSpec) -> dict:
     ).to_dict()
 
 
+def check_monitoring_params(run: RunSpec) -> None:
+    """Refuse bad params of a drift-monitoring run before any work. Both first tasks
+    (``check_drift``, ``check_performance``) call it, so a bad value fails whichever runs first
+    and ``request_retrain`` never runs. ``current`` and ``labels`` must lie under
+    ``allowed_source_roots`` (labels from the config, ``model_labels``, are the operator's)."""
+    _ = run.config, run.model_name
+    check_source_param("current", run.param("current"), run.config)
+    check_source_param("labels", run.param("labels"), run.config)
+
+
 def check_drift(run: RunSpec) -> dict:
     """The drift check of the run's interval (``monitoring.check_interval``)."""
     from pipeline_tasks.monitoring import check_interval
 
-    _ = run.config, run.model_name  # bad params fail here, before any work
+    check_monitoring_params(run)  # bad params fail here, before any work
 
     return check_interval(
         model_name=run.model_name, interval_start=run.interval_start,
@@ -351,6 +373,7 @@ def check_performance(run: RunSpec) -> dict:
     from pipeline_tasks.monitoring import champion_source, record_no_labels
     from pipeline_tasks.monitoring import check_performance as score
 
+    check_monitoring_params(run)
     delay = timedelta(days=run.config.label_delay_days)
     start = (datetime.fromisoformat(run.interval_start) - delay).isoformat()
     end = (datetime.fromisoformat(run.interval_end) - delay).isoformat()

@@ -19,7 +19,7 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pipeline_tasks import storage, tracking
+from pipeline_tasks import model_artifacts, storage, tracking
 from pipeline_tasks.config import PipelineConfig
 from pipeline_tasks.errors import ConfigError, PipelineInputError
 from pipeline_tasks.metrics import (
@@ -46,12 +46,10 @@ MAX_SEARCH_ITER = 20
 DEFAULT_TRAIN_THREADS = 1
 IMPORTANCE_ROWS = 2000
 IMPORTANCE_REPEATS = 3
-# skops refuses to load types it does not know; these two are what a fitted
-# ColumnTransformer + HistGradientBoosting pipeline holds beyond skops' defaults.
-SKOPS_TRUSTED_TYPES = [
-    "numpy.dtype",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-]
+# skops refuses to load types it does not know; these are what a fitted
+# ColumnTransformer + HistGradientBoosting pipeline holds beyond skops' defaults. The loader
+# trusts the same fixed list (model_artifacts.TRUSTED_TYPES), never the one in the MLmodel file.
+SKOPS_TRUSTED_TYPES = list(model_artifacts.TRUSTED_TYPES)
 SEARCH_SPACE: dict[str, list] = {
     "model__learning_rate": [0.03, 0.05, 0.1, 0.2],
     "model__max_leaf_nodes": [15, 31, 63],
@@ -576,6 +574,8 @@ def _log_run(*, pipe, snapshot, snapshot_uri, X_train, X_holdout, y_holdout, tas
         )
         log.info("model logged in %.1f s (%s)", time.perf_counter() - started,
                  model_info.model_uri)
+        # what evaluation and registration check the files against before loading them
+        model_artifacts.record_training_digest(model_info.model_id, model_info.model_uri)
         mlflow.log_metrics(metrics, model_id=model_info.model_id)
         mlflow.log_dict({"features": feature_columns}, "feature_columns.json")
         with limit_threads(config):

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+from pytest_redis import factories as redis_factories
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,3 +106,62 @@ def make_webhook():
     yield make
     for receiver in made:
         receiver.server.shutdown()
+
+
+# Throwaway PostgreSQL and Redis servers for the tests that need them (the production profile,
+# the registry lock): started from the installed server binaries on free ports, in temporary
+# folders, by pytest-postgresql's and pytest-redis's executors, and removed after the session.
+# They never touch whatever listens on 5432 or 6379. `make test` installs Debian's server
+# packages when they are missing (as root); elsewhere the fixture fails with the command to run.
+def _server_binary(pattern: str, name: str, package: str) -> str:
+    import glob
+
+    found = sorted(glob.glob(pattern), key=lambda p: [int(x) for x in re.findall(r"\d+", p)])
+    path = found[-1] if found else shutil.which(name)
+    if not path:
+        pytest.fail(f"{name} is not installed: run `make test` as root (it installs Debian's "
+                    f"{package}), or `apt-get install {package}`")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """``host:port`` of a throwaway PostgreSQL cluster; superuser ``postgres``, trust auth."""
+    import pwd
+
+    from port_for import select_random
+    from pytest_postgresql.executors.proc import PostgreSQLExecutor
+
+    pg_ctl = _server_binary("/usr/lib/postgresql/*/bin/pg_ctl", "pg_ctl", "postgresql")
+    folder = Path(tempfile.mkdtemp(prefix="mlops-test-pg-"))
+    executable = pg_ctl
+    if os.getuid() == 0:  # PostgreSQL refuses to run as root: the cluster belongs to `postgres`
+        owner = pwd.getpwnam("postgres")
+        os.chown(folder, owner.pw_uid, owner.pw_gid)
+        executable = str(folder / "pg_ctl")
+        Path(executable).write_text(f'#!/bin/sh\nexec runuser -u postgres -- "{pg_ctl}" "$@"\n')
+        os.chmod(executable, 0o755)
+    port = select_random()
+    executor = PostgreSQLExecutor(
+        executable=executable, host="127.0.0.1", port=port, datadir=str(folder / "data"),
+        unixsocketdir=str(folder), logfile=str(folder / "postgresql.log"), startparams="-w",
+        dbname="postgres", user="postgres",
+        # the production profile's stack: 2 Celery workers, the scheduler, MLflow, ...
+        postgres_options="-c max_connections=300")
+    try:
+        with executor:
+            yield f"127.0.0.1:{port}"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# pytest-redis's executor (redis-server runs as any user); `redis_server` checks the binary first
+redis_executor = redis_factories.redis_proc(executable=shutil.which("redis-server"), port=None)
+
+
+@pytest.fixture(scope="session")
+def redis_server(request) -> str:
+    """``host:port`` of a throwaway Redis server (default user open, ACLs available)."""
+    _server_binary("", "redis-server", "redis-server")
+    executor = request.getfixturevalue("redis_executor")
+    return f"{executor.host}:{executor.port}"

@@ -13,6 +13,12 @@ When ``MLOPS_SERVING_TOKEN`` is set, every endpoint but ``/health`` and ``/ready
 ``Authorization: Bearer <token>`` and answers 401 without it. Error answers are
 ``{"error": <short message>, "request_id": ...}``: never a stack trace, an input value or the
 schema.
+
+A client's ``event_time`` files its rows under that day of the prediction log, which the drift and
+performance checks read: it must fall in a window around the server's clock (by default from
+``EVENT_TIME_BACK`` = 7 days back to ``EVENT_TIME_AHEAD`` = 5 minutes ahead; another window, or
+``none`` to replay history, with ``MLOPS_SERVING_EVENT_TIME_WINDOW``, e.g. ``30d,10m``).
+Outside it the answer is 422, naming the field, the parsed time and the window.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 from prometheus_client import (
@@ -43,6 +51,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from pipeline_tasks.errors import ConfigError
 from pipeline_tasks.serving.contract import BadInput
 from pipeline_tasks.serving.model import ServedModel
 from pipeline_tasks.serving.predlog import PredictionLog
@@ -52,6 +61,73 @@ log = logging.getLogger(__name__)
 TOKEN_ENV = "MLOPS_SERVING_TOKEN"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _OPEN_PATHS = {"/health", "/ready"}
+
+#: How far a client's ``event_time`` may lie behind / ahead of the server's clock by default:
+#: a week covers late or batched clients and a day of retries; five minutes ahead covers clock
+#: skew. Older or future times would file rows under days the monitoring has already checked
+#: (or will check), and let a client rewrite what drift and performance see there.
+EVENT_TIME_BACK = timedelta(days=7)
+EVENT_TIME_AHEAD = timedelta(minutes=5)
+EVENT_TIME_WINDOW_ENV = "MLOPS_SERVING_EVENT_TIME_WINDOW"
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def _duration_text(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+@dataclass(frozen=True)
+class EventTimeWindow:
+    """The ``event_time`` a request may carry: from ``back`` before now to ``ahead`` after it.
+    ``None`` bounds nothing (``none``: replaying recorded traffic, ``make demo-monitoring``)."""
+
+    back: timedelta | None = EVENT_TIME_BACK
+    ahead: timedelta | None = EVENT_TIME_AHEAD
+
+    @classmethod
+    def parse(cls, text: str) -> EventTimeWindow:
+        """``"7d,5m"`` (back, ahead; units s, m, h, d) or ``"none"``."""
+        if text.strip().lower() in ("none", "off", "unbounded"):
+            return cls(None, None)
+        parts = text.split(",")
+        matches = [_DURATION.fullmatch(part) for part in parts]
+        if len(parts) != 2 or not all(matches):
+            raise ConfigError(f"{EVENT_TIME_WINDOW_ENV} must be '<back>,<ahead>' durations such "
+                              f"as '7d,5m' (units s, m, h, d), or 'none'; got {text!r}")
+        back, ahead = (timedelta(**{_UNITS[m.group(2)]: float(m.group(1))}) for m in matches)
+        return cls(back, ahead)
+
+    @classmethod
+    def from_env(cls) -> EventTimeWindow:
+        text = os.environ.get(EVENT_TIME_WINDOW_ENV, "").strip()
+        return cls.parse(text) if text else cls()
+
+    def describe(self, now: datetime) -> str:
+        if self.back is None and self.ahead is None:
+            return "any time"
+        low = "any time" if self.back is None else _iso(now - self.back)
+        high = "any time" if self.ahead is None else _iso(now + self.ahead)
+        span = (f"{_duration_text(self.back) if self.back is not None else 'unbounded'} back to "
+                f"{_duration_text(self.ahead) if self.ahead is not None else 'unbounded'} ahead")
+        return f"{low} .. {high} ({span} of the server's clock)"
+
+    def check(self, when: pd.Timestamp, now: datetime | None = None) -> None:
+        """Raise a 422 ``BadInput`` when ``when`` lies outside the window around ``now``."""
+        now = now or datetime.now(UTC)
+        moment = when.to_pydatetime()
+        if (self.back is not None and moment < now - self.back) or (
+                self.ahead is not None and moment > now + self.ahead):
+            raise BadInput(422, f"'event_time': {_iso(moment)} is outside the accepted window "
+                                f"{self.describe(now)}", "event_time")
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _json(obj, status: int = 200, headers: dict | None = None) -> Response:
@@ -153,9 +229,13 @@ class MicroBatcher:
 
 
 def create_app(served: ServedModel, *, max_body_bytes: int, prediction_log: PredictionLog | None,
-               token: str | None = None) -> Starlette:
-    """The app serving ``served``. ``token`` defaults to ``$MLOPS_SERVING_TOKEN``."""
+               token: str | None = None,
+               event_time_window: EventTimeWindow | None = None) -> Starlette:
+    """The app serving ``served``. ``token`` defaults to ``$MLOPS_SERVING_TOKEN``,
+    ``event_time_window`` to ``$MLOPS_SERVING_EVENT_TIME_WINDOW`` (else 7 days back to 5 minutes
+    ahead)."""
     token = (token if token is not None else os.environ.get(TOKEN_ENV)) or None
+    window = event_time_window if event_time_window is not None else EventTimeWindow.from_env()
     metrics = Metrics(served)
     contract = served.contract
     batcher = MicroBatcher(served, max_rows=contract.max_rows)
@@ -222,6 +302,8 @@ def create_app(served: ServedModel, *, max_body_bytes: int, prediction_log: Pred
         except (ValueError, RecursionError):
             raise BadInput(400, "body is not valid JSON", "invalid_json") from None
         checked = contract.request(payload)
+        if checked.event_time is not None:
+            window.check(checked.event_time)
         frame = checked.frame
         output = await batcher.predict(frame)
         metrics.rows.inc(len(frame))

@@ -6,14 +6,18 @@ checked against the registry's ``artifact_sha256`` before they go into the build
 the container checks them again at every start (``--model-dir /opt/model --expected-sha256``):
 changed files make it exit with code 2 and the reason in its log. No network is used inside the
 build: the runtime wheels (no Airflow) are prepared on the host, cached under
-``<home>/cache/wheels`` (a second build needs no network), and installed with ``--no-index``.
+``<home>/cache/wheels`` (a second build needs no network), checked against requirements.lock's
+sha256 hashes, and installed with ``--no-index --require-hashes``.
 Tag ``mlops-serving/<model>:v<version>``; labels ``mlops.model.{name,version,run_id,sha256}``. A
 tag that exists with the same sha256 label is reused.
 
 Container (``run_container``): detached, ``mem_limit`` (``serving_docker_mem_limit``, default
 ``1g``), ``restart_policy`` on-failure (3 retries), port 8000 published on
 ``127.0.0.1:<host_port>``, the lake's ``predictions`` folder bind-mounted (the prediction log
-lands in the host lake), ``MLOPS_SERVING_TOKEN`` passed through. It returns once ``/ready``
+lands in the host lake; the container runs as the folder's owner, never through a
+world-writable folder), ``MLOPS_SERVING_TOKEN`` passed through (in its environment). Every
+container runs with a read-only root filesystem, a tmpfs ``/tmp``, no capabilities and
+``no-new-privileges`` (``HARDENING``). It returns once ``/ready``
 answers on the host port; otherwise the container's last log lines are raised and it is removed.
 
 Blue/green (``deploy_docker``): the stable port belongs to a router container
@@ -45,7 +49,6 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +67,15 @@ CONTAINER_PORT = 8000
 CONTAINER_LAKE = "/lake"
 CONTAINER_UID = 10001
 DEFAULT_MEM_LIMIT = "1g"
+#: Every container of the target: a read-only root filesystem with a private tmpfs /tmp (the
+#: image's MLOPS_HOME and WORKDIR), no capabilities, no privilege gain through setuid binaries.
+HARDENING: dict[str, Any] = {"read_only": True, "cap_drop": ["ALL"],
+                             "security_opt": ["no-new-privileges"]}
+TMPFS_OPTIONS = "rw,noexec,nosuid,nodev,size=256m"
 READY_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 20
-#: What the server imports at run time (no Airflow); their dependencies follow, pinned to
-#: what is installed here. mlflow-skinny is pinned to the version of mlflow.
+#: What the server imports at run time (no Airflow); they and their dependencies are installed
+#: at requirements.lock's versions, each file checked against the lock's sha256.
 RUNTIME_PACKAGES = ("numpy", "pandas", "scipy", "scikit-learn", "skops", "mlflow-skinny",
                     "starlette", "uvicorn", "httptools", "uvloop", "prometheus-client",
                     "pyarrow", "fsspec", "filelock", "pyyaml")
@@ -171,26 +179,18 @@ def choose_base_image(client) -> str:
         return LOCAL_BASE_IMAGE
 
 
-def runtime_requirements() -> list[str]:
-    """``name==version`` of the server's runtime packages, as installed here."""
-    pins = []
-    for name in RUNTIME_PACKAGES:
-        dist = "mlflow" if name == "mlflow-skinny" else name
-        try:
-            pins.append(f"{name}=={metadata.version(dist)}")
-        except metadata.PackageNotFoundError:
-            pins.append(f"{name}=={metadata.version(name)}")
-    return pins
+def runtime_requirements(locked: dict | None = None) -> list[str]:
+    """``name==version`` of the server's runtime packages, as pinned in ``requirements.lock``."""
+    from packaging.utils import canonicalize_name
 
+    from pipeline_tasks.containers import read_lock
 
-def _installed_constraints() -> str:
-    """Every installed distribution pinned, so dependencies match this environment too."""
-    lines = set()
-    for dist in metadata.distributions():
-        name = dist.metadata["Name"]
-        if name and name.lower() not in ("mlops-pipeline", "mlflow"):
-            lines.add(f"{name}=={dist.version}")
-    return "\n".join(sorted(lines, key=str.lower)) + "\n"
+    locked = locked if locked is not None else read_lock()
+    missing = [name for name in RUNTIME_PACKAGES if canonicalize_name(name) not in locked]
+    if missing:
+        raise DockerTargetError(f"requirements.lock has no pin for the server's runtime "
+                                f"package(s) {', '.join(missing)} (regenerate it: make lock)")
+    return [locked[canonicalize_name(name)].pin for name in RUNTIME_PACKAGES]
 
 
 def _pip(*args: str) -> subprocess.CompletedProcess:
@@ -198,21 +198,67 @@ def _pip(*args: str) -> subprocess.CompletedProcess:
                           check=False)
 
 
+def _locked_entry(wheel: Path, locked: dict):
+    """The lock entry of ``wheel`` (by its file name), or None when the lock pins another version
+    or does not name the project."""
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+    from packaging.version import Version
+
+    try:
+        name, version, _build, _tags = parse_wheel_filename(wheel.name)
+    except InvalidWheelFilename:
+        return None
+    entry = locked.get(name)
+    return entry if entry is not None and Version(entry.version) == version else None
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    with path.open("rb") as fh:
+        return "sha256:" + hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def check_wheel(wheel: Path, locked: dict, origin: Path | None = None) -> None:
+    """Refuse ``wheel`` unless its sha256 is one of the lock's hashes for its ``name==version``
+    (a corrupted or tampered file, or one the lock does not pin, never reaches an image)."""
+    entry = _locked_entry(wheel, locked)
+    shown = origin or wheel
+    if entry is None:
+        raise DockerTargetError(f"{shown}: not a file of any name==version in requirements.lock")
+    digest = _sha256(wheel)
+    if digest not in entry.hashes:
+        raise DockerTargetError(
+            f"{shown}: {digest} is not one of requirements.lock's hashes for {entry.pin} (line "
+            f"{entry.line}): the file is corrupted or was tampered with; delete it to download "
+            "it again")
+
+
 def prepare_wheels(config: PipelineConfig, dest: Path, pins: list[str] | None = None,
-                   cache: Path | None = None) -> list[str]:
-    """Put the wheels of ``pins`` (default: the server's runtime) and a ``requirements.txt``
-    into ``dest``; returns the file names.
+                   cache: Path | None = None, lock: Path | None = None) -> list[str]:
+    """Put the wheels of ``pins`` (default: the server's runtime) and their dependencies, at the
+    versions of ``requirements.lock``, into ``dest`` with a ``requirements.txt`` that names each
+    with the lock's hashes (the image installs it with ``--require-hashes``); returns the wheel
+    file names.
 
     Wheels come from ``cache`` (default ``<home>/cache/wheels``); only when that cannot satisfy
-    the pins are they downloaded (binary wheels only) into the cache first.
+    the pins are they downloaded (binary wheels only) into the cache first. Every cached wheel of
+    a locked version, and every wheel put into ``dest``, must match one of the lock's sha256
+    hashes: anything else raises ``DockerTargetError`` naming the file.
     """
+    from pipeline_tasks.containers import LOCK_FILE, read_lock
+
+    locked = read_lock(lock or LOCK_FILE)
     cache = cache or Path(config.home) / "cache" / "wheels"
     cache.mkdir(parents=True, exist_ok=True)
     dest.mkdir(parents=True, exist_ok=True)
+    for cached in sorted(cache.glob("*.whl")):  # older locks' versions are never picked
+        if _locked_entry(cached, locked) is not None:
+            check_wheel(cached, locked)
     requirements = dest / "requirements.txt"
-    requirements.write_text("\n".join(pins or runtime_requirements()) + "\n")
+    requirements.write_text("\n".join(pins or runtime_requirements(locked)) + "\n")
     constraints = dest.parent / "constraints.txt"
-    constraints.write_text(_installed_constraints())
+    constraints.write_text("".join(f"{entry.pin}\n" for entry in locked.values()))
     common = ("download", "--only-binary=:all:", "-r", str(requirements), "-c", str(constraints),
               "--disable-pip-version-check", "-q")
     offline = ("--no-index", "--find-links", str(cache), "-d", str(dest))
@@ -228,7 +274,14 @@ def prepare_wheels(config: PipelineConfig, dest: Path, pins: list[str] | None = 
             raise DockerTargetError("the wheel cache does not satisfy the pins: "
                                     + done.stderr.strip()[-800:])
     constraints.unlink()
-    return sorted(p.name for p in dest.glob("*.whl"))
+    wheels = sorted(dest.glob("*.whl"))
+    entries = []
+    for wheel in wheels:
+        check_wheel(wheel, locked, origin=cache / wheel.name)
+        entries.append(_locked_entry(wheel, locked))
+    requirements.write_text("".join(f"{entry.requirement()}\n"
+                                    for entry in sorted(entries, key=lambda e: e.name.lower())))
+    return [wheel.name for wheel in wheels]
 
 
 def _package_wheel(dest: Path) -> Path:
@@ -366,12 +419,17 @@ def _predictions_mount(config: PipelineConfig) -> tuple[dict, dict[str, str]]:
         return {}, {"MLOPS_LAKE_URI": config.lake_uri}
     host = storage.local_path(config.predictions_uri)
     host.mkdir(parents=True, exist_ok=True)
-    # The server runs as uid 10001. When the lake belongs to root, let it write there like /tmp
-    # (world-writable, sticky); other owners' folders are left alone and the container runs as
-    # that owner instead (see run_container).
+    # The container writes as the folder's owner (run_container's user), so the folder is never
+    # opened to everyone: a folder of root's is handed to the image's unprivileged user (uid
+    # 10001; root keeps reading and writing it), any other owner's is used as it is.
     if host.stat().st_uid == 0:
+        if os.geteuid() != 0:
+            raise DockerTargetError(f"{host} belongs to root: give it to the user who deploys "
+                                    f"(or to uid {CONTAINER_UID}) so the model container can "
+                                    "write its prediction log there")
         for folder in [host, *[p for p in host.glob("date=*") if p.is_dir()]]:
-            folder.chmod(0o1777)
+            os.chown(folder, CONTAINER_UID, CONTAINER_UID)
+            folder.chmod(0o755)  # also closes the world-writable mode of older releases
     return ({str(host): {"bind": f"{CONTAINER_LAKE}/predictions", "mode": "rw"}},
             {"MLOPS_LAKE_URI": f"file://{CONTAINER_LAKE}"})
 
@@ -420,7 +478,7 @@ def run_container(config: PipelineConfig, image: ImageInfo | str, name: str, hos
     client = client or docker_client()
     tag = image.tag if isinstance(image, ImageInfo) else image
     volumes, environment = _predictions_mount(config)
-    for key in ("MLOPS_SERVING_TOKEN",):
+    for key in ("MLOPS_SERVING_TOKEN", "MLOPS_SERVING_EVENT_TIME_WINDOW"):
         if os.environ.get(key):
             environment[key] = os.environ[key]
     for key in ("serving_max_rows", "serving_max_body_bytes", "serving_max_abs_value",
@@ -437,7 +495,8 @@ def run_container(config: PipelineConfig, image: ImageInfo | str, name: str, hos
             restart_policy={"Name": "on-failure", "MaximumRetryCount": 3},
             ports={f"{CONTAINER_PORT}/tcp": ("127.0.0.1", int(host_port))},
             volumes=volumes, environment=environment, user=user, network=network,
-            labels={LABEL_ROLE: "server", **(labels or {})}, init=False)
+            labels={LABEL_ROLE: "server", **(labels or {})}, init=False,
+            tmpfs={"/tmp": TMPFS_OPTIONS}, **HARDENING)
     except docker.errors.APIError as exc:  # e.g. the host port is taken: created, not started
         stop_container(name, client=client)
         raise DockerTargetError(f"container {name} from {tag} did not start: {exc}") from exc
@@ -582,7 +641,8 @@ def start_router(config: PipelineConfig, client, image: str) -> Any:
             mem_limit="128m", restart_policy={"Name": "unless-stopped"},
             ports={f"{CONTAINER_PORT}/tcp": (config.serving_host, int(config.serving_port))},
             volumes={str(state): {"bind": "/state", "mode": "ro"}},
-            labels={LABEL_ROLE: "router", LABEL_PORT: str(config.serving_port)})
+            labels={LABEL_ROLE: "router", LABEL_PORT: str(config.serving_port)},
+            tmpfs={"/tmp": "rw,noexec,nosuid,nodev,size=16m"}, **HARDENING)
     except docker.errors.APIError as exc:
         stop_container(name, client=client)
         raise DockerTargetError(f"the router for port {config.serving_port} did not start: "

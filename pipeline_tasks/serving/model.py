@@ -2,7 +2,9 @@
 
 The version is named by alias (``champion``) or number. Its files are downloaded into a folder of
 their own, hashed and compared with the ``artifact_sha256`` recorded at registration before
-anything is loaded: a mismatch refuses to start.
+anything is loaded, and loaded only as a skops file of the types ``model_artifacts.TRUSTED_TYPES``
+lists (``model_artifacts.load_verified_folder``): a mismatch, a pickle model or an untrusted type
+refuses to start.
 """
 
 from __future__ import annotations
@@ -79,11 +81,10 @@ def load(config: PipelineConfig, name: str, ref: str, workdir: str | Path) -> Se
 
     client = MlflowClient()
     mv = resolve_version(client, name, ref)
-    expected = mv.tags.get(model_artifacts.DIGEST_TAG)
-    folder = model_artifacts.fetch_verified(f"models:/{name}/{mv.version}", expected,
-                                            Path(workdir) / f"{name}-v{mv.version}")
-    return _load_folder(config, folder, name=name, version=str(mv.version),
-                        run_id=mv.run_id or "", digest=expected or "", tags=dict(mv.tags))
+    loaded = model_artifacts.load_verified(f"models:/{name}/{mv.version}",
+                                           Path(workdir) / f"{name}-v{mv.version}")
+    return _served(config, loaded, name=name, version=str(mv.version), run_id=mv.run_id or "",
+                   tags=dict(mv.tags))
 
 
 def load_dir(config: PipelineConfig, folder: str | Path, expected_sha256: str,
@@ -95,13 +96,9 @@ def load_dir(config: PipelineConfig, folder: str | Path, expected_sha256: str,
     time), else from MLflow's ``registered_model_meta`` and the ``MLmodel`` file.
     """
     folder = Path(folder)
-    if not expected_sha256:
-        raise model_artifacts.ArtifactMismatch(f"no expected sha256 given for {folder}")
-    if not folder.is_dir():
-        raise model_artifacts.ArtifactMismatch(f"model folder {folder} does not exist")
-    model_artifacts.verify_folder(folder, expected_sha256, label=str(folder),
-                                  where="expected (baked in at build time)")
     tracking.quiet_telemetry()
+    loaded = model_artifacts.load_verified_folder(folder, expected_sha256, label=str(folder),
+                                                  where="expected (baked in at build time)")
     meta = dict(meta or {})
     registered = folder / "registered_model_meta"
     if registered.is_file():
@@ -111,19 +108,18 @@ def load_dir(config: PipelineConfig, folder: str | Path, expected_sha256: str,
         meta.setdefault("model_name", found.get("model_name"))
         meta.setdefault("model_version", found.get("model_version"))
     tags = dict(meta.get("tags") or {})
-    return _load_folder(config, folder, name=str(meta.get("model_name") or folder.name),
-                        version=str(meta.get("model_version") or ""),
-                        run_id=str(meta.get("run_id") or ""), digest=expected_sha256, tags=tags)
+    return _served(config, loaded, name=str(meta.get("model_name") or folder.name),
+                   version=str(meta.get("model_version") or ""),
+                   run_id=str(meta.get("run_id") or ""), tags=tags)
 
 
-def _load_folder(config: PipelineConfig, folder: Path, *, name: str, version: str, run_id: str,
-                 digest: str, tags: dict) -> ServedModel:
-    """Load the verified ``folder`` as ``name`` v``version``."""
-    import mlflow.sklearn
+def _served(config: PipelineConfig, loaded: model_artifacts.VerifiedModel, *, name: str,
+            version: str, run_id: str, tags: dict) -> ServedModel:
+    """Serve the verified and loaded model as ``name`` v``version``."""
     from mlflow.models import Model
 
-    model = mlflow.sklearn.load_model(str(folder))
-    mlmodel = Model.load(str(folder / "MLmodel"))
+    model, digest = loaded.model, loaded.digest
+    mlmodel = Model.load(str(loaded.folder / "MLmodel"))
     signature = mlmodel.signature
     contract = Contract.from_signature(signature, max_rows=config.serving_max_rows,
                                        max_abs=config.serving_max_abs_value)

@@ -16,10 +16,13 @@ FAILURE_RESULT_KEY = "failure_result"
 
 
 def ui_base_url() -> str:
-    """The Airflow UI's base URL (``[api] base_url``), where the plugin's views live."""
+    """The Airflow UI's base URL (``[api] base_url``), where the plugin's views live; never
+    with a user or password (links and notifications carry it)."""
     from airflow.configuration import conf
 
-    return conf.get("api", "base_url", fallback="") or ""
+    from pipeline_tasks.http import strip_userinfo
+
+    return strip_userinfo(conf.get("api", "base_url", fallback="") or "")
 
 
 class StageArtifactLink(BaseOperatorLink):

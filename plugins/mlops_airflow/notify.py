@@ -48,9 +48,12 @@ class PipelineNotifier(BaseNotifier):
             return
         from airflow.sdk import Connection
 
+        from mlops_airflow.runtime import mask_url
         from pipeline_tasks.notifications import send_webhook
 
-        send_webhook(webhook_url(Connection.get(config.notify_conn_id)), notification)
+        url = webhook_url(Connection.get(config.notify_conn_id))
+        mask_url(url)  # its path or userinfo is the webhook's secret
+        send_webhook(url, notification)
 
     def build(self, context):
         from mlops_airflow.links import ui_base_url

@@ -10,12 +10,17 @@
   (what failed, where the report is, what to do: ``pipeline_tasks.failures``), and the task gets
   the extra link to its artifact (``links.py``) and the failure/promotion notifiers
   (``notify.py``, off unless configured).
+- ``mask_task_secrets``: before a task does anything, every secret it may print (passwords in
+  the configured URLs, the serving token, the SQL connection's URL, the webhook) is registered
+  with Airflow's secrets masker, so task logs show ``***`` instead.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -48,6 +53,52 @@ def dag_args(dag_id: str, *, schedule: Any, doc_md: str | None, params: dict, ta
     }
 
 
+#: Values this process has registered with the secrets masker (each is sent once).
+_MASKED: set[str] = set()
+
+
+def _mask(value: str | None) -> None:
+    from airflow.sdk.log import mask_secret  # masks here and in the supervisor that writes logs
+
+    if value and value not in _MASKED:
+        _MASKED.add(value)
+        mask_secret(value)
+
+
+def mask_url(url: str | None) -> None:
+    """Mask a URL that is a secret as a whole (a webhook whose path holds its token) and the
+    password in it, as written and decoded."""
+    from pipeline_tasks.http import url_secrets
+
+    if not url:
+        return
+    _mask(url)
+    for secret in url_secrets(url):
+        _mask(secret)
+
+
+def mask_task_secrets(config=None, *urls: str | None) -> None:
+    """Register with Airflow's ``mask_secret`` every secret a task may print: the password in
+    each URL of the loaded config (tracking, registry and backend store URIs, the registry lock
+    URL, storage URIs, labels), the serving token (``MLOPS_SERVING_TOKEN``) and ``urls`` (a
+    connection's URL). Airflow does not mask values shorter than ``[logging]
+    min_length_masked_secret`` (5 characters by default)."""
+    from pipeline_tasks.config import load_config
+    from pipeline_tasks.http import SERVING_TOKEN_ENV, url_secrets
+
+    config = config if config is not None else load_config()
+    values: list[str] = list(urls)
+    for value in dataclasses.asdict(config).values():
+        if isinstance(value, str):
+            values.append(value)
+        elif isinstance(value, dict):
+            values.extend(v for v in value.values() if isinstance(v, str))
+    for value in values:
+        for secret in url_secrets(value or ""):
+            _mask(secret)
+    _mask(os.environ.get(SERVING_TOKEN_ENV))
+
+
 def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
@@ -56,6 +107,7 @@ def run_spec(context: dict[str, Any]):
     """Build the ``RunSpec`` of the running task's DAG run."""
     from pipeline_tasks.stages import RunSpec
 
+    mask_task_secrets()
     dag_run = context["dag_run"]
     end = context.get("data_interval_end") or dag_run.run_after
     start = context.get("data_interval_start") or (end - timedelta(days=1))
@@ -72,7 +124,11 @@ def run_spec(context: dict[str, Any]):
     if params.get("sql_conn_id"):
         from airflow.sdk import Connection
 
+        from pipeline_tasks.config import check_sql_conn_id, load_config
+
+        check_sql_conn_id(params["sql_conn_id"], load_config())  # before reading the connection
         sql_url = sqlalchemy_url(Connection.get(params["sql_conn_id"]))
+        mask_url(sql_url)
     return RunSpec(
         dag_id=dag_run.dag_id,
         run_id=dag_run.run_id,
@@ -163,6 +219,7 @@ def pipeline_task(func=None, **task_kwargs):
         def wrapper(*args, **kwargs):
             from pipeline_tasks.errors import PipelineInputError, StageSkipped
 
+            mask_task_secrets()  # before anything this task does can print a secret
             ti = kwargs.get("ti")
             if ti is not None and (getattr(ti, "try_number", 1) or 1) > 1:
                 log.warning(RETRY_NOTE, ti.try_number)

@@ -4,6 +4,11 @@ reports (Data Docs, validation results, snapshot manifests, drift reports).
 Every route needs the same login as the Airflow UI (the api-server's JWT, from the UI's cookie or
 a bearer token). Reports are served from fixed roots only (``pipeline_tasks.reports``). The
 pages are rendered by ``pipeline_tasks.lineage_pages``; this module only wires HTTP to them.
+
+Every response, errors and redirects included, carries the security headers of
+``reports.security_headers``: stored reports, plots and JSON are sandboxed into an opaque origin
+(their scripts run, but cannot use the Airflow UI's session); the plugin's own pages allow no
+script at all.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ class LazyASGIApp:
 
 
 def create_app():
+    import mimetypes
     import tempfile
     from pathlib import Path
 
@@ -36,6 +42,7 @@ def create_app():
     from mlops_airflow.links import ui_base_url
     from pipeline_tasks import lineage, lineage_pages, reports
     from pipeline_tasks.config import load_config
+    from pipeline_tasks.http import strip_userinfo_deep, strip_userinfo_in_text
 
     app = FastAPI(title="MLOps reports and lineage", docs_url=None, redoc_url=None,
                   openapi_url=None,
@@ -43,6 +50,15 @@ def create_app():
 
     def wants_html(request: Request) -> bool:
         return "/api/" not in request.url.path
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        # Outside the exception handlers, so refusals, 404s and login redirects get them too.
+        response = await call_next(request)
+        path, root = request.scope["path"], request.scope.get("root_path", "")
+        route = path[len(root):] if root and path.startswith(root) else path
+        response.headers.update(reports.security_headers(route))
+        return response
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
@@ -69,7 +85,7 @@ def create_app():
         if wants_html(request):
             return HTMLResponse(lineage_pages.render_error(status, message, load_config(),
                                                            ui_base_url()), status_code=code)
-        return JSONResponse({"detail": message}, status_code=code)
+        return JSONResponse({"detail": strip_userinfo_in_text(message)}, status_code=code)
 
     @app.get("/")
     async def index() -> HTMLResponse:
@@ -99,13 +115,13 @@ def create_app():
     @app.get("/api/models/{model_name}")
     async def model_json(model_name: str) -> JSONResponse:
         overview = await run_in_threadpool(lineage.model_overview, model_name, load_config())
-        return JSONResponse(overview.to_dict())
+        return JSONResponse(strip_userinfo_deep(overview.to_dict()))
 
     @app.get("/api/models/{model_name}/versions/{version}")
     async def version_json(model_name: str, version: str) -> JSONResponse:
         chain = await run_in_threadpool(lineage.version_lineage, model_name, version,
                                         load_config())
-        return JSONResponse(chain.to_dict())
+        return JSONResponse(strip_userinfo_deep(chain.to_dict()))
 
     @app.get("/models/{model_name}/versions/{version}/plots/{name}")
     async def plot(model_name: str, version: str, name: str) -> Response:
@@ -122,7 +138,8 @@ def create_app():
                 return Path(local).read_bytes()
 
         body = await run_in_threadpool(download)
-        return Response(body, media_type="image/png" if name.endswith(".png") else None)
+        return Response(body, media_type=mimetypes.guess_type(name)[0]
+                        or "application/octet-stream")
 
     @app.get("/reports/{kind}/{path:path}")
     async def report(kind: str, path: str) -> Response:
@@ -130,8 +147,7 @@ def create_app():
         found = reports.resolve_report(kind, path, config)
         body = await run_in_threadpool(reports.read_report, found)
         return Response(body, media_type=found.media_type,
-                        headers={"X-Content-Type-Options": "nosniff",
-                                 "Cache-Control": "private, max-age=60"})
+                        headers={"Cache-Control": "private, max-age=60"})
 
     return app
 

@@ -7,6 +7,7 @@ One stack and one browser serve every browser test (session fixtures). Screensho
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -74,6 +75,8 @@ def ui_stack(tmp_path_factory, make_webhook) -> UIStack:
                       # login on: the views must sit behind the same auth as the UI
                       "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
                       "MLOPS_NOTIFY_CONN_ID": NOTIFY_CONN,
+                      # the tests' sources live in pytest's temporary folder
+                      "MLOPS_ALLOWED_SOURCE_ROOTS": str(tmp_path_factory.getbasetemp()),
                       f"AIRFLOW_CONN_{NOTIFY_CONN.upper()}": webhook.url,
                   })
     stack.start()
@@ -92,11 +95,14 @@ def ui_stack(tmp_path_factory, make_webhook) -> UIStack:
         stack.stop()
 
 
-@pytest.fixture(scope="session")
-def browser(ui_stack):
+@contextlib.contextmanager
+def _chromium(network_log: bool = False):
+    """A headless Chromium with a profile of its own (removed after); ``network_log`` records
+    its requests (``driver.get_log("performance")``)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    require_chromium()
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     profile = tempfile.mkdtemp(prefix="mlops-chromium-")
@@ -105,11 +111,46 @@ def browser(ui_stack):
                 "--disable-component-update", "--disable-sync", "--no-proxy-server",
                 "--window-size=1400,1000", f"--user-data-dir={profile}"):
         options.add_argument(arg)
+    if network_log:
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.implicitly_wait(10)
     try:
         yield driver
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def _log_in(driver, ui: UIStack) -> None:
+    """Log in as admin: the plugin's pages send a browser without a session to Airflow's
+    login page, which brings it back."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(ui.url + "/mlops/")
+    WebDriverWait(driver, 60).until(EC.url_contains("/auth/login"))
+    driver.find_element(By.NAME, "username").send_keys("admin")
+    driver.find_element(By.NAME, "password").send_keys(ui.password)
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    WebDriverWait(driver, 60).until(lambda drv: "/auth/login" not in drv.current_url)
+
+
+@pytest.fixture(scope="session")
+def launch_chromium():
+    """Another headless Chromium: ``with launch_chromium(network_log=True) as driver``."""
+    return _chromium
+
+
+@pytest.fixture(scope="session")
+def log_in():
+    """``log_in(driver, ui_stack)``: log a browser in as admin."""
+    return _log_in
+
+
+@pytest.fixture(scope="session")
+def browser(ui_stack):
+    with _chromium() as driver:
+        driver.implicitly_wait(10)
+        yield driver
 

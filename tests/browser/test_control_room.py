@@ -73,16 +73,11 @@ def dialog_button(driver, text: str):
                 if b.text == text)
 
 
-def test_login_then_trigger_from_the_form_with_non_default_params(ui_stack, browser):
+def test_login_then_trigger_from_the_form_with_non_default_params(ui_stack, browser, log_in):
     ui, d = ui_stack, browser
     # 1. log in: the plugin's pages send a browser without a session to Airflow's login page,
     # which brings it back
-    d.get(ui.url + "/mlops/")
-    wait(d).until(EC.url_contains("/auth/login"))
-    d.find_element(By.NAME, "username").send_keys("admin")
-    d.find_element(By.NAME, "password").send_keys(ui.password)
-    d.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    wait(d).until(lambda drv: "/auth/login" not in drv.current_url)
+    log_in(d, ui)
     assert d.current_url == ui.url + "/mlops/"
     assert d.find_element(By.ID, "no-models").text.startswith("No registered model yet")
     d.get(ui.url + "/")

@@ -111,9 +111,14 @@ def pipeline(tmp_path_factory, docker_engine) -> Pipeline:
         mlflow_ui=False,
         # no time schedules (only the runs a test triggers, and the asset-triggered retrains)
         extra_env={"MLOPS_TRAINING_SCHEDULE": "none", "MLOPS_DRIFT_SCHEDULE": "none",
+                   # the tests' sources live in pytest's temporary folder: list it (the default
+                   # allows only the landing folder)
+                   "MLOPS_ALLOWED_SOURCE_ROOTS": str(tmp_path_factory.getbasetemp()),
                    # a task whose worker died (the scheduler-crash trial) is retried after a
                    # minute, not five; a live task's supervisor heartbeats every few seconds
-                   "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60"},
+                   "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
+                   # the monitoring loop replays 2013's flights with their own event times
+                   "MLOPS_SERVING_EVENT_TIME_WINDOW": "none"},
     )
     stack.start()
     try:

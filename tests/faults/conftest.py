@@ -11,6 +11,24 @@ from fault_harness import SEED, TRIALS, Campaign
 CAMPAIGN = Campaign()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def allowed_source_roots(tmp_path_factory):
+    """The trials' source (``diamonds``) lives in pytest's temporary folder: list it in the
+    allow-list (the default allows only the landing folder); the stage processes inherit it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLOPS_ALLOWED_SOURCE_ROOTS", str(tmp_path_factory.getbasetemp()))
+        yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def replayed_event_times():
+    """The load trial sends 2013 event times: the model servers (started from this process's
+    environment) accept any event time, as for a replay."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLOPS_SERVING_EVENT_TIME_WINDOW", "none")
+        yield
+
+
 @pytest.fixture(scope="session")
 def campaign() -> Campaign:
     return CAMPAIGN

@@ -1,6 +1,7 @@
-"""The production profile on the real local PostgreSQL and Redis.
+"""The production profile on real PostgreSQL and Redis servers: throwaway ones the session
+starts (``postgres_server``, ``redis_server`` in tests/conftest.py), never the machine's own.
 
-One stack per module: fresh databases (unique names, dropped at the end), the scheduler,
+One stack per module: fresh databases (a role of its own, dropped at the end), the scheduler,
 dag-processor, api-server and triggerer, two Celery workers with their own hostnames and an
 MLflow tracking server on PostgreSQL, all configured by ``docker/production.env.example`` (the
 file users copy) with only names, ports and the shared folder replaced. Every process runs in its
@@ -13,37 +14,20 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg2
 import pytest
-import redis
 
 from pipeline_tasks.config import PipelineConfig
 from pipeline_tasks.production import (
     config_from_env,
-    create_databases,
-    drop_databases,
     local_env,
     profile_databases,
+    provision,
+    unprovision,
 )
 from pipeline_tasks.stack import AirflowAPI, Stack, stack_api
 
 DAG_ID = "ml_training_pipeline"
-PG_HOST = "127.0.0.1:5432"
-REDIS_URL = "redis://127.0.0.1:6379/0"
 WORKERS = ("worker1", "worker2")
-
-
-def require_services() -> None:
-    """PostgreSQL and Redis must answer; the test fails loudly (never skips) otherwise."""
-    try:
-        psycopg2.connect(f"postgresql://postgres@{PG_HOST}/postgres", connect_timeout=5).close()
-    except psycopg2.OperationalError as exc:
-        pytest.fail(f"PostgreSQL at {PG_HOST} does not answer (start it: see FIELD-NOTES / "
-                    f"README 'Scaling out'): {exc}")
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_timeout=5).ping()
-    except redis.RedisError as exc:
-        pytest.fail(f"Redis at {REDIS_URL} does not answer: {exc}")
 
 
 @dataclass
@@ -58,11 +42,10 @@ class Production:
 
 
 @pytest.fixture(scope="module")
-def production(tmp_path_factory) -> Production:
-    require_services()
+def production(tmp_path_factory, postgres_server, redis_server) -> Production:
     tag = "it_" + uuid.uuid4().hex[:10]
     shared = tmp_path_factory.mktemp("shared")
-    env = local_env(shared, tag, pg_host=PG_HOST, redis_url=REDIS_URL, overrides={
+    env = local_env(shared, tag, pg_host=postgres_server, redis_host=redis_server, overrides={
         # the lost-worker check: a task whose worker stops heartbeating is failed after 20 s
         # (default 300) and retried on the other worker; workers heartbeat every 2 s
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
@@ -72,7 +55,7 @@ def production(tmp_path_factory) -> Production:
     config = config_from_env(env)
     urls = profile_databases(env)
     assert len(urls) == 2, urls  # Airflow (+ Celery results) and MLflow (+ registry lock)
-    create_databases(urls)
+    provision(env)  # the profile's own PostgreSQL role (its databases' owner) and Redis user
     stack = Stack(config, extra_env=env, worker_names=tuple(f"{w}-{tag}" for w in WORKERS))
     try:
         stack.start(timeout=300)
@@ -86,4 +69,4 @@ def production(tmp_path_factory) -> Production:
         try:
             stack.stop()
         finally:
-            drop_databases(urls)
+            unprovision(env)

@@ -90,6 +90,71 @@ def test_full_run_on_both_workers_registers_in_postgres(production, landed):
     assert any(shared_artifacts.rglob("MLmodel"))
 
 
+# ------------------------------------------------------------------------------ credentials
+
+def test_the_model_server_of_the_profile_requires_its_token(production):
+    """The profile's generated MLOPS_SERVING_TOKEN guards the server the full run deployed."""
+    import urllib.error
+
+    from pipeline_tasks import http
+
+    url = f"http://127.0.0.1:{production.config.serving_port}/metadata"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        http.fetch_json(url)  # this process has no token
+    assert refused.value.code == 401
+    token = production.env["MLOPS_SERVING_TOKEN"]
+    answer = http.fetch_json(url, headers={"Authorization": f"Bearer {token}"})
+    assert answer["model_version"] == "1"
+
+
+def test_no_secret_is_on_any_command_line(production):
+    """Every process on this machine (the profile's Airflow components, Celery workers, the
+    MLflow server, the serving supervisor and model server): no generated secret, no password
+    in its /proc/<pid>/cmdline, which every local user can read."""
+    from pipeline_tasks.production import SECRET_NAME
+
+    secrets = {k: v for k, v in production.env.items() if SECRET_NAME.search(k) and v}
+    assert {"PG_PASSWORD", "REDIS_PASSWORD", "AIRFLOW__API_AUTH__JWT_SECRET",
+            "AIRFLOW__API__SECRET_KEY", "AIRFLOW__CORE__FERNET_KEY",
+            "MLOPS_SERVING_TOKEN"} <= set(secrets)
+    seen: dict[int, str] = {}
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        leaked = sorted(k for k, v in secrets.items() if v in cmdline)
+        assert not leaked, (proc.info["pid"], leaked, cmdline.split(" ")[:3])
+        seen[proc.info["pid"]] = cmdline
+    # the scan did see the profile's processes: every component the stack started (the MLflow
+    # server among them), the serving supervisor and the model server the deploy started
+    started = {name: proc.pid for name, proc in production.stack.procs.items()}
+    assert "mlflow-ui" in started and set(started.values()) <= set(seen), started
+    for part in ("pipeline_tasks.serving.supervisor", "-m pipeline_tasks.serving --model"):
+        assert any(part in c for c in seen.values()), part
+
+
+def test_connections_are_stored_encrypted_with_the_profile_s_fernet_key(production):
+    import subprocess
+
+    from cryptography.fernet import Fernet
+
+    from pipeline_tasks.stack import run_airflow_cli
+
+    plain = "it-plain-password"
+    code = run_airflow_cli(production.config, [
+        "connections", "add", "it_encrypted", "--conn-type", "postgres", "--conn-host", "db",
+        "--conn-password", plain], production.env, stdout=subprocess.DEVNULL)
+    assert code == 0
+    url = libpq_url(production.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT is_encrypted, password FROM connection WHERE conn_id = %s",
+                    ("it_encrypted",))
+        encrypted, stored = cur.fetchone()
+    conn.close()
+    assert encrypted and plain not in stored
+    key = production.env["AIRFLOW__CORE__FERNET_KEY"]
+    assert Fernet(key).decrypt(stored.encode()).decode() == plain
+    assert os.stat(production.config.home).st_mode & 0o777 == 0o700
+
+
 # ---------------------------------------------------------------------------------- backfill
 
 def backfill(production, reprocess: str | None = None) -> dict:
@@ -191,7 +256,7 @@ def _candidates(production, n: int = 8):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from pipeline_tasks import tracking
+    from pipeline_tasks import model_artifacts, tracking
     from pipeline_tasks.train import SKOPS_TRUSTED_TYPES
 
     rng = np.random.default_rng(5)
@@ -216,6 +281,8 @@ def _candidates(production, n: int = 8):
                                             serialization_format="skops",
                                             skops_trusted_types=SKOPS_TRUSTED_TYPES,
                                             input_example=train[features].head(2))
+        # as training does: evaluation and registration check the files against it
+        model_artifacts.record_training_digest(info.model_id, info.model_uri)
         auc = roc_auc_score(holdout["y"], model.predict_proba(holdout[features])[:, 1])
         out.append(({"run_id": mlflow_run.info.run_id, "model_uri": info.model_uri,
                      "holdout_uri": holdout_uri, "task_type": "classification",

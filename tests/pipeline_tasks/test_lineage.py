@@ -151,3 +151,17 @@ def test_the_version_page_shows_the_schema_difference_escaped(chain):
     assert "table_pct" in row and "cut (string -&gt; long)" in row
     assert "<script>alert(1)</script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in row
+
+
+def test_the_pages_never_show_credentials_of_the_tracking_uri(chain):
+    run, results = chain
+    version = results["register"]["version"]
+    data = lineage.version_lineage(MODEL, version, run.config)
+    overview = lineage.model_overview(MODEL, run.config)
+    shown = run.config.with_overrides(
+        mlflow_tracking_uri="https://carol:p%2Fw%40x9@mlflow.example/",
+        mlflow_backend_store_uri="sqlite:////tmp/store.db")
+    for page in (lineage_pages.render_version(data, shown, "http://ops:pw123@airflow:8080"),
+                 lineage_pages.render_model(overview, shown)):
+        assert "https://mlflow.example/#/models/" in page
+        assert "carol" not in page and "p%2Fw%40x9" not in page and "pw123" not in page

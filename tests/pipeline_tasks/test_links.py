@@ -37,3 +37,14 @@ def test_the_mlflow_ui_is_the_tracking_server_in_the_production_profile(tmp_path
     assert mlflow_ui_url(prod) == "http://mlflow.internal:5000"
     assert TASK_LINKS["register"].url({"model_name": "m", "version": "1"}, prod) \
         == "http://mlflow.internal:5000/#/models/m/versions/1"
+
+
+def test_links_never_carry_the_tracking_uris_credentials(tmp_path):
+    config = load_config(home=str(tmp_path), mlflow_tracking_uri="https://bob:s%2Fe%40cret@mlflow.x/",
+                         mlflow_backend_store_uri="sqlite:////tmp/store.db")
+    assert mlflow_ui_url(config) == "https://mlflow.x"
+    for task_id, result in (("train", {"run_id": "r", "experiment_id": "1"}),
+                            ("register", {"model_name": "m", "version": "1"}),
+                            ("deploy", {"endpoint": "http://svc:tok3n@127.0.0.1:8800"})):
+        url = TASK_LINKS[task_id].url(result, config, "http://ops:pw123@airflow:8080")
+        assert "bob" not in url and "s%2Fe%40cret" not in url and "tok3n" not in url, url

@@ -7,23 +7,17 @@ import os
 import signal
 import time
 
-import psycopg2
 import pytest
 
 from pipeline_tasks.config import load_config
 from pipeline_tasks.errors import ConfigError
 from pipeline_tasks.locks import LockTimeout, libpq_url, lock_key, named_lock
 
-PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 
-
-def _pg_config(tmp_path):
-    try:
-        psycopg2.connect(PG, connect_timeout=5).close()
-    except psycopg2.OperationalError as exc:  # never skip: the profile needs it
-        pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is needed for this test: {exc}")
-    return load_config(home=str(tmp_path), registry_lock_url=PG.replace(
-        "postgresql://", "postgresql+psycopg2://"))
+def _pg_config(tmp_path, server):
+    """A config whose registry lock is on ``server`` (the session's throwaway PostgreSQL)."""
+    return load_config(home=str(tmp_path),
+                       registry_lock_url=f"postgresql+psycopg2://postgres@{server}/postgres")
 
 
 def _hold(config, name, ready, seconds):
@@ -42,8 +36,9 @@ def _other_process_holds(config, name, seconds=60.0):
 
 
 @pytest.mark.parametrize("kind", ["file", "postgres"])
-def test_a_held_lock_excludes_and_times_out(tmp_path, kind):
-    config = _pg_config(tmp_path) if kind == "postgres" else load_config(home=str(tmp_path))
+def test_a_held_lock_excludes_and_times_out(tmp_path, kind, request):
+    config = (_pg_config(tmp_path, request.getfixturevalue("postgres_server"))
+              if kind == "postgres" else load_config(home=str(tmp_path)))
     holder = _other_process_holds(config, f"m-{kind}-{os.getpid()}")
     try:
         with (pytest.raises(LockTimeout, match="not acquired within 1 s"),
@@ -56,8 +51,8 @@ def test_a_held_lock_excludes_and_times_out(tmp_path, kind):
         holder.join()
 
 
-def test_the_advisory_lock_of_a_killed_holder_is_released(tmp_path):
-    config = _pg_config(tmp_path)
+def test_the_advisory_lock_of_a_killed_holder_is_released(tmp_path, postgres_server):
+    config = _pg_config(tmp_path, postgres_server)
     name = f"killed-{os.getpid()}"
     holder = _other_process_holds(config, name)
     os.kill(holder.pid, signal.SIGKILL)  # a lost worker: no unlock, its connection just ends

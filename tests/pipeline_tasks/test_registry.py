@@ -241,11 +241,18 @@ def test_the_artifact_digest_is_recorded_and_catches_tampering(runs, registry_co
     logged = MlflowClient().get_logged_model(source.removeprefix("models:/"))
     root = Path(logged.artifact_location.removeprefix("file://"))
     target = next(root.glob("*.skops"))
-    data = bytearray(target.read_bytes())
+    original = target.read_bytes()
+    data = bytearray(original)
     data[len(data) // 2] ^= 0xFF
     target.write_bytes(bytes(data))
-    with pytest.raises(model_artifacts.ArtifactMismatch, match="does not match"):
-        model_artifacts.fetch_verified("models:/digest_model/1", recorded, tmp_path / "bad")
+    try:
+        with pytest.raises(model_artifacts.ArtifactMismatch, match="does not match"):
+            model_artifacts.fetch_verified("models:/digest_model/1", recorded, tmp_path / "bad")
+        # nor can the changed files be registered again: training recorded the digest
+        with pytest.raises(model_artifacts.ArtifactMismatch, match="recorded at training"):
+            _register("digest_model_again", runs[0], _decision(True, None), registry_config)
+    finally:
+        target.write_bytes(original)  # later tests register this run again
     with pytest.raises(model_artifacts.ArtifactMismatch, match="no recorded artifact_sha256"):
         model_artifacts.fetch_verified("models:/digest_model/1", None, tmp_path / "none")
 

@@ -116,6 +116,7 @@ def test_container_serves_the_model_offline_predictions(client, image, config, r
                                                      "HostPort": str(port)}]
         top = container.top(ps_args="-o pid,uid,args")["Processes"]
         assert all(p[1] != "0" for p in top), top  # nothing runs as root
+        _assert_hardened(container)
 
         # the prediction log lands in the host's lake
         # (other tests' servers log to the same lake: wait for this request's rows)
@@ -128,6 +129,8 @@ def test_container_serves_the_model_offline_predictions(client, image, config, r
             logged_ids = set(pd.concat(pd.read_parquet(f) for f in files)["request_id"]) \
                 if files else set()
         assert answer["request_id"] in logged_ids, f"request not in the prediction log {lake}"
+        # ... written without opening the folder to everyone
+        _assert_not_world_writable(lake)
 
         # docker's own HEALTHCHECK (GET /ready inside the container) says healthy
         deadline = time.monotonic() + 30
@@ -140,6 +143,23 @@ def test_container_serves_the_model_offline_predictions(client, image, config, r
     finally:
         dt.stop_container(info.id, client=client)
     assert not client.containers.list(all=True, filters={"name": "mlops-test-serve"})
+
+
+def _assert_hardened(container) -> None:
+    """Read-only root filesystem (a private tmpfs /tmp), no capabilities, no-new-privileges."""
+    host = container.attrs["HostConfig"]
+    assert host["ReadonlyRootfs"] is True
+    assert host["CapDrop"] == ["ALL"] and not host.get("CapAdd")
+    assert "no-new-privileges" in host["SecurityOpt"]
+    assert "/tmp" in (host.get("Tmpfs") or {})
+    assert not host.get("Privileged")
+
+
+def _assert_not_world_writable(lake: Path) -> None:
+    import stat
+
+    for folder in [lake, *lake.glob("date=*")]:
+        assert not folder.stat().st_mode & stat.S_IWOTH, (folder, oct(folder.stat().st_mode))
 
 
 def test_tampered_model_refuses_to_start(client, config, registered):
@@ -186,6 +206,9 @@ def test_blue_green_on_the_stable_port(client, image, config, second_version, fl
         assert http.fetch_json(stable + "/metadata")["model_version"] == "1"
         router = client.containers.get(dt.stable_name(config))
         assert router.labels[dt.LABEL_ROLE] == "router"
+        _assert_hardened(router)
+        _assert_hardened(client.containers.get(first.container.id))
+        _assert_not_world_writable(storage.local_path(config.predictions_uri))
         assert router.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
         again = dt.deploy_docker(config, MODEL, "1", holdout, features, client=client)
         assert again.status == "unchanged" and again.container.id == first.container.id

@@ -201,16 +201,19 @@ def test_row_keys_and_event_time_file_rows_under_their_day(client, predlog, flig
                                                            serving_config):
     frame = flights_rows.head(3)
     ids = ["UA-1545-2013-01-01", "AA-1141-2013-01-01", 7]
+    # two days back: inside the accepted window, on another day than the prediction itself
+    when = (pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=2)).floor("h")
     answer = client.post("/predict", json={"columns": {c: frame[c].tolist() for c in frame},
-                                           "ids": ids, "event_time": "2013-01-01T05:00:00"},
+                                           "ids": ids,
+                                           "event_time": when.strftime("%Y-%m-%dT%H:%M:%S")},
                          headers={"X-Request-Id": "log-check-2"})
     assert answer.status_code == 200, answer.text
     predlog.flush()
-    part = storage.local_path(serving_config.predictions_uri) / "date=2013-01-01"
+    part = storage.local_path(serving_config.predictions_uri) / f"date={when:%Y-%m-%d}"
     logged = pd.concat([pd.read_parquet(f) for f in part.glob("part-*.parquet")])
     mine = logged[logged["request_id"] == "log-check-2"]
     assert mine["row_id"].tolist() == ["UA-1545-2013-01-01", "AA-1141-2013-01-01", "7"]
-    assert (mine["event_time"] == pd.Timestamp("2013-01-01T05:00:00Z")).all()
+    assert (mine["event_time"] == when).all()
 
 
 @pytest.mark.parametrize("extra, field", [
@@ -279,7 +282,8 @@ def test_sigterm_writes_every_answered_row(registered, serving_config, flights_r
     port = http.free_port()
     lake = (tmp_path / "lake").as_uri()
     env = {"MLOPS_HOME": serving_config.home, "MLOPS_LAKE_URI": lake, "PATH": "/usr/bin:/bin",
-           "MLOPS_PREDICTION_LOG_FLUSH_S": "3600"}  # nothing is written before the signal
+           "MLOPS_PREDICTION_LOG_FLUSH_S": "3600",  # nothing is written before the signal
+           "MLOPS_SERVING_EVENT_TIME_WINDOW": "none"}  # a replay of 2013's traffic
     server = subprocess.Popen([sys.executable, "-m", "pipeline_tasks.serving", "--model", MODEL,
                                "--ref", "1", "--port", str(port), "--workdir", str(tmp_path)],
                               env=env, stderr=subprocess.PIPE, text=True)
@@ -301,3 +305,18 @@ def test_sigterm_writes_every_answered_row(registered, serving_config, flights_r
     logged = pd.concat(pd.read_parquet(p) for p in
                        storage.local_path(lake).glob("predictions/date=2013-01-01/*.parquet"))
     assert sorted(logged["row_id"]) == sorted(f"row-{i}" for i in range(100))
+
+
+def test_a_baked_in_folder_whose_mlmodel_names_pickle_is_refused(registered, serving_config,
+                                                                 tmp_path):
+    """The docker image's loader (``load_dir``): the files match the sha256 it is given, but
+    the MLmodel names a pickle format: refused, whatever the folder's digest says."""
+    from pipeline_tasks import model_artifacts
+
+    folder = model_artifacts.download(f"models:/{MODEL}/1", tmp_path / "model")
+    mlmodel = folder / "MLmodel"
+    mlmodel.write_text(mlmodel.read_text().replace("serialization_format: skops",
+                                                   "serialization_format: cloudpickle"))
+    with pytest.raises(model_artifacts.UntrustedModel,
+                       match="serialization format 'cloudpickle' is refused"):
+        serving_model.load_dir(serving_config, folder, model_artifacts.folder_digest(folder))
