@@ -41,8 +41,10 @@ demo: setup
 # Docker engine and the local base image (docker/engine.sh, docker/base-image.sh).
 test: setup test-deps
 	@echo "==> the Docker engine and the local base image"
-	@eval "$$(docker/engine.sh)" && docker/base-image.sh >/dev/null && \
-		echo "==> the whole test suite (unit, DAGs, end to end, faults, integration, browser; ~20 min)" && \
+	@engine="$$(docker/engine.sh)" || { echo "make test needs a Docker engine: start one, or run" \
+		"make test as root (Debian: it installs and starts docker.io)" >&2; exit 1; }; \
+		eval "$$engine" && docker/base-image.sh >/dev/null && \
+		echo "==> the whole test suite (unit, DAGs, end to end, faults, integration, browser; ~25 min)" && \
 		$(PY) -m pytest
 
 # Train on January, replay the following months, watch drift trigger retraining (see README)
