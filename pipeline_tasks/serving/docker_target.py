@@ -183,7 +183,7 @@ def runtime_requirements(locked: dict | None = None) -> list[str]:
     """``name==version`` of the server's runtime packages, as pinned in ``requirements.lock``."""
     from packaging.utils import canonicalize_name
 
-    from pipeline_tasks.containers import read_lock
+    from pipeline_tasks.lockfile import read_lock
 
     locked = locked if locked is not None else read_lock()
     missing = [name for name in RUNTIME_PACKAGES if canonicalize_name(name) not in locked]
@@ -246,7 +246,7 @@ def prepare_wheels(config: PipelineConfig, dest: Path, pins: list[str] | None = 
     a locked version, and every wheel put into ``dest``, must match one of the lock's sha256
     hashes: anything else raises ``DockerTargetError`` naming the file.
     """
-    from pipeline_tasks.containers import LOCK_FILE, read_lock
+    from pipeline_tasks.lockfile import LOCK_FILE, read_lock
 
     locked = read_lock(lock or LOCK_FILE)
     cache = cache or Path(config.home) / "cache" / "wheels"

@@ -48,7 +48,7 @@ class PipelineNotifier(BaseNotifier):
             return
         from airflow.sdk import Connection
 
-        from mlops_airflow.runtime import mask_url
+        from mlops_airflow.masking import mask_url
         from pipeline_tasks.notifications import send_webhook
 
         url = webhook_url(Connection.get(config.notify_conn_id))

@@ -10,22 +10,21 @@
   (what failed, where the report is, what to do: ``pipeline_tasks.failures``), and the task gets
   the extra link to its artifact (``links.py``) and the failure/promotion notifiers
   (``notify.py``, off unless configured).
-- ``mask_task_secrets``: before a task does anything, every secret it may print (passwords in
-  the configured URLs, the serving token, the SQL connection's URL, the webhook) is registered
-  with Airflow's secrets masker, so task logs show ``***`` instead.
+- Before a task does anything, every secret it may print is registered with Airflow's secrets
+  masker (``masking.py``), so task logs show ``***`` instead.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
-import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from mlops_airflow.masking import mask_task_secrets, mask_url
 
 log = logging.getLogger(__name__)
 
@@ -51,52 +50,6 @@ def dag_args(dag_id: str, *, schedule: Any, doc_md: str | None, params: dict, ta
             "on_failure_callback": [PipelineNotifier("failure")],
         },
     }
-
-
-#: Values this process has registered with the secrets masker (each is sent once).
-_MASKED: set[str] = set()
-
-
-def _mask(value: str | None) -> None:
-    from airflow.sdk.log import mask_secret  # masks here and in the supervisor that writes logs
-
-    if value and value not in _MASKED:
-        _MASKED.add(value)
-        mask_secret(value)
-
-
-def mask_url(url: str | None) -> None:
-    """Mask a URL that is a secret as a whole (a webhook whose path holds its token) and the
-    password in it, as written and decoded."""
-    from pipeline_tasks.http import url_secrets
-
-    if not url:
-        return
-    _mask(url)
-    for secret in url_secrets(url):
-        _mask(secret)
-
-
-def mask_task_secrets(config=None, *urls: str | None) -> None:
-    """Register with Airflow's ``mask_secret`` every secret a task may print: the password in
-    each URL of the loaded config (tracking, registry and backend store URIs, the registry lock
-    URL, storage URIs, labels), the serving token (``MLOPS_SERVING_TOKEN``) and ``urls`` (a
-    connection's URL). Airflow does not mask values shorter than ``[logging]
-    min_length_masked_secret`` (5 characters by default)."""
-    from pipeline_tasks.config import load_config
-    from pipeline_tasks.http import SERVING_TOKEN_ENV, url_secrets
-
-    config = config if config is not None else load_config()
-    values: list[str] = list(urls)
-    for value in dataclasses.asdict(config).values():
-        if isinstance(value, str):
-            values.append(value)
-        elif isinstance(value, dict):
-            values.extend(v for v in value.values() if isinstance(v, str))
-    for value in values:
-        for secret in url_secrets(value or ""):
-            _mask(secret)
-    _mask(os.environ.get(SERVING_TOKEN_ENV))
 
 
 def _iso(value: Any) -> str | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_tasks import containers
+from pipeline_tasks import lockfile
 from pipeline_tasks.config import load_config
 from pipeline_tasks.serving import docker_target as dt
 
@@ -65,8 +65,8 @@ def test_every_pin_of_the_lock_has_a_sha256_hash():
                             text=True, check=True).stdout
     assert "pip compile pyproject.toml" in recipe and "--generate-hashes" in recipe, recipe
     # the image builds' parser reads the same pins, each with its hashes
-    assert containers.lock_pins() == list(entries)
-    locked = containers.read_lock()
+    assert lockfile.lock_pins() == list(entries)
+    locked = lockfile.read_lock()
     assert {entry.pin: [f"--hash={h}" for h in entry.hashes]
             for entry in locked.values()} == entries
 
@@ -75,7 +75,7 @@ def test_the_lock_parser_names_the_file_and_line_of_an_unhashed_pin(tmp_path):
     lock = tmp_path / "requirements.lock"
     lock.write_text(_entry_text("six==1.17.0") + "    # via x\nzipp==4.1.2\n    # via y\n")
     with pytest.raises(Exception, match=r"requirements\.lock:5: zipp==4\.1\.2 has no --hash"):
-        containers.lock_pins(lock)
+        lockfile.lock_pins(lock)
 
 
 def _make_commands(workdir: Path, venv: Path) -> list[str]:
@@ -172,10 +172,10 @@ def test_prepare_wheels_refuses_a_cached_wheel_that_differs_from_the_lock(tmp_pa
     swapped = tmp_path / "swapped" / cached.name
     swapped.parent.mkdir()
     shutil.copy(cached, swapped)
-    dt.check_wheel(swapped, containers.read_lock())  # the genuine file passes
+    dt.check_wheel(swapped, lockfile.read_lock())  # the genuine file passes
     _tamper(swapped)
     with pytest.raises(dt.DockerTargetError, match="not one of requirements.lock's hashes"):
-        dt.check_wheel(swapped, containers.read_lock())
+        dt.check_wheel(swapped, lockfile.read_lock())
 
 
 def test_the_image_builds_install_with_require_hashes():

@@ -1,0 +1,54 @@
+"""Every secret a task may print, registered with Airflow's secrets masker before the task does
+anything: the password in each configured URL, the serving token, a SQL connection's URL, the
+notification webhook. Task logs (and the supervisor that writes them) then show ``***``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+#: Values this process has registered with the secrets masker (each is sent once).
+_MASKED: set[str] = set()
+
+
+def _mask(value: str | None) -> None:
+    from airflow.sdk.log import mask_secret  # masks here and in the supervisor that writes logs
+
+    if value and value not in _MASKED:
+        _MASKED.add(value)
+        mask_secret(value)
+
+
+def mask_url(url: str | None) -> None:
+    """Mask a URL that is a secret as a whole (a webhook whose path holds its token) and the
+    password in it, as written and decoded."""
+    from pipeline_tasks.http import url_secrets
+
+    if not url:
+        return
+    _mask(url)
+    for secret in url_secrets(url):
+        _mask(secret)
+
+
+def mask_task_secrets(config=None, *urls: str | None) -> None:
+    """Register with Airflow's ``mask_secret`` every secret a task may print: the password in
+    each URL of the loaded config (tracking, registry and backend store URIs, the registry lock
+    URL, storage URIs, labels), the serving token (``MLOPS_SERVING_TOKEN``) and ``urls`` (a
+    connection's URL). Airflow does not mask values shorter than ``[logging]
+    min_length_masked_secret`` (5 characters by default)."""
+    from pipeline_tasks.config import load_config
+    from pipeline_tasks.http import SERVING_TOKEN_ENV, url_secrets
+
+    config = config if config is not None else load_config()
+    values: list[str] = list(urls)
+    for value in dataclasses.asdict(config).values():
+        if isinstance(value, str):
+            values.append(value)
+        elif isinstance(value, dict):
+            values.extend(v for v in value.values() if isinstance(v, str))
+    for value in values:
+        for secret in url_secrets(value or ""):
+            _mask(secret)
+    _mask(os.environ.get(SERVING_TOKEN_ENV))
