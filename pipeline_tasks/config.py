@@ -389,7 +389,7 @@ def _url_parts(uri: str) -> tuple[str, str, str]:
     return parts.scheme.lower(), parts.netloc.lower(), path.rstrip("/") or "/"
 
 
-def _under(path: str, root: str) -> bool:
+def is_under(path: str, root: str) -> bool:
     """``path`` is ``root`` or inside it, whole components only (``/landing2`` is not under
     ``/landing``)."""
     return root == "/" or path == root or path.startswith(root.rstrip("/") + "/")
@@ -424,7 +424,7 @@ def source_outside_roots(uri: str, roots: tuple[str, ...] | list[str]) -> str | 
     if local is not None:
         for root in roots:
             root_path = _local_path(root)
-            if root_path is not None and _under(local, root_path):
+            if root_path is not None and is_under(local, root_path):
                 return None
         written = uri.split("://", 1)[1] if "://" in uri else uri.removeprefix("file:")
         return f"it resolves to {local}" if local != written else ""
@@ -433,7 +433,7 @@ def source_outside_roots(uri: str, roots: tuple[str, ...] | list[str]) -> str | 
         if _local_path(root) is not None:
             continue
         r_scheme, r_netloc, r_path = _url_parts(root)
-        if (scheme, netloc) == (r_scheme, r_netloc) and _under(path, r_path):
+        if (scheme, netloc) == (r_scheme, r_netloc) and is_under(path, r_path):
             return None
     return f"{scheme or 'its'} URLs are reachable only under a listed root"
 

@@ -117,10 +117,12 @@ def entries_within(folder: str, files: list[str], what: str) -> None:
     make the pipeline read a file elsewhere."""
     import os
 
+    from pipeline_tasks.config import is_under
+
     root = os.path.realpath(folder)
     for name in files:
         real = os.path.realpath(name.split("://", 1)[-1])
-        if real != root and not real.startswith(root.rstrip("/") + "/"):
+        if not is_under(real, root):
             raise IngestError(f"{what}: entry {name} resolves to {real}, outside {root}: "
                               f"symlinks out of a source folder are not followed")
 
