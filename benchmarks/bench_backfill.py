@@ -24,7 +24,7 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from pipeline_tasks.http import free_port
+from pipeline_tasks.core.http import free_port
 
 DAG_ID = "ml_training_pipeline"
 FIRST, LAST = date(2013, 3, 1), date(2013, 3, 7)
@@ -36,8 +36,8 @@ def _seconds(start: str, end: str) -> float:
 
 
 def measure(config, stack, env: dict[str, str], conf: dict) -> dict:
-    from pipeline_tasks.demo_data import land_flights_feed
-    from pipeline_tasks.stack import run_backfill, stack_api
+    from pipeline_tasks.ops.demo_data import land_flights_feed
+    from pipeline_tasks.ops.stack import run_backfill, stack_api
 
     land_flights_feed(config, FIRST - timedelta(days=conf["training_window_days"] + 1),
                       WARM_UP_DAY)
@@ -64,8 +64,8 @@ def measure(config, stack, env: dict[str, str], conf: dict) -> dict:
 
 
 def embedded(home: Path, conf: dict) -> dict:
-    from pipeline_tasks.config import load_config
-    from pipeline_tasks.stack import Stack
+    from pipeline_tasks.core.config import load_config
+    from pipeline_tasks.ops.stack import Stack
 
     config = load_config(home=str(home), airflow_port=free_port(),
                          mlflow_port=free_port(), serving_port=free_port())
@@ -80,13 +80,13 @@ def embedded(home: Path, conf: dict) -> dict:
 
 
 def production(shared: Path, conf: dict) -> dict:
-    from pipeline_tasks.production import (
+    from pipeline_tasks.ops.production import (
         config_from_env,
         local_env,
         provision,
         unprovision,
     )
-    from pipeline_tasks.stack import Stack
+    from pipeline_tasks.ops.stack import Stack
 
     env = local_env(shared, "bench_" + uuid.uuid4().hex[:8])
     config = config_from_env(env)

@@ -90,7 +90,7 @@ def run_side(side: str, rows: int, seed: int, out_dir: Path) -> dict:
 
 
 def _ours(reference, current, html: Path) -> tuple[dict, dict]:
-    from pipeline_tasks.drift import check_drift
+    from pipeline_tasks.monitoring.drift import check_drift
 
     result = check_drift(reference, current, report_uri=html.as_uri())
     verdicts = {c: {"method": col.method, "score": col.score, "threshold": col.threshold,

@@ -340,9 +340,9 @@ def _busy_seconds(times) -> float:
 
 def prepare_home(home: Path) -> None:
     """Land January 2013 and run the pipeline's stages once, unless the champion exists."""
-    from pipeline_tasks import tracking
-    from pipeline_tasks.config import load_config
-    from pipeline_tasks.registry import current_champion
+    from pipeline_tasks.core import tracking
+    from pipeline_tasks.core.config import load_config
+    from pipeline_tasks.model.registry import current_champion
 
     config = load_config()
     tracking.configure_mlflow(config)
@@ -350,7 +350,7 @@ def prepare_home(home: Path) -> None:
         print(f"reusing {MODEL}@champion v{current_champion(MODEL)} in {home}", flush=True)
         return
     from pipeline_tasks import stages
-    from pipeline_tasks.demo_data import land_flights_feed
+    from pipeline_tasks.ops.demo_data import land_flights_feed
 
     t0 = time.perf_counter()
     land_flights_feed(config, *FEED_DAYS)
@@ -474,8 +474,8 @@ def main() -> int:
 
     print(f"MLOPS_HOME={home}", flush=True)
     prepare_home(home)
-    from pipeline_tasks.config import load_config
-    from pipeline_tasks.http import free_port
+    from pipeline_tasks.core.config import load_config
+    from pipeline_tasks.core.http import free_port
 
     config = load_config()
     venv_bin = str(Path(sys.executable).parent)

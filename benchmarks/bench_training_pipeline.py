@@ -1,7 +1,7 @@
 """Benchmark: the training DAG through the real scheduler vs the same stage calls in one process.
 
 Both train on the full year of flights (interval 2013-12-31, training window 365 days). The
-in-process baseline imports the heavy libraries once (``pipeline_tasks.preload``, timed and printed
+in-process baseline imports the heavy libraries once (``pipeline_tasks.ops.preload``, timed and printed
 on its own), then calls ``pipeline_tasks.stages`` in a row. The scheduler side is a long-running
 embedded stack: its LocalExecutor forkserver imported the same module once at start-up (see
 ``airflow.cfg.example``), and the run pays Airflow's per-task process start, DAG parse, store
@@ -37,7 +37,7 @@ def _params(model_name: str) -> dict:
 
 def run_in_process(config) -> dict[str, float]:
     start = time.perf_counter()
-    import pipeline_tasks.preload  # noqa: F401
+    import pipeline_tasks.ops.preload  # noqa: F401
     imports = time.perf_counter() - start
     from pipeline_tasks import stages
 
@@ -65,7 +65,7 @@ def run_in_process(config) -> dict[str, float]:
 
 
 def run_scheduler(config) -> dict[str, float]:
-    from pipeline_tasks.stack import AirflowAPI, Stack
+    from pipeline_tasks.ops.stack import AirflowAPI, Stack
 
     stack = Stack(config, components=("api-server", "scheduler", "dag-processor"),
                   mlflow_ui=False, extra_env={"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"})
@@ -107,10 +107,10 @@ def main() -> int:
     home = Path(args.keep_home or tempfile.mkdtemp(prefix="mlops-bench-"))
     os.environ["MLOPS_HOME"] = str(home)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from pipeline_tasks.http import free_port
+    from pipeline_tasks.core.http import free_port
     os.environ["MLOPS_AIRFLOW_PORT"] = str(free_port())
-    from pipeline_tasks.config import load_config
-    from pipeline_tasks.demo_data import land_flights_feed
+    from pipeline_tasks.core.config import load_config
+    from pipeline_tasks.ops.demo_data import land_flights_feed
 
     config = load_config()
     print(f"MLOPS_HOME={home}; landing the 2013 feed ...", flush=True)

@@ -25,7 +25,7 @@ from airflow.sdk import Param, dag
 from mlops_airflow.runtime import dag_args, pipeline_task, run_spec
 from mlops_airflow.schedules import RETRAIN_REQUESTS, cron
 
-from pipeline_tasks.config import load_config
+from pipeline_tasks.core.config import load_config
 
 CONFIG = load_config()  # stdlib only: no I/O
 

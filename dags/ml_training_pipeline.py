@@ -33,7 +33,7 @@ from mlops_airflow.approval import ModelApproval
 from mlops_airflow.runtime import dag_args, pipeline_task, run_spec
 from mlops_airflow.schedules import cron_or_asset
 
-from pipeline_tasks.config import load_config
+from pipeline_tasks.core.config import load_config
 from pipeline_tasks.stages import DEFAULT_PARAMS as DEFAULTS
 
 CONFIG = load_config()  # stdlib only: paths and default thresholds, no I/O

@@ -54,7 +54,7 @@ RUN python3 -m venv /opt/mlops/venv \
          --compile-bytecode --require-hashes "$@" -r /opt/mlops/requirements.lock \
     && rm -rf /tmp/wheels /tmp/uv-requirements.txt
 
-# The repository's code at /opt/mlops/src, laid out as in the checkout (pipeline_tasks.config
+# The repository's code at /opt/mlops/src, laid out as in the checkout (pipeline_tasks.core.config
 # finds dags/, plugins/ and the suites beside the package), on the venv's path like an editable
 # install.
 COPY airflow.cfg.example pyproject.toml /opt/mlops/src/
@@ -64,7 +64,7 @@ COPY dags /opt/mlops/src/dags
 RUN /opt/mlops/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' \
         | xargs -I{} sh -c 'echo /opt/mlops/src > {}/mlops-pipeline.pth' \
     && /opt/mlops/venv/bin/python -m compileall -q /opt/mlops/src >/dev/null \
-    && /opt/mlops/venv/bin/python -c 'import pipeline_tasks.config'
+    && /opt/mlops/venv/bin/python -c 'import pipeline_tasks.core.config'
 ENV AIRFLOW__CORE__DAGS_FOLDER=/opt/mlops/src/dags \
     AIRFLOW__CORE__PLUGINS_FOLDER=/opt/mlops/src/plugins \
     AIRFLOW__CORE__LOAD_EXAMPLES=False

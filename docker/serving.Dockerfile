@@ -1,6 +1,6 @@
 # docker/serving.Dockerfile -- an immutable image of one registered model version.
 #
-# Built by pipeline_tasks.serving.docker_target.build_image, which prepares the context:
+# Built by pipeline_tasks.deploy.docker.build_image, which prepares the context:
 #   wheels/            the server's runtime wheels, no Airflow, and requirements.txt: their
 #                      requirements.lock entries with the lock's sha256 hashes
 #   app/               a wheel of this package (pip wheel --no-deps)

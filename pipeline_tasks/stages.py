@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
 
-from pipeline_tasks import storage
-from pipeline_tasks.config import (
+from pipeline_tasks.core import layout
+from pipeline_tasks.core.config import (
     PipelineConfig,
     check_source_param,
     check_sql_conn_id,
@@ -22,7 +22,7 @@ from pipeline_tasks.config import (
     dataset_name,
     load_config,
 )
-from pipeline_tasks.errors import (
+from pipeline_tasks.core.errors import (
     BreakingChangeBlocked,
     ConfigError,
     ModelNotPromoted,
@@ -30,7 +30,7 @@ from pipeline_tasks.errors import (
     RetrainWithheld,
     StageSkipped,
 )
-from pipeline_tasks.schema import SUITE_TAG
+from pipeline_tasks.core.schema import SUITE_TAG
 
 #: What a model name may be (the DAGs' ``model_name`` params use the same pattern).
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -115,7 +115,7 @@ class RunSpec:
 
     @property
     def run_key(self) -> str:
-        return storage.run_partition(self.dag_id, self.run_id, self.interval_end)
+        return layout.run_partition(self.dag_id, self.run_id, self.interval_end)
 
     @property
     def approval_required(self) -> bool:
@@ -165,7 +165,7 @@ def check_params(run: RunSpec) -> None:
 
 
 def ingest(run: RunSpec) -> dict:
-    from pipeline_tasks.ingest import ingest_interval
+    from pipeline_tasks.data.ingest import ingest_interval
 
     check_params(run)
 
@@ -184,8 +184,8 @@ def ingest(run: RunSpec) -> dict:
 def validate(run: RunSpec, ingested: dict) -> dict:
     """The batch against the model's suite and its champion's inputs (``allow_schema_change``:
     against a suite inferred from the batch, for a run meant to change the model's inputs)."""
-    from pipeline_tasks.schema import champion_contract
-    from pipeline_tasks.validate import validate_dataset
+    from pipeline_tasks.data.validate import validate_dataset
+    from pipeline_tasks.model.registry import champion_contract
 
     return validate_dataset(
         ingested["uri"],
@@ -200,7 +200,7 @@ def validate(run: RunSpec, ingested: dict) -> dict:
 
 
 def version(run: RunSpec, ingested: dict, validated: dict) -> dict:
-    from pipeline_tasks.versioning import snapshot_dataset
+    from pipeline_tasks.data.versioning import snapshot_dataset
 
     # the suite the data passed travels on to the model version (the next run's suite)
     return {"suite_uri": validated.get("suite_ref", "")} | snapshot_dataset(
@@ -215,7 +215,7 @@ def version(run: RunSpec, ingested: dict, validated: dict) -> dict:
 
 
 def train(run: RunSpec, ingested: dict, versioned: dict) -> dict:
-    from pipeline_tasks.train import train_model
+    from pipeline_tasks.model.train import train_model
 
     return train_model(
         versioned["data_uri"],
@@ -232,8 +232,8 @@ def train(run: RunSpec, ingested: dict, versioned: dict) -> dict:
 
 
 def evaluate(run: RunSpec, trained: dict) -> dict:
-    from pipeline_tasks.evaluate import evaluate_candidate
-    from pipeline_tasks.schema import model_contract
+    from pipeline_tasks.core.schema import model_contract
+    from pipeline_tasks.model.evaluate import evaluate_candidate
 
     return evaluate_candidate(
         model_name=run.model_name,
@@ -252,7 +252,7 @@ def evaluate(run: RunSpec, trained: dict) -> dict:
 
 
 def register(run: RunSpec, trained: dict, decision: dict) -> dict:
-    from pipeline_tasks.registry import register_model
+    from pipeline_tasks.model.registry import register_model
 
     return register_model(
         model_name=run.model_name,
@@ -281,7 +281,7 @@ def deploy(run: RunSpec, trained: dict, registered: dict) -> dict:
     becomes champion now, and a re-run after a failed deploy takes the title back, each only if
     it still beats the current champion. If the deploy is rejected, the title goes back to the
     version that keeps serving, so the registry's champion is always what serves."""
-    from pipeline_tasks.registry import confirm_champion
+    from pipeline_tasks.model.registry import confirm_champion
 
     def not_promoted(result: dict) -> ModelNotPromoted:
         blocked = result.get("breaking_change") and not result.get("promoted")
@@ -310,7 +310,7 @@ def deploy(run: RunSpec, trained: dict, registered: dict) -> dict:
     approval = confirmed if awaiting else None
     if awaiting:
         registered = confirmed
-    from pipeline_tasks.deploy import deploy_version, title_back_on_failure
+    from pipeline_tasks.deploy.bluegreen import deploy_version, title_back_on_failure
 
     # any failure, a rejection or an infrastructure error (whose retry takes the title back by
     # compare-and-set): the title goes back to the version that keeps serving
@@ -329,7 +329,7 @@ def deploy(run: RunSpec, trained: dict, registered: dict) -> dict:
 
 def rollback(run: RunSpec) -> dict:
     """Move ``champion`` of ``model_name`` back to ``version`` (or ``previous``) and redeploy."""
-    from pipeline_tasks.deploy import rollback as rollback_to
+    from pipeline_tasks.deploy.bluegreen import rollback as rollback_to
 
     return rollback_to(
         model_name=run.model_name,
@@ -352,7 +352,7 @@ def check_monitoring_params(run: RunSpec) -> None:
 
 def check_drift(run: RunSpec) -> dict:
     """The drift check of the run's interval (``monitoring.check_interval``)."""
-    from pipeline_tasks.monitoring import check_interval
+    from pipeline_tasks.monitoring.checks import check_interval
 
     check_monitoring_params(run)  # bad params fail here, before any work
 
@@ -370,8 +370,8 @@ def check_performance(run: RunSpec) -> dict:
     task is skipped with that summary: the drift check and the retrain decision go on."""
     from datetime import datetime, timedelta
 
-    from pipeline_tasks.monitoring import champion_source, record_no_labels
-    from pipeline_tasks.monitoring import check_performance as score
+    from pipeline_tasks.monitoring.checks import champion_source, record_no_labels
+    from pipeline_tasks.monitoring.checks import check_performance as score
 
     check_monitoring_params(run)
     delay = timedelta(days=run.config.label_delay_days)
@@ -389,7 +389,7 @@ def check_performance(run: RunSpec) -> dict:
 
 def request_retrain(run: RunSpec, drift: dict, performance: dict) -> dict:
     """Ask for retraining (the DAG emits the asset event) or say why not (skipped)."""
-    from pipeline_tasks.monitoring import decide_retrain
+    from pipeline_tasks.monitoring.checks import decide_retrain
 
     decision = decide_retrain(model_name=run.model_name, drift=drift, performance=performance,
                               interval_end=run.interval_end, dag_id=run.dag_id,

@@ -14,7 +14,7 @@ from pytest_redis import factories as redis_factories
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Set before anything imports pipeline_tasks.config, so no test can touch the user's .mlops/.
+# Set before anything imports pipeline_tasks.core.config, so no test can touch the user's .mlops/.
 _SESSION_HOME = tempfile.mkdtemp(prefix="mlops-test-home-")
 os.environ["MLOPS_HOME"] = _SESSION_HOME
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -34,7 +34,7 @@ def docker_engine() -> str:
     """A Docker engine that answers, and the local base image (``docker_target.ensure_engine``
     starts them when missing and exports DOCKER_HOST to this process, so the Airflow workers and
     model servers started afterwards inherit it)."""
-    from pipeline_tasks.serving.docker_target import ensure_engine
+    from pipeline_tasks.deploy.docker import ensure_engine
 
     ensure_engine()
     return os.environ.get("DOCKER_HOST", "")

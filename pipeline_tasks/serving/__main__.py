@@ -21,8 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pipeline_tasks.config import load_config
-from pipeline_tasks.errors import PipelineInputError
+from pipeline_tasks.core.config import load_config
+from pipeline_tasks.core.errors import PipelineInputError
 
 log = logging.getLogger("pipeline_tasks.serving")
 

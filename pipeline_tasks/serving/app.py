@@ -51,7 +51,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pipeline_tasks.errors import ConfigError
+from pipeline_tasks.core.errors import ConfigError
 from pipeline_tasks.serving.contract import BadInput
 from pipeline_tasks.serving.model import ServedModel
 from pipeline_tasks.serving.predlog import PredictionLog

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline_tasks import model_artifacts, tracking
-from pipeline_tasks.config import PipelineConfig
-from pipeline_tasks.errors import ConfigError
+from pipeline_tasks.core import model_artifacts, tracking
+from pipeline_tasks.core.config import PipelineConfig
+from pipeline_tasks.core.errors import ConfigError
 from pipeline_tasks.serving.contract import Contract
 
 log = logging.getLogger(__name__)

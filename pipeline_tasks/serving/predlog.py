@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from pipeline_tasks import storage
+from pipeline_tasks.core import storage
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Celery settings of the production profile's workers (``[celery] celery_config_options``).
 
-Airflow's defaults, plus ``imports``: each worker imports ``pipeline_tasks.preload`` (pandas,
+Airflow's defaults, plus ``imports``: each worker imports ``pipeline_tasks.ops.preload`` (pandas,
 scikit-learn, MLflow, Great Expectations) once when it starts, before it forks its pool, so every
 task process (forked from a pool process) inherits them instead of spending seconds importing
 them again. The LocalExecutor gets the same from ``mp_forkserver_preload`` (airflow.cfg.example).
@@ -14,5 +14,5 @@ from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CON
 
 CELERY_CONFIG = {
     **DEFAULT_CELERY_CONFIG,
-    "imports": (*DEFAULT_CELERY_CONFIG.get("imports", ()), "pipeline_tasks.preload"),
+    "imports": (*DEFAULT_CELERY_CONFIG.get("imports", ()), "pipeline_tasks.ops.preload"),
 }

@@ -3,7 +3,7 @@
 In Airflow 3 a link's URL is computed on the worker when the task finishes (``get_link`` runs in
 the task runner's ``finalize``) and stored as an XCom the UI reads. Here ``get_link`` reads the
 task's own return value (or, for a failed gate, the result it left under ``failure_result``) and
-asks ``pipeline_tasks.links`` for the URL. A task that produced nothing stores an empty link, which
+asks ``pipeline_tasks.lineage.links`` for the URL. A task that produced nothing stores an empty link, which
 the UI does not offer.
 """
 
@@ -20,13 +20,13 @@ def ui_base_url() -> str:
     with a user or password (links and notifications carry it)."""
     from airflow.configuration import conf
 
-    from pipeline_tasks.http import strip_userinfo
+    from pipeline_tasks.core.http import strip_userinfo
 
     return strip_userinfo(conf.get("api", "base_url", fallback="") or "")
 
 
 class StageArtifactLink(BaseOperatorLink):
-    """The link of one pipeline task (see ``pipeline_tasks.links.TASK_LINKS``)."""
+    """The link of one pipeline task (see ``pipeline_tasks.lineage.links.TASK_LINKS``)."""
 
     task_id = ""
     name = ""
@@ -38,8 +38,8 @@ class StageArtifactLink(BaseOperatorLink):
     def get_link(self, operator, *, ti_key) -> str:
         from airflow.sdk.execution_time.xcom import XCom
 
-        from pipeline_tasks.config import load_config
-        from pipeline_tasks.links import TASK_LINKS
+        from pipeline_tasks.core.config import load_config
+        from pipeline_tasks.lineage.links import TASK_LINKS
 
         result = XCom.get_value(ti_key=ti_key, key="return_value")
         if not isinstance(result, dict):
@@ -56,7 +56,7 @@ def _link_class(task_id: str, name: str) -> type[StageArtifactLink]:
 
 
 def _build() -> dict[str, type[StageArtifactLink]]:
-    from pipeline_tasks.links import TASK_LINKS
+    from pipeline_tasks.lineage.links import TASK_LINKS
 
     return {task_id: _link_class(task_id, link.name) for task_id, link in TASK_LINKS.items()}
 

@@ -23,7 +23,7 @@ def _mask(value: str | None) -> None:
 def mask_url(url: str | None) -> None:
     """Mask a URL that is a secret as a whole (a webhook whose path holds its token) and the
     password in it, as written and decoded."""
-    from pipeline_tasks.http import url_secrets
+    from pipeline_tasks.core.http import url_secrets
 
     if not url:
         return
@@ -38,8 +38,8 @@ def mask_task_secrets(config=None, *urls: str | None) -> None:
     URL, storage URIs, labels), the serving token (``MLOPS_SERVING_TOKEN``) and ``urls`` (a
     connection's URL). Airflow does not mask values shorter than ``[logging]
     min_length_masked_secret`` (5 characters by default)."""
-    from pipeline_tasks.config import load_config
-    from pipeline_tasks.http import SERVING_TOKEN_ENV, url_secrets
+    from pipeline_tasks.core.config import load_config
+    from pipeline_tasks.core.http import SERVING_TOKEN_ENV, url_secrets
 
     config = config if config is not None else load_config()
     values: list[str] = list(urls)

@@ -31,14 +31,14 @@ class PipelineNotifier(BaseNotifier):
 
     def __init__(self, event: str):
         super().__init__()
-        from pipeline_tasks.notifications import EVENTS
+        from pipeline_tasks.ops.notifications import EVENTS
 
         if event not in EVENTS:
             raise ValueError(f"event must be one of {EVENTS}, got {event!r}")
         self.event = event
 
     def notify(self, context) -> None:
-        from pipeline_tasks.config import load_config
+        from pipeline_tasks.core.config import load_config
 
         config = load_config()
         if not config.notify_conn_id:
@@ -49,7 +49,7 @@ class PipelineNotifier(BaseNotifier):
         from airflow.sdk import Connection
 
         from mlops_airflow.masking import mask_url
-        from pipeline_tasks.notifications import send_webhook
+        from pipeline_tasks.ops.notifications import send_webhook
 
         url = webhook_url(Connection.get(config.notify_conn_id))
         mask_url(url)  # its path or userinfo is the webhook's secret
@@ -57,14 +57,14 @@ class PipelineNotifier(BaseNotifier):
 
     def build(self, context):
         from mlops_airflow.links import ui_base_url
-        from pipeline_tasks import notifications
+        from pipeline_tasks.ops import notifications
 
         ti = context["ti"]
         ids = {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id,
                "base_url": ui_base_url()}
         if self.event == "failure":
-            from pipeline_tasks.config import load_config
-            from pipeline_tasks.failures import notification_text
+            from pipeline_tasks.core.config import load_config
+            from pipeline_tasks.lineage.failures import notification_text
 
             # a summary and a link, never the raw message: it can quote the data
             text = notification_text(ti.task_id, context.get("exception"), load_config(),

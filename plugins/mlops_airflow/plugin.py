@@ -11,7 +11,7 @@ from typing import ClassVar
 from airflow.plugins_manager import AirflowPlugin
 
 from mlops_airflow.views import app
-from pipeline_tasks.reports import UI_PREFIX
+from pipeline_tasks.lineage.reports import UI_PREFIX
 
 
 class MlopsPlugin(AirflowPlugin):

@@ -4,10 +4,10 @@
   with a SQL connection id resolved to a URL (at run time, never while parsing).
 - ``dag_args``: what every pipeline DAG shares (no catchup, one active run, retries, owner).
 - ``pipeline_task``: ``@task`` whose bad-input errors fail the task at once. Retrying a bad file
-  or a failed quality gate cannot help, so ``PipelineInputError`` becomes
+  or a failed quality gate cannot help, so a ``PipelineError`` that is not ``retryable`` becomes
   ``AirflowFailException``; ``StageSkipped`` (nothing to do) marks the task skipped; anything
   else (a flaky store, a lost worker) is retried. A failed gate's log shows a short summary first
-  (what failed, where the report is, what to do: ``pipeline_tasks.failures``), and the task gets
+  (what failed, where the report is, what to do: ``pipeline_tasks.lineage.failures``), and the task gets
   the extra link to its artifact (``links.py``) and the failure/promotion notifiers
   (``notify.py``, off unless configured).
 - Before a task does anything, every secret it may print is registered with Airflow's secrets
@@ -77,7 +77,7 @@ def run_spec(context: dict[str, Any]):
     if params.get("sql_conn_id"):
         from airflow.sdk import Connection
 
-        from pipeline_tasks.config import check_sql_conn_id, load_config
+        from pipeline_tasks.core.config import check_sql_conn_id, load_config
 
         check_sql_conn_id(params["sql_conn_id"], load_config())  # before reading the connection
         sql_url = sqlalchemy_url(Connection.get(params["sql_conn_id"]))
@@ -135,8 +135,8 @@ PROMOTING_TASKS = ("register", "deploy", "rollback")
 def gate_summary(task_id: str, exc: Exception) -> str:
     """The gate's summary (what failed, the report, what to do) as text for the task log."""
     from mlops_airflow.links import ui_base_url
-    from pipeline_tasks.config import load_config
-    from pipeline_tasks.failures import summarize_failure
+    from pipeline_tasks.core.config import load_config
+    from pipeline_tasks.lineage.failures import summarize_failure
 
     return summarize_failure(task_id, exc, load_config(), ui_base_url()).text()
 
@@ -170,7 +170,7 @@ def pipeline_task(func=None, **task_kwargs):
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            from pipeline_tasks.errors import PipelineInputError, StageSkipped
+            from pipeline_tasks.core.errors import PipelineError, StageSkipped
 
             mask_task_secrets()  # before anything this task does can print a secret
             ti = kwargs.get("ti")
@@ -187,7 +187,9 @@ def pipeline_task(func=None, **task_kwargs):
                 else:
                     log.info("%s skipped: %s", fn.__name__, exc)
                 raise AirflowSkipException(str(exc)) from exc
-            except PipelineInputError as exc:
+            except PipelineError as exc:
+                if exc.retryable:  # a service that may answer next time: Airflow retries
+                    raise
                 raise fail_with_summary(task_id, exc) from exc
 
         task_kwargs.setdefault("on_failure_callback", [PipelineNotifier("failure")])

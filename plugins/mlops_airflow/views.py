@@ -2,8 +2,8 @@
 reports (Data Docs, validation results, snapshot manifests, drift reports).
 
 Every route needs the same login as the Airflow UI (the api-server's JWT, from the UI's cookie or
-a bearer token). Reports are served from fixed roots only (``pipeline_tasks.reports``). The
-pages are rendered by ``pipeline_tasks.lineage_pages``; this module only wires HTTP to them.
+a bearer token). Reports are served from fixed roots only (``pipeline_tasks.lineage.reports``). The
+pages are rendered by ``pipeline_tasks.lineage.pages``; this module only wires HTTP to them.
 
 Every response, errors and redirects included, carries the security headers of
 ``reports.security_headers``: stored reports, plots and JSON are sandboxed into an opaque origin
@@ -40,9 +40,11 @@ def create_app():
     from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
     from mlops_airflow.links import ui_base_url
-    from pipeline_tasks import lineage, lineage_pages, reports
-    from pipeline_tasks.config import load_config
-    from pipeline_tasks.http import strip_userinfo_deep, strip_userinfo_in_text
+    from pipeline_tasks.core.config import load_config
+    from pipeline_tasks.core.http import strip_userinfo_deep, strip_userinfo_in_text
+    from pipeline_tasks.lineage import pages as lineage_pages
+    from pipeline_tasks.lineage import queries as lineage
+    from pipeline_tasks.lineage import reports
 
     app = FastAPI(title="MLOps reports and lineage", docs_url=None, redoc_url=None,
                   openapi_url=None,

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from pipeline_tasks.config import PipelineConfig, load_config
-from pipeline_tasks.demo_data import land_flights_feed
-from pipeline_tasks.http import free_port
-from pipeline_tasks.stack import AirflowAPI, Stack
+from pipeline_tasks.core.config import PipelineConfig, load_config
+from pipeline_tasks.core.http import free_port
+from pipeline_tasks.ops.demo_data import land_flights_feed
+from pipeline_tasks.ops.stack import AirflowAPI, Stack
 
 CHROMIUM = os.environ.get("MLOPS_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("MLOPS_CHROMEDRIVER", "/usr/bin/chromedriver")

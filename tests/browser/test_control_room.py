@@ -22,8 +22,9 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from pipeline_tasks import lineage, storage
-from pipeline_tasks.demo_data import flights_for_day
+from pipeline_tasks.core import storage
+from pipeline_tasks.lineage import queries as lineage
+from pipeline_tasks.ops.demo_data import flights_for_day
 
 DAG_ID = "ml_training_pipeline"
 MODEL = "browser_flights"

@@ -30,8 +30,11 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from pipeline_tasks import drift, monitoring, storage, validate, versioning
-from pipeline_tasks.reports import report_url
+from pipeline_tasks.core import storage
+from pipeline_tasks.data import validate, versioning
+from pipeline_tasks.lineage.reports import report_url
+from pipeline_tasks.monitoring import checks as monitoring
+from pipeline_tasks.monitoring import drift
 from pipeline_tasks.serving.predlog import META_COLUMNS, PredictionLog
 
 MODEL = "sandbox_probe"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_tasks.config import load_config
+from pipeline_tasks.core.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted((ROOT / "dags").glob("*.py"))

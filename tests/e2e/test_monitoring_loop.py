@@ -18,10 +18,11 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from pipeline_tasks import monitoring, storage
-from pipeline_tasks.demo_data import flight_keys, flights_for_day, land_flights_feed
-from pipeline_tasks.http import free_port
-from pipeline_tasks.replay import replay
+from pipeline_tasks.core import storage
+from pipeline_tasks.core.http import free_port
+from pipeline_tasks.monitoring import checks as monitoring
+from pipeline_tasks.ops.demo_data import flight_keys, flights_for_day, land_flights_feed
+from pipeline_tasks.ops.replay import replay
 
 MODEL = "flights_monitored"
 TRAIN_DAY = date(2013, 1, 31)  # window of 30 days: January
@@ -132,7 +133,7 @@ def test_a_drifted_interval_triggers_exactly_one_retrain(pipeline, served, clien
 
 def test_a_second_drift_inside_the_cooldown_does_not_retrain(pipeline, served, client):
     # a newer champion exists now; the July 11 traffic was still served by v1
-    from pipeline_tasks.registry import set_champion
+    from pipeline_tasks.model.registry import set_champion
 
     set_champion(MODEL, "2", reason="e2e: a newer champion", config=pipeline.config)
     v2 = client.get_model_version(MODEL, "2")

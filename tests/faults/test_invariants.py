@@ -28,9 +28,10 @@ from fault_harness import (
     wait_for,
 )
 
-from pipeline_tasks import http, stages, storage
-from pipeline_tasks.config import load_config
-from pipeline_tasks.serving.supervisor import SupervisorClient
+from pipeline_tasks import stages
+from pipeline_tasks.core import http, storage
+from pipeline_tasks.core.config import load_config
+from pipeline_tasks.deploy.local import SupervisorClient
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +98,7 @@ def test_a_killed_live_server_is_restarted(served, campaign):
 
 
 def test_a_killed_supervisor_is_brought_back(served, campaign):
-    from pipeline_tasks.deploy import restore_serving
+    from pipeline_tasks.deploy.bluegreen import restore_serving
 
     for _ in range(TRIALS):
         status = SupervisorClient(served.config).call("status")
@@ -168,8 +169,8 @@ def test_a_task_killed_inside_any_stage_is_retried_cleanly(served, campaign):
 def test_corrupt_snapshots_and_model_files_are_refused_by_name(served, campaign):
     from mlflow.tracking import MlflowClient
 
-    from pipeline_tasks.errors import DeployRejected
-    from pipeline_tasks.versioning import CorruptSnapshotError
+    from pipeline_tasks.core.errors import DeployRejected
+    from pipeline_tasks.data.versioning import CorruptSnapshotError
 
     rng = campaign.rng
     # a snapshot: a byte range flipped, or rows changed that still decode
@@ -211,7 +212,7 @@ def test_corrupt_snapshots_and_model_files_are_refused_by_name(served, campaign)
 def test_a_switch_under_client_load_loses_no_answer(served, campaign):
     """Bounded client load through a switch and a clean stop: no request fails, and every
     answered row is in the prediction log."""
-    from pipeline_tasks.monitoring import read_prediction_log
+    from pipeline_tasks.monitoring.checks import read_prediction_log
 
     rows = pd.read_csv(served.source).drop(columns=["price"]).head(200)
     records = rows.to_dict("records")
@@ -251,14 +252,14 @@ def test_a_switch_under_client_load_loses_no_answer(served, campaign):
     assert set(answered) <= set(logged["row_id"]), len(set(answered) - set(logged["row_id"]))
     campaign.record("switch under 4 clients", "",
                     f"{len(answered)} answered, 0 failed, all logged")
-    from pipeline_tasks.deploy import restore_serving
+    from pipeline_tasks.deploy.bluegreen import restore_serving
 
     restore_serving(served.config)  # back in service for what follows
 
 
 def test_a_full_disk_under_the_lake_names_the_path_and_leaves_nothing_partial(served, campaign,
                                                                               tiny_disk):
-    from pipeline_tasks.versioning import snapshot_dataset
+    from pipeline_tasks.data.versioning import snapshot_dataset
 
     config = served.config.with_overrides(lake_uri=tiny_disk.as_uri())
     raw = served.v1["ingest"]["uri"]

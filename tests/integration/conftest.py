@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_tasks.config import PipelineConfig
-from pipeline_tasks.production import (
+from pipeline_tasks.core.config import PipelineConfig
+from pipeline_tasks.ops.production import (
     config_from_env,
     local_env,
     profile_databases,
     provision,
     unprovision,
 )
-from pipeline_tasks.stack import AirflowAPI, Stack, stack_api
+from pipeline_tasks.ops.stack import AirflowAPI, Stack, stack_api
 
 DAG_ID = "ml_training_pipeline"
 WORKERS = ("worker1", "worker2")

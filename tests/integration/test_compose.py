@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from pipeline_tasks import containers
-from pipeline_tasks.config import load_config
-from pipeline_tasks.production import read_env_file, write_env_file
-from pipeline_tasks.serving import docker_target as dt
+from pipeline_tasks.core.config import load_config
+from pipeline_tasks.deploy import docker as dt
+from pipeline_tasks.ops import containers
+from pipeline_tasks.ops.production import read_env_file, write_env_file
 
 AIRFLOW_SERVICES = {"airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
                     "airflow-triggerer", "airflow-worker"}
@@ -79,8 +79,8 @@ def test_every_image_builds_with_the_local_engine(env_file):
         assert image.attrs["Config"]["User"] == "50000", output[-2000:]
         # the pipeline, Airflow with Celery and MLflow all import inside it
         out = client.containers.run(tag, [
-            "python", "-c", ("import pipeline_tasks.stack, airflow.providers.celery, mlflow, "
-                             "psycopg2; from pipeline_tasks.config import load_config; "
+            "python", "-c", ("import pipeline_tasks.ops.stack, airflow.providers.celery, mlflow, "
+                             "psycopg2; from pipeline_tasks.core.config import load_config; "
                              "print(load_config().dags_folder)")],
             remove=True, network_mode="none")
         assert out.decode().strip() == "/opt/mlops/src/dags"
@@ -89,7 +89,7 @@ def test_every_image_builds_with_the_local_engine(env_file):
 def test_the_helm_values_name_real_settings():
     import yaml
 
-    from pipeline_tasks.config import PipelineConfig
+    from pipeline_tasks.core.config import PipelineConfig
 
     values = yaml.safe_load((containers.DOCKER_DIR / "helm-values.yaml").read_text())
     assert values["executor"] in ("CeleryExecutor", "KubernetesExecutor")

@@ -15,7 +15,7 @@ import psycopg2
 import pytest
 import redis
 
-from pipeline_tasks.production import (
+from pipeline_tasks.ops.production import (
     profile_databases,
     provision,
     read_env_file,

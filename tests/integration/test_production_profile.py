@@ -18,10 +18,10 @@ import psutil
 import psycopg2
 import pytest
 
-from pipeline_tasks import storage
-from pipeline_tasks.demo_data import land_flights_feed
-from pipeline_tasks.locks import libpq_url
-from pipeline_tasks.stack import AirflowAPI, StackError, run_backfill
+from pipeline_tasks.core import storage
+from pipeline_tasks.core.locks import libpq_url
+from pipeline_tasks.ops.demo_data import land_flights_feed
+from pipeline_tasks.ops.stack import AirflowAPI, StackError, run_backfill
 
 DAG_ID = "ml_training_pipeline"
 MODEL = "flights_is_late"
@@ -96,7 +96,7 @@ def test_the_model_server_of_the_profile_requires_its_token(production):
     """The profile's generated MLOPS_SERVING_TOKEN guards the server the full run deployed."""
     import urllib.error
 
-    from pipeline_tasks import http
+    from pipeline_tasks.core import http
 
     url = f"http://127.0.0.1:{production.config.serving_port}/metadata"
     with pytest.raises(urllib.error.HTTPError) as refused:
@@ -111,7 +111,7 @@ def test_no_secret_is_on_any_command_line(production):
     """Every process on this machine (the profile's Airflow components, Celery workers, the
     MLflow server, the serving supervisor and model server): no generated secret, no password
     in its /proc/<pid>/cmdline, which every local user can read."""
-    from pipeline_tasks.production import SECRET_NAME
+    from pipeline_tasks.ops.production import SECRET_NAME
 
     secrets = {k: v for k, v in production.env.items() if SECRET_NAME.search(k) and v}
     assert {"PG_PASSWORD", "REDIS_PASSWORD", "AIRFLOW__API_AUTH__JWT_SECRET",
@@ -127,7 +127,7 @@ def test_no_secret_is_on_any_command_line(production):
     # server among them), the serving supervisor and the model server the deploy started
     started = {name: proc.pid for name, proc in production.stack.procs.items()}
     assert "mlflow-ui" in started and set(started.values()) <= set(seen), started
-    for part in ("pipeline_tasks.serving.supervisor", "-m pipeline_tasks.serving --model"):
+    for part in ("pipeline_tasks.deploy.local", "-m pipeline_tasks.serving --model"):
         assert any(part in c for c in seen.values()), part
 
 
@@ -136,7 +136,7 @@ def test_connections_are_stored_encrypted_with_the_profile_s_fernet_key(producti
 
     from cryptography.fernet import Fernet
 
-    from pipeline_tasks.stack import run_airflow_cli
+    from pipeline_tasks.ops.stack import run_airflow_cli
 
     plain = "it-plain-password"
     code = run_airflow_cli(production.config, [
@@ -256,8 +256,8 @@ def _candidates(production, n: int = 8):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from pipeline_tasks import model_artifacts, tracking
-    from pipeline_tasks.train import SKOPS_TRUSTED_TYPES
+    from pipeline_tasks.core import model_artifacts, tracking
+    from pipeline_tasks.model.train import SKOPS_TRUSTED_TYPES
 
     rng = np.random.default_rng(5)
     features = [f"f{i}" for i in range(6)]
@@ -375,7 +375,7 @@ def test_a_killed_worker_s_task_is_retried_on_the_other(production, landed):
     # and no MLflow run is left RUNNING by the killed attempt
     from mlflow.tracking import MlflowClient
 
-    from pipeline_tasks import tracking
+    from pipeline_tasks.core import tracking
 
     tracking.configure_mlflow(production.config)
     assert not MlflowClient().search_runs([trained["experiment_id"]],

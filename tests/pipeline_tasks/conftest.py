@@ -51,7 +51,7 @@ def regression_frame():
 @pytest.fixture(scope="session")
 def write_snapshot(tmp_path_factory):
     """``write_snapshot(frame, name)`` -> file:// URI of a Parquet snapshot in a session folder."""
-    from pipeline_tasks import storage
+    from pipeline_tasks.core import storage
 
     folder = tmp_path_factory.mktemp("snapshots")
 

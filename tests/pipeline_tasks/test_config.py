@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from pipeline_tasks.config import PipelineConfig, dataset_name, load_config
-from pipeline_tasks.errors import ConfigError
+from pipeline_tasks.core.config import PipelineConfig, dataset_name, load_config
+from pipeline_tasks.core.errors import ConfigError
 
 
 def test_everything_lives_under_home(tmp_path):

@@ -3,8 +3,8 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from pipeline_tasks.config import load_config
-from pipeline_tasks.demo_data import (
+from pipeline_tasks.core.config import load_config
+from pipeline_tasks.ops.demo_data import (
     FEED_COLUMNS,
     flights_for_day,
     flights_year,

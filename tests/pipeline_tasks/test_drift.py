@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 from pipeline_tasks import synthetic
-from pipeline_tasks.config import load_config
-from pipeline_tasks.drift import DriftResult, check_drift, write_prometheus
-from pipeline_tasks.errors import DriftInputError
+from pipeline_tasks.core.config import load_config
+from pipeline_tasks.core.errors import DriftInputError
+from pipeline_tasks.monitoring.drift import DriftResult, check_drift, write_prometheus
 from pipeline_tasks.synthetic import drift_frames
 
 SEEDS = range(20)
@@ -139,7 +139,7 @@ def test_an_interval_without_traffic_is_insufficient_data():
 def test_a_column_the_reference_lacks_is_reported_and_the_shared_ones_compared(caplog):
     reference, current = drift_frames(3_000, 3_000, numeric=4, seed=3)
     current = current.drop(columns=["num_02"]).assign(request_id="r", new_feature=1.5)
-    with caplog.at_level(logging.WARNING, logger="pipeline_tasks.drift"):
+    with caplog.at_level(logging.WARNING, logger="pipeline_tasks.monitoring.drift"):
         result = check_drift(reference, current)
     assert result.unexpected_columns == ["request_id", "new_feature"]
     assert result.missing_columns == ["num_02"]

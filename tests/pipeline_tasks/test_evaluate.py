@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from pipeline_tasks.config import load_config
-from pipeline_tasks.errors import ConfigError, EvaluationError
-from pipeline_tasks.evaluate import _gate, evaluate_candidate
-from pipeline_tasks.schema import model_contract
-from pipeline_tasks.train import TrainResult, train_model
+from pipeline_tasks.core.config import load_config
+from pipeline_tasks.core.errors import ConfigError, EvaluationError
+from pipeline_tasks.core.schema import model_contract
+from pipeline_tasks.model.evaluate import _gate, evaluate_candidate
+from pipeline_tasks.model.train import TrainResult, train_model
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def _make_champion(model_name: str, result: TrainResult) -> str:
     """Register ``result`` under ``model_name`` and point the champion alias at it."""
     from mlflow.tracking import MlflowClient
 
-    from pipeline_tasks.model_artifacts import verified_digest
+    from pipeline_tasks.core.model_artifacts import verified_digest
 
     client = MlflowClient()
     if not client.search_registered_models(f"name = '{model_name}'"):
@@ -231,7 +231,7 @@ def test_gate_for_a_lower_is_better_metric(eval_config):
 def test_multiclass_metrics_tolerate_a_label_the_model_never_saw():
     import numpy as np
 
-    from pipeline_tasks.metrics import classification_metrics, primary_metric
+    from pipeline_tasks.model.metrics import classification_metrics, primary_metric
 
     y_true = np.array(["a", "b", "c", "c"])
     proba = np.array([[0.8, 0.2], [0.3, 0.7], [0.5, 0.5], [0.9, 0.1]])  # model knows a, b only
@@ -260,7 +260,7 @@ def test_a_champion_without_a_recorded_digest_is_refused(strong, weak, eval_conf
 def test_training_records_the_digest_evaluation_checks(strong):
     from mlflow.tracking import MlflowClient
 
-    from pipeline_tasks import model_artifacts
+    from pipeline_tasks.core import model_artifacts
 
     logged = MlflowClient().get_logged_model(strong.model_uri.removeprefix("models:/"))
     assert logged.tags["artifact_sha256"] == model_artifacts.model_digest(strong.model_uri)

@@ -6,16 +6,16 @@ import urllib.error
 
 import pytest
 
-from pipeline_tasks import storage
-from pipeline_tasks.config import load_config
-from pipeline_tasks.errors import (
+from pipeline_tasks.core import storage
+from pipeline_tasks.core.config import load_config
+from pipeline_tasks.core.errors import (
     DataValidationError,
     IngestError,
     ModelNotPromoted,
     RetrainWithheld,
 )
-from pipeline_tasks.failures import summarize_failure
-from pipeline_tasks.notifications import (
+from pipeline_tasks.lineage.failures import summarize_failure
+from pipeline_tasks.ops.notifications import (
     failure_notification,
     promotion_notification,
     send_webhook,
@@ -112,9 +112,9 @@ def test_a_retrain_held_back_by_the_cooldown_links_its_drift_report(tmp_path):
 def test_a_failure_notification_never_carries_the_message(tmp_path):
     """The message can quote data (a bad value, a column name): notifications send the summary
     and the link, and the message stays in the task log."""
-    from pipeline_tasks.config import load_config
-    from pipeline_tasks.errors import DataValidationError
-    from pipeline_tasks.failures import notification_text
+    from pipeline_tasks.core.config import load_config
+    from pipeline_tasks.core.errors import DataValidationError
+    from pipeline_tasks.lineage.failures import notification_text
 
     config = load_config(home=str(tmp_path))
     docs = storage.join(config.reports_uri, "data_docs", "run", "index.html")

@@ -4,10 +4,10 @@ import sqlite3
 import pandas as pd
 import pytest
 
-from pipeline_tasks import storage
-from pipeline_tasks.config import load_config
-from pipeline_tasks.errors import ConfigError, IngestError
-from pipeline_tasks.ingest import ingest_interval, partition_date, training_window
+from pipeline_tasks.core import storage
+from pipeline_tasks.core.config import load_config
+from pipeline_tasks.core.errors import ConfigError, IngestError
+from pipeline_tasks.data.ingest import ingest_interval, partition_date, training_window
 
 DAY = "2013-03-01T00:00:00+00:00"
 NEXT = "2013-03-02T00:00:00+00:00"

@@ -7,8 +7,11 @@ import re
 
 import pytest
 
-from pipeline_tasks import lineage, lineage_pages, stages, storage
-from pipeline_tasks.lineage import LineageNotFound
+from pipeline_tasks import stages
+from pipeline_tasks.core import layout, storage
+from pipeline_tasks.lineage import pages as lineage_pages
+from pipeline_tasks.lineage import queries as lineage
+from pipeline_tasks.lineage.queries import LineageNotFound
 
 MODEL = "lineage_diamonds"
 
@@ -27,7 +30,7 @@ def chain(tmp_path_factory, regression_frame):
 
 def write_drift(config, version: str, day: str, share: float, drifted: bool) -> str:
     """A drift verdict where the drift DAG puts it (issue 4's contract)."""
-    partition = storage.run_partition("ml_drift_monitoring", f"scheduled__{day}",
+    partition = layout.run_partition("ml_drift_monitoring", f"scheduled__{day}",
                                       f"{day}T00:00:00+00:00")
     root = storage.join(config.lake_uri, "monitoring", MODEL, partition)
     storage.atomic_write_bytes(storage.join(root, "report.html"), b"<html>evidently</html>")
@@ -131,7 +134,7 @@ def test_the_version_page_shows_the_schema_difference_escaped(chain):
     column names come from data, so they are escaped."""
     from mlflow.tracking import MlflowClient
 
-    from pipeline_tasks.schema import SchemaDiff
+    from pipeline_tasks.core.schema import SchemaDiff
 
     run, results = chain
     version = results["register"]["version"]

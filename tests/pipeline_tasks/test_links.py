@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pipeline_tasks import storage
-from pipeline_tasks.config import load_config
-from pipeline_tasks.links import TASK_LINKS, mlflow_ui_url
+from pipeline_tasks.core import storage
+from pipeline_tasks.core.config import load_config
+from pipeline_tasks.lineage.links import TASK_LINKS, mlflow_ui_url
 
 
 def test_each_task_links_its_own_artifact(tmp_path):

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from pipeline_tasks.config import load_config
-from pipeline_tasks.errors import ConfigError
-from pipeline_tasks.locks import LockTimeout, libpq_url, lock_key, named_lock
+from pipeline_tasks.core.config import load_config
+from pipeline_tasks.core.errors import ConfigError
+from pipeline_tasks.core.locks import LockTimeout, libpq_url, lock_key, named_lock
 
 
 def _pg_config(tmp_path, server):

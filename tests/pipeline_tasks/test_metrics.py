@@ -7,7 +7,7 @@ import pytest
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from pipeline_tasks.metrics import (
+from pipeline_tasks.model.metrics import (
     baseline_metrics,
     classification_metrics,
     primary_metric,

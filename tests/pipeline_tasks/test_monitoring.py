@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline_tasks import monitoring, storage
-from pipeline_tasks.config import load_config
+from pipeline_tasks.core import storage
+from pipeline_tasks.core.config import load_config
+from pipeline_tasks.monitoring import checks as monitoring
 
 
 @pytest.fixture
@@ -143,7 +144,7 @@ def test_id_like_categories_are_left_out_of_the_comparison(config):
 
 def test_a_model_without_labels_is_recorded_as_no_labels():
     from pipeline_tasks import stages
-    from pipeline_tasks.errors import NoLabels
+    from pipeline_tasks.core.errors import NoLabels
 
     run = stages.RunSpec(dag_id="ml_drift_monitoring", run_id="scheduled__2013-07-11",
                          interval_start="2013-07-10T00:00:00+00:00",

@@ -6,8 +6,8 @@ import stat
 
 import pytest
 
-from pipeline_tasks.errors import ConfigError
-from pipeline_tasks.production import (
+from pipeline_tasks.core.errors import ConfigError
+from pipeline_tasks.ops.production import (
     GENERATE,
     TEMPLATE,
     config_from_env,

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_tasks.config import load_config
-from pipeline_tasks.errors import ConfigError
-from pipeline_tasks.evaluate import EvaluationDecision
-from pipeline_tasks.registry import (
+from pipeline_tasks.core.config import load_config
+from pipeline_tasks.core.errors import ConfigError
+from pipeline_tasks.model.evaluate import EvaluationDecision
+from pipeline_tasks.model.registry import (
     confirm_champion,
     current_champion,
     register_model,
     restore_champion,
 )
-from pipeline_tasks.train import train_model
+from pipeline_tasks.model.train import train_model
 
 LINEAGE = {"airflow.dag_id": "ml_training_pipeline", "airflow.run_id": "manual__1",
            "dataset_version": "sha-registry", "code_version": "abc1234"}
@@ -228,7 +228,7 @@ def test_incomplete_decision_is_refused(runs, registry_config):
 def test_the_artifact_digest_is_recorded_and_catches_tampering(runs, registry_config, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from pipeline_tasks import model_artifacts
+    from pipeline_tasks.core import model_artifacts
 
     _register("digest_model", runs[0], _decision(True, None), registry_config)
     recorded = MlflowClient().get_model_version("digest_model", "1").tags["artifact_sha256"]
@@ -259,7 +259,7 @@ def test_the_artifact_digest_is_recorded_and_catches_tampering(runs, registry_co
 
 def _breaking(champion_version: str, *, forced: bool = False) -> dict:
     """A candidate that passes the gates but drops an input of the champion's."""
-    from pipeline_tasks.schema import SchemaDiff
+    from pipeline_tasks.core.schema import SchemaDiff
 
     diff = SchemaDiff(against_version=champion_version, removed=["dep_delay"], added=["delay"],
                       added_required=["delay"])
@@ -291,7 +291,7 @@ def test_a_breaking_candidate_is_a_blocked_challenger(runs, registry_config):
 
 def test_a_breaking_candidate_waits_for_a_person_when_approval_is_required(runs,
                                                                           registry_config):
-    from pipeline_tasks.registry import confirm_champion
+    from pipeline_tasks.model.registry import confirm_champion
 
     _register("breaking_approved", runs[0], _decision(True, None), registry_config)
     held = register_model(model_name="breaking_approved", run_id=runs[1].run_id,

@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from pipeline_tasks import storage
-from pipeline_tasks.config import load_config
-from pipeline_tasks.reports import (
+from pipeline_tasks.core import storage
+from pipeline_tasks.core.config import load_config
+from pipeline_tasks.lineage.reports import (
     ReportNotFound,
     ReportPathRefused,
     read_report,

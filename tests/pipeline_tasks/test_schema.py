@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline_tasks.schema import ModelContract, compare_contracts
+from pipeline_tasks.core.schema import ModelContract, compare_contracts
 
 
 def spec(type_: str = "double", required: bool = True) -> dict:

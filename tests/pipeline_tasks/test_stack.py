@@ -9,8 +9,14 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from pipeline_tasks.config import load_config
-from pipeline_tasks.stack import AirflowAPI, StackError, _log_line, render_airflow_cfg, stack_env
+from pipeline_tasks.core.config import load_config
+from pipeline_tasks.ops.stack import (
+    AirflowAPI,
+    StackError,
+    _log_line,
+    render_airflow_cfg,
+    stack_env,
+)
 
 
 @pytest.fixture
@@ -25,7 +31,7 @@ def test_airflow_cfg_is_rendered_for_this_home(config):
     assert "executor = LocalExecutor" in text and "parallelism = 4" in text
     assert f"sqlite:///{config.airflow_home}/airflow.db" in text
     assert "18123" in text
-    assert "mp_forkserver_preload = " in text and "pipeline_tasks.preload" in text
+    assert "mp_forkserver_preload = " in text and "pipeline_tasks.ops.preload" in text
 
 
 def test_components_share_one_secret_kept_private_in_the_home(config, tmp_path):
@@ -76,7 +82,7 @@ def test_api_errors_name_the_call_and_the_answer():
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20", "example.org"])
 def test_login_off_refuses_a_non_loopback_host_before_starting_anything(tmp_path, host):
-    from pipeline_tasks.stack import Stack
+    from pipeline_tasks.ops.stack import Stack
 
     stack = Stack(load_config(home=str(tmp_path), airflow_host=host))
     with pytest.raises(StackError, match=f"login is off .* not '{host}'"):
@@ -85,7 +91,7 @@ def test_login_off_refuses_a_non_loopback_host_before_starting_anything(tmp_path
     # with login on, the same host is allowed (the production profile, compose)
     on = Stack(load_config(home=str(tmp_path), airflow_host=host),
                extra_env={"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False"})
-    from pipeline_tasks.stack import is_loopback, login_enabled, stack_env
+    from pipeline_tasks.ops.stack import is_loopback, login_enabled, stack_env
 
     assert login_enabled(stack_env(on.config, on.extra_env)) and not is_loopback(host)
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")

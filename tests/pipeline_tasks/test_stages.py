@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline_tasks import stages, storage
-from pipeline_tasks.errors import ConfigError, IngestError
+from pipeline_tasks import stages
+from pipeline_tasks.core import storage
+from pipeline_tasks.core.errors import ConfigError, IngestError
 
 
 def spec(**params) -> stages.RunSpec:
@@ -66,10 +67,10 @@ def test_a_missing_source_stops_at_ingest(tmp_path):
 
 
 def test_a_rejected_deploy_gives_the_champion_title_back(tmp_path, regression_frame):
-    from pipeline_tasks.errors import DeployRejected
-    from pipeline_tasks.http import free_port
-    from pipeline_tasks.registry import current_champion
-    from pipeline_tasks.serving.supervisor import SupervisorClient
+    from pipeline_tasks.core.errors import DeployRejected
+    from pipeline_tasks.core.http import free_port
+    from pipeline_tasks.deploy.local import SupervisorClient
+    from pipeline_tasks.model.registry import current_champion
 
     path = tmp_path / "diamonds.csv"
     regression_frame.to_csv(path, index=False)
@@ -117,8 +118,8 @@ def test_the_input_contract_holds_from_validation_to_promotion(tmp_path, regress
     """One model, three sources: the model's suite and its champion's inputs stop a renamed
     column; a run allowed to change the inputs is a blocked challenger; forced, it is champion
     and recorded as breaking; later runs validate against the new champion's suite."""
-    from pipeline_tasks.errors import BreakingChangeBlocked, DataValidationError
-    from pipeline_tasks.registry import current_champion
+    from pipeline_tasks.core.errors import BreakingChangeBlocked, DataValidationError
+    from pipeline_tasks.model.registry import current_champion
 
     name = "stages_contract"
     first = tmp_path / "diamonds.csv"

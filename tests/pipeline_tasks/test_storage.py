@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from pipeline_tasks import storage
+from pipeline_tasks.core import layout, storage
 
 
 def test_atomic_write_leaves_no_temporary_files(tmp_path):
@@ -45,11 +45,11 @@ def test_read_missing_file_fails(tmp_path):
 
 
 def test_run_partition_is_stable_and_safe():
-    key = storage.run_partition("dag", "backfill__2013-02-01T00:00:00+00:00", "2013-02-02T00:00")
-    assert key == storage.run_partition("dag", "backfill__2013-02-01T00:00:00+00:00",
+    key = layout.run_partition("dag", "backfill__2013-02-01T00:00:00+00:00", "2013-02-02T00:00")
+    assert key == layout.run_partition("dag", "backfill__2013-02-01T00:00:00+00:00",
                                         "2013-02-02T00:00")
     assert key == "dag/interval_end=2013-02-02/run_id=backfill__2013-02-01T00_00_00_00_00"
-    assert ".." not in storage.run_partition("d", "../../etc")
+    assert ".." not in layout.run_partition("d", "../../etc")
 
 
 def test_a_full_disk_names_the_path_and_leaves_no_partial_file(tiny_disk):

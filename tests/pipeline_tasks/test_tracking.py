@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline_tasks import storage, tracking
-from pipeline_tasks.config import load_config
-from pipeline_tasks.errors import ConfigError
+from pipeline_tasks.core import storage, tracking
+from pipeline_tasks.core.config import load_config
+from pipeline_tasks.core.errors import ConfigError
 
 
 @pytest.fixture

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from pipeline_tasks import storage
-from pipeline_tasks.config import load_config
-from pipeline_tasks.errors import ConfigError, PipelineInputError
-from pipeline_tasks.train import TrainResult, normalize_target, resolve_task_type, train_model
+from pipeline_tasks.core import storage
+from pipeline_tasks.core.config import load_config
+from pipeline_tasks.core.errors import ConfigError, PipelineInputError
+from pipeline_tasks.model.train import TrainResult, normalize_target, resolve_task_type, train_model
 
 LINEAGE = {
     "airflow.dag_id": "ml_training_pipeline",
@@ -107,7 +107,7 @@ def test_holdout_is_the_latest_time_slice(flights_result, flights_frame):
     cutoff = holdout["time_hour"].min()
     assert (labelled["time_hour"] < cutoff).sum() == flights_result.n_train
     model = mlflow.sklearn.load_model(flights_result.model_uri)
-    from pipeline_tasks.metrics import score_model
+    from pipeline_tasks.model.metrics import score_model
 
     rescored = score_model(model, holdout[flights_result.feature_columns],
                            holdout["is_late"], "classification")

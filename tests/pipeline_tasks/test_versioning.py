@@ -1,9 +1,9 @@
 import pandas as pd
 import pytest
 
-from pipeline_tasks import storage
-from pipeline_tasks.config import load_config
-from pipeline_tasks.versioning import content_hash, load_manifest, snapshot_dataset
+from pipeline_tasks.core import storage
+from pipeline_tasks.core.config import load_config
+from pipeline_tasks.data.versioning import content_hash, load_manifest, snapshot_dataset
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def test_missing_input_fails(config):
 
 
 def test_a_corrupt_snapshot_is_refused_by_name_and_repaired_from_its_own_data(config, caplog):
-    from pipeline_tasks.versioning import CorruptSnapshotError, read_snapshot
+    from pipeline_tasks.data.versioning import CorruptSnapshotError, read_snapshot
 
     df = pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", None]})
     first = snap(config, write(config, "r1", df), "d/r1")
@@ -81,8 +81,8 @@ def test_a_corrupt_snapshot_is_refused_by_name_and_repaired_from_its_own_data(co
 
 
 def test_training_refuses_a_corrupt_snapshot(config, flights_frame):
-    from pipeline_tasks.train import train_model
-    from pipeline_tasks.versioning import CorruptSnapshotError
+    from pipeline_tasks.data.versioning import CorruptSnapshotError
+    from pipeline_tasks.model.train import train_model
 
     version = snap(config, write(config, "r1", flights_frame.head(500)), "d/r1")
     changed = flights_frame.head(500).copy()

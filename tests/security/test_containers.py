@@ -8,9 +8,9 @@ import re
 
 import pytest
 
-from pipeline_tasks import containers
-from pipeline_tasks.errors import ConfigError
-from pipeline_tasks.production import read_env_file, write_env_file
+from pipeline_tasks.core.errors import ConfigError
+from pipeline_tasks.ops import containers
+from pipeline_tasks.ops.production import read_env_file, write_env_file
 
 SECRETS = ("POSTGRES_PASSWORD", "AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY",
            "AIRFLOW_FERNET_KEY", "MLOPS_SERVING_TOKEN")

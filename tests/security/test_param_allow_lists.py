@@ -24,12 +24,12 @@ import pandas as pd
 import pytest
 
 from pipeline_tasks import stages
-from pipeline_tasks.config import (
+from pipeline_tasks.core.config import (
     check_source_param,
     check_sql_conn_id,
     load_config,
 )
-from pipeline_tasks.errors import ConfigError, IngestError
+from pipeline_tasks.core.errors import ConfigError, IngestError
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTING = r"outside allowed_source_roots \(MLOPS_ALLOWED_SOURCE_ROOTS\)"
@@ -196,8 +196,8 @@ def test_labels_from_the_config_are_the_operators(home, monkeypatch):
 
 
 def test_a_source_folder_cannot_lead_out_through_a_symlinked_entry(home):
-    from pipeline_tasks import monitoring
-    from pipeline_tasks.ingest import ingest_interval
+    from pipeline_tasks.data.ingest import ingest_interval
+    from pipeline_tasks.monitoring import checks as monitoring
 
     folder = home / "home" / "landing" / "flights"
     (folder / "zz_secret.csv").symlink_to(home / "outside" / "secret.csv")
@@ -244,7 +244,7 @@ TRAVERSAL_NAMES = ["../../etc", "..", "a/b", ".hidden", "x/../../y"]
 
 
 def test_a_traversal_model_name_is_refused_by_the_rollback_form_and_stage(home, tmp_path):
-    from pipeline_tasks.deploy import deployment_history, rollback
+    from pipeline_tasks.deploy.bluegreen import deployment_history, rollback
 
     env = dict(os.environ, AIRFLOW_HOME=str(tmp_path / "airflow"),
                PYTHONPATH=os.pathsep.join([str(ROOT / "plugins"), str(ROOT)]))
@@ -273,8 +273,8 @@ def test_a_traversal_model_name_is_refused_by_the_rollback_form_and_stage(home, 
 @pytest.fixture(scope="module")
 def airflow(tmp_path_factory):
     """A real Airflow stack with the default allow-lists, and a secret file outside them."""
-    from pipeline_tasks.http import free_port
-    from pipeline_tasks.stack import AirflowAPI, Stack
+    from pipeline_tasks.core.http import free_port
+    from pipeline_tasks.ops.stack import AirflowAPI, Stack
 
     home = tmp_path_factory.mktemp("allow-home")
     outside = tmp_path_factory.mktemp("allow-outside") / "secret.csv"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline_tasks.reports import PAGE_HEADERS, SANDBOXED_HEADERS, security_headers
+from pipeline_tasks.lineage.reports import PAGE_HEADERS, SANDBOXED_HEADERS, security_headers
 
 
 @pytest.mark.parametrize("path", [

@@ -1,6 +1,6 @@
 """Issue 12 points 6 and 14: credentials in URLs never reach the UI, printed settings or task logs.
 
-- ``pipeline_tasks.http``: one urlsplit-based parser of a URL's userinfo (passwords with ``/``,
+- ``pipeline_tasks.core.http``: one urlsplit-based parser of a URL's userinfo (passwords with ``/``,
   ``@``, ``:``, percent-encoding, IPv6 hosts; plain paths untouched), used by the extra links, the
   ``/mlops`` pages and ``PipelineConfig.to_dict``.
 - A real stack (api-server, scheduler, dag-processor, MLflow server) whose MLflow tracking URI
@@ -22,9 +22,9 @@ from urllib.parse import quote
 
 import pytest
 
-from pipeline_tasks import http
-from pipeline_tasks.config import load_config
-from pipeline_tasks.http import redact_url, split_userinfo, strip_userinfo, url_secrets
+from pipeline_tasks.core import http
+from pipeline_tasks.core.config import load_config
+from pipeline_tasks.core.http import redact_url, split_userinfo, strip_userinfo, url_secrets
 
 USER = "sec-alice-user"
 PASSWORD = "Pw/@x-7Kq9:zz"  # a raw "/", "@" and ":" in the password
@@ -104,8 +104,9 @@ def test_printed_settings_redact_passwords_with_slash_and_at(tmp_path):
 
 
 def test_links_and_pages_never_carry_credentials(tmp_path):
-    from pipeline_tasks import lineage_pages, storage
-    from pipeline_tasks.links import TASK_LINKS
+    from pipeline_tasks.core import storage
+    from pipeline_tasks.lineage import pages as lineage_pages
+    from pipeline_tasks.lineage.links import TASK_LINKS
 
     tracking = f"https://{USER}:{quote(PASSWORD, safe='')}@mlflow.example:5000/"
     config = load_config(home=str(tmp_path), mlflow_tracking_uri=tracking,
@@ -144,8 +145,8 @@ MODEL = "sec_masked"
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory, make_webhook, postgres_server):
-    from pipeline_tasks.demo_data import land_flights_feed
-    from pipeline_tasks.stack import AirflowAPI, Stack
+    from pipeline_tasks.ops.demo_data import land_flights_feed
+    from pipeline_tasks.ops.stack import AirflowAPI, Stack
 
     home: Path = tmp_path_factory.mktemp("sec-home")
     webhook = make_webhook()

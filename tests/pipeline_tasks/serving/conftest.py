@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline_tasks.config import load_config
-from pipeline_tasks.evaluate import EvaluationDecision
-from pipeline_tasks.registry import register_model
-from pipeline_tasks.train import train_model
+from pipeline_tasks.core.config import load_config
+from pipeline_tasks.model.evaluate import EvaluationDecision
+from pipeline_tasks.model.registry import register_model
+from pipeline_tasks.model.train import train_model
 
 MODEL = "flights_serving"
 

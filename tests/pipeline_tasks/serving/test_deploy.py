@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline_tasks import http, storage
-from pipeline_tasks.deploy import canary_check, deploy_version
-from pipeline_tasks.errors import DeployRejected
-from pipeline_tasks.serving.supervisor import SupervisorClient
+from pipeline_tasks.core import http, storage
+from pipeline_tasks.core.errors import DeployRejected
+from pipeline_tasks.deploy.bluegreen import canary_check, deploy_version
+from pipeline_tasks.deploy.local import SupervisorClient
 
 MODEL = "flights_serving"  # registered (v1, champion) by conftest.py
 
@@ -114,7 +114,7 @@ def test_a_candidate_that_will_not_start_leaves_the_old_one_serving(supervisor, 
         with pytest.raises(DeployRejected, match=r"(?s)v1 did not start: .*does not match"):
             deploy(config, second, "1")
     finally:
-        from pipeline_tasks.model_artifacts import model_digest
+        from pipeline_tasks.core.model_artifacts import model_digest
 
         client.set_model_version_tag(MODEL, "1", "artifact_sha256",
                                      model_digest(f"models:/{MODEL}/1"))
@@ -147,7 +147,7 @@ def test_the_live_server_is_restarted_when_it_dies(supervisor, config):
 
 def test_rollback_restores_the_previous_versions_predictions(supervisor, config, registered,
                                                             flights_rows):
-    from pipeline_tasks.deploy import deployment_history, rollback
+    from pipeline_tasks.deploy.bluegreen import deployment_history, rollback
 
     rows = flights_rows.head(50).to_dict(orient="records")
     before = predict(config, rows)
@@ -175,7 +175,7 @@ def test_rollback_restores_the_previous_versions_predictions(supervisor, config,
 def mlflow_predict(config, version, rows):
     import mlflow.sklearn
 
-    from pipeline_tasks import tracking
+    from pipeline_tasks.core import tracking
 
     tracking.configure_mlflow(config)
     model = mlflow.sklearn.load_model(f"models:/{MODEL}/{version}")
@@ -185,8 +185,8 @@ def mlflow_predict(config, version, rows):
 def test_a_failed_rollback_changes_nothing(supervisor, config):
     """The rolled-back-to version is refused (its files changed): the champion alias stays on
     the version that keeps serving, as the rollback DAG promises."""
-    from pipeline_tasks.deploy import rollback
-    from pipeline_tasks.model_artifacts import model_digest
+    from pipeline_tasks.core.model_artifacts import model_digest
+    from pipeline_tasks.deploy.bluegreen import rollback
 
     client = MlflowClient(config.mlflow_tracking_uri)
     serving = served_version(config)
@@ -213,8 +213,8 @@ def test_a_deployer_killed_while_its_candidate_starts_leaks_no_server(supervisor
     import sys
 
     code = ("import sys\n"
-            "from pipeline_tasks.config import load_config\n"
-            "from pipeline_tasks.serving.supervisor import SupervisorClient\n"
+            "from pipeline_tasks.core.config import load_config\n"
+            "from pipeline_tasks.deploy.local import SupervisorClient\n"
             f"config = load_config(home={config.home!r}, serving_port={config.serving_port})\n"
             "import os\n"
             f"SupervisorClient(config).call('start', model={MODEL!r}, version='1',"
@@ -241,7 +241,7 @@ def test_a_killed_supervisor_is_noticed_and_its_live_version_restored(supervisor
     """SIGKILL to the supervisor takes its model servers with it; the serving check (run by
     ``make demo`` every few seconds, and ``python -m pipeline_tasks serving-check``) brings
     back the version the deployment records and the registry name as live."""
-    from pipeline_tasks.deploy import restore_serving
+    from pipeline_tasks.deploy.bluegreen import restore_serving
 
     status = supervisor.call("status")
     live = status["active"]["version"]
@@ -264,7 +264,7 @@ def test_a_switch_the_endpoint_does_not_confirm_puts_the_old_version_back(superv
                                                                          monkeypatch):
     """After the switch, the endpoint does not report the new version (here: /metadata says
     otherwise once): the deploy fails, and the version that served before serves again."""
-    from pipeline_tasks import deploy as deploy_module
+    from pipeline_tasks.deploy import bluegreen as deploy_module
 
     live = served_version(config)
     other = "1" if live == "2" else "2"
@@ -283,8 +283,8 @@ def test_a_switch_the_endpoint_does_not_confirm_puts_the_old_version_back(superv
 
 @pytest.mark.parametrize("name", ["../../etc", "a/b", ".hidden", ""])
 def test_a_traversal_model_name_never_reaches_a_path(config, name):
-    from pipeline_tasks.deploy import deployment_history, rollback
-    from pipeline_tasks.errors import ConfigError
+    from pipeline_tasks.core.errors import ConfigError
+    from pipeline_tasks.deploy.bluegreen import deployment_history, rollback
 
     with pytest.raises(ConfigError, match="cannot name a folder"):
         deployment_history(name, config)

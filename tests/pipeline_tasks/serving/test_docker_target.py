@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline_tasks import http, storage
-from pipeline_tasks.deploy import deploy_version, version_inputs
-from pipeline_tasks.errors import DeployRejected
-from pipeline_tasks.serving import docker_target as dt
+from pipeline_tasks.core import http, storage
+from pipeline_tasks.core.errors import DeployRejected
+from pipeline_tasks.deploy import docker as dt
+from pipeline_tasks.deploy.bluegreen import deploy_version, version_inputs
 
 MODEL = "flights_serving"  # registered (v1, champion) by conftest.py
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from starlette.testclient import TestClient
 
-from pipeline_tasks import storage
+from pipeline_tasks.core import storage
 from pipeline_tasks.serving import model as serving_model
 from pipeline_tasks.serving.app import create_app
 from pipeline_tasks.serving.predlog import PredictionLog
@@ -277,7 +277,7 @@ def test_sigterm_writes_every_answered_row(registered, serving_config, flights_r
     import signal
     import time
 
-    from pipeline_tasks import http
+    from pipeline_tasks.core import http
 
     port = http.free_port()
     lake = (tmp_path / "lake").as_uri()
@@ -311,7 +311,7 @@ def test_a_baked_in_folder_whose_mlmodel_names_pickle_is_refused(registered, ser
                                                                  tmp_path):
     """The docker image's loader (``load_dir``): the files match the sha256 it is given, but
     the MLmodel names a pickle format: refused, whatever the folder's digest says."""
-    from pipeline_tasks import model_artifacts
+    from pipeline_tasks.core import model_artifacts
 
     folder = model_artifacts.download(f"models:/{MODEL}/1", tmp_path / "model")
     mlmodel = folder / "MLmodel"

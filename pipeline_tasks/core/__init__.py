@@ -1,0 +1,1 @@
+"""Configuration, storage, errors, locks and the MLflow adapter: what every layer stands on."""

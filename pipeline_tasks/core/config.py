@@ -1,0 +1,505 @@
+"""The one typed, frozen configuration object of the pipeline.
+
+Defaults put every piece of state under ``$MLOPS_HOME`` (``.mlops/`` at the repo root). Each field
+can be overridden by an ``MLOPS_<FIELD>`` environment variable, and per run by trigger params
+(``PipelineConfig.with_overrides``). Library functions take this object or plain values; they never
+read Airflow Variables or Connections.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from pipeline_tasks.core.errors import ConfigError
+from pipeline_tasks.core.http import redact_url, strip_userinfo
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+ENV_PREFIX = "MLOPS_"
+#: The demo's model (the flights feed, target is_late): the model the demo defaults apply to.
+DEMO_MODEL = "flights_is_late"
+
+
+def _home() -> Path:
+    return Path(os.environ.get("MLOPS_HOME") or PROJECT_DIR / ".mlops").expanduser().resolve()
+
+
+def _derived_defaults(home: Path) -> dict[str, str]:
+    """Where each piece of state lives when only ``home`` is given."""
+    return {
+        "airflow_home": str(home / "airflow"),
+        "mlflow_tracking_uri": f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
+        "mlflow_artifact_uri": (home / "mlflow" / "artifacts").as_uri(),
+        "lake_uri": (home / "lake").as_uri(),
+        "reports_uri": (home / "reports").as_uri(),
+        "landing_uri": (home / "landing").as_uri(),
+        "suites_uri": (home / "suites").as_uri(),
+        "locks_dir": str(home / "locks"),
+        "logs_dir": str(home / "logs"),
+        "serving_dir": str(home / "serving"),
+    }
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Resolved settings. Paths are absolute; URIs are fsspec URIs (``file://`` by default)."""
+
+    home: str = ""
+    project_dir: str = str(PROJECT_DIR)
+    airflow_home: str = ""
+    dags_folder: str = str(PROJECT_DIR / "dags")
+    plugins_folder: str = str(PROJECT_DIR / "plugins")
+    mlflow_tracking_uri: str = ""
+    mlflow_registry_uri: str = ""
+    mlflow_artifact_uri: str = ""
+    lake_uri: str = ""
+    reports_uri: str = ""
+    landing_uri: str = ""
+    suites_uri: str = ""
+    repo_suites_dir: str = str(PROJECT_DIR / "pipeline_tasks" / "data" / "suites")
+    locks_dir: str = ""
+    logs_dir: str = ""
+    serving_dir: str = ""
+    airflow_host: str = "127.0.0.1"
+    airflow_port: int = 8080
+    mlflow_host: str = "127.0.0.1"
+    mlflow_port: int = 5000
+    # Production profile (README, "Scaling out"). The store of the MLflow server the stack
+    # starts (default: the tracking URI, when that is a store and not http://).
+    mlflow_backend_store_uri: str = ""
+    # A postgresql:// URL: the registry's compare-and-set lock is a PostgreSQL advisory lock
+    # every worker shares; empty: a file lock under locks_dir (one machine).
+    registry_lock_url: str = ""
+    celery_workers: int = 2  # workers the stack starts when the executor is CeleryExecutor
+    training_pool: str = "training"  # Airflow pool of the train task, made by the stack
+    training_pool_slots: int = 2
+    # Model server (pipeline_tasks.serving); its bearer token is MLOPS_SERVING_TOKEN, never here
+    serving_target: str = "local"  # local | docker (pipeline_tasks.deploy.bluegreen)
+    serving_host: str = "127.0.0.1"
+    serving_docker_mem_limit: str = "1g"  # docker target: memory limit of a model container
+    serving_port: int = 8800
+    serving_max_rows: int = 10_000
+    serving_max_body_bytes: int = 16 * 1024 * 1024
+    serving_max_abs_value: float = 1e12
+    prediction_log_flush_s: float = 5.0
+    prediction_log_max_rows: int = 50_000
+    # Monitoring (pipeline_tasks.monitoring.checks, dags/ml_drift_monitoring.py); see README "Monitoring"
+    training_schedule: str = "0 0 * * *"  # cron of ml_training_pipeline; "none": asset runs only
+    drift_schedule: str = "30 0 * * *"  # cron of ml_drift_monitoring; "none": triggered runs only
+    retrain_cooldown_days: float = 7.0  # at most one monitoring-triggered retrain per this period
+    performance_max_drop: float = 0.05  # served primary metric below offline by more: retrain
+    performance_min_rows: int = 200  # fewer labelled predictions: "insufficient_labels"
+    label_delay_days: int = 1  # the performance check scores the interval this many days back
+    label_lookahead_days: int = 3  # outcome files dated up to this long after an interval
+    # True outcomes (row_id, event_time, target) per model: {"model": "file:///.../outcomes/"}
+    # (MLOPS_MODEL_LABELS as JSON). A model with no entry uses labels_uri when it is set; else
+    # only the demo model has labels (the demo's outcome feed), and the others get "no_labels".
+    model_labels: dict = field(default_factory=dict)
+    labels_uri: str = ""  # true outcomes of every model without a model_labels entry
+    require_approval: bool = False  # a blessed model waits for a human before it is deployed
+    # how long it waits (unanswered by then: the run fails and the champion keeps serving)
+    approval_timeout_hours: float = 24.0
+    # training runs at once (one per model in practice): a run waiting for approval blocks no
+    # other model's nightly run
+    training_max_active_runs: int = 8
+    # Training
+    seed: int = 42
+    holdout_fraction: float = 0.2
+    search_time_budget_s: float = 120.0
+    search_cv_folds: int = 3
+    max_categories: int = 30
+    # Drift check (pipeline_tasks.monitoring.drift; Evidently's per-column tests at their default thresholds).
+    # A check counts as drift when drifted columns / compared columns >= drift_share_threshold.
+    # 0.25 makes 3 drifted of 10 columns drift (and 1 of 4) while 2 of 10 stay "no drift":
+    # Evidently's own default of 0.5 would wait until half the features moved, long after the
+    # model has degraded; a lower value lets one noisy column in ten trigger a retrain.
+    drift_share_threshold: float = 0.25
+    # Fewer current (or reference) rows than this: "insufficient_data", neither drift nor error.
+    # 500 keeps a day of the demo's flights (about 900) checkable.
+    drift_min_rows: int = 500
+    # Each side above this many rows is compared on a seeded uniform sample of this size (the
+    # same tests and thresholds as on all rows; see the calibration tests). 0: compare all rows.
+    drift_sample_rows: int = 50_000
+    # Monitoring leaves out categorical features with more distinct training values than this
+    # (ids such as tail numbers): at a day's traffic, Jensen-Shannon reads their sampling noise as
+    # drift. They are listed in drift.json's skipped_columns.
+    drift_max_categories: int = 50
+    # Comma-separated inputs the drift check leaves out on purpose, e.g. "month,day": calendar
+    # columns always differ from a training window, so they drift by construction.
+    drift_ignore_columns: str = ""
+    # Gate (data, not literals in code): see pipeline_tasks.model.evaluate
+    min_baseline_lift: float = 0.05
+    min_champion_delta: float = 0.0
+    min_primary_metric: float | None = None
+    # Notifications (pipeline_tasks.ops.notifications): Airflow connection id of a webhook; empty = off
+    notify_conn_id: str = ""
+    # What trigger params may reach (README "Security model"). A param naming data (the training
+    # DAG's source, the drift DAG's current and labels) must lie under landing_uri or one of these
+    # roots (MLOPS_ALLOWED_SOURCE_ROOTS: a JSON list or comma-separated). Local paths are compared
+    # after resolving symlinks and '..'; other schemes (s3://bucket/prefix/, https://host/path/)
+    # are reachable only when listed here. Operator settings: trigger params cannot change them.
+    allowed_source_roots: tuple[str, ...] = ()
+    # Airflow connections a run's sql_conn_id may name (MLOPS_ALLOWED_SQL_CONN_IDS, same format).
+    # None by default: list only connections whose database role is read-only (README).
+    allowed_sql_conn_ids: tuple[str, ...] = ()
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        home = Path(self.home).expanduser().resolve() if self.home else _home()
+        object.__setattr__(self, "home", str(home))
+        for name, value in _derived_defaults(home).items():
+            if not getattr(self, name):
+                object.__setattr__(self, name, value)
+        if not self.mlflow_registry_uri:
+            object.__setattr__(self, "mlflow_registry_uri", self.mlflow_tracking_uri)
+        if not self.mlflow_backend_store_uri and not self.mlflow_tracking_uri.startswith("http"):
+            object.__setattr__(self, "mlflow_backend_store_uri", self.mlflow_tracking_uri)
+        hints = get_type_hints(PipelineConfig)
+        for name in ("allowed_source_roots", "allowed_sql_conn_ids"):  # a list or text given
+            value = getattr(self, name)
+            if not isinstance(value, tuple):
+                object.__setattr__(self, name, _coerce(name, value, hints[name]) or ())
+        self._check()
+
+    def _check(self) -> None:
+        if not 0.0 < self.holdout_fraction < 0.9:
+            raise ConfigError(f"holdout_fraction must be in (0, 0.9), got {self.holdout_fraction}")
+        if self.search_time_budget_s < 0:
+            raise ConfigError(
+                f"search_time_budget_s must be >= 0, got {self.search_time_budget_s}"
+            )
+        if self.search_cv_folds < 2:
+            raise ConfigError(f"search_cv_folds must be >= 2, got {self.search_cv_folds}")
+        for name in ("serving_max_rows", "serving_max_body_bytes", "prediction_log_max_rows"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.training_pool_slots < 1 or self.celery_workers < 0:
+            raise ConfigError(f"training_pool_slots must be >= 1 and celery_workers >= 0, got "
+                              f"{self.training_pool_slots} and {self.celery_workers}")
+        if self.registry_lock_url and not self.registry_lock_url.startswith("postgresql"):
+            raise ConfigError(f"registry_lock_url must be a postgresql:// URL (or empty for a "
+                              f"file lock), got {self.registry_lock_url.split('://')[0]}://...")
+        if self.serving_target not in ("local", "docker"):
+            raise ConfigError(f"serving_target must be 'local' or 'docker', got "
+                              f"{self.serving_target!r}")
+        if not self.serving_max_abs_value > 0:
+            raise ConfigError(f"serving_max_abs_value must be > 0, got {self.serving_max_abs_value}")
+        if not self.prediction_log_flush_s > 0:
+            raise ConfigError(
+                f"prediction_log_flush_s must be > 0, got {self.prediction_log_flush_s}")
+        for name in ("retrain_cooldown_days", "performance_max_drop", "label_delay_days",
+                     "label_lookahead_days", "performance_min_rows"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.approval_timeout_hours > 0:
+            raise ConfigError(
+                f"approval_timeout_hours must be > 0, got {self.approval_timeout_hours}")
+        if not 0.0 <= self.min_baseline_lift <= 1.0:
+            raise ConfigError(f"min_baseline_lift must be in [0, 1] (a relative lift), got "
+                              f"{self.min_baseline_lift}")
+        if self.min_champion_delta < 0:
+            raise ConfigError(f"min_champion_delta must be >= 0 (a worse model is never "
+                              f"promoted), got {self.min_champion_delta}")
+        if self.training_max_active_runs < 1:
+            raise ConfigError(f"training_max_active_runs must be >= 1, got "
+                              f"{self.training_max_active_runs}")
+        if not isinstance(self.model_labels, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.model_labels.items()):
+            raise ConfigError("model_labels must map model names to labels URIs (JSON object "
+                              "of strings)")
+        for root in self.allowed_source_roots:
+            problem = _root_problem(root)
+            if problem:
+                raise ConfigError(f"allowed_source_roots (MLOPS_ALLOWED_SOURCE_ROOTS): {root!r} "
+                                  f"{problem}")
+        for conn_id in self.allowed_sql_conn_ids:
+            if not re.fullmatch(CONN_ID_PATTERN, conn_id):
+                raise ConfigError(f"allowed_sql_conn_ids (MLOPS_ALLOWED_SQL_CONN_IDS): {conn_id!r} "
+                                  f"is not an Airflow connection id (letters, digits, '_', '-', "
+                                  f"'.')")
+
+    @property
+    def source_roots(self) -> tuple[str, ...]:
+        """Where trigger params may point: ``landing_uri``, then ``allowed_source_roots``."""
+        return (self.landing_uri, *self.allowed_source_roots)
+
+    @property
+    def drift_ignored(self) -> set[str]:
+        """``drift_ignore_columns`` as a set of column names."""
+        return {c.strip() for c in self.drift_ignore_columns.split(",") if c.strip()}
+
+    @property
+    def airflow_url(self) -> str:
+        return f"http://{self.airflow_host}:{self.airflow_port}"
+
+    @property
+    def mlflow_ui_url(self) -> str:
+        return f"http://{self.mlflow_host}:{self.mlflow_port}"
+
+    @property
+    def serving_url(self) -> str:
+        return f"http://{self.serving_host}:{self.serving_port}"
+
+    @property
+    def predictions_uri(self) -> str:
+        return self.lake_uri.rstrip("/") + "/predictions"
+
+    @property
+    def demo_source_uri(self) -> str:
+        return self.landing_uri.rstrip("/") + "/flights/"
+
+    @property
+    def outcomes_uri(self) -> str:
+        """Where the demo model's true outcomes land: ``labels_uri``, else the demo feed's."""
+        return self.labels_uri or self.landing_uri.rstrip("/") + "/flights_outcomes/"
+
+    def labels_for(self, model_name: str, source: str | None = None) -> str | None:
+        """Where ``model_name``'s true outcomes land: its ``model_labels`` entry, else
+        ``labels_uri``, else the demo's outcome feed for a demo model only (the demo model, or
+        one trained on the demo feed, ``source``); None: the model has no labels."""
+        if self.model_labels.get(model_name):
+            return self.model_labels[model_name]
+        if self.labels_uri:
+            return self.labels_uri
+        demo_feed = bool(source) and source.rstrip("/") == self.demo_source_uri.rstrip("/")
+        return self.outcomes_uri if model_name == DEMO_MODEL or demo_feed else None
+
+    def with_overrides(self, **overrides: Any) -> PipelineConfig:
+        """A copy with the given fields replaced (``None`` values are ignored), type-checked."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ConfigError(f"unknown configuration field(s): {', '.join(unknown)}")
+        hints = get_type_hints(PipelineConfig)
+        clean = {
+            name: _coerce(name, value, hints[name])
+            for name, value in overrides.items()
+            if value is not None
+        }
+        if "home" in clean and clean["home"] != self.home:
+            # Paths derived from the old home follow the new one; explicit ones stay.
+            old = _derived_defaults(Path(self.home))
+            for name, value in old.items():
+                if name not in clean and getattr(self, name) == value:
+                    clean[name] = ""
+            if "mlflow_registry_uri" not in clean and (
+                self.mlflow_registry_uri == self.mlflow_tracking_uri
+            ):
+                clean["mlflow_registry_uri"] = ""
+            if "mlflow_backend_store_uri" not in clean and (
+                self.mlflow_backend_store_uri == self.mlflow_tracking_uri
+            ):
+                clean["mlflow_backend_store_uri"] = ""
+        if clean.get("mlflow_tracking_uri", self.mlflow_tracking_uri) != self.mlflow_tracking_uri:
+            for name in ("mlflow_registry_uri", "mlflow_backend_store_uri"):  # they followed it
+                if name not in clean and getattr(self, name) == self.mlflow_tracking_uri:
+                    clean[name] = ""
+        return dataclasses.replace(self, **clean)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        for name, value in data.items():  # never print a password held in a URL
+            if isinstance(value, str):
+                data[name] = redact_url(value)
+            elif isinstance(value, dict):
+                data[name] = {k: redact_url(v) if isinstance(v, str) else v
+                              for k, v in value.items()}
+            elif isinstance(value, tuple):
+                data[name] = [strip_userinfo(v) for v in value]
+        data["airflow_url"] = self.airflow_url
+        data["mlflow_ui_url"] = self.mlflow_ui_url
+        data["serving_url"] = self.serving_url
+        data["predictions_uri"] = self.predictions_uri
+        data["demo_source_uri"] = self.demo_source_uri
+        data["outcomes_uri"] = self.outcomes_uri
+        return data
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Turn an env-var string or a JSON param into the field's type, or say which field is bad."""
+    text = str(hint)
+    try:
+        if "tuple" in text:  # a list: a JSON array, or comma-separated text
+            if value is None:
+                return None
+            items = value
+            if isinstance(value, str):
+                items = json.loads(value) if value.strip().startswith("[") else value.split(",")
+            if isinstance(items, str) or not all(isinstance(i, str) for i in items):
+                raise TypeError("expected a list of strings")
+            return tuple(i.strip() for i in items if i.strip())
+        if value is None or value == "":
+            return None if "None" in text else value
+        if hint is bool:
+            if isinstance(value, str):
+                return value.strip().lower() in {"1", "true", "yes", "on"}
+            return bool(value)
+        if hint is int:
+            return int(value)
+        if hint is float or "float" in text:
+            return float(value)
+        if hint is dict:
+            return json.loads(value) if isinstance(value, str) else dict(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"configuration field {name!r}: cannot use {value!r} ({exc})") from exc
+
+
+def load_config(**overrides: Any) -> PipelineConfig:
+    """Defaults, then ``MLOPS_*`` environment variables, then ``overrides``."""
+    hints = get_type_hints(PipelineConfig)
+    from_env: dict[str, Any] = {}
+    for f in fields(PipelineConfig):
+        env_name = ENV_PREFIX + f.name.upper()
+        if env_name in os.environ:
+            from_env[f.name] = _coerce(f.name, os.environ[env_name], hints[f.name])
+    return PipelineConfig(**from_env).with_overrides(**overrides)
+
+
+#: What an Airflow connection id may be (``allowed_sql_conn_ids``).
+CONN_ID_PATTERN = r"[A-Za-z0-9_.-]+"
+LOCAL_PROTOCOLS = (None, "file", "local")
+
+
+def _local_path(uri: str) -> str | None:
+    """The local path fsspec opens for ``uri`` (the same parsing as the readers), with symlinks
+    and '..' resolved; None when ``uri`` is not local."""
+    import fsspec.core
+
+    protocol, _ = fsspec.core.split_protocol(uri)
+    if protocol not in LOCAL_PROTOCOLS:
+        return None
+    _, path = fsspec.core.url_to_fs(uri)
+    return os.path.realpath(path)
+
+
+def _url_parts(uri: str) -> tuple[str, str, str]:
+    """``(scheme, netloc, path)`` of a remote URI, normalised: lower-case scheme and host,
+    percent-escapes decoded, '.' and '..' folded (so ``/a/../b`` is ``/b``)."""
+    import posixpath
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(uri)
+    path = posixpath.normpath("/" + unquote(parts.path).lstrip("/"))
+    return parts.scheme.lower(), parts.netloc.lower(), path.rstrip("/") or "/"
+
+
+def is_under(path: str, root: str) -> bool:
+    """``path`` is ``root`` or inside it, whole components only (``/landing2`` is not under
+    ``/landing``)."""
+    return root == "/" or path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _root_problem(root: str) -> str | None:
+    """Why an ``allowed_source_roots`` entry is unusable, or None."""
+    if "::" in root:
+        return "is a chained fsspec URL ('::'): list the plain URL"
+    if _local_path(root) is None:
+        scheme, netloc, _ = _url_parts(root)
+        if not netloc:
+            return (f"needs a host or bucket (e.g. {scheme or 's3'}://bucket/prefix/): a bare "
+                    "scheme would allow every location")
+        return None
+    written = root.split("://", 1)[1] if "://" in root else root.removeprefix("file:")
+    if not written.startswith("/"):
+        return "is not an absolute path (write /abs/path or file:///abs/path)"
+    return None
+
+
+def source_outside_roots(uri: str, roots: tuple[str, ...] | list[str]) -> str | None:
+    """None when ``uri`` lies under one of ``roots``; else why not (for the error message).
+
+    Local paths (plain, ``file://``) are resolved the way fsspec opens them, symlinks and '..'
+    included, and compared by whole path components with the resolved roots. Any other URI must
+    have the scheme and host of a listed root and a normalised path inside the root's path."""
+    uri = uri.strip()
+    if "::" in uri:
+        return "chained fsspec URLs ('::') are not allowed"
+    local = _local_path(uri)
+    if local is not None:
+        for root in roots:
+            root_path = _local_path(root)
+            if root_path is not None and is_under(local, root_path):
+                return None
+        written = uri.split("://", 1)[1] if "://" in uri else uri.removeprefix("file:")
+        return f"it resolves to {local}" if local != written else ""
+    scheme, netloc, path = _url_parts(uri)
+    for root in roots:
+        if _local_path(root) is not None:
+            continue
+        r_scheme, r_netloc, r_path = _url_parts(root)
+        if (scheme, netloc) == (r_scheme, r_netloc) and is_under(path, r_path):
+            return None
+    return f"{scheme or 'its'} URLs are reachable only under a listed root"
+
+
+def check_source_param(param: str, uri: str, config: PipelineConfig) -> None:
+    """Refuse a trigger param that names data outside ``config.source_roots``."""
+    if not uri or not str(uri).strip():
+        return
+    why = source_outside_roots(str(uri), config.source_roots)
+    if why is None:
+        return
+    shown = ", ".join(strip_userinfo(r) for r in config.source_roots)
+    raise ConfigError(
+        f"param {param}: {strip_userinfo(str(uri))} is outside allowed_source_roots "
+        f"(MLOPS_ALLOWED_SOURCE_ROOTS){': ' + why if why else ''}. Allowed: {shown}. An operator "
+        f"can list another root in MLOPS_ALLOWED_SOURCE_ROOTS.")
+
+
+def check_sql_conn_id(conn_id: str | None, config: PipelineConfig) -> None:
+    """Refuse a ``sql_conn_id`` param that is not in ``config.allowed_sql_conn_ids``: checked
+    before the connection is read."""
+    if not conn_id:
+        return
+    if conn_id not in config.allowed_sql_conn_ids:
+        listed = ", ".join(config.allowed_sql_conn_ids) or "none: SQL sources are off"
+        raise ConfigError(
+            f"param sql_conn_id: {conn_id!r} is not in allowed_sql_conn_ids "
+            f"(MLOPS_ALLOWED_SQL_CONN_IDS). Allowed: {listed}. An operator can list a "
+            f"connection (with a read-only database role) in MLOPS_ALLOWED_SQL_CONN_IDS.")
+
+
+def dataset_name(source: str, target: str) -> str:
+    """A stable, readable name for a (source, target) pair: the default model and suite name.
+
+    ``file:///x/landing/flights/`` with target ``is_late`` gives ``flights_is_late``; a SQL query
+    gives ``sql_<short hash>_<target>``.
+    """
+    import hashlib
+    import re
+
+    text = source.strip()
+    if re.match(r"(?is)^\s*(select|with)\b", text):
+        stem = "sql_" + hashlib.sha256(text.encode()).hexdigest()[:8]
+    else:
+        path = re.sub(r"[*?\[].*$", "", text.split("://", 1)[-1]).rstrip("/")
+        stem = path.rsplit("/", 1)[-1] or "dataset"
+        stem = re.sub(r"(\.csv\.gz|\.csv|\.parquet|\.pq)$", "", stem, flags=re.IGNORECASE)
+    name = re.sub(r"[^A-Za-z0-9]+", "_", f"{stem}_{target}").strip("_").lower()
+    return name or "dataset"
+
+
+def code_version() -> str:
+    """Package version plus the git commit of the checkout, when there is one (no subprocess)."""
+    from pipeline_tasks import __version__
+
+    git = PROJECT_DIR / ".git"
+    try:
+        head = (git / "HEAD").read_text().strip()
+        if head.startswith("ref: "):
+            ref = head[5:]
+            ref_file = git / ref
+            if ref_file.exists():
+                head = ref_file.read_text().strip()
+            else:
+                packed = (git / "packed-refs").read_text()
+                head = next(line.split()[0] for line in packed.splitlines() if line.endswith(ref))
+        return f"{__version__}+g{head[:12]}"
+    except (OSError, StopIteration):
+        return __version__

@@ -1,0 +1,1 @@
+"""The data steps: ingest, validate, version."""

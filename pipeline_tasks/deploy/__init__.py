@@ -1,0 +1,1 @@
+"""The deploy control plane: blue/green, canary, records, targets."""

@@ -1,0 +1,1 @@
+"""The model steps: train, evaluate, metrics, the registry."""

@@ -1,0 +1,1 @@
+"""Monitoring: drift, performance with late labels, the retrain policy."""
