@@ -9,13 +9,13 @@ UV_FROM_LOCK := awk '/^uv==/ {p = 1; print; next} p && /^ +--hash=/ {print; next
 STAMP := $(VENV)/.installed
 ARGS ?=
 # PROFILE=production.env: export that env file's variables first (the production profile:
-# PostgreSQL, Celery workers, MLflow server; see docker/production.env.example and the README)
+# PostgreSQL, Celery workers, MLflow server; see docker/production.env.example and docs/production.md)
 PROFILE ?=
 WITH_PROFILE := $(if $(PROFILE),set -a && . "$(abspath $(PROFILE))" && set +a &&,)
 
 .PHONY: setup demo demo-monitoring test test-integration test-faults replay airflow bench \
 	bench-backfill bench-drift lock lint clean-home production-env production-db compose-env \
-	image-wheels browser screenshots test-deps
+	image-wheels browser screenshots test-deps docs
 
 # Install from the lock into .venv. Idempotent: does nothing when the lock and pyproject are unchanged.
 setup: $(STAMP)
@@ -47,7 +47,7 @@ test: setup test-deps
 		echo "==> the whole test suite (unit, DAGs, end to end, faults, integration, browser; ~25 min)" && \
 		$(PY) -m pytest
 
-# Train on January, replay the following months, watch drift trigger retraining (see README)
+# Train on January, replay the following months, watch drift trigger retraining (docs/monitoring.md)
 demo-monitoring: setup
 	$(PY) -m pipeline_tasks demo-monitoring $(ARGS)
 
@@ -143,6 +143,12 @@ bench-drift: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+# Regenerate the configuration table in docs/configuration.md from PipelineConfig (a test
+# fails when it is stale).
+docs: setup
+	$(PY) -m pipeline_tasks.ops.config_docs
 
 # Re-resolve the pinned lock after editing dependencies in pyproject.toml. Existing pins are kept
 # (uv prefers the versions already in the -o file); every pin gets the sha256 of its files.

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import tempfile
 import time
 import uuid
@@ -25,6 +26,11 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from pipeline_tasks.core.http import free_port
+
+# The teardown of a throwaway profile is a test helper (tests/integration/profile_teardown.py), not
+# library code: its folder goes on sys.path (never tests/ itself, whose pipeline_tasks/ folder
+# would shadow the library).
+sys.path.append(str(Path(__file__).resolve().parent.parent / "tests" / "integration"))
 
 DAG_ID = "ml_training_pipeline"
 FIRST, LAST = date(2013, 3, 1), date(2013, 3, 7)
@@ -36,8 +42,9 @@ def _seconds(start: str, end: str) -> float:
 
 
 def measure(config, stack, env: dict[str, str], conf: dict) -> dict:
+    from pipeline_tasks.ops.airflow_api import stack_api
+    from pipeline_tasks.ops.backfill import run_backfill
     from pipeline_tasks.ops.demo_data import land_flights_feed
-    from pipeline_tasks.ops.stack import run_backfill, stack_api
 
     land_flights_feed(config, FIRST - timedelta(days=conf["training_window_days"] + 1),
                       WARM_UP_DAY)
@@ -80,12 +87,9 @@ def embedded(home: Path, conf: dict) -> dict:
 
 
 def production(shared: Path, conf: dict) -> dict:
-    from pipeline_tasks.ops.production import (
-        config_from_env,
-        local_env,
-        provision,
-        unprovision,
-    )
+    from profile_teardown import unprovision
+
+    from pipeline_tasks.ops.production import config_from_env, local_env, provision
     from pipeline_tasks.ops.stack import Stack
 
     env = local_env(shared, "bench_" + uuid.uuid4().hex[:8])

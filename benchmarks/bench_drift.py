@@ -1,9 +1,9 @@
 """Benchmark: our drift check vs Evidently's default preset on the full data, side by side.
 
 Data (issue 4, section 5): 1M reference and 1M current rows, 20 columns (12 numeric, 8
-categorical) from ``pipeline_tasks.synthetic.drift_frames`` (the generator of the calibration
-tests): three numeric columns shifted by 0.3 sigma and two categorical columns with a changed mix
-(5 of 20: share 0.25, drift at the default threshold).
+categorical) from ``drift_frames`` of ``tests/pipeline_tasks/synthetic_data.py`` (the generator of
+the calibration tests): three numeric columns shifted by 0.3 sigma and two categorical columns
+with a changed mix (5 of 20: share 0.25, drift at the default threshold).
 
 - ours: ``check_drift(reference, current, report_uri=...)`` as the DAG calls it (config defaults:
   a seeded ``drift_sample_rows`` sample of each side, the full-data default tests pinned, HTML
@@ -40,6 +40,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The data generator is a test helper (tests/pipeline_tasks/synthetic_data.py), not library code:
+# its folder goes on sys.path here, so the child processes (this file again) import it too. Never
+# tests/ itself, whose pipeline_tasks/ folder would shadow the library.
+sys.path.append(str(ROOT / "tests" / "pipeline_tasks"))
 NUMERIC, CATEGORICAL = 12, 8
 SHIFTED = ("num_00", "num_03", "num_07")
 MIXED = ("cat_01", "cat_05")
@@ -66,8 +70,7 @@ def run_side(side: str, rows: int, seed: int, out_dir: Path) -> dict:
     """Generate the data, run one side's check, return its figures and verdicts."""
     started = time.perf_counter()
     import evidently.presets  # noqa: F401  (imported before the clock, on both sides)
-
-    from pipeline_tasks.synthetic import drift_frames
+    from synthetic_data import drift_frames
 
     import_s = time.perf_counter() - started
     started = time.perf_counter()

@@ -65,7 +65,8 @@ def run_in_process(config) -> dict[str, float]:
 
 
 def run_scheduler(config) -> dict[str, float]:
-    from pipeline_tasks.ops.stack import AirflowAPI, Stack
+    from pipeline_tasks.ops.airflow_api import AirflowAPI
+    from pipeline_tasks.ops.stack import Stack
 
     stack = Stack(config, components=("api-server", "scheduler", "dag-processor"),
                   mlflow_ui=False, extra_env={"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"})

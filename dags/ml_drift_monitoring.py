@@ -21,41 +21,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import Param, dag
+from airflow.sdk import dag
+from mlops_airflow.params import dag_params
 from mlops_airflow.runtime import dag_args, pipeline_task, run_spec
 from mlops_airflow.schedules import RETRAIN_REQUESTS, cron
 
+from pipeline_tasks import stages
 from pipeline_tasks.core.config import load_config
 
 CONFIG = load_config()  # stdlib only: no I/O
-
-PARAMS = {
-    "model_name": Param(
-        "",
-        type="string",
-        pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]*)?$",
-        title="Registered model name",
-        description="The served model to watch. Empty: the demo model (flights_is_late).",
-    ),
-    "current": Param(
-        "",
-        type="string",
-        title="Current data (optional)",
-        description="URI of a CSV or Parquet file to check instead of the interval's prediction "
-        "log (it may have a model_version column; otherwise the champion's snapshot is the "
-        "reference). It must lie under the landing folder or a root listed in "
-        "allowed_source_roots (MLOPS_ALLOWED_SOURCE_ROOTS).",
-    ),
-    "labels": Param(
-        "",
-        type="string",
-        title="True outcomes (optional)",
-        description="File or folder of outcomes (row_id, event_time, the target column). Empty: "
-        "the model's model_labels entry in the config, else labels_uri; the demo model falls "
-        "back to the demo's outcome feed. A model with no labels gets 'no_labels'. Like "
-        "'Current data', it must lie under allowed_source_roots (MLOPS_ALLOWED_SOURCE_ROOTS).",
-    ),
-}
+#: The trigger form, from the one param schema (pipeline_tasks.core.params)
+PARAMS = dag_params("ml_drift_monitoring", CONFIG)
 
 
 @dag(**dag_args(
@@ -66,21 +42,15 @@ PARAMS = {
 def ml_drift_monitoring():
     @pipeline_task
     def check_drift(**context) -> dict:
-        from pipeline_tasks import stages
-
         return stages.check_drift(run_spec(context))
 
     @pipeline_task
     def check_performance(**context) -> dict:
-        from pipeline_tasks import stages
-
         return stages.check_performance(run_spec(context))
 
     # a skipped performance check (no labels) must not skip the retrain decision
     @pipeline_task(outlets=[RETRAIN_REQUESTS], trigger_rule="none_failed")
     def request_retrain(drift: dict, performance: dict, **context) -> dict:
-        from pipeline_tasks import stages
-
         return stages.request_retrain(run_spec(context), drift, performance)
 
     request_retrain(check_drift(), check_performance())

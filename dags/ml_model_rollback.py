@@ -17,36 +17,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import Param, dag
+from airflow.sdk import dag
+from mlops_airflow.params import dag_params
 from mlops_airflow.runtime import dag_args, pipeline_task, run_spec
 
-from pipeline_tasks.stages import MODEL_NAME_PATTERN
+from pipeline_tasks import stages
+from pipeline_tasks.core.config import load_config
 
-PARAMS = {
-    "model_name": Param(
-        "flights_is_late",
-        type="string",
-        minLength=1,
-        pattern=MODEL_NAME_PATTERN,
-        title="Model",
-        description="Registered model whose served version to roll back.",
-    ),
-    "version": Param(
-        "previous",
-        type="string",
-        pattern=r"^(previous|[0-9]+)$",
-        title="Version",
-        description="A version number, or 'previous' for the version that was live before the "
-        "current one.",
-    ),
-    "reason": Param(
-        "",
-        type="string",
-        minLength=3,
-        title="Reason",
-        description="Who rolls back and why. Recorded in the deployment history and the registry.",
-    ),
-}
+#: The trigger form, from the one param schema (pipeline_tasks.core.params)
+PARAMS = dag_params("ml_model_rollback", load_config())
 
 
 @dag(**dag_args(
@@ -56,8 +35,6 @@ PARAMS = {
 def ml_model_rollback():
     @pipeline_task
     def rollback(**context) -> dict:
-        from pipeline_tasks import stages
-
         return stages.rollback(run_spec(context))
 
     rollback()

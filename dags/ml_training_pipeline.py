@@ -21,168 +21,25 @@ model version carry the reason (`retrain.*` tags).
 
 Bad input (unreadable files, failed expectations) fails the task at once without retries.
 Backfill with `make airflow ARGS="backfill create --dag-id ml_training_pipeline --from-date ... --to-date ..."`.
-Every task body is one call into `pipeline_tasks.stages`; see the README for the params.
+Every task body is one call into `pipeline_tasks.stages`; see docs/pipeline.md for the params.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import dag, task
 from mlops_airflow.approval import ModelApproval
+from mlops_airflow.params import dag_params
 from mlops_airflow.runtime import dag_args, pipeline_task, run_spec
 from mlops_airflow.schedules import cron_or_asset
 
+from pipeline_tasks import stages
 from pipeline_tasks.core.config import load_config
-from pipeline_tasks.stages import DEFAULT_PARAMS as DEFAULTS
 
 CONFIG = load_config()  # stdlib only: paths and default thresholds, no I/O
-
-PARAMS = {
-    "source": Param(
-        CONFIG.demo_source_uri,
-        type="string",
-        title="Source",
-        description="URI of a CSV or Parquet file, a folder or glob of them (date-partitioned "
-        "when file names carry YYYY-MM-DD), or a SQL query when 'SQL connection' is set. "
-        "It must lie under the landing folder or a root the operator lists in "
-        "allowed_source_roots (MLOPS_ALLOWED_SOURCE_ROOTS); anything else fails the first task. "
-        "The default is the demo flights feed.",
-    ),
-    "sql_conn_id": Param(
-        DEFAULTS["sql_conn_id"],
-        type=["null", "string"],  # optional: the form must not require it
-        title="SQL connection",
-        description="Airflow connection id to run 'Source' against as a SQL query. The query may "
-        "use :window_start, :interval_start and :interval_end. Only connections the operator "
-        "lists in allowed_sql_conn_ids (MLOPS_ALLOWED_SQL_CONN_IDS; none by default) are "
-        "accepted. Leave empty for files.",
-    ),
-    "target": Param(
-        DEFAULTS["target"],
-        type="string",
-        minLength=1,
-        title="Target column",
-        description="The label column to predict.",
-    ),
-    "task_type": Param(
-        DEFAULTS["task_type"],
-        type="string",
-        enum=["auto", "classification", "regression"],
-        title="Task type",
-        description="auto infers it from the target: few integer values or text "
-        "means classification, otherwise regression.",
-    ),
-    "time_column": Param(
-        DEFAULTS["time_column"],
-        type=["null", "string"],  # optional: the form must not require it
-        title="Time column",
-        description="Timestamp column for the time-aware split and the window "
-        "filter. Empty: detected (a datetime column, or time_hour, timestamp...).",
-    ),
-    "training_window_days": Param(
-        DEFAULTS["training_window_days"],
-        type="integer",
-        minimum=0,
-        maximum=3660,
-        title="Training window (days)",
-        description="Days of data before the interval's end to train "
-        "on (date-partitioned sources and SQL).",
-    ),
-    "model_name": Param(
-        DEFAULTS["model_name"],
-        type=["null", "string"],  # optional: the form must not require it
-        pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]*)?$",
-        title="Registered model name",
-        description="Letters, digits, '.', '_' and '-'. Empty: derived from the source and "
-        "target, e.g. flights_is_late.",
-    ),
-    "min_baseline_lift": Param(
-        CONFIG.min_baseline_lift,
-        type="number",
-        minimum=0,
-        maximum=1,
-        title="Minimum lift over the trivial baseline",
-        description="Relative improvement of the primary metric over a "
-        "majority-class / mean model that the candidate must reach.",
-    ),
-    "min_champion_delta": Param(
-        CONFIG.min_champion_delta,
-        type="number",
-        minimum=0,
-        title="Minimum improvement over the champion",
-        description="The candidate must beat the champion's primary "
-        "metric by more than this (absolute; 0 means strictly better).",
-    ),
-    "min_primary_metric": Param(
-        CONFIG.min_primary_metric,
-        type=["null", "number"],
-        title="Absolute primary-metric floor",
-        description="Optional: a floor (ceiling for error metrics such "
-        "as rmse) the candidate must meet.",
-    ),
-    "hyperparameter_search": Param(
-        DEFAULTS["hyperparameter_search"],
-        type="boolean",
-        title="Hyperparameter search",
-        description="Run a randomized search CV within the time budget below.",
-    ),
-    "search_time_budget_s": Param(
-        CONFIG.search_time_budget_s,
-        type="number",
-        minimum=0,
-        title="Search time budget (s)",
-        description="Upper bound on the hyperparameter search time.",
-    ),
-    "force_promote": Param(
-        DEFAULTS["force_promote"],
-        type="boolean",
-        title="Force promotion",
-        description="Promote even if the gate rejects the candidate. "
-        "Recorded on the model version with the reason below.",
-    ),
-    "force_reason": Param(
-        DEFAULTS["force_reason"],
-        type=["null", "string"],  # optional: the form must not require it
-        title="Reason for forcing",
-        description="Required when 'Force promotion' is on.",
-    ),
-    "allow_schema_change": Param(
-        DEFAULTS["allow_schema_change"],
-        type="boolean",
-        title="Allow schema change",
-        description="This run may change the model's inputs (another source, renamed or retyped "
-        "columns): the batch is validated against a suite inferred from itself instead of the "
-        "model's. A candidate whose inputs break the champion's clients is registered as a "
-        "blocked challenger; it becomes champion only with 'Force promotion' and a reason, or "
-        "through the approval step.",
-    ),
-    "require_approval": Param(
-        CONFIG.require_approval,
-        type="boolean",
-        title="Require approval before deploying",
-        description="A blessed model (or one that passes every gate but changes the inputs) "
-        "waits at the 'approve' step (Required actions in the UI) and becomes champion and is "
-        "deployed only when a person approves it.",
-    ),
-    "serving_target": Param(
-        CONFIG.serving_target,
-        type="string",
-        enum=["local", "docker"],
-        title="Deploy target",
-        description="Where a new champion is served: a supervised local process, or a Docker "
-        "container built from docker/serving.Dockerfile (needs a Docker engine).",
-    ),
-    "serving_port": Param(
-        CONFIG.serving_port,
-        type="integer",
-        minimum=1,
-        maximum=65535,
-        title="Serving port",
-        description="Stable port of the model's endpoint. One model per port: give each model "
-        "its own port to serve several side by side.",
-    ),
-}
+#: The trigger form, from the one param schema (pipeline_tasks.core.params)
+PARAMS = dag_params("ml_training_pipeline", CONFIG)
 
 
 @dag(**dag_args(
@@ -198,45 +55,31 @@ PARAMS = {
 def ml_training_pipeline():
     @pipeline_task
     def ingest(**context) -> dict:
-        from pipeline_tasks import stages
-
         return stages.ingest(run_spec(context))
 
     @pipeline_task
     def validate(ingested: dict, **context) -> dict:
-        from pipeline_tasks import stages
-
         return stages.validate(run_spec(context), ingested)
 
     @pipeline_task
     def version(ingested: dict, validated: dict, **context) -> dict:
-        from pipeline_tasks import stages
-
         return stages.version(run_spec(context), ingested, validated)
 
     # its own pool (made by the stack / profile), so long fits cannot take every worker slot
     @pipeline_task(pool=CONFIG.training_pool)
     def train(ingested: dict, versioned: dict, **context) -> dict:
-        from pipeline_tasks import stages
-
         return stages.train(run_spec(context), ingested, versioned)
 
     @pipeline_task
     def evaluate(trained: dict, **context) -> dict:
-        from pipeline_tasks import stages
-
         return stages.evaluate(run_spec(context), trained)
 
     @pipeline_task
     def register(trained: dict, decision: dict, **context) -> dict:
-        from pipeline_tasks import stages
-
         return stages.register(run_spec(context), trained, decision)
 
     @task.branch
     def approval_gate(registered: dict, **context) -> str:
-        from pipeline_tasks import stages
-
         return stages.approval_gate(run_spec(context), registered)
 
     approve = ModelApproval(
@@ -252,8 +95,6 @@ def ml_training_pipeline():
 
     @pipeline_task(trigger_rule="none_failed_min_one_success")
     def deploy(trained: dict, registered: dict, **context) -> dict:
-        from pipeline_tasks import stages
-
         return stages.deploy(run_spec(context), trained, registered)
 
     ingested = ingest()

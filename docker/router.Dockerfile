@@ -4,7 +4,7 @@
 # stable port and pipes each new connection to the live model container named in
 # /state/backend.json (a read-only bind mount the deployer rewrites atomically). Model versions
 # run as their own containers on the private network; switching versions is rewriting that file,
-# so the stable port never goes dark. Built by pipeline_tasks.deploy.docker.ensure_router.
+# so the stable port never goes dark. Built by pipeline_tasks.deploy.docker_router.ensure_router.
 # Nothing is installed: the standard library only. The base image follows serving.Dockerfile's
 # rule (a registry image by digest; else the local image of docker/base-image.sh).
 ARG BASE_IMAGE=python:3.11-slim

@@ -1,9 +1,10 @@
 # docker/serving.Dockerfile -- an immutable image of one registered model version.
 #
-# Built by pipeline_tasks.deploy.docker.build_image, which prepares the context:
+# Built by pipeline_tasks.deploy.docker_image.build_image, which prepares the context:
 #   wheels/            the server's runtime wheels, no Airflow, and requirements.txt: their
 #                      requirements.lock entries with the lock's sha256 hashes
-#   app/               a wheel of this package (pip wheel --no-deps)
+#   app/               a wheel of the serving part of this package only: pipeline_tasks/
+#                      __init__.py, core/ and serving/ (no pipeline steps, tooling or templates)
 #   model/             the model version's files, verified against its registered sha256
 #   model-meta.json    name, version, run id and tags of that version
 # No network is needed inside the build: everything is installed with --no-index, the wheels

@@ -1,19 +1,24 @@
 """The pipeline's stages as one call each: what a DAG task (or a plain script) runs.
 
 A ``RunSpec`` holds everything a stage needs to know about the run: its identity (dag_id, run_id,
-data interval) and its trigger params. Each stage takes the spec and the small dicts returned by
-the stages before it, calls one library function, and returns that function's small result dict.
-The Airflow DAG, the end-to-end benchmark and the chain tests all go through these functions, so
-the scheduled pipeline and the in-process pipeline are the same code.
+data interval) and its trigger params (declared in ``pipeline_tasks.core.params``). Each stage
+takes the spec and the small results of the stages before it (as XCom dicts), calls one library
+function, and returns that function's small result: a frozen dataclass (the monitoring stages)
+or its dict (the others, for now). The Airflow glue (``mlops_airflow.runtime.to_xcom``) stores
+either as the same XCom dict. The Airflow DAG, the end-to-end benchmark and the chain tests all
+go through these functions, so the scheduled pipeline and the in-process pipeline are the same
+code. (A little over 400 lines: one function per DAG task, kept together so the layer the DAGs
+call reads in one place.)
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline_tasks.core import layout
+from pipeline_tasks.core import params as schema
 from pipeline_tasks.core.config import (
     PipelineConfig,
     check_source_param,
@@ -32,28 +37,10 @@ from pipeline_tasks.core.errors import (
 )
 from pipeline_tasks.core.schema import SUITE_TAG
 
-#: What a model name may be (the DAGs' ``model_name`` params use the same pattern).
-MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
-
-TASK_TYPES = ("auto", "classification", "regression")
-#: Defaults of the trigger params (the DAG's form shows these). ``source`` empty means the demo feed.
-DEFAULT_PARAMS: dict[str, Any] = {
-    "source": "",
-    "sql_conn_id": "",
-    "target": "is_late",
-    "task_type": "auto",
-    "time_column": "",
-    "training_window_days": 28,
-    "model_name": "",
-    "hyperparameter_search": False,
-    "force_promote": False,
-    "force_reason": "",
-    "allow_schema_change": False,
-}
-#: Trigger params that override fields of ``PipelineConfig`` for one run.
-CONFIG_PARAMS = ("min_baseline_lift", "min_champion_delta", "min_primary_metric",
-                 "search_time_budget_s", "holdout_fraction", "seed", "serving_target",
-                 "serving_port")
+if TYPE_CHECKING:  # the stages' typed results; the modules load only when a stage runs
+    from pipeline_tasks.monitoring.drift_check import DriftCheck
+    from pipeline_tasks.monitoring.performance import PerformanceCheck
+    from pipeline_tasks.monitoring.retrain import RetrainDecision
 
 
 @dataclass(frozen=True)
@@ -70,16 +57,24 @@ class RunSpec:
     trigger: dict[str, Any] = field(default_factory=dict)  # the retrain request behind the run
 
     def param(self, name: str, default: Any = None) -> Any:
-        """A trigger param; empty means the given default, else the DAG's default."""
+        """A trigger param; empty means the given default, else the DAG's default (from the
+        param schema, ``pipeline_tasks.core.params``; the config's for a config field)."""
         value = self.params.get(name)
-        if value is None or value == "":
-            value = DEFAULT_PARAMS.get(name) if default is None else default
+        if not schema.given(value):
+            spec = schema.spec_for(self.dag_id, name)
+            if default is not None or spec is None:
+                value = default
+            else:  # a config field's default is the config's: read it only then
+                value = spec.default_for(
+                    self.config if spec.config_field or spec.default_from else None)
         return None if value == "" else value
 
     @cached_property
     def config(self) -> PipelineConfig:
-        return load_config(**{k: self.params.get(k) for k in CONFIG_PARAMS
-                              if self.params.get(k) not in (None, "")})
+        """The config with this run's overrides (the params that name a config field)."""
+        return load_config(**{spec.config_field: self.params[name]
+                              for name, spec in schema.CONFIG_OVERRIDES.items()
+                              if schema.given(self.params.get(name))})
 
     @property
     def source(self) -> str:
@@ -95,8 +90,7 @@ class RunSpec:
     @property
     def task_type(self) -> str:
         task_type = str(self.param("task_type"))
-        if task_type not in TASK_TYPES:
-            raise ConfigError(f"param 'task_type' must be one of {TASK_TYPES}, got {task_type!r}")
+        _check(schema.spec_for(schema.TRAINING_DAG, "task_type"), task_type)
         return task_type
 
     @property
@@ -105,12 +99,8 @@ class RunSpec:
 
     @property
     def model_name(self) -> str:
-        import re
-
         name = str(self.param("model_name", self.dataset_name))
-        if not re.fullmatch(MODEL_NAME_PATTERN, name) or ".." in name:
-            raise ConfigError(f"param 'model_name' must be letters, digits, '.', '_' and '-' "
-                              f"(starting with a letter or digit), got {name!r}")
+        _check(schema.spec_for(schema.ROLLBACK_DAG, "model_name"), name)  # the non-empty form
         return name
 
     @property
@@ -119,8 +109,7 @@ class RunSpec:
 
     @property
     def approval_required(self) -> bool:
-        value = self.params.get("require_approval")
-        return self.config.require_approval if value is None else bool(value)
+        return self.config.require_approval  # the param overrides the config field
 
     @property
     def lineage(self) -> dict[str, str]:
@@ -145,21 +134,33 @@ class RunSpec:
         return data
 
 
+def _check(spec: schema.ParamSpec | None, value: Any) -> None:
+    message = schema.check_value(spec, value) if spec is not None else None
+    if message:
+        raise ConfigError(message)
+
+
+def check_param_values(run: RunSpec, dag_id: str) -> None:
+    """Every param of ``dag_id`` the run was given (and every config override) against its
+    declared type and bounds: the same schema the trigger form is made from."""
+    bad = schema.problems(dag_id, run.params)
+    if bad:
+        raise ConfigError("; ".join(bad))
+
+
 def check_params(run: RunSpec) -> None:
     """Refuse bad trigger params before any work: the first task of each DAG calls this, so a
-    bad value fails in seconds, not after ingest, validation and training have run. The same
-    bounds are in the trigger form (the DAGs' ``Param`` schemas). What the run may read is
-    bounded by the operator's allow-lists (``allowed_sql_conn_ids``, ``allowed_source_roots``)."""
-    # each property checks its params: the config overrides (thresholds), target, task type, name
-    _ = run.config, run.target, run.task_type, run.model_name
+    bad value fails in seconds, not after ingest, validation and training have run. The bounds
+    are the trigger form's (both come from ``pipeline_tasks.core.params``). What the run may read
+    is bounded by the operator's allow-lists (``allowed_sql_conn_ids``, ``allowed_source_roots``)."""
+    # the config checks its fields (the overrides among them), then every param its bounds
+    _ = run.config
+    check_param_values(run, schema.TRAINING_DAG)
+    _ = run.target, run.task_type, run.model_name  # the values in effect, defaults included
     if run.param("sql_conn_id"):  # the source is a query on that connection
         check_sql_conn_id(str(run.param("sql_conn_id")), run.config)
     else:
         check_source_param("source", run.source, run.config)
-    window = run.param("training_window_days")
-    if not isinstance(window, int) or isinstance(window, bool) or window < 0:
-        raise ConfigError(f"param 'training_window_days' must be a whole number >= 0, got "
-                          f"{window!r}")
     if run.param("force_promote") and not str(run.param("force_reason") or "").strip():
         raise ConfigError("param 'force_promote' is on, so 'force_reason' must say who and why")
 
@@ -323,7 +324,7 @@ def deploy(run: RunSpec, trained: dict, registered: dict) -> dict:
             lineage={**run.lineage, "dataset_version": trained.get("dataset_version", "")},
             target=run.config.serving_target,
             breaking_change=breaking,
-        ).to_dict()
+        ).to_xcom()
     return deployed | ({"approval": approval} if approval else {})
 
 
@@ -331,13 +332,14 @@ def rollback(run: RunSpec) -> dict:
     """Move ``champion`` of ``model_name`` back to ``version`` (or ``previous``) and redeploy."""
     from pipeline_tasks.deploy.bluegreen import rollback as rollback_to
 
+    check_param_values(run, schema.ROLLBACK_DAG)
     return rollback_to(
         model_name=run.model_name,
         to=str(run.params.get("version") or "previous"),
         config=run.config,
         reason=str(run.params.get("reason") or ""),
         lineage=run.lineage,
-    ).to_dict()
+    ).to_xcom()
 
 
 def check_monitoring_params(run: RunSpec) -> None:
@@ -345,14 +347,16 @@ def check_monitoring_params(run: RunSpec) -> None:
     (``check_drift``, ``check_performance``) call it, so a bad value fails whichever runs first
     and ``request_retrain`` never runs. ``current`` and ``labels`` must lie under
     ``allowed_source_roots`` (labels from the config, ``model_labels``, are the operator's)."""
-    _ = run.config, run.model_name
+    _ = run.config
+    check_param_values(run, schema.MONITORING_DAG)
+    _ = run.model_name
     check_source_param("current", run.param("current"), run.config)
     check_source_param("labels", run.param("labels"), run.config)
 
 
-def check_drift(run: RunSpec) -> dict:
+def check_drift(run: RunSpec) -> DriftCheck:
     """The drift check of the run's interval (``monitoring.check_interval``)."""
-    from pipeline_tasks.monitoring.checks import check_interval
+    from pipeline_tasks.monitoring.drift_check import check_interval
 
     check_monitoring_params(run)  # bad params fail here, before any work
 
@@ -360,18 +364,19 @@ def check_drift(run: RunSpec) -> dict:
         model_name=run.model_name, interval_start=run.interval_start,
         interval_end=run.interval_end, config=run.config, run_key=run.run_key,
         dag_id=run.dag_id, run_id=run.run_id, current_uri=run.param("current"),
-    ).to_dict()
+    )
 
 
-def check_performance(run: RunSpec) -> dict:
+def check_performance(run: RunSpec) -> PerformanceCheck:
     """The served model's real performance ``label_delay_days`` before the run's interval, when
     its true outcomes have landed (``monitoring.check_performance``). A model with no labels
     source (no ``labels`` param, no ``model_labels`` entry) is recorded as ``no_labels`` and the
     task is skipped with that summary: the drift check and the retrain decision go on."""
     from datetime import datetime, timedelta
 
-    from pipeline_tasks.monitoring.checks import champion_source, record_no_labels
-    from pipeline_tasks.monitoring.checks import check_performance as score
+    from pipeline_tasks.monitoring.performance import check_performance as score
+    from pipeline_tasks.monitoring.performance import record_no_labels
+    from pipeline_tasks.monitoring.sources import champion_source
 
     check_monitoring_params(run)
     delay = timedelta(days=run.config.label_delay_days)
@@ -384,12 +389,13 @@ def check_performance(run: RunSpec) -> dict:
                                    interval_end=end, config=run.config, run_key=run.run_key)
         raise NoLabels(checked.reason, result=checked.to_dict())
     return score(model_name=run.model_name, interval_start=start, interval_end=end,
-                 labels_uri=str(labels), config=run.config, run_key=run.run_key).to_dict()
+                 labels_uri=str(labels), config=run.config, run_key=run.run_key)
 
 
-def request_retrain(run: RunSpec, drift: dict, performance: dict) -> dict:
-    """Ask for retraining (the DAG emits the asset event) or say why not (skipped)."""
-    from pipeline_tasks.monitoring.checks import decide_retrain
+def request_retrain(run: RunSpec, drift: dict | None, performance: dict | None) -> RetrainDecision:
+    """Ask for retraining (the DAG emits the asset event from its ``asset_extra``) or say why
+    not (skipped). ``drift``/``performance``: the checks' XCom payloads (``None``: skipped)."""
+    from pipeline_tasks.monitoring.retrain import decide_retrain
 
     decision = decide_retrain(model_name=run.model_name, drift=drift, performance=performance,
                               interval_end=run.interval_end, dag_id=run.dag_id,
@@ -400,7 +406,7 @@ def request_retrain(run: RunSpec, drift: dict, performance: dict) -> dict:
                                       "report_uri": (drift or {}).get("report_uri")})
     if not decision.retrain:
         raise StageSkipped(f"no retraining: {decision.reason}")
-    return decision.to_dict()
+    return decision
 
 
 def run_all(run: RunSpec) -> dict[str, dict]:

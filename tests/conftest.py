@@ -27,14 +27,22 @@ for folder in ("plugins",):
     path = str(ROOT / folder)
     if path not in sys.path:
         sys.path.insert(0, path)
+# Test helpers that are no part of the library (tests/pipeline_tasks/synthetic_data.py,
+# tests/integration/profile_teardown.py), importable by their module name from any test. Appended,
+# so they never shadow an installed module; never tests/ itself, which would shadow the library
+# with tests/pipeline_tasks/.
+for folder in ("tests/pipeline_tasks", "tests/integration"):
+    path = str(ROOT / folder)
+    if path not in sys.path:
+        sys.path.append(path)
 
 
 @pytest.fixture(scope="session")
 def docker_engine() -> str:
-    """A Docker engine that answers, and the local base image (``docker_target.ensure_engine``
+    """A Docker engine that answers, and the local base image (``deploy.docker_image.ensure_engine``
     starts them when missing and exports DOCKER_HOST to this process, so the Airflow workers and
     model servers started afterwards inherit it)."""
-    from pipeline_tasks.deploy.docker import ensure_engine
+    from pipeline_tasks.deploy.docker_image import ensure_engine
 
     ensure_engine()
     return os.environ.get("DOCKER_HOST", "")

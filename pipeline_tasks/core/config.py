@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -49,46 +50,52 @@ def _derived_defaults(home: Path) -> dict[str, str]:
 class PipelineConfig:
     """Resolved settings. Paths are absolute; URIs are fsspec URIs (``file://`` by default)."""
 
-    home: str = ""
-    project_dir: str = str(PROJECT_DIR)
-    airflow_home: str = ""
-    dags_folder: str = str(PROJECT_DIR / "dags")
-    plugins_folder: str = str(PROJECT_DIR / "plugins")
-    mlflow_tracking_uri: str = ""
-    mlflow_registry_uri: str = ""
-    mlflow_artifact_uri: str = ""
-    lake_uri: str = ""
-    reports_uri: str = ""
-    landing_uri: str = ""
-    suites_uri: str = ""
+    # Each field's comment (on its line, else the lines right above it) is its description in
+    # docs/configuration.md (make docs); a "# --- Title ---" line heads a group of fields.
+    # --- Where state lives: every path and URI below follows home unless it is set ---
+    home: str = ""  # the root of all state (MLOPS_HOME); default: .mlops/ at the repo root
+    project_dir: str = str(PROJECT_DIR)  # the checkout: DAGs, plugin, reviewed suites
+    airflow_home: str = ""  # AIRFLOW_HOME: the SQLite DB, airflow.cfg, task logs
+    dags_folder: str = str(PROJECT_DIR / "dags")  # the DAG files Airflow parses
+    plugins_folder: str = str(PROJECT_DIR / "plugins")  # the Airflow plugin (mlops_airflow)
+    mlflow_tracking_uri: str = ""  # MLflow runs: a store URI, or http:// of an MLflow server
+    mlflow_registry_uri: str = ""  # the MLflow model registry; default: the tracking URI
+    mlflow_artifact_uri: str = ""  # where MLflow keeps run and model files
+    lake_uri: str = ""  # raw partitions, snapshots, quarantine, predictions, deployments
+    reports_uri: str = ""  # Data Docs and validation results
+    landing_uri: str = ""  # where source files land; trigger params may read under it
+    suites_uri: str = ""  # suites inferred on a model's first run, waiting for review
+    # reviewed Great Expectations suites, versioned in the repo (<model>.json)
     repo_suites_dir: str = str(PROJECT_DIR / "pipeline_tasks" / "data" / "suites")
-    locks_dir: str = ""
-    logs_dir: str = ""
-    serving_dir: str = ""
-    airflow_host: str = "127.0.0.1"
-    airflow_port: int = 8080
-    mlflow_host: str = "127.0.0.1"
-    mlflow_port: int = 5000
-    # Production profile (README, "Scaling out"). The store of the MLflow server the stack
-    # starts (default: the tracking URI, when that is a store and not http://).
+    locks_dir: str = ""  # file locks of the embedded default (registry, serving supervisor)
+    logs_dir: str = ""  # logs of the processes the stack starts
+    serving_dir: str = ""  # serving supervisors' and model servers' logs, verified model files
+    # --- The web UIs the stack starts ---
+    airflow_host: str = "127.0.0.1"  # Airflow api-server address (login off: loopback only)
+    airflow_port: int = 8080  # Airflow api-server port
+    mlflow_host: str = "127.0.0.1"  # MLflow UI (or server) address
+    mlflow_port: int = 5000  # MLflow UI (or server) port
+    # --- Production profile (docs/production.md) ---
+    # The store of the MLflow server the stack starts (default: the tracking URI, when that is a
+    # store and not http://).
     mlflow_backend_store_uri: str = ""
     # A postgresql:// URL: the registry's compare-and-set lock is a PostgreSQL advisory lock
     # every worker shares; empty: a file lock under locks_dir (one machine).
     registry_lock_url: str = ""
     celery_workers: int = 2  # workers the stack starts when the executor is CeleryExecutor
     training_pool: str = "training"  # Airflow pool of the train task, made by the stack
-    training_pool_slots: int = 2
-    # Model server (pipeline_tasks.serving); its bearer token is MLOPS_SERVING_TOKEN, never here
+    training_pool_slots: int = 2  # slots of that pool: at most this many fits run at once
+    # --- Model server (docs/serving.md); its bearer token is MLOPS_SERVING_TOKEN, never here ---
     serving_target: str = "local"  # local | docker (pipeline_tasks.deploy.bluegreen)
-    serving_host: str = "127.0.0.1"
+    serving_host: str = "127.0.0.1"  # address of the stable endpoint
     serving_docker_mem_limit: str = "1g"  # docker target: memory limit of a model container
-    serving_port: int = 8800
-    serving_max_rows: int = 10_000
-    serving_max_body_bytes: int = 16 * 1024 * 1024
-    serving_max_abs_value: float = 1e12
-    prediction_log_flush_s: float = 5.0
-    prediction_log_max_rows: int = 50_000
-    # Monitoring (pipeline_tasks.monitoring.checks, dags/ml_drift_monitoring.py); see README "Monitoring"
+    serving_port: int = 8800  # the stable port of the endpoint (one model per port)
+    serving_max_rows: int = 10_000  # rows per /predict request (more: 413)
+    serving_max_body_bytes: int = 16 * 1024 * 1024  # bytes per request body, 16 MiB (more: 413)
+    serving_max_abs_value: float = 1e12  # a number beyond this in a request: 422
+    prediction_log_flush_s: float = 5.0  # the prediction log is written at least this often
+    prediction_log_max_rows: int = 50_000  # or sooner, at this many buffered rows
+    # --- Monitoring (pipeline_tasks.monitoring, dags/ml_drift_monitoring.py; docs/monitoring.md) ---
     training_schedule: str = "0 0 * * *"  # cron of ml_training_pipeline; "none": asset runs only
     drift_schedule: str = "30 0 * * *"  # cron of ml_drift_monitoring; "none": triggered runs only
     retrain_cooldown_days: float = 7.0  # at most one monitoring-triggered retrain per this period
@@ -107,14 +114,15 @@ class PipelineConfig:
     # training runs at once (one per model in practice): a run waiting for approval blocks no
     # other model's nightly run
     training_max_active_runs: int = 8
-    # Training
-    seed: int = 42
-    holdout_fraction: float = 0.2
-    search_time_budget_s: float = 120.0
-    search_cv_folds: int = 3
-    max_categories: int = 30
-    # Drift check (pipeline_tasks.monitoring.drift; Evidently's per-column tests at their default thresholds).
-    # A check counts as drift when drifted columns / compared columns >= drift_share_threshold.
+    # --- Training (pipeline_tasks.model.train) ---
+    seed: int = 42  # seed of the split, the estimator and the search
+    holdout_fraction: float = 0.2  # the last part by time (else a seeded sample) held out
+    search_time_budget_s: float = 120.0  # time budget of the randomized hyperparameter search
+    search_cv_folds: int = 3  # cross-validation folds of that search
+    max_categories: int = 30  # one-hot categories per column; an inferred suite's category sets
+    # --- Drift check (pipeline_tasks.monitoring.drift) ---
+    # A check counts as drift when drifted columns / compared columns >= drift_share_threshold
+    # (each column by Evidently's own per-column test at its default threshold).
     # 0.25 makes 3 drifted of 10 columns drift (and 1 of 4) while 2 of 10 stay "no drift":
     # Evidently's own default of 0.5 would wait until half the features moved, long after the
     # model has degraded; a lower value lets one noisy column in ten trigger a retrain.
@@ -132,21 +140,23 @@ class PipelineConfig:
     # Comma-separated inputs the drift check leaves out on purpose, e.g. "month,day": calendar
     # columns always differ from a training window, so they drift by construction.
     drift_ignore_columns: str = ""
-    # Gate (data, not literals in code): see pipeline_tasks.model.evaluate
-    min_baseline_lift: float = 0.05
-    min_champion_delta: float = 0.0
-    min_primary_metric: float | None = None
-    # Notifications (pipeline_tasks.ops.notifications): Airflow connection id of a webhook; empty = off
-    notify_conn_id: str = ""
-    # What trigger params may reach (README "Security model"). A param naming data (the training
-    # DAG's source, the drift DAG's current and labels) must lie under landing_uri or one of these
-    # roots (MLOPS_ALLOWED_SOURCE_ROOTS: a JSON list or comma-separated). Local paths are compared
-    # after resolving symlinks and '..'; other schemes (s3://bucket/prefix/, https://host/path/)
-    # are reachable only when listed here. Operator settings: trigger params cannot change them.
+    # --- Gate (data, not literals in code): see pipeline_tasks.model.policy ---
+    min_baseline_lift: float = 0.05  # relative lift over the trivial baseline's metric (0..1)
+    min_champion_delta: float = 0.0  # a candidate must beat the champion by more than this
+    min_primary_metric: float | None = None  # absolute floor (a ceiling for RMSE); None: none
+    # --- Notifications (pipeline_tasks.ops.notifications) ---
+    notify_conn_id: str = ""  # Airflow connection id of a webhook; empty = off
+    # --- What trigger params may reach (docs/security.md); trigger params cannot change these ---
+    # A param naming data (the training DAG's source, the drift DAG's current and labels) must lie
+    # under landing_uri or one of these roots (MLOPS_ALLOWED_SOURCE_ROOTS: a JSON list or
+    # comma-separated). Local paths are compared after resolving symlinks and '..'; other schemes
+    # (s3://bucket/prefix/, https://host/path/) are reachable only when listed here.
     allowed_source_roots: tuple[str, ...] = ()
     # Airflow connections a run's sql_conn_id may name (MLOPS_ALLOWED_SQL_CONN_IDS, same format).
-    # None by default: list only connections whose database role is read-only (README).
+    # None by default: list only connections whose database role is read-only (docs/security.md).
     allowed_sql_conn_ids: tuple[str, ...] = ()
+    # Settings read by name (MLOPS_EXTRA as JSON): "train_threads", the OpenMP threads of a fit
+    # (default 1); "validation", how loose an inferred suite's bounds are
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -159,11 +169,7 @@ class PipelineConfig:
             object.__setattr__(self, "mlflow_registry_uri", self.mlflow_tracking_uri)
         if not self.mlflow_backend_store_uri and not self.mlflow_tracking_uri.startswith("http"):
             object.__setattr__(self, "mlflow_backend_store_uri", self.mlflow_tracking_uri)
-        hints = get_type_hints(PipelineConfig)
-        for name in ("allowed_source_roots", "allowed_sql_conn_ids"):  # a list or text given
-            value = getattr(self, name)
-            if not isinstance(value, tuple):
-                object.__setattr__(self, name, _coerce(name, value, hints[name]) or ())
+        # a list or text given for a tuple field is coerced by load_config / with_overrides
         self._check()
 
     def _check(self) -> None:
@@ -247,7 +253,9 @@ class PipelineConfig:
 
     @property
     def predictions_uri(self) -> str:
-        return self.lake_uri.rstrip("/") + "/predictions"
+        from pipeline_tasks.core import layout  # the owner of lake paths
+
+        return layout.predictions_root(self)
 
     @property
     def demo_source_uri(self) -> str:
@@ -302,15 +310,16 @@ class PipelineConfig:
         return dataclasses.replace(self, **clean)
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        for name, value in data.items():  # never print a password held in a URL
-            if isinstance(value, str):
-                data[name] = redact_url(value)
-            elif isinstance(value, dict):
-                data[name] = {k: redact_url(v) if isinstance(v, str) else v
-                              for k, v in value.items()}
-            elif isinstance(value, tuple):
-                data[name] = [strip_userinfo(v) for v in value]
+        """The settings as JSON-able values, never with a password held in a URL."""
+        data = {name: list(value) if isinstance(value, tuple) else value
+                for name, value in dataclasses.asdict(self).items()}
+        for name, key, text in url_values(self):
+            if key is None:
+                data[name] = redact_url(text)
+            elif isinstance(getattr(self, name), tuple):  # a listed root: without any userinfo
+                data[name][key] = strip_userinfo(text)
+            else:
+                data[name][key] = redact_url(text)
         data["airflow_url"] = self.airflow_url
         data["mlflow_ui_url"] = self.mlflow_ui_url
         data["serving_url"] = self.serving_url
@@ -318,6 +327,20 @@ class PipelineConfig:
         data["demo_source_uri"] = self.demo_source_uri
         data["outcomes_uri"] = self.outcomes_uri
         return data
+
+
+def url_values(config: PipelineConfig) -> Iterator[tuple[str, str | int | None, str]]:
+    """Every text of ``config`` that may be a URL holding a password, as ``(field, key, text)``:
+    a text field (key None), a text value of a mapping field (its key), an item of a list field
+    (its index). What ``to_dict`` redacts and the Airflow glue masks in task logs."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, str):
+            yield f.name, None, value
+        elif isinstance(value, dict):
+            yield from ((f.name, k, v) for k, v in value.items() if isinstance(v, str))
+        elif isinstance(value, tuple):
+            yield from ((f.name, i, v) for i, v in enumerate(value) if isinstance(v, str))
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:

@@ -9,6 +9,7 @@ The lake (``config.lake_uri``)::
 
     raw/<run_key>/part.parquet                 ingested batch
     quarantine/<run_key>/part.parquet          a batch that failed a critical expectation
+    quarantine/<run_key>/validation_result.json   and why
     holdout/<run_key>/holdout.parquet          the evaluation holdout of a training run
     snapshots/<sha256>/{data.parquet,manifest.json,lineage/}   content-addressed datasets
     predictions/date=YYYY-MM-DD/...            the prediction log (config.predictions_uri)
@@ -20,6 +21,10 @@ The reports store (``config.reports_uri``)::
 
     data_docs/<run_key>/<model>/               Great Expectations Data Docs
     validation/<run_key>/<model>/validation_result.json
+
+Expectation suites: ``config.suites_uri`` holds ``<model>.json`` (inferred on a model's first
+run) and ``<model>/<digest>.json`` (proposed by a run allowed to change the schema); the reviewed
+suites of the repository are ``<repo_suites_dir>/<name>.json``.
 """
 
 from __future__ import annotations
@@ -58,6 +63,11 @@ def quarantine_batch(config: PipelineConfig, run_key: str) -> str:
     return storage.join(config.lake_uri, "quarantine", run_key, "part.parquet")
 
 
+def quarantine_result(config: PipelineConfig, run_key: str) -> str:
+    """The validation report kept beside a quarantined batch."""
+    return storage.join(config.lake_uri, "quarantine", run_key, "validation_result.json")
+
+
 def holdout_file(config: PipelineConfig, run_key: str) -> str:
     """The holdout a training run set aside for the evaluation gate."""
     return storage.join(config.lake_uri, "holdout", safe_name(run_key, "run"), "holdout.parquet")
@@ -71,6 +81,27 @@ def snapshots_root(config: PipelineConfig) -> str:
 def snapshot_dir(config: PipelineConfig, version_id: str) -> str:
     """One snapshot's folder (``version_id`` is its sha256)."""
     return storage.join(snapshots_root(config), version_id)
+
+
+#: The files of a snapshot folder (``snapshot_dir``).
+SNAPSHOT_DATA = "data.parquet"
+SNAPSHOT_MANIFEST = "manifest.json"
+
+
+def snapshot_data(config: PipelineConfig, version_id: str) -> str:
+    """A snapshot's rows."""
+    return storage.join(snapshot_dir(config, version_id), SNAPSHOT_DATA)
+
+
+def snapshot_manifest(config: PipelineConfig, version_id: str) -> str:
+    """A snapshot's manifest (written last: a snapshot without one is incomplete)."""
+    return storage.join(snapshot_dir(config, version_id), SNAPSHOT_MANIFEST)
+
+
+def snapshot_lineage_record(config: PipelineConfig, version_id: str, run_key: str) -> str:
+    """The record of one run that produced a snapshot's content (one file per run)."""
+    return storage.join(snapshot_dir(config, version_id), "lineage",
+                        run_key.replace("/", "__") + ".json")
 
 
 def monitoring_root(config: PipelineConfig) -> str:
@@ -88,6 +119,18 @@ def monitoring_run_dir(config: PipelineConfig, model_name: str, run_key: str) ->
     return storage.join(model_monitoring_dir(config, model_name), run_key)
 
 
+#: The files of one monitoring run (in ``monitoring_run_dir``): writers and readers use these.
+DRIFT_VERDICT = "drift.json"
+DRIFT_REPORT = "report.html"
+DRIFT_METRICS = "metrics.prom"
+PERFORMANCE_VERDICT = "performance.json"
+
+
+def retrain_requests_dir(config: PipelineConfig, model_name: str) -> str:
+    """The retrain policy's memory for a model: one record per retraining it asked for."""
+    return storage.join(model_monitoring_dir(config, model_name), "retrain_requests")
+
+
 def deployments_root(config: PipelineConfig) -> str:
     """The folder of every model's deployment records."""
     return storage.join(config.lake_uri, "deployments")
@@ -101,6 +144,41 @@ def deployments_dir(config: PipelineConfig, model_name: str) -> str:
 def predictions_root(config: PipelineConfig) -> str:
     """The prediction log (partitioned by day)."""
     return storage.join(config.lake_uri, "predictions")
+
+
+def predictions_day_dir(config: PipelineConfig, day: str) -> str:
+    """One day's partition of the prediction log (``day`` as ``YYYY-MM-DD``)."""
+    return storage.join(predictions_root(config), f"date={day}")
+
+
+# -- expectation suites ---------------------------------------------------------------------
+# Reviewed suites are versioned in the repo (``config.repo_suites_dir``); baselines inferred by a
+# run go to the suites store (``config.suites_uri``): ``<model>.json``, and ``<model>/<digest>.json``
+# for a suite inferred for a schema change (named by its content).
+
+def repo_suites_root(config: PipelineConfig) -> str:
+    """The folder of reviewed suites versioned with the code."""
+    return config.repo_suites_dir
+
+
+def repo_suite(config: PipelineConfig, file_name: str) -> str:
+    """A reviewed suite file in the repo (``file_name`` such as ``flights_is_late.json``)."""
+    return storage.join(repo_suites_root(config), safe_name(file_name))
+
+
+def suites_root(config: PipelineConfig) -> str:
+    """The store of suites inferred by runs (baselines for review)."""
+    return config.suites_uri
+
+
+def inferred_suite(config: PipelineConfig, model_name: str) -> str:
+    """The baseline suite inferred on a model's first run."""
+    return storage.join(suites_root(config), f"{safe_name(model_name)}.json")
+
+
+def proposed_suite(config: PipelineConfig, model_name: str, digest: str) -> str:
+    """A suite inferred for a run that changes the model's inputs, named by its content."""
+    return storage.join(suites_root(config), safe_name(model_name), f"{safe_name(digest)}.json")
 
 
 # -- reports -------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 ``read_lock`` parses it (uv's ``--generate-hashes`` format) for the image builds, which install
 from it in hash-checking mode: the Airflow image (``containers.prepare_image_wheels``) and the
-serving image (``deploy.docker.prepare_wheels``).
+serving image (``deploy.docker_image.prepare_wheels``).
 """
 
 from __future__ import annotations

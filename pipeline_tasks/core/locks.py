@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from pipeline_tasks.core.config import PipelineConfig
 from pipeline_tasks.core.errors import ConfigError
+from pipeline_tasks.core.names import safe_name
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +34,6 @@ def lock_key(name: str) -> int:
     """A stable signed 64-bit key for ``pg_advisory_lock`` from a lock name."""
     return int.from_bytes(hashlib.sha256(f"mlops:{name}".encode()).digest()[:8], "big",
                           signed=True)
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._=-]+", "_", name).strip("_") or "lock"
 
 
 def libpq_url(url: str) -> str:
@@ -63,7 +59,7 @@ def named_lock(config: PipelineConfig, name: str,
     folder = Path(config.locks_dir)
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        with FileLock(str(folder / f"{_safe(name)}.lock"), timeout=timeout):
+        with FileLock(str(folder / f"{safe_name(name, 'lock')}.lock"), timeout=timeout):
             yield
     except Timeout as exc:
         raise LockTimeout(f"lock {name!r} not acquired within {timeout:.0f} s") from exc

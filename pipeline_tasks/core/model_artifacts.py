@@ -40,7 +40,7 @@ DIGEST_TAG = "artifact_sha256"
 #: The only serialization format loaded.
 SKOPS_FORMAT = "skops"
 #: Types a model file may hold beyond skops' own safe defaults (which cover scikit-learn's
-#: estimators, numpy arrays and builtins): exactly what ``train.build_pipeline`` fits, a
+#: estimators, numpy arrays and builtins): exactly what ``model.estimator.build_pipeline`` fits, a
 #: ColumnTransformer of SimpleImputer/OneHotEncoder and a HistGradientBoosting model. This list,
 #: not the ``skops_trusted_types`` of a model's MLmodel file, decides what may be loaded.
 TRUSTED_TYPES: tuple[str, ...] = (

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from pathlib import Path
 
 from pipeline_tasks.core import storage
 from pipeline_tasks.core.config import PipelineConfig
 from pipeline_tasks.core.errors import ConfigError
+from pipeline_tasks.core.names import safe_name
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def configure_mlflow(config: PipelineConfig) -> None:
 
 def experiment_artifact_location(name: str, config: PipelineConfig) -> str:
     """``<mlflow_artifact_uri>/<name>``, with the name made safe as one path segment."""
-    safe = re.sub(r"[^A-Za-z0-9._=-]+", "_", name).strip("._") or "experiment"  # never ".."
+    safe = safe_name(name).strip(".") or "experiment"
     return storage.join(config.mlflow_artifact_uri, safe)
 
 

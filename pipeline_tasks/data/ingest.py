@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from pipeline_tasks.core import storage
-from pipeline_tasks.core.errors import ConfigError, IngestError
+from pipeline_tasks.core import layout, storage
+from pipeline_tasks.core.errors import ConfigError, IngestError, PipelineInputError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -139,48 +139,64 @@ def partition_date(uri: str) -> date | None:
         return None
 
 
-def read_table(uri: str) -> pd.DataFrame:
-    """Read one CSV or Parquet file, or raise IngestError naming the file and the problem."""
+def read_table(uri: str, *, allow_empty: bool = False, require_suffix: bool = False,
+               error: type[PipelineInputError] = IngestError) -> pd.DataFrame:
+    """Read one CSV or Parquet file (a URI or a local path) into a DataFrame: the one table reader.
+
+    Parquet by its ``.parquet``/``.pq`` suffix; anything else is read as UTF-8 CSV (gzip when the
+    name ends in ``.gz``), unless ``require_suffix`` asks for ``.csv``, ``.csv.gz``, ``.parquet``
+    or ``.pq``. A CSV must have a header row; one with a header and no rows is an error unless
+    ``allow_empty``. Every problem (no such file, empty, binary, not UTF-8, malformed) raises
+    ``error`` (``IngestError`` by default; a caller may pass its own ``PipelineInputError``
+    subclass) with a message that starts with ``uri`` and names the problem.
+    """
     import pandas as pd
 
     fs, path = storage.url_to_fs(uri)
-    with fs.open(path, "rb") as handle:
-        raw = handle.read()
-    if not raw.strip():
-        raise IngestError(f"{uri}: the file is empty")
     lower = path.lower()
+    if require_suffix and not lower.endswith(DATA_SUFFIXES):
+        raise error(f"{uri}: expected a .csv or .parquet file")
+    try:
+        with fs.open(path, "rb") as handle:
+            raw = handle.read()
+    except FileNotFoundError as exc:
+        raise error(f"{uri}: no such file") from exc
+    if not raw.strip():
+        raise error(f"{uri}: the file is empty")
     if lower.endswith((".parquet", ".pq")):
         try:
             return pd.read_parquet(io.BytesIO(raw), engine="pyarrow")
         except Exception as exc:  # pyarrow raises several unrelated types for a bad file
-            raise IngestError(f"{uri}: not a readable Parquet file ({exc})") from exc
+            raise error(f"{uri}: not a readable Parquet file ({exc})") from exc
     if lower.endswith(".gz"):
         import gzip
 
         try:
             raw = gzip.decompress(raw)
         except OSError as exc:
-            raise IngestError(f"{uri}: not a gzip file ({exc})") from exc
+            raise error(f"{uri}: not a gzip file ({exc})") from exc
     head = raw[:SNIFF_BYTES]
     if b"\x00" in head:
-        raise IngestError(f"{uri}: not a CSV file (it holds binary data: NUL bytes)")
+        raise error(f"{uri}: not a CSV file (it holds binary data: NUL bytes)")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise IngestError(
+        raise error(
             f"{uri}: not UTF-8 text (bad byte 0x{raw[exc.start]:02x} at offset {exc.start})"
         ) from exc
     try:
         df = pd.read_csv(io.StringIO(text), low_memory=False)
     except pd.errors.EmptyDataError as exc:
-        raise IngestError(f"{uri}: the file has no header and no rows") from exc
+        raise error(f"{uri}: the file has no header and no rows") from exc
     except pd.errors.ParserError as exc:
-        raise IngestError(f"{uri}: not a well-formed CSV file ({exc})") from exc
+        raise error(f"{uri}: not a well-formed CSV file ({exc})") from exc
     unnamed = [c for c in df.columns if str(c).startswith("Unnamed: ")]
-    if len(unnamed) == len(df.columns) or (len(df.columns) == 1 and df.shape[0] == 0):
-        raise IngestError(f"{uri}: not a CSV file with a header row")
-    if df.empty:
-        raise IngestError(f"{uri}: the file has a header but no rows")
+    if len(unnamed) == len(df.columns) or (
+        not allow_empty and len(df.columns) == 1 and df.shape[0] == 0
+    ):
+        raise error(f"{uri}: not a CSV file with a header row")
+    if df.empty and not allow_empty:
+        raise error(f"{uri}: the file has a header but no rows")
     return df
 
 
@@ -327,7 +343,7 @@ def ingest_interval(
                 log.warning("%s: dropped %d row(s) outside the window", origin, outside)
             df = df[inside].reset_index(drop=True)
 
-    out_uri = storage.join(config.lake_uri, "raw", run_key, "part.parquet")
+    out_uri = layout.raw_batch(config, run_key)
     storage.atomic_write_parquet(df, out_uri)
     log.info("ingested %d rows x %d columns from %d file(s) into %s", len(df), df.shape[1],
              len(files), out_uri)

@@ -21,7 +21,7 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from pipeline_tasks.core import storage
+from pipeline_tasks.core import layout, storage
 from pipeline_tasks.core.errors import PipelineInputError
 
 if TYPE_CHECKING:
@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-DATA = "data.parquet"
+MANIFEST = layout.SNAPSHOT_MANIFEST
+DATA = layout.SNAPSHOT_DATA
 _SHA256_HEX = frozenset("0123456789abcdef")
 
 
@@ -66,7 +66,8 @@ def content_hash(df: pd.DataFrame) -> str:
 
 
 def snapshots_uri(config: PipelineConfig) -> str:
-    return storage.join(config.lake_uri, "snapshots")
+    """The folder of all snapshots (``layout.snapshots_root``; kept for existing callers)."""
+    return layout.snapshots_root(config)
 
 
 def snapshot_dataset(
@@ -82,9 +83,9 @@ def snapshot_dataset(
     """Snapshot the validated data at ``data_uri``; reuse the existing snapshot of equal content."""
     df = storage.read_parquet(data_uri)
     version_id = content_hash(df)
-    root = storage.join(snapshots_uri(config), version_id)
-    data_out = storage.join(root, DATA)
-    manifest_uri = storage.join(root, MANIFEST)
+    root = layout.snapshot_dir(config, version_id)
+    data_out = layout.snapshot_data(config, version_id)
+    manifest_uri = layout.snapshot_manifest(config, version_id)
     created = not storage.exists(manifest_uri)
     if created:
         storage.atomic_write_parquet(df, data_out)
@@ -114,9 +115,7 @@ def snapshot_dataset(
             verify_snapshot_file(data_out, version_id)
     record = {"run": run_key, "source": source, "interval": interval, "raw_uri": data_uri,
               "lineage": lineage or {}, "validation_success": validation.get("success")}
-    storage.atomic_write_json(
-        storage.join(root, "lineage", run_key.replace("/", "__") + ".json"), record
-    )
+    storage.atomic_write_json(layout.snapshot_lineage_record(config, version_id, run_key), record)
     return DatasetVersion(
         version_id=version_id,
         uri=root,
@@ -131,7 +130,7 @@ def snapshot_dataset(
 def snapshot_data_uri(version_id: str, config: PipelineConfig) -> str:
     """The rows of a complete snapshot (one with a manifest), or FileNotFoundError."""
     load_manifest(version_id, config)
-    return storage.join(snapshots_uri(config), version_id, DATA)
+    return layout.snapshot_data(config, version_id)
 
 
 def is_version_id(value: str) -> bool:
@@ -162,7 +161,7 @@ def read_snapshot(version_id: str, config: PipelineConfig) -> pd.DataFrame:
 
 def load_manifest(version_id: str, config: PipelineConfig) -> dict[str, Any]:
     """The manifest of a snapshot, or FileNotFoundError if the version does not exist."""
-    uri = storage.join(snapshots_uri(config), version_id, MANIFEST)
+    uri = layout.snapshot_manifest(config, version_id)
     if not storage.exists(uri):
         raise FileNotFoundError(f"dataset version {version_id} not found at {uri}")
     return storage.read_json(uri)

@@ -18,7 +18,9 @@ The active server is supervised: if it dies, the supervisor starts the same vers
 puts it back on the stable port. Children die with the supervisor (PR_SET_PDEATHSIG).
 
 Control: JSON lines over the unix socket ``<serving_dir>/<port>/control.sock``. State (the active
-server) is kept in ``state.json`` beside it. ``SupervisorClient`` is the caller's side.
+server) is kept in ``state.json`` beside it. ``SupervisorClient`` is the caller's side;
+``local_target.LocalTarget`` drives it for the blue/green orchestrator. (A little over 400 lines:
+the supervisor and its client speak one control protocol and are read together.)
 """
 
 from __future__ import annotations

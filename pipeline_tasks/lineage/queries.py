@@ -14,9 +14,11 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pipeline_tasks.core import storage
+from pipeline_tasks.core import layout, storage
 from pipeline_tasks.core.config import PipelineConfig
 from pipeline_tasks.core.errors import PipelineError
+from pipeline_tasks.deploy.records import DeploymentRecord, deployment_history
+from pipeline_tasks.monitoring.drift_check import DriftCheck
 
 log = logging.getLogger(__name__)
 
@@ -33,51 +35,6 @@ def check_name(kind: str, value: str) -> str:
     if not value or not _NAME.fullmatch(value) or ".." in value:
         raise LineageNotFound(f"{kind} {value!r} is not a valid name")
     return value
-
-
-@dataclass(frozen=True)
-class DriftCheck:
-    """One drift verdict (``drift.json`` of the drift DAG's ``check_drift``)."""
-
-    model_name: str
-    model_version: str
-    interval_start: str
-    interval_end: str
-    status: str  # drift | no_drift | insufficient_data
-    drift_detected: bool
-    drifted_share: float | None
-    share_threshold: float | None
-    drifted_columns: list[str]
-    rows_current: int | None
-    created_at: str
-    run_id: str
-    verdict_uri: str
-    report_uri: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Deployment:
-    """One recorded deploy or rollback attempt (``lake/deployments/<model>/*.json``)."""
-
-    deployment_id: str
-    action: str
-    version: str
-    previous_version: str | None
-    status: str
-    outcome: str
-    reason: str
-    endpoint: str
-    started_at: str
-    finished_at: str
-    record: dict = field(default_factory=dict, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("record")
-        return data
 
 
 @dataclass(frozen=True)
@@ -119,13 +76,17 @@ class VersionLineage:
     dataset: dict[str, Any]
     training: dict[str, Any]
     evaluation: dict[str, Any]
-    deployments: list[Deployment]
+    deployments: list[DeploymentRecord]
     drift_checks: list[DriftCheck]
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["summary"] = self.summary.to_dict()
-        data["deployments"] = [d.to_dict() for d in self.deployments]
+        data["deployments"] = [  # the lineage view of a record: what happened, not how
+            {"deployment_id": d.deployment_id, "action": d.action, "version": d.version,
+             "previous_version": d.previous_version, "status": d.status, "outcome": d.outcome,
+             "reason": d.reason, "endpoint": d.endpoint, "started_at": d.started_at,
+             "finished_at": d.finished_at} for d in self.deployments]
         data["drift_checks"] = [d.to_dict() for d in self.drift_checks]
         return data
 
@@ -254,15 +215,16 @@ def drift_checks(model_name: str, config: PipelineConfig,
                  version: str | None = None) -> list[DriftCheck]:
     """The drift verdicts of ``model_name`` (of one version if given), oldest interval first.
 
-    Reads ``<lake>/monitoring/<model>/**/drift.json``; none yet gives an empty list.
+    Reads ``drift.json`` under ``layout.model_monitoring_dir`` (any depth); none yet gives an
+    empty list. ``verdict_uri`` is where a verdict was found, ``report_uri`` the report beside it.
     """
     check_name("model", model_name)
-    root = storage.join(config.lake_uri, "monitoring", model_name)
+    root = layout.model_monitoring_dir(config, model_name)
     fs, path = storage.url_to_fs(root)
     if not fs.exists(path):
         return []
     checks = []
-    for found in fs.glob(path.rstrip("/") + "/**/drift.json"):
+    for found in fs.glob(path.rstrip("/") + "/**/" + layout.DRIFT_VERDICT):
         verdict_uri = _uri_of(fs, found)
         try:
             data = storage.read_json(verdict_uri)
@@ -271,22 +233,9 @@ def drift_checks(model_name: str, config: PipelineConfig,
             continue
         if version is not None and str(data.get("model_version")) != str(version):
             continue
-        checks.append(DriftCheck(
-            model_name=str(data.get("model_name", model_name)),
-            model_version=str(data.get("model_version", "")),
-            interval_start=str(data.get("interval_start", "")),
-            interval_end=str(data.get("interval_end", "")),
-            status=str(data.get("status", "")),
-            drift_detected=bool(data.get("drift_detected")),
-            drifted_share=_float(data.get("drifted_share")),
-            share_threshold=_float(data.get("share_threshold")),
-            drifted_columns=[str(c) for c in data.get("drifted_columns") or []],
-            rows_current=data.get("rows_current"),
-            created_at=str(data.get("created_at", "")),
-            run_id=str(data.get("run_id", "")),
-            verdict_uri=verdict_uri,
-            report_uri=verdict_uri.rsplit("/", 1)[0] + "/report.html",
-        ))
+        checks.append(DriftCheck.from_dict(
+            {"model_name": model_name, **data}, verdict_uri=verdict_uri,
+            report_uri=storage.join(verdict_uri.rsplit("/", 1)[0], layout.DRIFT_REPORT)))
     return sorted(checks, key=lambda c: (c.interval_end, c.created_at))
 
 
@@ -296,33 +245,11 @@ def _uri_of(fs, path: str) -> str:
 
 
 def deployments(model_name: str, config: PipelineConfig,
-                version: str | None = None) -> list[Deployment]:
+                version: str | None = None) -> list[DeploymentRecord]:
     """Deploy and rollback attempts of ``model_name`` (involving ``version`` if given)."""
-    from pipeline_tasks.deploy.bluegreen import deployment_history
-
     check_name("model", model_name)
-    out = []
-    for record in deployment_history(model_name, config):
-        previous = record.get("previous") or {}
-        previous_version = (str(previous.get("version")) if previous.get("version") is not None
-                            and previous.get("model_name", model_name) == model_name else None)
-        if version is not None and str(record.get("version")) != str(version) \
-                and previous_version != str(version):
-            continue
-        out.append(Deployment(
-            deployment_id=str(record.get("deployment_id", "")),
-            action=str(record.get("action", "deploy")),
-            version=str(record.get("version", "")),
-            previous_version=previous_version,
-            status=str(record.get("status", "")),
-            outcome=str(record.get("outcome", "")),
-            reason=str(record.get("reason", "")),
-            endpoint=str(record.get("endpoint", "")),
-            started_at=str(record.get("started_at", "")),
-            finished_at=str(record.get("finished_at", "")),
-            record=record,
-        ))
-    return out
+    return [record for record in deployment_history(model_name, config)
+            if version is None or str(version) in (record.version, record.previous_version)]
 
 
 # --- the chain ---------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from pipeline_tasks.core import storage
+from pipeline_tasks.core import layout, storage
 from pipeline_tasks.core.config import PipelineConfig
 from pipeline_tasks.core.errors import PipelineError
 
@@ -58,16 +58,6 @@ class ReportNotFound(PipelineError):
     """No such report (yet)."""
 
 
-def report_roots(config: PipelineConfig) -> dict[str, str]:
-    """The URI of each kind of report the UI serves."""
-    return {
-        "data-docs": storage.join(config.reports_uri, "data_docs"),
-        "validation": storage.join(config.reports_uri, "validation"),
-        "snapshots": storage.join(config.lake_uri, "snapshots"),
-        "monitoring": storage.join(config.lake_uri, "monitoring"),
-    }
-
-
 @dataclass(frozen=True)
 class Report:
     """A report file the UI may serve."""
@@ -98,7 +88,7 @@ def check_relative_path(path: str) -> str:
 
 def resolve_report(kind: str, path: str, config: PipelineConfig) -> Report:
     """The report ``path`` under the root of ``kind``, or ``ReportPathRefused``/``ReportNotFound``."""
-    roots = report_roots(config)
+    roots = layout.report_roots(config)
     if kind not in roots:
         raise ReportNotFound(f"unknown report kind {kind!r}; known: {', '.join(sorted(roots))}")
     check_relative_path(path)
@@ -133,7 +123,7 @@ def report_location(uri: str | None, config: PipelineConfig) -> tuple[str, str] 
     if not uri:
         return None
     target = _normal(uri)
-    for kind, root in report_roots(config).items():
+    for kind, root in layout.report_roots(config).items():
         base = _normal(root)
         if target.startswith(base + "/"):
             rel = target[len(base) + 1:]

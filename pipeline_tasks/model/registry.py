@@ -1,13 +1,17 @@
 """Model registry: one version per training run, aliases ``challenger`` / ``champion`` (no stages).
 
 ``challenger`` always moves to the newest registered version. ``champion`` moves only for a
-blessed decision, and only by compare-and-set: under the registry lock (``pipeline_tasks.core.locks``:
-a PostgreSQL advisory lock shared by every worker in the production profile, a file lock in the
-embedded default) the current champion is read again, and the alias moves only if it is still the
-version the decision was evaluated against. Otherwise the comparison is stale: with a
-``reevaluate`` callback the candidate is compared again with the new champion, still under the
-lock, so concurrent runs end with the best one as champion; without it the version stays a
-challenger.
+blessed decision, and only by compare-and-set under the registry lock
+(``pipeline_tasks.core.locks``: a PostgreSQL advisory lock shared by every worker in the
+production profile, a file lock in the embedded default): the current champion is read again,
+and the alias moves only if it is still the version the decision was evaluated against.
+
+Loading and scoring models takes time (the champion on the candidate's holdout), so it never
+happens under the lock. When the champion moved since the decision was made, the lock is
+released, the ``reevaluate`` callback compares the candidate with the new champion, and the
+compare-and-set is tried again with the fresh decision (at most ``REEVALUATIONS`` times), so
+concurrent runs end with the best one as champion. Without ``reevaluate`` a stale decision
+leaves the version a challenger.
 
 Versions are created under the same lock, so concurrent registrations of one model never race
 for a version number in the store.
@@ -17,16 +21,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline_tasks.core import model_artifacts, tracking
 from pipeline_tasks.core.config import PipelineConfig
-from pipeline_tasks.core.errors import ConfigError
+from pipeline_tasks.core.errors import ConfigError, TransientError
 from pipeline_tasks.core.locks import named_lock
 from pipeline_tasks.core.schema import ModelContract, version_contract
+from pipeline_tasks.model.transient import is_transient
+from pipeline_tasks.model.versions import (
+    clip,
+    ensure_registered_model,
+    find_or_create_version,
+    version_tags,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +45,8 @@ CHALLENGER = "challenger"
 #: promotion_status of a candidate whose inputs break the champion's clients
 BLOCKED_BREAKING = "blocked_breaking_change"
 LOCK_TIMEOUT_S = 120.0
-CREATE_ATTEMPTS = 4
-CREATE_BACKOFF_S = 0.5
-_TAG_VALUE_LIMIT = 5000
-# What SqlAlchemyStore raises after its own retries when two writers pick the same version number.
-_VERSION_COLLISION = "Model Version creation error"
+#: How many times a stale decision is compared again with a champion that keeps moving.
+REEVALUATIONS = 3
 _REQUIRED_DECISION_KEYS = ("blessed", "reason", "primary_metric", "candidate_metrics")
 
 
@@ -94,7 +101,7 @@ def register_model(
 
     ``decision`` is ``EvaluationDecision.to_dict()``. Calling again for the same ``run_id``
     reuses its version, so a retried task never makes a second one. ``reevaluate`` returns a
-    fresh decision against the current champion; it is called (under the lock) when the
+    fresh decision against the current champion; it is called, outside the lock, when the
     champion moved since ``decision`` was made. With ``hold_promotion``, a blessed version is
     tagged ``awaiting_approval`` instead of becoming champion; the approval step then promotes
     it (``confirm_champion``).
@@ -103,7 +110,7 @@ def register_model(
     if missing:
         raise ConfigError(f"decision lacks {', '.join(missing)}: pass EvaluationDecision.to_dict()")
     if not model_name or not run_id or not model_uri:
-        raise ConfigError("model_name, run_id and model_uri are all required")
+        raise ValueError("model_name, run_id and model_uri are all required")
     tracking.configure_mlflow(config)
     from mlflow.tracking import MlflowClient
 
@@ -111,72 +118,30 @@ def register_model(
     # (and found to be a skops model of trusted types); every load checks it again.
     digest = model_artifacts.verified_digest(model_uri)
     client = MlflowClient()
-    with named_lock(config, f"{model_name}.registry", timeout=LOCK_TIMEOUT_S):
-        _ensure_registered_model(client, model_name)
-        tags = {**_version_tags(run_id, decision, lineage), model_artifacts.DIGEST_TAG: digest}
-        version, again = _find_or_create_version(client, model_name, run_id, model_uri, tags,
-                                                 decision, lineage)
-        previous = current_champion(model_name, client)
-        challenger = client.get_registered_model(model_name).aliases.get(CHALLENGER)
-        # a retried or cleared register of an older run never moves an alias back
-        if challenger is None or int(challenger) <= int(version):
-            client.set_registered_model_alias(model_name, CHALLENGER, version)
-        superseded = again and previous is not None and int(previous) > int(version)
-
-        expected = decision.get("champion_version")
-        expected = None if expected is None else str(expected)
-        if (reevaluate is not None and decision["blessed"] and not superseded
-                and previous not in (expected, version)):
-            log.info("champion of %s moved from v%s to v%s since %s v%s was evaluated: "
-                     "evaluating it again", model_name, expected, previous, model_name, version)
-            decision = reevaluate()
-            expected = decision.get("champion_version")
-            expected = None if expected is None else str(expected)
-            for key, value in _version_tags(run_id, decision, lineage).items():
-                client.set_model_version_tag(model_name, version, key, value)
-        promoted = held = False
-        breaking = bool(decision.get("breaking_change"))
-        if superseded:
-            # only a deploy makes a version live: moving the title back here would name a
-            # version that does not serve. Re-run the whole DAG run, or roll back, to serve it.
-            reason = (f"not promoted: v{previous}, a newer version, became champion after this "
-                      f"run registered v{version}; run the DAG again (or ml_model_rollback) to "
-                      "serve it")
-        elif (hold_promotion and breaking and decision.get("gate_passed")
-                and not decision["blessed"] and previous != version):
-            held = True  # a person may accept the breaking change
-            reason = f"awaiting approval: {decision['reason']}"
-        elif not decision["blessed"]:
-            reason = f"not promoted: {decision['reason']}"
-        elif hold_promotion and previous != version:
-            held = True
-            reason = f"awaiting approval: {decision['reason']}"
-        elif previous == version:
-            promoted = True
-            reason = f"v{version} is already champion (repeated registration)"
-        elif previous != expected:
-            was = f"v{expected}" if expected else "no champion"
-            now = f"v{previous}" if previous else "no champion"
-            reason = (f"not promoted: champion moved from {was} to {now} while this run was "
-                      "evaluated; re-evaluate")
-        else:
-            promoted = True
-            forced = " (forced)" if decision.get("forced") else ""
-            reason = f"promoted{forced} from {f'v{previous}' if previous else 'no champion'}: " \
-                     f"{decision['reason']}"
-            _move_champion(client, model_name, version, previous, reason)
-        if not promoted and not superseded:  # a superseded version keeps its history
-            status = ("awaiting_approval" if held
-                      else BLOCKED_BREAKING if breaking and not decision["blessed"]
-                      else CHALLENGER)
-            for key, value in {
-                "promotion_status": status,
-                "promotion_reason": reason,
-                "promoted_from": "",
-            }.items():
-                client.set_model_version_tag(model_name, version, key, _clip(value))
-        champion_after = current_champion(model_name, client)
-        aliases = sorted(client.get_model_version(model_name, version).aliases)
+    version = again = None
+    for attempt in range(REEVALUATIONS + 1):
+        with named_lock(config, f"{model_name}.registry", timeout=LOCK_TIMEOUT_S):
+            if version is None:
+                version, again = _create_version(client, model_name, run_id, model_uri, decision,
+                                                 lineage, digest)
+            previous = current_champion(model_name, client)
+            superseded = again and previous is not None and int(previous) > int(version)
+            expected = _expected(decision)
+            stale = (reevaluate is not None and decision["blessed"] and not superseded
+                     and previous not in (expected, version))
+            if not stale or attempt == REEVALUATIONS:
+                promoted, held, breaking, reason = _settle(
+                    client, model_name, version, decision, previous=previous,
+                    superseded=superseded, hold_promotion=hold_promotion)
+                champion_after = current_champion(model_name, client)
+                aliases = sorted(client.get_model_version(model_name, version).aliases)
+                break
+        # the compare part runs with the lock released: loading and scoring take time
+        log.info("champion of %s moved from v%s to v%s since %s v%s was evaluated: "
+                 "evaluating it again", model_name, expected, previous, model_name, version)
+        decision = reevaluate()
+        for key, value in version_tags(run_id, decision, lineage).items():
+            client.set_model_version_tag(model_name, version, key, value)
     log.info("registered %s v%s (run %s): %s", model_name, version, run_id, reason)
     return RegistrationResult(
         model_name=model_name,
@@ -190,6 +155,77 @@ def register_model(
         awaiting_approval=held,
         breaking_change=breaking,
     )
+
+
+def _expected(decision: dict) -> str | None:
+    """The champion ``decision`` was evaluated against (None: there was none)."""
+    expected = decision.get("champion_version")
+    return None if expected is None else str(expected)
+
+
+def _create_version(client, model_name: str, run_id: str, model_uri: str, decision: dict,
+                    lineage: dict[str, str], digest: str) -> tuple[str, bool]:
+    """The run's version (made now, or by an earlier call) with ``challenger`` moved to it when
+    it is the newest (lock held by caller)."""
+    ensure_registered_model(client, model_name)
+    tags = {**version_tags(run_id, decision, lineage), model_artifacts.DIGEST_TAG: digest}
+    version, again = find_or_create_version(client, model_name, run_id, model_uri, tags,
+                                             decision, lineage)
+    challenger = client.get_registered_model(model_name).aliases.get(CHALLENGER)
+    # a retried or cleared register of an older run never moves an alias back
+    if challenger is None or int(challenger) <= int(version):
+        client.set_registered_model_alias(model_name, CHALLENGER, version)
+    return version, again
+
+
+def _settle(client, model_name: str, version: str, decision: dict, *, previous: str | None,
+            superseded: bool, hold_promotion: bool) -> tuple[bool, bool, bool, str]:
+    """The compare-and-set (lock held by caller): ``champion`` moves to ``version`` only if the
+    decision blesses it and was made against ``previous``, the champion now. Tags the version
+    with the outcome; returns ``(promoted, held, breaking, reason)``."""
+    expected = _expected(decision)
+    promoted = held = False
+    breaking = bool(decision.get("breaking_change"))
+    if superseded:
+        # only a deploy makes a version live: moving the title back here would name a
+        # version that does not serve. Re-run the whole DAG run, or roll back, to serve it.
+        reason = (f"not promoted: v{previous}, a newer version, became champion after this "
+                  f"run registered v{version}; run the DAG again (or ml_model_rollback) to "
+                  "serve it")
+    elif (hold_promotion and breaking and decision.get("gate_passed")
+            and not decision["blessed"] and previous != version):
+        held = True  # a person may accept the breaking change
+        reason = f"awaiting approval: {decision['reason']}"
+    elif not decision["blessed"]:
+        reason = f"not promoted: {decision['reason']}"
+    elif hold_promotion and previous != version:
+        held = True
+        reason = f"awaiting approval: {decision['reason']}"
+    elif previous == version:
+        promoted = True
+        reason = f"v{version} is already champion (repeated registration)"
+    elif previous != expected:
+        was = f"v{expected}" if expected else "no champion"
+        now = f"v{previous}" if previous else "no champion"
+        reason = (f"not promoted: champion moved from {was} to {now} while this run was "
+                  "evaluated; re-evaluate")
+    else:
+        promoted = True
+        forced = " (forced)" if decision.get("forced") else ""
+        reason = f"promoted{forced} from {f'v{previous}' if previous else 'no champion'}: " \
+                 f"{decision['reason']}"
+        _move_champion(client, model_name, version, previous, reason)
+    if not promoted and not superseded:  # a superseded version keeps its history
+        status = ("awaiting_approval" if held
+                  else BLOCKED_BREAKING if breaking and not decision["blessed"]
+                  else CHALLENGER)
+        for key, value in {
+            "promotion_status": status,
+            "promotion_reason": reason,
+            "promoted_from": "",
+        }.items():
+            client.set_model_version_tag(model_name, version, key, clip(value))
+    return promoted, held, breaking, reason
 
 
 def set_champion(model_name: str, version: str, *, reason: str, config: PipelineConfig) -> str | None:
@@ -215,46 +251,63 @@ def confirm_champion(model_name: str, version: str, *, evaluated_against: str | 
     as ``register_model``. It is not yet champion when a person just approved it (approval can
     come days after ``evaluate``), or when a failed deploy gave the title back and the deploy is
     run again. If the champion is no longer ``evaluated_against``, the version is compared
-    again with the current one (``reevaluate``, under the lock) and promoted only if it still
-    wins (``approved``: a person accepted a breaking change, so passing the other gates is
-    enough). When it already is champion, nothing changes."""
+    again with the current one (``reevaluate``, outside the lock) and promoted only if it still
+    wins and the champion did not move meanwhile (``approved``: a person accepted a breaking
+    change, so passing the other gates is enough). When it already is champion, nothing
+    changes."""
     tracking.configure_mlflow(config)
     from mlflow.tracking import MlflowClient
 
     version = str(version)
     expected = None if evaluated_against is None else str(evaluated_against)
+    compared = None  # the reason of the last comparison made again, once there is one
     client = MlflowClient()
-    with named_lock(config, f"{model_name}.registry", timeout=LOCK_TIMEOUT_S):
-        run_id = _require_version(client, model_name, version).run_id
-        previous = current_champion(model_name, client)
-        promoted = True
-        if previous == version:
-            why = f"v{version} is already champion"
-        else:
-            if previous != expected:
-                log.info("champion of %s moved from v%s to v%s since v%s was evaluated: "
-                         "evaluating it again", model_name, expected, previous, version)
-                decision = reevaluate()
-                accepted = decision["blessed"] or (
-                    approved and decision.get("breaking_change") and decision.get("gate_passed"))
-                if not accepted:
-                    promoted = False
-                    why = (f"not promoted: the champion moved to v{previous} since it was "
-                           f"evaluated, and {decision['reason']}")
-                    for key, value in {"promotion_status": CHALLENGER,
-                                       "promotion_reason": why}.items():
-                        client.set_model_version_tag(model_name, version, key, _clip(value))
-                else:
-                    reason = f"{reason} (compared again with v{previous}: {decision['reason']})"
-            if promoted:
-                why = reason
-                _move_champion(client, model_name, version, previous, reason)
-        champion_after = current_champion(model_name, client)
-        aliases = sorted(client.get_model_version(model_name, version).aliases)
+    for attempt in range(REEVALUATIONS + 1):
+        with named_lock(config, f"{model_name}.registry", timeout=LOCK_TIMEOUT_S):
+            run_id = _require_version(client, model_name, version).run_id
+            previous = current_champion(model_name, client)
+            promoted = previous == version or previous == expected
+            if previous == version:
+                why = f"v{version} is already champion"
+            elif promoted:
+                why = reason if compared is None else \
+                    f"{reason} (compared again with v{previous}: {compared})"
+                _move_champion(client, model_name, version, previous, why)
+            elif attempt == REEVALUATIONS:
+                why = (f"not promoted: the champion kept moving (now v{previous}) while v{version} "
+                       "was compared with it; deploy again to compare with the current one")
+                _tag_challenger(client, model_name, version, why)
+            if promoted or attempt == REEVALUATIONS:
+                champion_after = current_champion(model_name, client)
+                aliases = sorted(client.get_model_version(model_name, version).aliases)
+                break
+        # the compare part runs with the lock released: loading and scoring take time
+        log.info("champion of %s moved from v%s to v%s since v%s was evaluated: "
+                 "evaluating it again", model_name, expected, previous, version)
+        decision = reevaluate()
+        accepted = decision["blessed"] or (
+            approved and decision.get("breaking_change") and decision.get("gate_passed"))
+        if not accepted:
+            promoted = False
+            why = (f"not promoted: the champion moved to v{previous} since it was "
+                   f"evaluated, and {decision['reason']}")
+            with named_lock(config, f"{model_name}.registry", timeout=LOCK_TIMEOUT_S):
+                _tag_challenger(client, model_name, version, why)
+                champion_after = current_champion(model_name, client)
+                aliases = sorted(client.get_model_version(model_name, version).aliases)
+            break
+        expected = _expected(decision) if "champion_version" in decision else previous
+        compared = decision["reason"]
     return RegistrationResult(
         model_name=model_name, version=version, run_id=run_id, promoted=promoted, reason=why,
         champion_version=champion_after, previous_champion=previous, aliases=aliases,
     )
+
+
+def _tag_challenger(client, model_name: str, version: str, why: str) -> None:
+    """Record that ``version`` stays a challenger, and why."""
+    for key, value in {"promotion_status": CHALLENGER, "promotion_reason": why}.items():
+        client.set_model_version_tag(model_name, version, key, clip(value))
 
 
 def restore_champion(model_name: str, version: str, *, to: str | None, reason: str,
@@ -279,7 +332,7 @@ def restore_champion(model_name: str, version: str, *, to: str | None, reason: s
             done = "champion alias removed (no earlier champion)"
         for key, value in {"promotion_status": "deploy_failed",
                            "promotion_reason": reason}.items():
-            client.set_model_version_tag(model_name, version, key, _clip(value))
+            client.set_model_version_tag(model_name, version, key, clip(value))
     log.warning("%s: %s (%s)", model_name, done, reason)
     return done
 
@@ -290,6 +343,12 @@ def _require_version(client, model_name: str, version: str):
     try:
         return client.get_model_version(model_name, str(version))
     except MlflowException as exc:
+        if is_transient(exc):
+            raise TransientError(f"the model registry did not answer for {model_name} "
+                                 f"v{version}: {exc.message}",
+                                 advice="The MLflow server did not answer; retried.") from exc
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
         raise ConfigError(f"model {model_name!r} has no version {version!r}") from exc
 
 
@@ -300,109 +359,12 @@ def _move_champion(client, model_name: str, version: str, previous: str | None,
     for key, value in {"promotion_status": CHAMPION,
                        "promotion_reason": reason,
                        "promoted_from": previous or "none"}.items():
-        client.set_model_version_tag(model_name, version, key, _clip(value))
+        client.set_model_version_tag(model_name, version, key, clip(value))
     if previous and previous != version:
         client.set_model_version_tag(model_name, previous, "promotion_status",
                                      "former_champion")
         client.set_model_version_tag(model_name, previous, "replaced_by", version)
     log.info("champion of %s: v%s -> v%s (%s)", model_name, previous, version, reason)
-
-
-def _ensure_registered_model(client, model_name: str) -> None:
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import (
-        RESOURCE_ALREADY_EXISTS,
-        RESOURCE_DOES_NOT_EXIST,
-        ErrorCode,
-    )
-
-    try:
-        client.get_registered_model(model_name)
-        return
-    except MlflowException as exc:
-        if exc.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
-            raise
-    try:
-        client.create_registered_model(
-            model_name, description=f"{model_name}: versions registered by the MLOps pipeline"
-        )
-    except MlflowException as exc:  # another machine created it between our read and write
-        if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
-            raise
-
-
-def _version_for_run(client, model_name: str, run_id: str) -> str | None:
-    if "'" in run_id or "'" in model_name:
-        raise ConfigError("model_name and run_id must not contain quotes")
-    found = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
-    versions = sorted(int(mv.version) for mv in found)
-    return str(versions[0]) if versions else None
-
-
-def _find_or_create_version(client, model_name, run_id, model_uri, tags, decision,
-                            lineage) -> tuple[str, bool]:
-    """The run's version, and whether an earlier call (a retried or cleared task) made it."""
-    from mlflow.exceptions import MlflowException
-
-    existing = _version_for_run(client, model_name, run_id)
-    if existing is not None:
-        log.info("run %s is already registered as %s v%s: reusing it", run_id, model_name,
-                 existing)
-        for key, value in tags.items():  # a retry may carry a fresher decision
-            client.set_model_version_tag(model_name, existing, key, value)
-        return existing, True
-    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
-    description = (
-        f"Trained by run {run_id} on dataset {lineage.get('dataset_version', '?')}. "
-        f"Evaluation: {decision['reason']}"
-    )
-    for attempt in range(CREATE_ATTEMPTS):
-        try:
-            created = client.create_model_version(
-                name=model_name, source=model_uri, run_id=run_id, tags=tags,
-                description=_clip(description), model_id=model_id,
-            )
-            log.info("created %s v%s from %s", model_name, created.version, model_uri)
-            return str(created.version), False
-        except MlflowException as exc:
-            if _VERSION_COLLISION not in exc.message or attempt == CREATE_ATTEMPTS - 1:
-                raise
-            wait = CREATE_BACKOFF_S * 2**attempt
-            log.warning("model version number collision for %s (attempt %d); retrying in "
-                        "%.1f s", model_name, attempt + 1, wait)
-            time.sleep(wait)
-            existing = _version_for_run(client, model_name, run_id)
-            if existing is not None:  # a concurrent call for the same run made it
-                return existing, False
-    raise AssertionError("unreachable")
-
-
-def _version_tags(run_id: str, decision: dict, lineage: dict[str, str]) -> dict[str, str]:
-    metric = decision["primary_metric"]
-    value = decision["candidate_metrics"].get(metric)
-    tags = {str(k): _clip(str(v)) for k, v in (lineage or {}).items()}
-    tags.update({
-        "run_id": run_id,
-        "blessed": str(bool(decision["blessed"])).lower(),
-        "evaluation_reason": _clip(str(decision["reason"])),
-        "primary_metric": str(metric),
-        "primary_metric_value": "" if value is None else repr(float(value)),
-        "evaluated_against_champion": str(decision.get("champion_version") or "none"),
-        "forced": str(bool(decision.get("forced"))).lower(),
-        "breaking_change": str(bool(decision.get("breaking_change"))).lower(),
-    })
-    if decision.get("schema_change"):
-        from pipeline_tasks.core.schema import SchemaDiff
-
-        diff = SchemaDiff.from_dict(decision["schema_change"])
-        tags.update({k: _clip(v) for k, v in diff.tags().items()})
-    if decision.get("forced"):
-        tags["force_reason"] = _clip(str(decision.get("force_reason") or ""))
-    return tags
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= _TAG_VALUE_LIMIT else text[: _TAG_VALUE_LIMIT - 3] + "..."
 
 
 def champion_contract(model_name: str, config: PipelineConfig) -> ModelContract | None:

@@ -4,7 +4,8 @@ data against the reference it should resemble, read back into a small typed verd
 Evidently computes every statistic and every per-column verdict (its ``ValueDrift`` metrics and
 the tests bound to them); this module only picks the columns, samples large inputs, pins the stat
 test Evidently's default would pick on the *full* data, and turns the snapshot into a
-``DriftResult`` (saved by the DAG as ``drift.json``), flat metrics and a Prometheus text file.
+``DriftResult`` (``drift_check.DriftCheck``, saved as ``drift.json``, carries its verdict), flat
+metrics and a Prometheus text file.
 
 Sampling: each side above ``sample_rows`` rows is replaced by a seeded uniform sample of that many
 rows. Evidently's default test depends on the size of the data (K-S and chi-square up to 1,000
@@ -13,6 +14,11 @@ of each column are decided as the full data would have them and passed explicitl
 applies the same tests as Evidently's default run on everything, only on fewer rows. The
 calibration tests (tests/pipeline_tasks/test_drift.py) show the detection power of that scheme and
 ``benchmarks/bench_drift.py`` its speed and agreement on 1M rows.
+
+Why one module of about 540 lines: it is one procedure (column kinds, type checks, sampling, the
+pinned default test, the Evidently run, the verdict) whose helpers only make sense together, plus
+the verdict's two writers (``to_dict``, ``write_prometheus``); the drift check of an interval
+(where the data comes from, where results go) lives in ``drift_check``.
 """
 
 from __future__ import annotations
@@ -79,7 +85,7 @@ class ColumnDrift:
 
 @dataclass(frozen=True)
 class DriftResult:
-    """The outcome of one drift check; ``to_dict()`` is what the DAG saves as ``drift.json``."""
+    """The engine's outcome of one comparison (``drift_check.DriftCheck`` is ``drift.json``)."""
 
     status: str  # drift | no_drift | insufficient_data
     drift_detected: bool  # True only when status == "drift"
@@ -112,7 +118,7 @@ class DriftResult:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DriftResult:
-        """Read back a ``to_dict()`` (for example a saved ``drift.json``)."""
+        """Read back a ``to_dict()``."""
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values["columns"] = {k: ColumnDrift.from_dict(v) for k, v in data["columns"].items()}

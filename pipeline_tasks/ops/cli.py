@@ -1,6 +1,6 @@
-"""Command line: ``python -m pipeline_tasks {config,airflow,land-demo-data,replay,demo,
-demo-monitoring,production-env,image-wheels,create-databases,serving-check}``; ``--help`` says
-what each does."""
+"""The command line a person runs by hand: ``mlops`` (the console script) or ``python -m
+pipeline_tasks``. ``--help`` lists the commands and says what each does; ``build_parser`` is
+their one list, so no other list of them is kept here."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_airflow(args: argparse.Namespace) -> int:
-    from pipeline_tasks.ops.stack import run_airflow_cli
+    from pipeline_tasks.ops.airflow_home import run_airflow_cli
 
     return run_airflow_cli(load_config(), args.args)
 
@@ -98,14 +98,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 #: The demo's server accepts any event time: `make replay` sends 2013's flights with their own
-#: (a deployment keeps the default window, see the README's serving section).
+#: (a deployment keeps the default window, see docs/serving.md).
 DEMO_ENV = {"MLOPS_SERVING_EVENT_TIME_WINDOW": "none"}
 
 
 def _first_run(config, args: argparse.Namespace) -> int:
     """Land the demo data, run the latest nightly interval, print what it did."""
+    from pipeline_tasks.ops.airflow_api import stack_api
+    from pipeline_tasks.ops.airflow_home import login_enabled, stack_env
     from pipeline_tasks.ops.demo_data import land_demo_data
-    from pipeline_tasks.ops.stack import login_enabled, stack_api, stack_env
 
     today = datetime.now(UTC).date()
     _say(f"==> landing the demo flights feed in {config.demo_source_uri}")
@@ -157,8 +158,9 @@ def _cmd_demo_monitoring(args: argparse.Namespace) -> int:
 
 
 def _monitoring_loop(config, args: argparse.Namespace) -> int:
+    from pipeline_tasks.core import layout
     from pipeline_tasks.ops import demo_monitoring as monitoring_demo
-    from pipeline_tasks.ops.stack import stack_api
+    from pipeline_tasks.ops.airflow_api import stack_api
 
     summary = monitoring_demo.run(config, stack_api(config), _say,
                                   until=args.until, timeout=args.timeout)
@@ -169,7 +171,7 @@ def _monitoring_loop(config, args: argparse.Namespace) -> int:
          "(login is turned off in the demo: everyone who can reach it is admin)")
     _say(f"MLflow UI  : {config.mlflow_ui_url} - experiment {monitoring_demo.MODEL}-monitoring,"
          " run drift-over-time: the drift_share chart")
-    _say(f"Reports    : {config.lake_uri}/monitoring/{monitoring_demo.MODEL}/")
+    _say(f"Reports    : {layout.model_monitoring_dir(config, monitoring_demo.MODEL)}/")
     _say(f"Champion   : http://{config.serving_host}:{config.serving_port + 1}/metadata")
     return 0
 
@@ -289,7 +291,7 @@ def _summary(api, config, run_id: str, state: str, login: bool = False) -> None:
 def _example_curl(endpoint: str, trained: dict) -> str:
     """A ``curl`` that predicts one holdout row, ready to paste."""
     from pipeline_tasks.core import storage
-    from pipeline_tasks.deploy.bluegreen import json_values
+    from pipeline_tasks.deploy.canary import json_values
 
     row = storage.read_parquet(trained["holdout_uri"])[trained["feature_columns"]].head(1)
     body = json.dumps({"records": [{c: json_values(row[c])[0] for c in row.columns}]})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from pipeline_tasks.core.config import PROJECT_DIR, PipelineConfig
-from pipeline_tasks.core.errors import ConfigError
+from pipeline_tasks.core.errors import ConfigError, TransientError
 from pipeline_tasks.core.lockfile import lock_pins
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,9 @@ DOCKER_DIR = PROJECT_DIR / "docker"
 COMPOSE_FILE = DOCKER_DIR / "docker-compose.yaml"
 ENV_TEMPLATE = DOCKER_DIR / ".env.example"
 WHEELS_DIR = DOCKER_DIR / "wheels"
+#: What the compose CLI says when the env file leaves a required ``${NAME:?}`` variable empty
+#: (v2: "required variable NAME is missing a value"; v1: "Missing mandatory value ...").
+_MISSING_VALUE = re.compile(r"required variable \S+ is missing a value|Missing mandatory value")
 
 
 def wheel_cache() -> Path:
@@ -41,7 +45,7 @@ def prepare_image_wheels(config: PipelineConfig, dest: Path = WHEELS_DIR) -> lis
     ``--require-hashes`` again."""
     import tempfile
 
-    from pipeline_tasks.deploy.docker import prepare_wheels
+    from pipeline_tasks.deploy.docker_image import prepare_wheels
 
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".wheels-", dir=dest.parent) as tmp:
@@ -66,8 +70,8 @@ def compose_command() -> list[str]:
     standalone = shutil.which("docker-compose")
     if standalone:
         return [standalone]
-    raise ConfigError("neither `docker compose` nor `docker-compose` is installed (Debian: "
-                      "apt-get install docker-compose)")
+    raise RuntimeError("neither `docker compose` nor `docker-compose` is installed (Debian: "
+                       "apt-get install docker-compose)")
 
 
 def _compose(env_file: Path, *args: str, env: dict[str, str] | None = None,
@@ -77,8 +81,12 @@ def _compose(env_file: Path, *args: str, env: dict[str, str] | None = None,
     done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
                           env={**os.environ, **(env or {})})
     if done.returncode != 0:
-        raise ConfigError(f"{' '.join(argv[-len(args):])} failed ({done.returncode}):\n"
-                          f"{done.stdout[-3000:]}\n{done.stderr[-2000:]}")
+        message = (f"{' '.join(argv[-len(args):])} failed ({done.returncode}):\n"
+                   f"{done.stdout[-3000:]}\n{done.stderr[-2000:]}")
+        if _MISSING_VALUE.search(done.stdout + done.stderr):  # the env file's value, not compose
+            raise ConfigError(message, advice=f"set the variable in {env_file} "
+                              "(make compose-env fills in every secret)")
+        raise TransientError(message)
     return done
 
 

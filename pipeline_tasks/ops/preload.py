@@ -26,7 +26,6 @@ import great_expectations.expectations
 import matplotlib.figure
 import mlflow
 import mlflow.models
-import mlflow.models.evaluation.validation
 import mlflow.sklearn
 import mlflow.store.model_registry.sqlalchemy_store
 import mlflow.store.tracking.sqlalchemy_store

@@ -196,7 +196,7 @@ def _credentials(url: str) -> tuple[str, str]:
     return unquote(parts.username or ""), unquote(parts.password or "")
 
 
-def _admin_sql(url: str, sql_for_name, admin: str | None = None):
+def run_as_admin(url: str, sql_for_name, admin: str | None = None):
     """Run ``sql_for_name(cursor, name, user, password)`` as the admin (``admin``, else
     ``admin_url(url)``) for ``url``'s database."""
     import psycopg2
@@ -211,7 +211,7 @@ def _admin_sql(url: str, sql_for_name, admin: str | None = None):
         conn.close()
 
 
-def _is_admin(cur, user: str) -> bool:
+def is_admin(cur, user: str) -> bool:
     """True when ``user`` is who the admin connection runs as (nothing to create for it)."""
     cur.execute("SELECT current_user")
     return not user or cur.fetchone()[0] == user
@@ -224,7 +224,7 @@ def _ensure_role(cur, user: str, password: str) -> None:
     from psycopg2 import sql
     from psycopg2.extensions import encrypt_password
 
-    if _is_admin(cur, user) or not password:
+    if is_admin(cur, user) or not password:
         return
     verifier = encrypt_password(password, user, cur.connection, None)
     cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,))
@@ -244,40 +244,21 @@ def create_databases(urls: list[str], admin: str | None = None) -> list[str]:
         cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
         if cur.fetchone() is not None:
             return ""
-        if _is_admin(cur, user):
+        if is_admin(cur, user):
             cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         else:
             cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
                 sql.Identifier(name), sql.Identifier(user)))
         return name
 
-    created = [name for name in (_admin_sql(url, create, admin) for url in urls) if name]
+    created = [name for name in (run_as_admin(url, create, admin) for url in urls) if name]
     log.info("databases created: %s", ", ".join(created) or "none (all existed)")
     return created
 
 
-def drop_databases(urls: list[str], admin: str | None = None) -> None:
-    """Drop the databases (closing their sessions first), then their roles; missing ones are
-    fine."""
-    from psycopg2 import sql
-
-    def drop(cur, name: str, user: str, password: str) -> None:
-        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
-
-    def drop_role(cur, name: str, user: str, password: str) -> None:
-        if not _is_admin(cur, user) and password:
-            cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(user)))
-
-    for url in urls:
-        _admin_sql(url, drop, admin)
-    for url in urls:
-        _admin_sql(url, drop_role, admin)
-
-
 # ------------------------------------------------------------------------------------- Redis
 
-def _broker(env: dict[str, str]) -> tuple[str, str, str] | None:
+def redis_broker(env: dict[str, str]) -> tuple[str, str, str] | None:
     """``(admin URL, user, password)`` of a Redis broker URL with credentials, else None."""
     url = env.get("AIRFLOW__CELERY__BROKER_URL", "")
     parts = urlsplit(url)
@@ -297,7 +278,7 @@ def create_redis_user(env: dict[str, str]) -> str | None:
     """
     import redis
 
-    broker = _broker(env)
+    broker = redis_broker(env)
     if broker is None:
         return None
     admin, user, password = broker
@@ -316,18 +297,6 @@ def create_redis_user(env: dict[str, str]) -> str | None:
     return user
 
 
-def drop_redis_user(env: dict[str, str]) -> None:
-    import redis
-
-    broker = _broker(env)
-    if broker is not None and broker[1] != "default":
-        client = redis.Redis.from_url(broker[0], socket_timeout=30)
-        try:
-            client.acl_deluser(broker[1])
-        finally:
-            client.close()
-
-
 def provision(env: dict[str, str]) -> list[str]:
     """What the profile ``env`` names, with its credentials: the PostgreSQL role and databases
     (``create_databases``) and the broker's Redis ACL user; returns the databases created.
@@ -335,10 +304,3 @@ def provision(env: dict[str, str]) -> list[str]:
     created = create_databases(profile_databases(env), env.get("PG_ADMIN_URL"))
     create_redis_user(env)
     return created
-
-
-def unprovision(env: dict[str, str]) -> None:
-    """Undo ``provision`` (throwaway profiles of tests and benchmarks)."""
-    drop_databases(profile_databases(env), env.get("PG_ADMIN_URL"))
-    drop_redis_user(env)
-

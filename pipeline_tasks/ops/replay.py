@@ -63,7 +63,7 @@ def replay(config: PipelineConfig, first_day: date, last_day: date, *, url: str 
            progress: Callable[[str], None] | None = None) -> ReplayResult:
     """Send ``first_day``..``last_day`` (inclusive) to the server at ``url`` (default: the
     configured endpoint). ``progress`` hears one line per day as it is sent."""
-    from pipeline_tasks.deploy.bluegreen import json_values
+    from pipeline_tasks.deploy.canary import json_values
 
     if last_day < first_day:
         raise ValueError(f"last day {last_day} is before first day {first_day}")

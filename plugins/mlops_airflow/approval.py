@@ -80,7 +80,7 @@ def _answer_on_record(ti) -> dict | None:
 
     from airflow.configuration import conf
 
-    from pipeline_tasks.ops.stack import AirflowAPI, StackError
+    from pipeline_tasks.ops.airflow_api import AirflowAPI, StackError
 
     base = conf.get("api", "base_url", fallback="").rstrip("/")
     if not base:

@@ -5,7 +5,6 @@ notification webhook. Task logs (and the supervisor that writes them) then show 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 #: Values this process has registered with the secrets masker (each is sent once).
@@ -34,20 +33,15 @@ def mask_url(url: str | None) -> None:
 
 def mask_task_secrets(config=None, *urls: str | None) -> None:
     """Register with Airflow's ``mask_secret`` every secret a task may print: the password in
-    each URL of the loaded config (tracking, registry and backend store URIs, the registry lock
-    URL, storage URIs, labels), the serving token (``MLOPS_SERVING_TOKEN``) and ``urls`` (a
-    connection's URL). Airflow does not mask values shorter than ``[logging]
+    each URL of the loaded config (``config.url_values``: tracking, registry and backend store
+    URIs, the registry lock URL, storage URIs, labels, listed roots), the serving token
+    (``MLOPS_SERVING_TOKEN``) and ``urls`` (a connection's URL). Airflow does not mask values shorter than ``[logging]
     min_length_masked_secret`` (5 characters by default)."""
-    from pipeline_tasks.core.config import load_config
+    from pipeline_tasks.core.config import load_config, url_values
     from pipeline_tasks.core.http import SERVING_TOKEN_ENV, url_secrets
 
     config = config if config is not None else load_config()
-    values: list[str] = list(urls)
-    for value in dataclasses.asdict(config).values():
-        if isinstance(value, str):
-            values.append(value)
-        elif isinstance(value, dict):
-            values.extend(v for v in value.values() if isinstance(v, str))
+    values = [*urls, *(text for _, _, text in url_values(config))]
     for value in values:
         for secret in url_secrets(value or ""):
             _mask(secret)

@@ -156,6 +156,18 @@ def fail_with_summary(task_id: str, exc: Exception) -> AirflowFailException:
     return AirflowFailException(summary)
 
 
+def to_xcom(result: Any) -> Any:
+    """A stage's result as its XCom payload: a typed (dataclass) result becomes its dict
+    (``to_xcom()``, else ``to_dict()``: the keys the UI links, notifications and tests read);
+    a dict or a branch's task id is stored as it is. The one place results leave the types."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        convert = getattr(result, "to_xcom", None) or getattr(result, "to_dict", None)
+        return convert() if convert else dataclasses.asdict(result)
+    return result
+
+
 def pipeline_task(func=None, **task_kwargs):
     """``@task`` for a pipeline stage: input errors fail fast, other errors are retried.
 
@@ -177,7 +189,7 @@ def pipeline_task(func=None, **task_kwargs):
             if ti is not None and (getattr(ti, "try_number", 1) or 1) > 1:
                 log.warning(RETRY_NOTE, ti.try_number)
             try:
-                result = fn(*args, **kwargs)
+                result = to_xcom(fn(*args, **kwargs))
                 for outlet in task_kwargs.get("outlets") or ():
                     kwargs["outlet_events"][outlet].extra = dict(result.get("asset_extra") or {})
                 return result

@@ -21,8 +21,9 @@ import pytest
 
 from pipeline_tasks.core.config import PipelineConfig, load_config
 from pipeline_tasks.core.http import free_port
+from pipeline_tasks.ops.airflow_api import AirflowAPI
 from pipeline_tasks.ops.demo_data import land_flights_feed
-from pipeline_tasks.ops.stack import AirflowAPI, Stack
+from pipeline_tasks.ops.stack import Stack
 
 CHROMIUM = os.environ.get("MLOPS_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("MLOPS_CHROMEDRIVER", "/usr/bin/chromedriver")

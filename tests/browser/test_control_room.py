@@ -140,7 +140,7 @@ def test_login_then_trigger_from_the_form_with_non_default_params(ui_stack, brow
     assert conf["model_name"] == MODEL and conf["training_window_days"] == 1
     assert conf["task_type"] == "classification" and conf["min_baseline_lift"] == 0.01
     ui.state["run_id"] = run_id
-    if ui.screenshots:  # the graph of the finished run, for the README
+    if ui.screenshots:  # the graph of the finished run, for docs/ui.md
         d.get(f"{ui.url}/dags/{DAG_ID}/runs/{quote(run_id)}")
         d.find_element(By.CSS_SELECTOR, "button[aria-label^='Show Graph']").click()
         wait_for_graph(d)
@@ -160,7 +160,7 @@ def test_each_extra_link_opens_what_that_task_produced(ui_stack, browser):
         href = anchor.get_attribute("href")
         assert href == links(ui, run_id, task_id)[name]
         opened[task_id] = href
-    if ui.screenshots:  # the task page with its link, for the README
+    if ui.screenshots:  # the task page with its link, for docs/ui.md
         d.get(f"{ui.url}/dags/{DAG_ID}/runs/{quote(run_id)}/tasks/train/details")
         wait(d).until(EC.presence_of_element_located((By.LINK_TEXT, "MLflow run")))
         wait_for_graph(d)

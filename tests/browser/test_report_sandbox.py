@@ -30,11 +30,11 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from pipeline_tasks.core import storage
+from pipeline_tasks.core import layout, storage
 from pipeline_tasks.data import validate, versioning
 from pipeline_tasks.lineage.reports import report_url
-from pipeline_tasks.monitoring import checks as monitoring
 from pipeline_tasks.monitoring import drift
+from pipeline_tasks.monitoring import sources as monitoring
 from pipeline_tasks.serving.predlog import META_COLUMNS, PredictionLog
 
 MODEL = "sandbox_probe"
@@ -105,7 +105,7 @@ def reports(ui_stack) -> dict[str, str]:
     assert POISON in set(current["carrier"])
     out = {}
     for name, cur in (("poisoned", current), ("clean", _features(1200, 2, ["AA", "UA", "DL"]))):
-        uri = storage.join(monitoring.monitoring_uri(config, MODEL, f"sandbox_{name}"),
+        uri = storage.join(layout.monitoring_run_dir(config, MODEL, f"sandbox_{name}"),
                            "report.html")
         drift.check_drift(reference, cur, numeric_columns=["dep_delay"],
                           categorical_columns=["carrier"], min_rows=10, report_uri=uri,

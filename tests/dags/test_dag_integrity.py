@@ -49,22 +49,21 @@ from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(dag_folder=path, safe_mode=False)
 dags = {}
 for value in bag.dags.values():
-    if True:
-        dags[value.dag_id] = {
-            "catchup": value.catchup,
-            "max_active_runs": value.max_active_runs,
-            "tags": sorted(value.tags),
-            "doc_md": bool(value.doc_md and len(value.doc_md) > 100),
-            "start_date_tz": value.start_date is not None and value.start_date.tzinfo is not None,
-            "schedule": getattr(value.timetable, "_expression", None) or str(value.timetable),
-            "tasks": {t.task_id: {"retries": t.retries} for t in value.tasks},
-            "order": [t.task_id for t in value.topological_sort()]
-                     if hasattr(value, "topological_sort") else None,
-            "params": {k: {"title": bool(p.schema.get("title")),
-                           "description": bool(p.description or p.schema.get("description")),
-                           "type": p.schema.get("type")}
-                       for k, p in value.params.items()},
-        }
+    dags[value.dag_id] = {
+        "catchup": value.catchup,
+        "max_active_runs": value.max_active_runs,
+        "tags": sorted(value.tags),
+        "doc_md": bool(value.doc_md and len(value.doc_md) > 100),
+        "start_date_tz": value.start_date is not None and value.start_date.tzinfo is not None,
+        "schedule": getattr(value.timetable, "_expression", None) or str(value.timetable),
+        "tasks": {t.task_id: {"retries": t.retries} for t in value.tasks},
+        "order": [t.task_id for t in value.topological_sort()]
+                 if hasattr(value, "topological_sort") else None,
+        "params": {k: {"title": bool(p.schema.get("title")),
+                       "description": bool(p.description or p.schema.get("description")),
+                       "type": p.schema.get("type")}
+                   for k, p in value.params.items()},
+    }
 print(json.dumps({"new_modules": new, "queries": queries, "lookups": lookups, "dags": dags,
                   "import_errors": {k: str(v) for k, v in bag.import_errors.items()}}))
 """

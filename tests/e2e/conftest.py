@@ -20,7 +20,8 @@ import pytest
 
 from pipeline_tasks.core.config import PipelineConfig, load_config
 from pipeline_tasks.core.http import free_port
-from pipeline_tasks.ops.stack import AirflowAPI, Stack
+from pipeline_tasks.ops.airflow_api import AirflowAPI
+from pipeline_tasks.ops.stack import Stack
 
 DAG_ID = "ml_training_pipeline"
 

@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 
 from pipeline_tasks.core import storage
 from pipeline_tasks.core.http import free_port
-from pipeline_tasks.monitoring import checks as monitoring
+from pipeline_tasks.monitoring import sources as monitoring
 from pipeline_tasks.ops.demo_data import flight_keys, flights_for_day, land_flights_feed
 from pipeline_tasks.ops.replay import replay
 

@@ -248,7 +248,8 @@ def test_docker_target_serves_after_a_full_run(pipeline, landed, client):
     import mlflow.sklearn
 
     from pipeline_tasks.core import tracking
-    from pipeline_tasks.deploy import docker as docker_target
+    from pipeline_tasks.deploy import docker_image as docker_target
+    from pipeline_tasks.deploy.docker_router import stop_endpoint
 
     name, port = "flights_in_docker", http.free_port()
     config = pipeline.config.with_overrides(serving_port=port)
@@ -281,4 +282,4 @@ def test_docker_target_serves_after_a_full_run(pipeline, landed, client):
         offline = mlflow.sklearn.load_model(f"models:/{name}/1").predict(frame).tolist()
         assert answer["predictions"] == offline
     finally:
-        docker_target.stop_endpoint(config)
+        stop_endpoint(config)

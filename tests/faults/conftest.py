@@ -35,7 +35,7 @@ def campaign() -> Campaign:
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    """The trials and their outcomes, at the end of the run (the README's reliability table)."""
+    """The trials and their outcomes, at the end of the run (docs/reliability.md's table)."""
     if not CAMPAIGN.outcomes:
         return
     terminalreporter.write_sep("-", f"fault trials (seed {SEED}, {TRIALS} per fault)")

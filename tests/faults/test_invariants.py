@@ -212,7 +212,7 @@ def test_corrupt_snapshots_and_model_files_are_refused_by_name(served, campaign)
 def test_a_switch_under_client_load_loses_no_answer(served, campaign):
     """Bounded client load through a switch and a clean stop: no request fails, and every
     answered row is in the prediction log."""
-    from pipeline_tasks.monitoring.checks import read_prediction_log
+    from pipeline_tasks.monitoring.sources import read_prediction_log
 
     rows = pd.read_csv(served.source).drop(columns=["price"]).head(200)
     records = rows.to_dict("records")

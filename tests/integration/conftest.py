@@ -15,16 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from profile_teardown import unprovision
 
 from pipeline_tasks.core.config import PipelineConfig
+from pipeline_tasks.ops.airflow_api import AirflowAPI, stack_api
 from pipeline_tasks.ops.production import (
     config_from_env,
     local_env,
     profile_databases,
     provision,
-    unprovision,
 )
-from pipeline_tasks.ops.stack import AirflowAPI, Stack, stack_api
+from pipeline_tasks.ops.stack import Stack
 
 DAG_ID = "ml_training_pipeline"
 WORKERS = ("worker1", "worker2")

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from pipeline_tasks.core.config import load_config
-from pipeline_tasks.deploy import docker as dt
+from pipeline_tasks.deploy import docker_image as dt
 from pipeline_tasks.ops import containers
 from pipeline_tasks.ops.production import read_env_file, write_env_file
 
@@ -64,6 +64,21 @@ def test_a_missing_secret_is_refused(tmp_path):
                    "AIRFLOW_FERNET_KEY=k\n")
     with pytest.raises(Exception, match="AIRFLOW_JWT_SECRET"):
         containers.compose_config(env)
+
+
+def test_an_empty_value_is_a_config_error_and_a_failed_command_is_transient(tmp_path, env_file):
+    """The env file's missing value is the person's to fix (ConfigError, with advice); any other
+    failure of the compose CLI is a tool failure worth a retry (TransientError)."""
+    from pipeline_tasks.core.errors import ConfigError, TransientError
+
+    env = tmp_path / ".env"
+    env.write_text("AIRFLOW_API_SECRET_KEY=x\n")
+    with pytest.raises(ConfigError, match="AIRFLOW_JWT_SECRET|POSTGRES_PASSWORD") as refused:
+        containers.compose_config(env)
+    assert "make compose-env" in refused.value.advice and not refused.value.retryable
+    with pytest.raises(TransientError, match="no-such-command") as failed:
+        containers._compose(env_file, "no-such-command")
+    assert failed.value.retryable
 
 
 def test_every_image_builds_with_the_local_engine(env_file):

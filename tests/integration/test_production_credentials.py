@@ -14,12 +14,12 @@ import uuid
 import psycopg2
 import pytest
 import redis
+from profile_teardown import unprovision
 
 from pipeline_tasks.ops.production import (
     profile_databases,
     provision,
     read_env_file,
-    unprovision,
     write_env_file,
 )
 

@@ -20,8 +20,9 @@ import pytest
 
 from pipeline_tasks.core import storage
 from pipeline_tasks.core.locks import libpq_url
+from pipeline_tasks.ops.airflow_api import AirflowAPI, StackError
+from pipeline_tasks.ops.backfill import run_backfill
 from pipeline_tasks.ops.demo_data import land_flights_feed
-from pipeline_tasks.ops.stack import AirflowAPI, StackError, run_backfill
 
 DAG_ID = "ml_training_pipeline"
 MODEL = "flights_is_late"
@@ -136,7 +137,7 @@ def test_connections_are_stored_encrypted_with_the_profile_s_fernet_key(producti
 
     from cryptography.fernet import Fernet
 
-    from pipeline_tasks.ops.stack import run_airflow_cli
+    from pipeline_tasks.ops.airflow_home import run_airflow_cli
 
     plain = "it-plain-password"
     code = run_airflow_cli(production.config, [

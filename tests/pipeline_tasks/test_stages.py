@@ -171,3 +171,43 @@ def test_the_input_contract_holds_from_validation_to_promotion(tmp_path, regress
     validated = stages.validate(again, stages.ingest(again))
     assert validated["success"] and validated["suite_uri"] == forced["validate"]["suite_uri"]
     assert validated["champion_version"] == forced["register"]["version"]
+
+
+def test_the_param_schema_words_each_problem_and_names_the_param():
+    from pipeline_tasks.core import params as schema
+
+    window = schema.spec_for(schema.TRAINING_DAG, "training_window_days")
+    assert window.requirement() == "a whole number >= 0 and <= 3660"
+    assert window.json_schema() == {"type": "integer", "minimum": 0, "maximum": 3660,
+                                    "title": "Training window (days)"}
+    assert schema.check_value(window, 3661) == ("param 'training_window_days' must be a whole "
+                                                "number >= 0 and <= 3660, got 3661")
+    assert schema.check_value(window, True) is not None  # a bool is not a number
+    name = schema.spec_for(schema.TRAINING_DAG, "model_name")
+    assert name.json_schema()["type"] == ["null", "string"]  # optional: the form does not require it
+    assert name.problem(None) is None and name.problem("a.b-c_1") is None
+    for bad in ("../etc", "a..b", "-x", "a b"):
+        assert "letters, digits" in name.problem(bad), bad
+    reason = schema.spec_for(schema.ROLLBACK_DAG, "reason")
+    assert reason.problem("ab") == "must be at least 3 character(s), got 'ab'"
+    # a config field's default is the config's; a monitoring run's target is the training DAG's
+    port = schema.spec_for(schema.MONITORING_DAG, "serving_port")
+    assert port.default_for(spec().config) == spec().config.serving_port
+    assert schema.spec_for(schema.MONITORING_DAG, "target").default == "is_late"
+    assert schema.problems(schema.ROLLBACK_DAG, {"version": "v7", "reason": "", "other": 1}) == [
+        "param 'version' must be a version number or 'previous', got 'v7'"]
+
+
+def test_params_beyond_the_forms_bounds_fail_the_first_task(tmp_path):
+    with pytest.raises(ConfigError, match="param 'serving_port' must be a whole number >= 1"):
+        stages.ingest(spec(source=str(tmp_path / "x.csv"), target="y", serving_port=0))
+    with pytest.raises(ConfigError, match="param 'training_window_days' .* <= 3660, got 9999"):
+        stages.ingest(spec(source=str(tmp_path / "x.csv"), target="y",
+                           training_window_days=9999))
+    run = stages.RunSpec(dag_id="ml_model_rollback", run_id="r", interval_start="a",
+                         interval_end="b", params={"model_name": "m", "version": "v7; rm",
+                                                   "reason": "a test"})
+    with pytest.raises(ConfigError, match="param 'version' must be a version number"):
+        stages.rollback(run)
+    assert spec(require_approval=True).approval_required
+    assert not spec().approval_required

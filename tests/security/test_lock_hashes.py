@@ -19,7 +19,7 @@ import pytest
 
 from pipeline_tasks.core import lockfile
 from pipeline_tasks.core.config import load_config
-from pipeline_tasks.deploy import docker as dt
+from pipeline_tasks.deploy import docker_image as dt
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCK = ROOT / "requirements.lock"

@@ -181,7 +181,7 @@ def test_evaluate_refuses_the_champion(store, config, kind):
 
 @pytest.mark.parametrize("kind", list(VERSIONS))
 def test_the_canary_refuses_the_version(store, config, kind):
-    from pipeline_tasks.deploy.bluegreen import canary_check
+    from pipeline_tasks.deploy.canary import canary_check
 
     good = store["good"]
     # no server needs to answer: the offline model is refused before any request

@@ -197,7 +197,7 @@ def test_labels_from_the_config_are_the_operators(home, monkeypatch):
 
 def test_a_source_folder_cannot_lead_out_through_a_symlinked_entry(home):
     from pipeline_tasks.data.ingest import ingest_interval
-    from pipeline_tasks.monitoring import checks as monitoring
+    from pipeline_tasks.monitoring import performance as monitoring
 
     folder = home / "home" / "landing" / "flights"
     (folder / "zz_secret.csv").symlink_to(home / "outside" / "secret.csv")
@@ -274,7 +274,8 @@ def test_a_traversal_model_name_is_refused_by_the_rollback_form_and_stage(home, 
 def airflow(tmp_path_factory):
     """A real Airflow stack with the default allow-lists, and a secret file outside them."""
     from pipeline_tasks.core.http import free_port
-    from pipeline_tasks.ops.stack import AirflowAPI, Stack
+    from pipeline_tasks.ops.airflow_api import AirflowAPI
+    from pipeline_tasks.ops.stack import Stack
 
     home = tmp_path_factory.mktemp("allow-home")
     outside = tmp_path_factory.mktemp("allow-outside") / "secret.csv"

@@ -15,8 +15,8 @@ from cryptography.fernet import Fernet
 from pipeline_tasks.core.config import load_config
 from pipeline_tasks.core.errors import ConfigError
 from pipeline_tasks.ops import containers
+from pipeline_tasks.ops.airflow_home import private_log, run_airflow_cli, stack_env
 from pipeline_tasks.ops.production import TEMPLATE, read_env_file, write_env_file
-from pipeline_tasks.ops.stack import private_log, run_airflow_cli, stack_env
 
 SECRET_FILES = (".jwt_secret", ".api_secret_key", ".fernet_key")
 PLAIN = "plain-Pa55word-of-the-test"

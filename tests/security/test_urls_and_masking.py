@@ -145,8 +145,9 @@ MODEL = "sec_masked"
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory, make_webhook, postgres_server):
+    from pipeline_tasks.ops.airflow_api import AirflowAPI
     from pipeline_tasks.ops.demo_data import land_flights_feed
-    from pipeline_tasks.ops.stack import AirflowAPI, Stack
+    from pipeline_tasks.ops.stack import Stack
 
     home: Path = tmp_path_factory.mktemp("sec-home")
     webhook = make_webhook()

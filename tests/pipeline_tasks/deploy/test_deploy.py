@@ -13,7 +13,8 @@ from mlflow.tracking import MlflowClient
 
 from pipeline_tasks.core import http, storage
 from pipeline_tasks.core.errors import DeployRejected
-from pipeline_tasks.deploy.bluegreen import canary_check, deploy_version
+from pipeline_tasks.deploy.bluegreen import deploy_version
+from pipeline_tasks.deploy.canary import canary_check
 from pipeline_tasks.deploy.local import SupervisorClient
 
 MODEL = "flights_serving"  # registered (v1, champion) by conftest.py
@@ -165,8 +166,8 @@ def test_rollback_restores_the_previous_versions_predictions(supervisor, config,
     assert client.get_model_version(MODEL, "1").tags["promotion_reason"] == \
         "rollback to v1: ops: v2 misbehaves"
     last = deployment_history(MODEL, config)[-1]
-    assert last["action"] == "rollback" and last["status"] == "live"
-    assert last["previous"]["version"] == "2"
+    assert last.action == "rollback" and last.status == "live"
+    assert last.previous["version"] == "2"
     # "previous" now means v2 again: a rollback can be undone the same way
     assert rollback(model_name=MODEL, to="previous", config=config,
                     reason="undo").version == "2"
@@ -264,7 +265,7 @@ def test_a_switch_the_endpoint_does_not_confirm_puts_the_old_version_back(superv
                                                                          monkeypatch):
     """After the switch, the endpoint does not report the new version (here: /metadata says
     otherwise once): the deploy fails, and the version that served before serves again."""
-    from pipeline_tasks.deploy import bluegreen as deploy_module
+    from pipeline_tasks.deploy import local_target as deploy_module
 
     live = served_version(config)
     other = "1" if live == "2" else "2"

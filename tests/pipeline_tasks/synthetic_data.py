@@ -1,6 +1,7 @@
-"""Synthetic tabular data with a planted, known drift.
+"""Synthetic tabular data with a planted, known drift (a test helper, not part of the library).
 
-Shared by the drift calibration tests and ``benchmarks/bench_drift.py``: the same generator makes
+Shared by the drift calibration tests (``test_drift.py``) and ``benchmarks/bench_drift.py``, which
+puts this folder on ``sys.path`` to import it as ``synthetic_data``: the same generator makes
 the 20-seed calibration frames and the 1M-row benchmark frames, so the benchmark measures the
 data whose detection power the tests show. Numeric columns are normal with per-column scales;
 categorical columns are pandas ``category`` (one byte per row, as Parquet dictionary columns

@@ -16,7 +16,7 @@ def documented(parser: argparse.ArgumentParser) -> list[str]:
 
 
 def test_the_console_script_lists_every_command_with_a_line_each():
-    from pipeline_tasks.__main__ import build_parser
+    from pipeline_tasks.ops.cli import build_parser
 
     parser = build_parser()
     [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]

@@ -104,3 +104,20 @@ def test_allow_lists_default_to_the_landing_folder_and_no_connection(tmp_path, m
         load_config(allowed_sql_conn_ids="[1, 2]")
     with pytest.raises(ConfigError, match="needs a host or bucket"):
         load_config(allowed_source_roots="https://")
+
+
+def test_url_values_walk_every_text_the_printout_redacts(tmp_path):
+    from pipeline_tasks.core.config import url_values
+
+    config = load_config(home=str(tmp_path), registry_lock_url="postgresql://u:pw1@db/x",
+                         model_labels={"m": "s3://k:pw2@bucket/labels/"},
+                         allowed_source_roots=["https://u:pw3@files.example.org/pub"])
+    found = {(name, key): text for name, key, text in url_values(config)}
+    assert found[("registry_lock_url", None)] == "postgresql://u:pw1@db/x"
+    assert found[("model_labels", "m")] == "s3://k:pw2@bucket/labels/"
+    assert found[("allowed_source_roots", 0)] == "https://u:pw3@files.example.org/pub"
+    data = config.to_dict()
+    assert data["registry_lock_url"] == "postgresql://u:***@db/x"
+    assert data["model_labels"] == {"m": "s3://k:***@bucket/labels/"}
+    assert data["allowed_source_roots"] == ["https://files.example.org/pub"]
+    assert not any(pw in json.dumps(data) for pw in ("pw1", "pw2", "pw3"))

@@ -138,7 +138,7 @@ def test_stale_decision_is_evaluated_again_when_it_can_be(runs, registry_config)
 
     def against_v1(blessed):
         def reevaluate():
-            calls.append(current_champion(name))  # runs under the lock: sees the new champion
+            calls.append(current_champion(name))  # sees the new champion (outside the lock)
             return _decision(blessed, "1")
         return reevaluate
 
@@ -323,3 +323,100 @@ def test_a_cleared_register_of_an_older_run_moves_no_alias_back(runs, registry_c
     assert {k: str(v) for k, v in aliases.items()} == {"champion": "2", "challenger": "2"}
     assert MlflowClient().get_model_version("cleared_model", "1").tags["promotion_status"] == \
         "former_champion"
+
+
+def _lock_is_free(config, name: str) -> bool:
+    """True when this process can take the registry lock of ``name`` at once (nobody holds it)."""
+    from pipeline_tasks.core.locks import LockTimeout, named_lock
+
+    try:
+        with named_lock(config, f"{name}.registry", timeout=0):
+            return True
+    except LockTimeout:
+        return False
+
+
+def test_the_registry_lock_is_free_while_the_candidate_is_scored_again(runs, registry_config):
+    """Re-evaluation loads and scores models: it runs with the registry lock released, both when
+    registering and when confirming an approved version before its deploy."""
+    name = "lock_free_model"
+    _register(name, runs[0], _decision(True, None), registry_config)  # v1 champion
+    seen = []
+
+    def reevaluate():
+        seen.append(_lock_is_free(registry_config, name))
+        return _decision(True, current_champion(name))
+
+    # evaluated when there was no champion: compared again with v1, with the lock free
+    result = register_model(model_name=name, run_id=runs[1].run_id, model_uri=runs[1].model_uri,
+                            decision=_decision(True, None), lineage=LINEAGE,
+                            config=registry_config, reevaluate=reevaluate)
+    assert seen == [True] and result.promoted and result.champion_version == "2"
+
+    held = register_model(model_name=name, run_id=runs[2].run_id, model_uri=runs[2].model_uri,
+                          decision=_decision(True, "1"), lineage=LINEAGE,
+                          config=registry_config, hold_promotion=True)
+    assert held.awaiting_approval
+    confirmed = confirm_champion(name, held.version, evaluated_against="1", reevaluate=reevaluate,
+                                 reason="approved by a human", config=registry_config)
+    assert seen == [True, True] and confirmed.promoted and confirmed.champion_version == "3"
+    assert confirmed.reason == "approved by a human (compared again with v2: blessed: roc_auc fine)"
+    assert _lock_is_free(registry_config, name)  # and nothing is left held
+
+
+def test_a_champion_that_moves_during_the_comparison_is_compared_again(runs, registry_config):
+    """The compare-and-set finds that the champion moved while the candidate was scored (another
+    run promoted its version meanwhile): the candidate is compared again with the new one."""
+    from pipeline_tasks.model.registry import set_champion
+
+    name = "moving_champion_model"
+    for run, decision in ((runs[0], _decision(True, None)), (runs[1], _decision(False, "1"))):
+        _register(name, run, decision, registry_config)  # v1 champion, v2 a challenger
+    compared_with = []
+
+    def reevaluate():
+        champion = current_champion(name)
+        compared_with.append(champion)
+        if len(compared_with) == 1:  # a concurrent run promotes v2 while this one is scored
+            set_champion(name, "2", reason="a concurrent promotion", config=registry_config)
+        return _decision(True, champion)
+
+    result = register_model(model_name=name, run_id=runs[2].run_id, model_uri=runs[2].model_uri,
+                            decision=_decision(True, None), lineage=LINEAGE,
+                            config=registry_config, reevaluate=reevaluate)
+    assert compared_with == ["1", "2"]
+    assert result.promoted and result.previous_champion == "2" and result.champion_version == "3"
+    assert result.reason.startswith("promoted from v2: blessed")
+    from mlflow.tracking import MlflowClient
+
+    tags = MlflowClient().get_model_version(name, "3").tags
+    assert tags["evaluated_against_champion"] == "2" and tags["promoted_from"] == "2"
+
+
+def test_a_champion_that_keeps_moving_bounds_the_retries(runs, registry_config):
+    from pipeline_tasks.model import registry
+
+    name = "restless_champion_model"
+    for run, decision in ((runs[0], _decision(True, None)), (runs[1], _decision(False, "1"))):
+        _register(name, run, decision, registry_config)  # v1 champion, v2 a challenger
+    calls = []
+
+    def reevaluate():  # every comparison is overtaken by another promotion
+        champion = current_champion(name)
+        calls.append(champion)
+        registry.set_champion(name, "2" if champion == "1" else "1", reason="flapping",
+                              config=registry_config)
+        return _decision(True, champion)
+
+    result = register_model(model_name=name, run_id=runs[2].run_id, model_uri=runs[2].model_uri,
+                            decision=_decision(True, None), lineage=LINEAGE,
+                            config=registry_config, reevaluate=reevaluate)
+    assert len(calls) == registry.REEVALUATIONS
+    assert not result.promoted and "champion moved from" in result.reason
+    assert current_champion(name) != result.version
+    # confirming hits the same bound, and says why
+    calls.clear()
+    late = confirm_champion(name, result.version, evaluated_against="1", reevaluate=reevaluate,
+                            reason="approved", config=registry_config)
+    assert len(calls) == registry.REEVALUATIONS and not late.promoted
+    assert late.reason.startswith("not promoted: the champion kept moving")

@@ -19,17 +19,21 @@ from mlflow.tracking import MlflowClient
 
 from pipeline_tasks.core import http, storage
 from pipeline_tasks.core.errors import DeployRejected
-from pipeline_tasks.deploy import docker as dt
-from pipeline_tasks.deploy.bluegreen import deploy_version, version_inputs
+from pipeline_tasks.deploy import docker_container as dc
+from pipeline_tasks.deploy import docker_image as di
+from pipeline_tasks.deploy import docker_router as dr
+from pipeline_tasks.deploy.bluegreen import deploy_to, deploy_version
+from pipeline_tasks.deploy.canary import version_inputs
+from pipeline_tasks.deploy.docker_target import DockerTarget
 
 MODEL = "flights_serving"  # registered (v1, champion) by conftest.py
 
 
 @pytest.fixture(scope="module")
 def client(docker_engine):
-    client = dt.docker_client()
+    client = di.docker_client()
     yield client
-    for container in client.containers.list(all=True, filters={"label": dt.LABEL_ROLE}):
+    for container in client.containers.list(all=True, filters={"label": di.LABEL_ROLE}):
         if container.name.startswith(("mlops-test-", f"mlops-serving-{_PORT[0]}")):
             container.remove(force=True)
     client.close()
@@ -47,7 +51,7 @@ def config(serving_config):
 @pytest.fixture(scope="module")
 def image(client, config, registered):
     started = time.monotonic()
-    info = dt.build_image(config, MODEL, "1", client=client)
+    info = di.build_image(config, MODEL, "1", client=client)
     print(f"first build: {time.monotonic() - started:.1f} s")
     yield info
     _rmi(client, info.tag)
@@ -62,28 +66,62 @@ def _rmi(client, tag: str) -> None:
         pass
 
 
+def _deploy_docker(config, version, holdout, features, *, client):
+    """Blue/green onto the docker target (the orchestrator, with the test's engine client)."""
+    return deploy_to(DockerTarget(config, client=client), model_name=MODEL, version=version,
+                     holdout_uri=holdout, feature_columns=features, config=config,
+                     reason="docker target test")
+
+
 def _records(frame: pd.DataFrame) -> list[dict]:
     return frame.to_dict(orient="records")
 
 
 def test_tag_follows_docker_rules():
-    assert dt.image_tag("Flights Is__Late!", "12") == "mlops-serving/flights-is-late:v12"
-    assert dt.image_tag("flights_is_late", "3") == "mlops-serving/flights_is_late:v3"
+    assert di.image_tag("Flights Is__Late!", "12") == "mlops-serving/flights-is-late:v12"
+    assert di.image_tag("flights_is_late", "3") == "mlops-serving/flights_is_late:v3"
+
+
+def test_the_package_wheel_holds_the_serving_package_only(tmp_path):
+    """The image gets the server and what it imports (core), no pipeline steps or tooling; every
+    ``pipeline_tasks`` module a packaged module imports is packaged too."""
+    import ast
+    import zipfile
+
+    wheel = di._package_wheel(tmp_path)
+    names = set(zipfile.ZipFile(wheel).namelist())
+    modules = {n for n in names if n.startswith("pipeline_tasks/")}
+    assert {"pipeline_tasks/__init__.py", "pipeline_tasks/serving/__main__.py",
+            "pipeline_tasks/serving/router.py", "pipeline_tasks/core/config.py"} <= modules
+    outside = sorted(n for n in modules if n != "pipeline_tasks/__init__.py" and not
+                     n.startswith(("pipeline_tasks/core/", "pipeline_tasks/serving/")))
+    assert outside == []
+    with zipfile.ZipFile(wheel) as zf:
+        for name in sorted(n for n in modules if n.endswith(".py")):
+            for node in ast.walk(ast.parse(zf.read(name))):
+                imported = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                            [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                for module in (m for m in imported if m.startswith("pipeline_tasks.")):
+                    path = module.replace(".", "/")
+                    assert f"{path}.py" in names or f"{path}/__init__.py" in names, \
+                        f"{name} imports {module}, which the wheel lacks"
+    # the same bytes for the same source: docker's layer cache holds
+    assert di._package_wheel(tmp_path / "again").read_bytes() == wheel.read_bytes()
 
 
 def test_image_bakes_the_verified_model(client, image, config, registered):
     attrs = client.images.get(image.tag).attrs
     labels = attrs["Config"]["Labels"]
-    assert labels[dt.LABEL_NAME] == MODEL and labels[dt.LABEL_VERSION] == "1"
-    assert labels[dt.LABEL_RUN_ID] == registered.run_id
-    assert labels[dt.LABEL_SHA256] == image.digest and len(image.digest) == 64
+    assert labels[di.LABEL_NAME] == MODEL and labels[di.LABEL_VERSION] == "1"
+    assert labels[di.LABEL_RUN_ID] == registered.run_id
+    assert labels[di.LABEL_SHA256] == image.digest and len(image.digest) == 64
     assert attrs["Config"]["User"] == "10001:10001"
     assert attrs["Config"]["Healthcheck"]["Test"][0] == "CMD"
     assert "/ready" in " ".join(attrs["Config"]["Healthcheck"]["Test"])
     print(f"image size: {attrs['Size'] / 1e6:.0f} MB")
     # idempotent: the same version is not built again
     started = time.monotonic()
-    again = dt.build_image(config, MODEL, "1", client=client)
+    again = di.build_image(config, MODEL, "1", client=client)
     assert again.image_id == image.image_id
     assert time.monotonic() - started < 20
 
@@ -91,7 +129,7 @@ def test_image_bakes_the_verified_model(client, image, config, registered):
 def test_container_serves_the_model_offline_predictions(client, image, config, registered,
                                                         flights_rows):
     port = http.free_port()
-    info = dt.run_container(config, image, "mlops-test-serve", port, client=client)
+    info = dc.run_container(config, image, "mlops-test-serve", port, client=client)
     try:
         assert info.url == f"http://127.0.0.1:{port}"
         frame = flights_rows.head(200)
@@ -141,7 +179,7 @@ def test_container_serves_the_model_offline_predictions(client, image, config, r
             time.sleep(0.5)
         assert container.attrs["State"]["Health"]["Status"] == "healthy"
     finally:
-        dt.stop_container(info.id, client=client)
+        dc.stop_container(info.id, client=client)
     assert not client.containers.list(all=True, filters={"name": "mlops-test-serve"})
 
 
@@ -167,13 +205,13 @@ def test_tampered_model_refuses_to_start(client, config, registered):
     wrong = "0" * 64
     with tempfile.TemporaryDirectory(prefix="mlops-test-ctx-") as tmp:
         context = Path(tmp) / "ctx"
-        meta = dt.prepare_context(config, MODEL, "1", context)
-        dt.build_from_context(client, context, tag, {
-            "BASE_IMAGE": dt.choose_base_image(client), "MODEL_NAME": MODEL,
+        meta = di.prepare_context(config, MODEL, "1", context)
+        di.build_from_context(client, context, tag, {
+            "BASE_IMAGE": di.choose_base_image(client), "MODEL_NAME": MODEL,
             "MODEL_VERSION": "1", "MODEL_SHA256": wrong, "MODEL_RUN_ID": meta["run_id"]}, {})
     try:
         container = client.containers.run(tag, name="mlops-test-tampered", detach=True,
-                                          labels={dt.LABEL_ROLE: "test"})
+                                          labels={di.LABEL_ROLE: "test"})
         try:
             assert container.wait(timeout=120)["StatusCode"] == 2
             logs = container.logs().decode()
@@ -181,8 +219,8 @@ def test_tampered_model_refuses_to_start(client, config, registered):
         finally:
             container.remove(force=True)
         # run_container says why and leaves nothing behind
-        with pytest.raises(dt.DockerTargetError, match="exited with code 2"):
-            dt.run_container(config, tag, "mlops-test-tampered-2", http.free_port(), client=client)
+        with pytest.raises(di.DockerTargetError, match="exited with code 2"):
+            dc.run_container(config, tag, "mlops-test-tampered-2", http.free_port(), client=client)
         assert not client.containers.list(all=True, filters={"name": "mlops-test-tampered-2"})
     finally:
         _rmi(client, tag)
@@ -197,21 +235,21 @@ def second_version(flights_frame, train_and_register, config, registered):
 
 def test_blue_green_on_the_stable_port(client, image, config, second_version, flights_rows):
     stable = f"http://127.0.0.1:{config.serving_port}"
-    created = [dt.image_tag(MODEL, second_version)]  # removed even if the deploy fails
+    created = [di.image_tag(MODEL, second_version)]  # removed even if the deploy fails
     try:
         holdout, features = version_inputs(MODEL, "1", config)
-        first = dt.deploy_docker(config, MODEL, "1", holdout, features, client=client)
-        created.append(first.image.tag)
+        first = _deploy_docker(config, "1", holdout, features, client=client)
+        created.append(first.image["tag"])
         assert first.status == "live" and first.canary_rows > 0 and first.previous is None
         assert http.fetch_json(stable + "/metadata")["model_version"] == "1"
-        router = client.containers.get(dt.stable_name(config))
-        assert router.labels[dt.LABEL_ROLE] == "router"
+        router = client.containers.get(dr.stable_name(config))
+        assert router.labels[di.LABEL_ROLE] == "router"
         _assert_hardened(router)
-        _assert_hardened(client.containers.get(first.container.id))
+        _assert_hardened(client.containers.get(first.container["id"]))
         _assert_not_world_writable(storage.local_path(config.predictions_uri))
         assert router.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
-        again = dt.deploy_docker(config, MODEL, "1", holdout, features, client=client)
-        assert again.status == "unchanged" and again.container.id == first.container.id
+        again = _deploy_docker(config, "1", holdout, features, client=client)
+        assert again.status == "unchanged" and again.container["id"] == first.container["id"]
 
         # clients keep calling the stable port, a new connection each time, through the switch
         row = _records(flights_rows.head(1))
@@ -247,8 +285,8 @@ def test_blue_green_on_the_stable_port(client, image, config, second_version, fl
         second = storage.read_json(result.record_uri)
         created.append(second["image"]["tag"])
         assert result.status == "live" and result.previous_version == "1"
-        assert second["router"] == dt.stable_name(config)
-        assert second["container"]["name"].startswith(dt.stable_name(config) + "-")
+        assert second["router"] == dr.stable_name(config)
+        assert second["container"]["name"].startswith(dr.stable_name(config) + "-")
         assert second["previous"]["version"] == "1"
         tags = MlflowClient(config.mlflow_tracking_uri).get_model_version(
             MODEL, second_version).tags
@@ -257,18 +295,18 @@ def test_blue_green_on_the_stable_port(client, image, config, second_version, fl
         assert http.fetch_json(stable + "/metadata")["model_version"] == second_version
         # the old version's container is gone, the new one runs behind the same router
         behind = client.containers.list(all=True, filters={"label": [
-            f"{dt.LABEL_PORT}={config.serving_port}", f"{dt.LABEL_ROLE}=server"]})
+            f"{di.LABEL_PORT}={config.serving_port}", f"{di.LABEL_ROLE}=server"]})
         assert [c.name for c in behind] == [second["container"]["name"]]
-        assert client.containers.get(dt.stable_name(config)).id == router.id
+        assert client.containers.get(dr.stable_name(config)).id == router.id
     finally:
-        dt.stop_endpoint(config, client=client)
+        dr.stop_endpoint(config, client=client)
         for tag in created:
-            if tag != dt.image_tag(MODEL, "1"):
+            if tag != di.image_tag(MODEL, "1"):
                 _rmi(client, tag)
     with pytest.raises(urllib.error.URLError):
         http.fetch_json(stable + "/ready")
     assert not client.containers.list(all=True, filters={
-        "label": f"{dt.LABEL_PORT}={config.serving_port}"})
+        "label": f"{di.LABEL_PORT}={config.serving_port}"})
 
 
 def test_a_failing_candidate_never_takes_the_port(client, image, config, second_version):
@@ -277,21 +315,21 @@ def test_a_failing_candidate_never_takes_the_port(client, image, config, second_
     stable = f"http://127.0.0.1:{config.serving_port}"
     holdout, features = version_inputs(MODEL, "1", config)
     try:
-        dt.deploy_docker(config, MODEL, "1", holdout, features, client=client)
-        before = dt.read_backend(config)
+        _deploy_docker(config, "1", holdout, features, client=client)
+        before = dr.read_backend(config)
         misconfigured = config.with_overrides(serving_max_rows=1)
         holdout2, features2 = version_inputs(MODEL, second_version, config)
         with pytest.raises(DeployRejected, match="gave no predictions"):
-            dt.deploy_docker(misconfigured, MODEL, second_version, holdout2, features2,
+            _deploy_docker(misconfigured, second_version, holdout2, features2,
                              client=client)
-        assert dt.read_backend(config) == before
+        assert dr.read_backend(config) == before
         assert http.fetch_json(stable + "/metadata")["model_version"] == "1"
         behind = client.containers.list(all=True, filters={"label": [
-            f"{dt.LABEL_PORT}={config.serving_port}", f"{dt.LABEL_ROLE}=server"]})
+            f"{di.LABEL_PORT}={config.serving_port}", f"{di.LABEL_ROLE}=server"]})
         assert [c.id for c in behind] == [before["container_id"]]
     finally:
-        dt.stop_endpoint(config, client=client)
-        _rmi(client, dt.image_tag(MODEL, second_version))
+        dr.stop_endpoint(config, client=client)
+        _rmi(client, di.image_tag(MODEL, second_version))
 
 
 def test_a_router_from_older_code_is_replaced(client, image, config):
@@ -299,22 +337,22 @@ def test_a_router_from_older_code_is_replaced(client, image, config):
     which keeps serving the live version."""
     stable = f"http://127.0.0.1:{config.serving_port}"
     holdout, features = version_inputs(MODEL, "1", config)
-    current = dt.router_image(client)
+    current = dr.router_image(client)
     older = current.rsplit(":", 1)[0] + ":0lder0000000"
     client.images.get(current).tag(older)
     try:
-        dt.deploy_docker(config, MODEL, "1", holdout, features, client=client)
-        dt.stop_container(dt.stable_name(config), client=client)
-        dt.start_router(config, client, older)  # the router an earlier release left running
+        _deploy_docker(config, "1", holdout, features, client=client)
+        dc.stop_container(dr.stable_name(config), client=client)
+        dr.start_router(config, client, older)  # the router an earlier release left running
         assert http.fetch_json(stable + "/metadata")["model_version"] == "1"
 
-        again = dt.deploy_docker(config, MODEL, "1", holdout, features, client=client)
+        again = _deploy_docker(config, "1", holdout, features, client=client)
         assert again.status == "unchanged"
-        router = client.containers.get(dt.stable_name(config))
+        router = client.containers.get(dr.stable_name(config))
         assert router.attrs["Config"]["Image"] == current and router.status == "running"
         assert http.fetch_json(stable + "/metadata")["model_version"] == "1"
     finally:
-        dt.stop_endpoint(config, client=client)
+        dr.stop_endpoint(config, client=client)
         _rmi(client, older)
 
 
@@ -325,6 +363,6 @@ def test_a_taken_host_port_fails_cleanly(client, image, config):
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        with pytest.raises(dt.DockerTargetError, match="did not start"):
-            dt.run_container(config, image, "mlops-test-port-taken", port, client=client)
+        with pytest.raises(di.DockerTargetError, match="did not start"):
+            dc.run_container(config, image, "mlops-test-port-taken", port, client=client)
     assert not client.containers.list(all=True, filters={"name": "mlops-test-port-taken"})

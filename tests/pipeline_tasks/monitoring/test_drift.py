@@ -10,12 +10,12 @@ import math
 
 import pandas as pd
 import pytest
+import synthetic_data as synthetic
+from synthetic_data import drift_frames
 
-from pipeline_tasks import synthetic
 from pipeline_tasks.core.config import load_config
 from pipeline_tasks.core.errors import DriftInputError
 from pipeline_tasks.monitoring.drift import DriftResult, check_drift, write_prometheus
-from pipeline_tasks.synthetic import drift_frames
 
 SEEDS = range(20)
 SHIFTED = ("num_01", "num_04", "num_08")  # 3 of 10 numeric columns move by 0.3 sigma

@@ -10,13 +10,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from pipeline_tasks.core.config import load_config
-from pipeline_tasks.ops.stack import (
-    AirflowAPI,
-    StackError,
-    _log_line,
-    render_airflow_cfg,
-    stack_env,
-)
+from pipeline_tasks.ops.airflow_api import AirflowAPI, StackError, _log_line
+from pipeline_tasks.ops.airflow_home import log_tail, private_log, render_airflow_cfg, stack_env
 
 
 @pytest.fixture
@@ -43,6 +38,15 @@ def test_components_share_one_secret_kept_private_in_the_home(config, tmp_path):
     assert first["AIRFLOW_HOME"] == config.airflow_home
     other = load_config(home=str(tmp_path / "other"))
     assert stack_env(other)["AIRFLOW__API_AUTH__JWT_SECRET"] != secret
+
+
+def test_a_private_log_is_the_owners_and_its_tail_quotes_the_last_lines(tmp_path):
+    path = tmp_path / "logs" / "scheduler.log"
+    with private_log(path) as out:
+        out.write("".join(f"line {i}\n" for i in range(50)).encode())
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert log_tail(path, lines=3) == "line 47\nline 48\nline 49"
+    assert log_tail(tmp_path / "missing.log") == "(no log)"
 
 
 def test_log_entries_carry_their_exception():
@@ -91,7 +95,8 @@ def test_login_off_refuses_a_non_loopback_host_before_starting_anything(tmp_path
     # with login on, the same host is allowed (the production profile, compose)
     on = Stack(load_config(home=str(tmp_path), airflow_host=host),
                extra_env={"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False"})
-    from pipeline_tasks.ops.stack import is_loopback, login_enabled, stack_env
+    from pipeline_tasks.ops.airflow_home import login_enabled
+    from pipeline_tasks.ops.stack import is_loopback
 
     assert login_enabled(stack_env(on.config, on.extra_env)) and not is_loopback(host)
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")

@@ -139,3 +139,41 @@ def test_window_arithmetic():
         training_window(DAY, NEXT, -1)
     assert partition_date("file:///x/date=2013-03-01/part.csv").isoformat() == "2013-03-01"
     assert partition_date("file:///x/part-0001.csv") is None
+
+
+def test_read_table_reads_csv_gzip_and_parquet(tmp_path):
+    from pipeline_tasks.data.ingest import read_table
+
+    df = pd.DataFrame({"row_id": [1, 2], "x": [0.5, 1.5]})
+    df.to_csv(tmp_path / "a.csv", index=False)
+    df.to_csv(tmp_path / "a.csv.gz", index=False, compression="gzip")
+    df.to_parquet(tmp_path / "a.parquet")
+    for name in ("a.csv", "a.csv.gz", "a.parquet"):
+        pd.testing.assert_frame_equal(read_table(str(tmp_path / name)), df)
+    assert read_table((tmp_path / "a.csv").as_uri())["x"].tolist() == [0.5, 1.5]
+
+
+def test_read_table_errors_name_the_file_and_use_the_callers_type(tmp_path):
+    from pipeline_tasks.core.errors import PipelineInputError
+    from pipeline_tasks.data.ingest import read_table
+
+    class Mine(PipelineInputError):
+        pass
+
+    missing = str(tmp_path / "gone.csv")
+    with pytest.raises(IngestError, match=r"gone.csv: no such file"):
+        read_table(missing)
+    with pytest.raises(Mine, match=r"gone.csv: no such file"):
+        read_table(missing, error=Mine)
+    (tmp_path / "labels.txt").write_text("a,b\n1,2\n")
+    assert len(read_table(str(tmp_path / "labels.txt"))) == 1  # a single source file: CSV
+    with pytest.raises(IngestError, match=r"labels.txt: expected a .csv or .parquet file"):
+        read_table(str(tmp_path / "labels.txt"), require_suffix=True)
+    (tmp_path / "header.csv").write_text("row_id,event_time,y\n")
+    with pytest.raises(IngestError, match="header but no rows"):
+        read_table(str(tmp_path / "header.csv"))
+    empty = read_table(str(tmp_path / "header.csv"), allow_empty=True)
+    assert empty.empty and list(empty.columns) == ["row_id", "event_time", "y"]
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(IngestError, match=r"bad.parquet: not a readable Parquet file"):
+        read_table(str(tmp_path / "bad.parquet"))

@@ -1,0 +1,372 @@
+"""The serving image of one model version: build context, runtime wheels, ``docker build``.
+
+``build_image``: ``docker/serving.Dockerfile`` built with the docker SDK (legacy builder;
+``docker.from_env()`` honours ``DOCKER_HOST``). The version's files are downloaded and checked
+against the registry's ``artifact_sha256`` before they go into the build context, and the
+container checks them again at every start (``--model-dir /opt/model --expected-sha256``):
+changed files make it exit with code 2 and the reason in its log. No network is used inside the
+build: the runtime wheels (no Airflow) are prepared on the host, cached under
+``<home>/cache/wheels`` (a second build needs no network), checked against requirements.lock's
+sha256 hashes, and installed with ``--no-index --require-hashes``. The package wheel holds the
+serving package and what it imports (``pipeline_tasks.core``) only: no pipeline steps, tooling or
+templates. Tag ``mlops-serving/<model>:v<version>``; labels ``mlops.model.{name,version,run_id,
+sha256}``. A tag that exists with the same sha256 label is reused.
+
+Also the docker engine itself (``docker_client``, ``ensure_engine``) and the names every docker
+module shares (labels, ``DockerTargetError``). An engine or package index that does not answer
+raises ``TransientError`` (worth a retry).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline_tasks.core import model_artifacts, tracking
+from pipeline_tasks.core.config import PROJECT_DIR, PipelineConfig
+from pipeline_tasks.core.errors import DeployRejected, TransientError
+
+log = logging.getLogger(__name__)
+
+DOCKERFILE = PROJECT_DIR / "docker" / "serving.Dockerfile"
+IMAGE_REPO = "mlops-serving"
+DEFAULT_BASE_IMAGE = "python:3.11-slim"
+LOCAL_BASE_IMAGE = "mlops/python:3.11-bookworm"
+BASE_IMAGE_ENV = "MLOPS_DOCKER_BASE_IMAGE"
+#: What the server imports at run time (no Airflow); they and their dependencies are installed
+#: at requirements.lock's versions, each file checked against the lock's sha256.
+RUNTIME_PACKAGES = ("numpy", "pandas", "scipy", "scikit-learn", "skops", "mlflow-skinny",
+                    "starlette", "uvicorn", "httptools", "uvloop", "prometheus-client",
+                    "pyarrow", "fsspec", "filelock", "pyyaml")
+LABEL_NAME = "mlops.model.name"
+LABEL_VERSION = "mlops.model.version"
+LABEL_RUN_ID = "mlops.model.run_id"
+LABEL_SHA256 = "mlops.model.sha256"
+LABEL_ROLE = "mlops.serving.role"
+LABEL_PORT = "mlops.serving.port"  # the stable port a model container serves behind
+
+#: What the serving image holds of this package: the server and the one layer it imports.
+PACKAGED = ("pipeline_tasks/__init__.py", "pipeline_tasks/core/", "pipeline_tasks/serving/")
+
+
+class DockerTargetError(DeployRejected):
+    """An image could not be built, or a container did not get ready; the message says why."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    tag: str
+    image_id: str
+    digest: str  # the model's artifact sha256 baked into the image (label mlops.model.sha256)
+
+
+# --------------------------------------------------------------------------------------- engine
+
+def docker_client():
+    """A docker SDK client from the environment (``DOCKER_HOST``); ``TransientError`` when no
+    engine answers there."""
+    import docker.errors
+
+    import docker
+
+    try:
+        return docker.from_env(timeout=600)
+    except docker.errors.DockerException as exc:
+        raise TransientError(f"no Docker engine answers: {exc}",
+                             advice="start the engine (docker/engine.sh) or set DOCKER_HOST, "
+                                    "then retry") from exc
+
+
+def _engine_answers() -> bool:
+    import docker.errors
+
+    import docker
+
+    try:
+        docker.from_env(timeout=10).ping()
+        return True
+    except (docker.errors.DockerException, OSError):
+        return False
+
+
+def ensure_engine(base_image: bool = True) -> None:
+    """Make a Docker engine answer (``docker/engine.sh`` starts one on Debian, as root; it sets
+    ``DOCKER_HOST`` here) and, with ``base_image``, the local base image exist
+    (``docker/base-image.sh``). Raises ``CalledProcessError`` with the scripts' output."""
+    if not _engine_answers():
+        out = subprocess.run([str(PROJECT_DIR / "docker" / "engine.sh")], capture_output=True,
+                             text=True, check=True, timeout=600).stdout.strip().splitlines()
+        if not out or not out[-1].startswith("export DOCKER_HOST="):
+            raise TransientError(f"docker/engine.sh did not name a host: {out[-3:]}")
+        os.environ["DOCKER_HOST"] = out[-1].split("=", 1)[1]
+    if base_image:
+        subprocess.run([str(PROJECT_DIR / "docker" / "base-image.sh")], check=True,
+                       capture_output=True, timeout=900)
+
+
+def image_tag(model_name: str, version: str) -> str:
+    """``mlops-serving/<model>:v<version>``, made valid under docker's reference rules."""
+    name = re.sub(r"[^a-z0-9._-]+", "-", model_name.lower())
+    name = re.sub(r"[._-]{2,}", "-", name).strip("._-") or "model"
+    tag = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"v{version}")[:128]
+    return f"{IMAGE_REPO}/{name[:100]}:{tag}"
+
+
+def choose_base_image(client) -> str:
+    """``$MLOPS_DOCKER_BASE_IMAGE``, else python:3.11-slim when present, else the local one."""
+    import docker.errors
+
+    wanted = os.environ.get(BASE_IMAGE_ENV)
+    if wanted:
+        return LOCAL_BASE_IMAGE if wanted.strip().lower() in ("1", "true", "yes") else wanted
+    try:
+        client.images.get(DEFAULT_BASE_IMAGE)
+        return DEFAULT_BASE_IMAGE
+    except docker.errors.ImageNotFound:
+        return LOCAL_BASE_IMAGE
+
+
+def runtime_requirements(locked: dict | None = None) -> list[str]:
+    """``name==version`` of the server's runtime packages, as pinned in ``requirements.lock``."""
+    from packaging.utils import canonicalize_name
+
+    from pipeline_tasks.core.lockfile import read_lock
+
+    locked = locked if locked is not None else read_lock()
+    missing = [name for name in RUNTIME_PACKAGES if canonicalize_name(name) not in locked]
+    if missing:
+        raise DockerTargetError(f"requirements.lock has no pin for the server's runtime "
+                                f"package(s) {', '.join(missing)} (regenerate it: make lock)")
+    return [locked[canonicalize_name(name)].pin for name in RUNTIME_PACKAGES]
+
+
+def _pip(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True,
+                          check=False)
+
+
+def _locked_entry(wheel: Path, locked: dict):
+    """The lock entry of ``wheel`` (by its file name), or None when the lock pins another version
+    or does not name the project."""
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+    from packaging.version import Version
+
+    try:
+        name, version, _build, _tags = parse_wheel_filename(wheel.name)
+    except InvalidWheelFilename:
+        return None
+    entry = locked.get(name)
+    return entry if entry is not None and Version(entry.version) == version else None
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    with path.open("rb") as fh:
+        return "sha256:" + hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def check_wheel(wheel: Path, locked: dict, origin: Path | None = None) -> None:
+    """Refuse ``wheel`` unless its sha256 is one of the lock's hashes for its ``name==version``
+    (a corrupted or tampered file, or one the lock does not pin, never reaches an image)."""
+    entry = _locked_entry(wheel, locked)
+    shown = origin or wheel
+    if entry is None:
+        raise DockerTargetError(f"{shown}: not a file of any name==version in requirements.lock")
+    digest = _sha256(wheel)
+    if digest not in entry.hashes:
+        raise DockerTargetError(
+            f"{shown}: {digest} is not one of requirements.lock's hashes for {entry.pin} (line "
+            f"{entry.line}): the file is corrupted or was tampered with; delete it to download "
+            "it again")
+
+
+def prepare_wheels(config: PipelineConfig, dest: Path, pins: list[str] | None = None,
+                   cache: Path | None = None, lock: Path | None = None) -> list[str]:
+    """Put the wheels of ``pins`` (default: the server's runtime) and their dependencies, at the
+    versions of ``requirements.lock``, into ``dest`` with a ``requirements.txt`` that names each
+    with the lock's hashes (the image installs it with ``--require-hashes``); returns the wheel
+    file names.
+
+    Wheels come from ``cache`` (default ``<home>/cache/wheels``); only when that cannot satisfy
+    the pins are they downloaded (binary wheels only) into the cache first. Every cached wheel of
+    a locked version, and every wheel put into ``dest``, must match one of the lock's sha256
+    hashes: anything else raises ``DockerTargetError`` naming the file.
+    """
+    from pipeline_tasks.core.lockfile import LOCK_FILE, read_lock
+
+    locked = read_lock(lock or LOCK_FILE)
+    cache = cache or Path(config.home) / "cache" / "wheels"
+    cache.mkdir(parents=True, exist_ok=True)
+    dest.mkdir(parents=True, exist_ok=True)
+    for cached in sorted(cache.glob("*.whl")):  # older locks' versions are never picked
+        if _locked_entry(cached, locked) is not None:
+            check_wheel(cached, locked)
+    requirements = dest / "requirements.txt"
+    requirements.write_text("\n".join(pins or runtime_requirements(locked)) + "\n")
+    constraints = dest.parent / "constraints.txt"
+    constraints.write_text("".join(f"{entry.pin}\n" for entry in locked.values()))
+    common = ("download", "--only-binary=:all:", "-r", str(requirements), "-c", str(constraints),
+              "--disable-pip-version-check", "-q")
+    offline = ("--no-index", "--find-links", str(cache), "-d", str(dest))
+    done = _pip(*common, *offline)
+    if done.returncode != 0:
+        log.info("fetching the serving image's wheels into %s", cache)
+        fetched = _pip(*common, "-d", str(cache))
+        if fetched.returncode != 0:
+            raise TransientError("could not download the serving wheels: "
+                                 + fetched.stderr.strip()[-800:],
+                                 advice="check the network or the package index, then retry")
+        done = _pip(*common, *offline)
+        if done.returncode != 0:
+            raise DockerTargetError("the wheel cache does not satisfy the pins: "
+                                    + done.stderr.strip()[-800:])
+    constraints.unlink()
+    wheels = sorted(dest.glob("*.whl"))
+    entries = []
+    for wheel in wheels:
+        check_wheel(wheel, locked, origin=cache / wheel.name)
+        entries.append(_locked_entry(wheel, locked))
+    requirements.write_text("".join(f"{entry.requirement()}\n"
+                                    for entry in sorted(entries, key=lambda e: e.name.lower())))
+    return [wheel.name for wheel in wheels]
+
+
+def packaged_files() -> list[Path]:
+    """The files of this package the serving image holds (``PACKAGED``), sorted."""
+    files = []
+    for entry in PACKAGED:
+        path = PROJECT_DIR / entry
+        for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            if file.is_file() and "__pycache__" not in file.parts and file.suffix != ".pyc":
+                files.append(file)
+    return sorted(files)
+
+
+def _package_wheel(dest: Path) -> Path:
+    """A wheel of the serving part of this package (no dependencies), written from the checkout.
+
+    Written directly (a wheel is a zip with a ``.dist-info``) rather than with ``pip wheel``:
+    that needs a build backend from the network (the venv's setuptools has no bdist_wheel), and
+    fixed timestamps make the same source give the same bytes, so docker's layer cache holds.
+    """
+    import base64
+    import hashlib
+    import zipfile
+
+    from pipeline_tasks import __version__
+
+    dest.mkdir(parents=True, exist_ok=True)
+    dist_info = f"mlops_pipeline-{__version__}.dist-info"
+    files: list[tuple[str, bytes]] = []
+    for path in packaged_files():
+        files.append((path.relative_to(PROJECT_DIR).as_posix(), path.read_bytes()))
+    files.append((f"{dist_info}/METADATA", (
+        f"Metadata-Version: 2.1\nName: mlops-pipeline\nVersion: {__version__}\n"
+        "Requires-Python: >=3.11\n").encode()))
+    files.append((f"{dist_info}/WHEEL", (b"Wheel-Version: 1.0\nGenerator: mlops-docker-target\n"
+                                          b"Root-Is-Purelib: true\nTag: py3-none-any\n")))
+    files.append((f"{dist_info}/top_level.txt", b"pipeline_tasks\n"))
+    record = []
+    for name, data in files:
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(data)}")
+    record.append(f"{dist_info}/RECORD,,")
+    files.append((f"{dist_info}/RECORD", ("\n".join(record) + "\n").encode()))
+    wheel = dest / f"mlops_pipeline-{__version__}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files:
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, data)
+    return wheel
+
+
+def _version_meta(config: PipelineConfig, model_name: str, version: str) -> dict:
+    tracking.configure_mlflow(config)
+    from mlflow.tracking import MlflowClient
+
+    mv = MlflowClient().get_model_version(model_name, str(version))
+    return {"model_name": model_name, "model_version": str(mv.version),
+            "run_id": mv.run_id or "", "sha256": mv.tags.get(model_artifacts.DIGEST_TAG) or "",
+            "tags": dict(mv.tags)}
+
+
+def prepare_context(config: PipelineConfig, model_name: str, version: str, context: Path,
+                    meta: dict | None = None) -> dict:
+    """Fill the build ``context``: Dockerfile, wheels, package wheel, verified model, meta."""
+    meta = meta or _version_meta(config, model_name, version)
+    context.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(DOCKERFILE, context / "Dockerfile")
+    (context / ".dockerignore").write_text("")
+    prepare_wheels(config, context / "wheels")
+    _package_wheel(context / "app")
+    folder = model_artifacts.fetch_verified(f"models:/{model_name}/{meta['model_version']}",
+                                            meta["sha256"], context / "model")
+    if folder != context / "model":  # download_artifacts may nest; flatten
+        shutil.move(str(folder), str(context / "model.tmp"))
+        shutil.rmtree(context / "model")
+        (context / "model.tmp").rename(context / "model")
+    (context / "model-meta.json").write_text(json.dumps(
+        {k: meta[k] for k in ("model_name", "model_version", "run_id", "tags")}, indent=1))
+    return meta
+
+
+def build_from_context(client, context: Path, tag: str, buildargs: dict[str, str],
+                       labels: dict[str, str]) -> str:
+    """Build ``context`` as ``tag``; returns the image id, or raises with the build's log."""
+    import docker.errors
+
+    started = time.monotonic()
+    try:
+        image, _logs = client.images.build(path=str(context), dockerfile="Dockerfile", tag=tag,
+                                          buildargs=buildargs, labels=labels, rm=True,
+                                          forcerm=True, pull=False)
+    except docker.errors.BuildError as exc:
+        tail = "".join(str(chunk.get("stream") or chunk.get("error") or "")
+                       for chunk in exc.build_log)[-2000:]
+        raise DockerTargetError(f"docker build of {tag} failed: {exc.msg}\n{tail}") from exc
+    except docker.errors.APIError as exc:  # the engine, not the Dockerfile: may pass
+        raise TransientError(f"docker build of {tag} failed: {exc}") from exc
+    log.info("built %s (%s) in %.1f s", tag, image.short_id, time.monotonic() - started)
+    return image.id
+
+
+def build_image(config: PipelineConfig, model_name: str, version: str, *,
+                client=None) -> ImageInfo:
+    """The image of ``model_name`` v``version``: reused when its tag holds the same model."""
+    import docker.errors
+
+    client = client or docker_client()
+    meta = _version_meta(config, model_name, str(version))
+    if not meta["sha256"]:
+        raise DockerTargetError(f"{model_name} v{version} has no recorded "
+                                f"{model_artifacts.DIGEST_TAG}: its files cannot be checked")
+    tag = image_tag(model_name, meta["model_version"])
+    try:
+        existing = client.images.get(tag)
+        if (existing.labels or {}).get(LABEL_SHA256) == meta["sha256"]:
+            log.info("reusing image %s (sha256 %s)", tag, meta["sha256"][:16])
+            return ImageInfo(tag=tag, image_id=existing.id, digest=meta["sha256"])
+    except docker.errors.ImageNotFound:
+        pass
+    labels = {LABEL_NAME: model_name, LABEL_VERSION: meta["model_version"],
+              LABEL_RUN_ID: meta["run_id"], LABEL_SHA256: meta["sha256"]}
+    with tempfile.TemporaryDirectory(prefix="mlops-image-") as tmp:
+        context = Path(tmp) / "context"
+        prepare_context(config, model_name, meta["model_version"], context, meta)
+        buildargs = {"BASE_IMAGE": choose_base_image(client), "MODEL_NAME": model_name,
+                     "MODEL_VERSION": meta["model_version"], "MODEL_SHA256": meta["sha256"],
+                     "MODEL_RUN_ID": meta["run_id"]}
+        image_id = build_from_context(client, context, tag, buildargs, labels)
+    return ImageInfo(tag=tag, image_id=image_id, digest=meta["sha256"])
