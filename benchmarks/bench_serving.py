@@ -360,9 +360,9 @@ def prepare_home(home: Path) -> None:
     out = stages.run_all(run)
     if not current_champion(MODEL):
         raise SystemExit(f"the pipeline did not promote {MODEL} to champion: "
-                         f"{out['evaluate'].get('reason')}")
-    print(f"landed + trained + registered {MODEL} v{out['register'].get('version')} "
-          f"({out['ingest'].get('rows')} rows) in {time.perf_counter() - t0:.1f} s", flush=True)
+                         f"{out['evaluate'].reason}")
+    print(f"landed + trained + registered {MODEL} v{out['register'].version} "
+          f"({out['ingest'].rows} rows) in {time.perf_counter() - t0:.1f} s", flush=True)
 
 
 def request_rows(home: Path, inputs: list[dict], n: int) -> list[dict]:

@@ -20,6 +20,7 @@ file that cannot be read fails the run with its name. Backfill with
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from airflow.sdk import dag
 from mlops_airflow.params import dag_params
@@ -28,6 +29,10 @@ from mlops_airflow.schedules import RETRAIN_REQUESTS, cron
 
 from pipeline_tasks import stages
 from pipeline_tasks.core.config import load_config
+
+if TYPE_CHECKING:  # the glue hands the body the checks typed (stages.XCOM_TYPES)
+    from pipeline_tasks.monitoring.drift_check import DriftCheck
+    from pipeline_tasks.monitoring.performance import PerformanceCheck
 
 CONFIG = load_config()  # stdlib only: no I/O
 #: The trigger form, from the one param schema (pipeline_tasks.core.params)
@@ -50,7 +55,8 @@ def ml_drift_monitoring():
 
     # a skipped performance check (no labels) must not skip the retrain decision
     @pipeline_task(outlets=[RETRAIN_REQUESTS], trigger_rule="none_failed")
-    def request_retrain(drift: dict, performance: dict, **context) -> dict:
+    def request_retrain(drift: DriftCheck | None, performance: PerformanceCheck | None,
+                        **context) -> dict:
         return stages.request_retrain(run_spec(context), drift, performance)
 
     request_retrain(check_drift(), check_performance())

@@ -21,21 +21,31 @@ model version carry the reason (`retrain.*` tags).
 
 Bad input (unreadable files, failed expectations) fails the task at once without retries.
 Backfill with `make airflow ARGS="backfill create --dag-id ml_training_pipeline --from-date ... --to-date ..."`.
-Every task body is one call into `pipeline_tasks.stages`; see docs/pipeline.md for the params.
+Every task body is one call into `pipeline_tasks.stages`, with its upstream results typed (the glue
+converts the XCom dicts); see docs/pipeline.md for the params.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from airflow.sdk import dag, task
 from mlops_airflow.approval import ModelApproval
 from mlops_airflow.params import dag_params
-from mlops_airflow.runtime import dag_args, pipeline_task, run_spec
+from mlops_airflow.runtime import dag_args, pipeline_task, run_spec, typed_args
 from mlops_airflow.schedules import cron_or_asset
 
 from pipeline_tasks import stages
 from pipeline_tasks.core.config import load_config
+
+if TYPE_CHECKING:  # the glue hands each body its upstream results typed (stages.XCOM_TYPES)
+    from pipeline_tasks.data.ingest import IngestResult
+    from pipeline_tasks.data.validate import ValidationResult
+    from pipeline_tasks.data.versioning import DatasetVersion
+    from pipeline_tasks.model.evaluate import EvaluationDecision
+    from pipeline_tasks.model.registry import RegistrationResult
+    from pipeline_tasks.model.train import TrainResult
 
 CONFIG = load_config()  # stdlib only: paths and default thresholds, no I/O
 #: The trigger form, from the one param schema (pipeline_tasks.core.params)
@@ -58,28 +68,29 @@ def ml_training_pipeline():
         return stages.ingest(run_spec(context))
 
     @pipeline_task
-    def validate(ingested: dict, **context) -> dict:
+    def validate(ingested: IngestResult, **context) -> dict:
         return stages.validate(run_spec(context), ingested)
 
     @pipeline_task
-    def version(ingested: dict, validated: dict, **context) -> dict:
+    def version(ingested: IngestResult, validated: ValidationResult, **context) -> dict:
         return stages.version(run_spec(context), ingested, validated)
 
     # its own pool (made by the stack / profile), so long fits cannot take every worker slot
     @pipeline_task(pool=CONFIG.training_pool)
-    def train(ingested: dict, versioned: dict, **context) -> dict:
+    def train(ingested: IngestResult, versioned: DatasetVersion, **context) -> dict:
         return stages.train(run_spec(context), ingested, versioned)
 
     @pipeline_task
-    def evaluate(trained: dict, **context) -> dict:
+    def evaluate(trained: TrainResult, **context) -> dict:
         return stages.evaluate(run_spec(context), trained)
 
     @pipeline_task
-    def register(trained: dict, decision: dict, **context) -> dict:
+    def register(trained: TrainResult, decision: EvaluationDecision, **context) -> dict:
         return stages.register(run_spec(context), trained, decision)
 
     @task.branch
-    def approval_gate(registered: dict, **context) -> str:
+    @typed_args
+    def approval_gate(registered: RegistrationResult, **context) -> str:
         return stages.approval_gate(run_spec(context), registered)
 
     approve = ModelApproval(
@@ -94,7 +105,7 @@ def ml_training_pipeline():
     )
 
     @pipeline_task(trigger_rule="none_failed_min_one_success")
-    def deploy(trained: dict, registered: dict, **context) -> dict:
+    def deploy(trained: TrainResult, registered: RegistrationResult, **context) -> dict:
         return stages.deploy(run_spec(context), trained, registered)
 
     ingested = ingest()

@@ -2,31 +2,26 @@
 
 A ``RunSpec`` holds everything a stage needs to know about the run: its identity (dag_id, run_id,
 data interval) and its trigger params (declared in ``pipeline_tasks.core.params``). Each stage
-takes the spec and the small results of the stages before it (as XCom dicts), calls one library
-function, and returns that function's small result: a frozen dataclass (the monitoring stages)
-or its dict (the others, for now). The Airflow glue (``mlops_airflow.runtime.to_xcom``) stores
-either as the same XCom dict. The Airflow DAG, the end-to-end benchmark and the chain tests all
-go through these functions, so the scheduled pipeline and the in-process pipeline are the same
-code. (A little over 400 lines: one function per DAG task, kept together so the layer the DAGs
-call reads in one place.)
+takes the spec and the typed results of the stages before it, calls one library function, and
+returns that function's small result: a frozen dataclass. Only the Airflow glue converts: it
+stores a result as its XCom dict (``to_xcom``) and turns an upstream XCom dict back into the
+type the stage takes (``from_xcom``, by argument name: ``XCOM_TYPES``). The Airflow DAG, the
+end-to-end benchmark and the chain tests all go through these functions, so the scheduled
+pipeline and the in-process pipeline are the same code. (About 460 lines: one function per DAG
+task and the map of their typed arguments, kept together so the layer the DAGs call reads in
+one place.)
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from pipeline_tasks.core import layout
 from pipeline_tasks.core import params as schema
-from pipeline_tasks.core.config import (
-    PipelineConfig,
-    check_source_param,
-    check_sql_conn_id,
-    code_version,
-    dataset_name,
-    load_config,
-)
+from pipeline_tasks.core.allowlists import check_source_param, check_sql_conn_id
+from pipeline_tasks.core.config import PipelineConfig, code_version, dataset_name, load_config
 from pipeline_tasks.core.errors import (
     BreakingChangeBlocked,
     ConfigError,
@@ -38,9 +33,42 @@ from pipeline_tasks.core.errors import (
 from pipeline_tasks.core.schema import SUITE_TAG
 
 if TYPE_CHECKING:  # the stages' typed results; the modules load only when a stage runs
+    from pipeline_tasks.data.ingest import IngestResult
+    from pipeline_tasks.data.validate import ValidationResult
+    from pipeline_tasks.data.versioning import DatasetVersion
+    from pipeline_tasks.deploy.records import DeploymentRecord
+    from pipeline_tasks.model.evaluate import EvaluationDecision
+    from pipeline_tasks.model.registry import RegistrationResult
+    from pipeline_tasks.model.train import TrainResult
     from pipeline_tasks.monitoring.drift_check import DriftCheck
     from pipeline_tasks.monitoring.performance import PerformanceCheck
     from pipeline_tasks.monitoring.retrain import RetrainDecision
+
+#: The typed result a stage argument takes, by the argument's name, as ``module:Class`` (so
+#: parsing a DAG imports none of them). The Airflow glue turns the upstream task's XCom dict
+#: into it (``from_xcom``) before the task body calls the stage.
+XCOM_TYPES: dict[str, str] = {
+    "ingested": "pipeline_tasks.data.ingest:IngestResult",
+    "validated": "pipeline_tasks.data.validate:ValidationResult",
+    "versioned": "pipeline_tasks.data.versioning:DatasetVersion",
+    "trained": "pipeline_tasks.model.train:TrainResult",
+    "decision": "pipeline_tasks.model.policy:EvaluationDecision",
+    "registered": "pipeline_tasks.model.registry:RegistrationResult",
+    "drift": "pipeline_tasks.monitoring.drift_check:DriftCheck",
+    "performance": "pipeline_tasks.monitoring.performance:PerformanceCheck",
+}
+
+
+def xcom_type(name: str) -> type | None:
+    """The result type of the stage argument ``name`` (``XCOM_TYPES``), imported now; None
+    for an argument that is not a stage result."""
+    from importlib import import_module
+
+    path = XCOM_TYPES.get(name)
+    if path is None:
+        return None
+    module, _, cls = path.partition(":")
+    return getattr(import_module(module), cls)
 
 
 @dataclass(frozen=True)
@@ -165,7 +193,7 @@ def check_params(run: RunSpec) -> None:
         raise ConfigError("param 'force_promote' is on, so 'force_reason' must say who and why")
 
 
-def ingest(run: RunSpec) -> dict:
+def ingest(run: RunSpec) -> IngestResult:
     from pipeline_tasks.data.ingest import ingest_interval
 
     check_params(run)
@@ -179,17 +207,17 @@ def ingest(run: RunSpec) -> dict:
         run_key=run.run_key,
         time_column=run.param("time_column"),
         sql_url=run.sql_url,
-    ).to_dict()
+    )
 
 
-def validate(run: RunSpec, ingested: dict) -> dict:
+def validate(run: RunSpec, ingested: IngestResult) -> ValidationResult:
     """The batch against the model's suite and its champion's inputs (``allow_schema_change``:
     against a suite inferred from the batch, for a run meant to change the model's inputs)."""
     from pipeline_tasks.data.validate import validate_dataset
     from pipeline_tasks.model.registry import champion_contract
 
     return validate_dataset(
-        ingested["uri"],
+        ingested.uri,
         model_name=run.model_name,
         target=run.target,
         config=run.config,
@@ -197,85 +225,90 @@ def validate(run: RunSpec, ingested: dict) -> dict:
         champion=champion_contract(run.model_name, run.config),
         allow_schema_change=bool(run.param("allow_schema_change")),
         dataset_name=run.dataset_name,
-    ).to_dict()
+    )
 
 
-def version(run: RunSpec, ingested: dict, validated: dict) -> dict:
+def version(run: RunSpec, ingested: IngestResult, validated: ValidationResult) -> DatasetVersion:
     from pipeline_tasks.data.versioning import snapshot_dataset
 
-    # the suite the data passed travels on to the model version (the next run's suite)
-    return {"suite_uri": validated.get("suite_ref", "")} | snapshot_dataset(
-        ingested["uri"],
+    snapshot = snapshot_dataset(
+        ingested.uri,
         config=run.config,
         run_key=run.run_key,
         source=run.source,
-        interval={k: ingested[k] for k in ("window_start", "interval_start", "interval_end")},
-        validation=validated,
+        interval={"window_start": ingested.window_start,
+                  "interval_start": ingested.interval_start,
+                  "interval_end": ingested.interval_end},
+        validation=validated.to_dict(),
         lineage=run.lineage,
-    ).to_dict()
+    )
+    # the suite the data passed travels on to the model version (the next run's suite)
+    return replace(snapshot, suite_uri=validated.suite_ref)
 
 
-def train(run: RunSpec, ingested: dict, versioned: dict) -> dict:
+def train(run: RunSpec, ingested: IngestResult, versioned: DatasetVersion) -> TrainResult:
     from pipeline_tasks.model.train import train_model
 
-    return train_model(
-        versioned["data_uri"],
-        dataset_version=versioned["version_id"],
+    trained = train_model(
+        versioned.data_uri,
+        dataset_version=versioned.version_id,
         target=run.target,
         model_name=run.model_name,
         config=run.config,
         run_key=run.run_key,
         task_type=run.task_type,
-        time_column=ingested.get("time_column"),
+        time_column=ingested.time_column,
         run_search=bool(run.param("hyperparameter_search")),
-        lineage={**run.lineage, SUITE_TAG: versioned.get("suite_uri", "")},
-    ).to_dict() | {"suite_uri": versioned.get("suite_uri", "")}
+        lineage={**run.lineage, SUITE_TAG: versioned.suite_uri},
+    )
+    return replace(trained, suite_uri=versioned.suite_uri)
 
 
-def evaluate(run: RunSpec, trained: dict) -> dict:
+def evaluate(run: RunSpec, trained: TrainResult) -> EvaluationDecision:
     from pipeline_tasks.core.schema import model_contract
     from pipeline_tasks.model.evaluate import evaluate_candidate
 
     return evaluate_candidate(
         model_name=run.model_name,
-        candidate_model_uri=trained["model_uri"],
-        holdout_uri=trained["holdout_uri"],
+        candidate_model_uri=trained.model_uri,
+        holdout_uri=trained.holdout_uri,
         target=run.target,
-        task_type=trained["task_type"],
-        primary_metric=trained["primary_metric"],
-        greater_is_better=trained["greater_is_better"],
+        task_type=trained.task_type,
+        primary_metric=trained.primary_metric,
+        greater_is_better=trained.greater_is_better,
         config=run.config,
         force_promote=bool(run.param("force_promote")),
         force_reason=run.param("force_reason"),
-        candidate_contract=model_contract(trained["model_uri"], target=run.target,
-                                          task_type=trained["task_type"]),
-    ).to_dict()
+        candidate_contract=model_contract(trained.model_uri, target=run.target,
+                                          task_type=trained.task_type),
+    )
 
 
-def register(run: RunSpec, trained: dict, decision: dict) -> dict:
+def register(run: RunSpec, trained: TrainResult,
+             decision: EvaluationDecision) -> RegistrationResult:
     from pipeline_tasks.model.registry import register_model
 
     return register_model(
         model_name=run.model_name,
-        run_id=trained["run_id"],
-        model_uri=trained["model_uri"],
+        run_id=trained.run_id,
+        model_uri=trained.model_uri,
         decision=decision,
-        lineage={**run.lineage, "dataset_version": trained["dataset_version"],
-                 SUITE_TAG: trained.get("suite_uri", "")},
+        lineage={**run.lineage, "dataset_version": trained.dataset_version,
+                 SUITE_TAG: trained.suite_uri},
         config=run.config,
         hold_promotion=run.approval_required,
         # a concurrent run may move the champion after ``evaluate``: compare again with it
         reevaluate=lambda: evaluate(run, trained),
-    ).to_dict()
+    )
 
 
-def approval_gate(run: RunSpec, registered: dict) -> str:
+def approval_gate(run: RunSpec, registered: RegistrationResult) -> str:
     """The task to run after ``register``: ``approve`` when a blessed version waits for a human,
     else ``deploy`` (which skips itself when nothing was promoted)."""
-    return "approve" if registered.get("awaiting_approval") else "deploy"
+    return "approve" if registered.awaiting_approval else "deploy"
 
 
-def deploy(run: RunSpec, trained: dict, registered: dict) -> dict:
+def deploy(run: RunSpec, trained: TrainResult, registered: RegistrationResult) -> DeploymentRecord:
     """Deploy the version ``register`` promoted (or a person approved); any other is not.
 
     The version is first confirmed as champion (``registry.confirm_champion``): an approved one
@@ -284,31 +317,31 @@ def deploy(run: RunSpec, trained: dict, registered: dict) -> dict:
     version that keeps serving, so the registry's champion is always what serves."""
     from pipeline_tasks.model.registry import confirm_champion
 
-    def not_promoted(result: dict) -> ModelNotPromoted:
-        blocked = result.get("breaking_change") and not result.get("promoted")
+    def not_promoted(result: RegistrationResult) -> ModelNotPromoted:
+        blocked = result.breaking_change and not result.promoted
         kind = BreakingChangeBlocked if blocked else ModelNotPromoted
-        return kind(f"v{result.get('version')} was not promoted, so it is not deployed: "
-                    f"{result.get('reason')}", result=result)
+        return kind(f"v{result.version} was not promoted, so it is not deployed: "
+                    f"{result.reason}", result=result.to_dict())
 
-    model, version = registered["model_name"], str(registered["version"])
-    awaiting = bool(registered.get("awaiting_approval"))
-    breaking = bool(registered.get("breaking_change"))  # forced or approved over it
-    if not (awaiting or registered.get("promoted")):
+    model, version = registered.model_name, str(registered.version)
+    awaiting = bool(registered.awaiting_approval)
+    breaking = bool(registered.breaking_change)  # forced or approved over it
+    if not (awaiting or registered.promoted):
         raise not_promoted(registered)
-    reason = registered["reason"]
+    reason = registered.reason
     if awaiting:
         reason = "approved by a human: " + reason.removeprefix("awaiting approval: ")
     confirmed = confirm_champion(
-        model, version, evaluated_against=registered.get("previous_champion"),
+        model, version, evaluated_against=registered.previous_champion,
         # the champion may have moved since: compare again with it
         reevaluate=lambda: evaluate(run, trained), reason=reason, config=run.config,
-        approved=awaiting).to_dict()
-    if not confirmed["promoted"]:
+        approved=awaiting)
+    if not confirmed.promoted:
         raise not_promoted(confirmed)
     # if the deploy is rejected, the title goes back to the version that keeps serving
-    restore_to = (confirmed["previous_champion"] if confirmed["previous_champion"] != version
-                  else registered.get("previous_champion"))
-    approval = confirmed if awaiting else None
+    restore_to = (confirmed.previous_champion if confirmed.previous_champion != version
+                  else registered.previous_champion)
+    approval = confirmed.to_dict() if awaiting else None
     if awaiting:
         registered = confirmed
     from pipeline_tasks.deploy.bluegreen import deploy_version, title_back_on_failure
@@ -318,17 +351,17 @@ def deploy(run: RunSpec, trained: dict, registered: dict) -> dict:
     with title_back_on_failure(model, version, to=restore_to, config=run.config,
                                what=f"v{version} was not deployed"):
         deployed = deploy_version(
-            model_name=model, version=version, holdout_uri=trained.get("holdout_uri"),
-            feature_columns=trained["feature_columns"], config=run.config,
-            reason=registered["reason"],
-            lineage={**run.lineage, "dataset_version": trained.get("dataset_version", "")},
+            model_name=model, version=version, holdout_uri=trained.holdout_uri,
+            feature_columns=trained.feature_columns, config=run.config,
+            reason=registered.reason,
+            lineage={**run.lineage, "dataset_version": trained.dataset_version},
             target=run.config.serving_target,
             breaking_change=breaking,
-        ).to_xcom()
-    return deployed | ({"approval": approval} if approval else {})
+        )
+    return deployed.update(approval=approval)
 
 
-def rollback(run: RunSpec) -> dict:
+def rollback(run: RunSpec) -> DeploymentRecord:
     """Move ``champion`` of ``model_name`` back to ``version`` (or ``previous``) and redeploy."""
     from pipeline_tasks.deploy.bluegreen import rollback as rollback_to
 
@@ -339,7 +372,7 @@ def rollback(run: RunSpec) -> dict:
         config=run.config,
         reason=str(run.params.get("reason") or ""),
         lineage=run.lineage,
-    ).to_xcom()
+    )
 
 
 def check_monitoring_params(run: RunSpec) -> None:
@@ -392,9 +425,10 @@ def check_performance(run: RunSpec) -> PerformanceCheck:
                  labels_uri=str(labels), config=run.config, run_key=run.run_key)
 
 
-def request_retrain(run: RunSpec, drift: dict | None, performance: dict | None) -> RetrainDecision:
+def request_retrain(run: RunSpec, drift: DriftCheck | None,
+                    performance: PerformanceCheck | None) -> RetrainDecision:
     """Ask for retraining (the DAG emits the asset event from its ``asset_extra``) or say why
-    not (skipped). ``drift``/``performance``: the checks' XCom payloads (``None``: skipped)."""
+    not (skipped). ``drift``/``performance``: the checks (``None``: skipped)."""
     from pipeline_tasks.monitoring.retrain import decide_retrain
 
     decision = decide_retrain(model_name=run.model_name, drift=drift, performance=performance,
@@ -403,16 +437,17 @@ def request_retrain(run: RunSpec, drift: dict | None, performance: dict | None) 
     if not decision.retrain and decision.cooldown_until:  # a real cause, held back by the cool-down
         raise RetrainWithheld(f"no retraining: {decision.reason}",
                               result={**decision.to_dict(),
-                                      "report_uri": (drift or {}).get("report_uri")})
+                                      "report_uri": drift.report_uri if drift else None})
     if not decision.retrain:
         raise StageSkipped(f"no retraining: {decision.reason}")
     return decision
 
 
-def run_all(run: RunSpec) -> dict[str, dict]:
+def run_all(run: RunSpec) -> dict[str, Any]:
     """The training stages in order (``ingest`` to ``register``), in this process: the same calls
-    the DAG makes, without Airflow. ``deploy`` is left out: it starts a model server."""
-    results: dict[str, dict] = {}
+    the DAG makes, without Airflow. ``deploy`` is left out: it starts a model server. Returns
+    each stage's typed result by stage name."""
+    results: dict[str, Any] = {}
     results["ingest"] = ingest(run)
     results["validate"] = validate(run, results["ingest"])
     results["version"] = version(run, results["ingest"], results["validate"])

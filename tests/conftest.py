@@ -37,13 +37,32 @@ for folder in ("tests/pipeline_tasks", "tests/integration"):
         sys.path.append(path)
 
 
+def ensure_engine() -> None:
+    """Make a Docker engine answer (``docker/engine.sh`` starts one on Debian, as root, and names
+    its ``DOCKER_HOST``) and the local base image exist (``docker/base-image.sh``); the scripts'
+    output in the error when they fail. Exported to this process, so the Airflow workers and
+    model servers started afterwards inherit it."""
+    import subprocess
+
+    import docker.errors
+
+    import docker
+
+    try:
+        docker.from_env(timeout=10).ping()
+    except (docker.errors.DockerException, OSError):
+        out = subprocess.run([str(ROOT / "docker" / "engine.sh")], capture_output=True,
+                             text=True, check=True, timeout=600).stdout.strip().splitlines()
+        assert out and out[-1].startswith("export DOCKER_HOST="), \
+            f"docker/engine.sh did not name a host: {out[-3:]}"
+        os.environ["DOCKER_HOST"] = out[-1].split("=", 1)[1]
+    subprocess.run([str(ROOT / "docker" / "base-image.sh")], check=True, capture_output=True,
+                   timeout=900)
+
+
 @pytest.fixture(scope="session")
 def docker_engine() -> str:
-    """A Docker engine that answers, and the local base image (``deploy.docker_image.ensure_engine``
-    starts them when missing and exports DOCKER_HOST to this process, so the Airflow workers and
-    model servers started afterwards inherit it)."""
-    from pipeline_tasks.deploy.docker_image import ensure_engine
-
+    """A Docker engine that answers, and the local base image (``ensure_engine``)."""
     ensure_engine()
     return os.environ.get("DOCKER_HOST", "")
 

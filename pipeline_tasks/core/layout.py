@@ -29,13 +29,20 @@ suites of the repository are ``<repo_suites_dir>/<name>.json``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from pipeline_tasks.core import storage
 from pipeline_tasks.core.names import safe_name
 
-if TYPE_CHECKING:
-    from pipeline_tasks.core.config import PipelineConfig
+
+class Roots(Protocol):
+    """What the layout needs of the configuration: its root URIs (``PipelineConfig`` has them).
+    Structural, so the layout never imports the config module (which asks it for paths)."""
+
+    lake_uri: str
+    reports_uri: str
+    suites_uri: str
+    repo_suites_dir: str
 
 
 def run_partition(dag_id: str, run_id: str, interval_end: str | None = None) -> str:
@@ -53,32 +60,32 @@ def run_partition(dag_id: str, run_id: str, interval_end: str | None = None) -> 
 
 # -- the lake -------------------------------------------------------------------------------
 
-def raw_batch(config: PipelineConfig, run_key: str) -> str:
+def raw_batch(config: Roots, run_key: str) -> str:
     """The batch ``ingest`` landed for a run."""
     return storage.join(config.lake_uri, "raw", run_key, "part.parquet")
 
 
-def quarantine_batch(config: PipelineConfig, run_key: str) -> str:
+def quarantine_batch(config: Roots, run_key: str) -> str:
     """Where a batch that failed a critical expectation is kept (its result beside it)."""
     return storage.join(config.lake_uri, "quarantine", run_key, "part.parquet")
 
 
-def quarantine_result(config: PipelineConfig, run_key: str) -> str:
+def quarantine_result(config: Roots, run_key: str) -> str:
     """The validation report kept beside a quarantined batch."""
     return storage.join(config.lake_uri, "quarantine", run_key, "validation_result.json")
 
 
-def holdout_file(config: PipelineConfig, run_key: str) -> str:
+def holdout_file(config: Roots, run_key: str) -> str:
     """The holdout a training run set aside for the evaluation gate."""
     return storage.join(config.lake_uri, "holdout", safe_name(run_key, "run"), "holdout.parquet")
 
 
-def snapshots_root(config: PipelineConfig) -> str:
+def snapshots_root(config: Roots) -> str:
     """The folder of all content-addressed dataset snapshots."""
     return storage.join(config.lake_uri, "snapshots")
 
 
-def snapshot_dir(config: PipelineConfig, version_id: str) -> str:
+def snapshot_dir(config: Roots, version_id: str) -> str:
     """One snapshot's folder (``version_id`` is its sha256)."""
     return storage.join(snapshots_root(config), version_id)
 
@@ -88,33 +95,33 @@ SNAPSHOT_DATA = "data.parquet"
 SNAPSHOT_MANIFEST = "manifest.json"
 
 
-def snapshot_data(config: PipelineConfig, version_id: str) -> str:
+def snapshot_data(config: Roots, version_id: str) -> str:
     """A snapshot's rows."""
     return storage.join(snapshot_dir(config, version_id), SNAPSHOT_DATA)
 
 
-def snapshot_manifest(config: PipelineConfig, version_id: str) -> str:
+def snapshot_manifest(config: Roots, version_id: str) -> str:
     """A snapshot's manifest (written last: a snapshot without one is incomplete)."""
     return storage.join(snapshot_dir(config, version_id), SNAPSHOT_MANIFEST)
 
 
-def snapshot_lineage_record(config: PipelineConfig, version_id: str, run_key: str) -> str:
+def snapshot_lineage_record(config: Roots, version_id: str, run_key: str) -> str:
     """The record of one run that produced a snapshot's content (one file per run)."""
     return storage.join(snapshot_dir(config, version_id), "lineage",
                         run_key.replace("/", "__") + ".json")
 
 
-def monitoring_root(config: PipelineConfig) -> str:
+def monitoring_root(config: Roots) -> str:
     """The folder of every model's monitoring results."""
     return storage.join(config.lake_uri, "monitoring")
 
 
-def model_monitoring_dir(config: PipelineConfig, model_name: str) -> str:
+def model_monitoring_dir(config: Roots, model_name: str) -> str:
     """One model's monitoring folder (drift and performance checks, retrain requests)."""
     return storage.join(monitoring_root(config), safe_name(model_name))
 
 
-def monitoring_run_dir(config: PipelineConfig, model_name: str, run_key: str) -> str:
+def monitoring_run_dir(config: Roots, model_name: str, run_key: str) -> str:
     """One monitoring run's results for a model."""
     return storage.join(model_monitoring_dir(config, model_name), run_key)
 
@@ -126,27 +133,27 @@ DRIFT_METRICS = "metrics.prom"
 PERFORMANCE_VERDICT = "performance.json"
 
 
-def retrain_requests_dir(config: PipelineConfig, model_name: str) -> str:
+def retrain_requests_dir(config: Roots, model_name: str) -> str:
     """The retrain policy's memory for a model: one record per retraining it asked for."""
     return storage.join(model_monitoring_dir(config, model_name), "retrain_requests")
 
 
-def deployments_root(config: PipelineConfig) -> str:
+def deployments_root(config: Roots) -> str:
     """The folder of every model's deployment records."""
     return storage.join(config.lake_uri, "deployments")
 
 
-def deployments_dir(config: PipelineConfig, model_name: str) -> str:
+def deployments_dir(config: Roots, model_name: str) -> str:
     """One model's deployment records."""
     return storage.join(deployments_root(config), safe_name(model_name))
 
 
-def predictions_root(config: PipelineConfig) -> str:
+def predictions_root(config: Roots) -> str:
     """The prediction log (partitioned by day)."""
     return storage.join(config.lake_uri, "predictions")
 
 
-def predictions_day_dir(config: PipelineConfig, day: str) -> str:
+def predictions_day_dir(config: Roots, day: str) -> str:
     """One day's partition of the prediction log (``day`` as ``YYYY-MM-DD``)."""
     return storage.join(predictions_root(config), f"date={day}")
 
@@ -156,52 +163,52 @@ def predictions_day_dir(config: PipelineConfig, day: str) -> str:
 # run go to the suites store (``config.suites_uri``): ``<model>.json``, and ``<model>/<digest>.json``
 # for a suite inferred for a schema change (named by its content).
 
-def repo_suites_root(config: PipelineConfig) -> str:
+def repo_suites_root(config: Roots) -> str:
     """The folder of reviewed suites versioned with the code."""
     return config.repo_suites_dir
 
 
-def repo_suite(config: PipelineConfig, file_name: str) -> str:
+def repo_suite(config: Roots, file_name: str) -> str:
     """A reviewed suite file in the repo (``file_name`` such as ``flights_is_late.json``)."""
     return storage.join(repo_suites_root(config), safe_name(file_name))
 
 
-def suites_root(config: PipelineConfig) -> str:
+def suites_root(config: Roots) -> str:
     """The store of suites inferred by runs (baselines for review)."""
     return config.suites_uri
 
 
-def inferred_suite(config: PipelineConfig, model_name: str) -> str:
+def inferred_suite(config: Roots, model_name: str) -> str:
     """The baseline suite inferred on a model's first run."""
     return storage.join(suites_root(config), f"{safe_name(model_name)}.json")
 
 
-def proposed_suite(config: PipelineConfig, model_name: str, digest: str) -> str:
+def proposed_suite(config: Roots, model_name: str, digest: str) -> str:
     """A suite inferred for a run that changes the model's inputs, named by its content."""
     return storage.join(suites_root(config), safe_name(model_name), f"{safe_name(digest)}.json")
 
 
 # -- reports -------------------------------------------------------------------------------
 
-def data_docs_root(config: PipelineConfig) -> str:
+def data_docs_root(config: Roots) -> str:
     return storage.join(config.reports_uri, "data_docs")
 
 
-def data_docs_dir(config: PipelineConfig, run_key: str, model_name: str) -> str:
+def data_docs_dir(config: Roots, run_key: str, model_name: str) -> str:
     """The Great Expectations Data Docs of one run's validation."""
     return storage.join(data_docs_root(config), run_key, model_name)
 
 
-def validation_root(config: PipelineConfig) -> str:
+def validation_root(config: Roots) -> str:
     return storage.join(config.reports_uri, "validation")
 
 
-def validation_result(config: PipelineConfig, run_key: str, model_name: str) -> str:
+def validation_result(config: Roots, run_key: str, model_name: str) -> str:
     """The full Great Expectations result of one run's validation."""
     return storage.join(validation_root(config), run_key, model_name, "validation_result.json")
 
 
-def report_roots(config: PipelineConfig) -> dict[str, str]:
+def report_roots(config: Roots) -> dict[str, str]:
     """The URI of each kind of stored report the UI may serve, by the name in its URLs."""
     return {
         "data-docs": data_docs_root(config),

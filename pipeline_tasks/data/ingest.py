@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from pipeline_tasks.core import layout, storage
 from pipeline_tasks.core.errors import ConfigError, IngestError, PipelineInputError
+from pipeline_tasks.core.results import XComResult
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,7 +38,7 @@ SNIFF_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
-class IngestResult:
+class IngestResult(XComResult):
     """What ingest wrote: small enough for XCom."""
 
     uri: str
@@ -117,7 +118,7 @@ def entries_within(folder: str, files: list[str], what: str) -> None:
     make the pipeline read a file elsewhere."""
     import os
 
-    from pipeline_tasks.core.config import is_under
+    from pipeline_tasks.core.allowlists import is_under
 
     root = os.path.realpath(folder)
     for name in files:

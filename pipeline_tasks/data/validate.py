@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pipeline_tasks.core import layout, storage
 from pipeline_tasks.core.config import PipelineConfig
 from pipeline_tasks.core.errors import ConfigError, DataValidationError
+from pipeline_tasks.core.results import XComResult
 from pipeline_tasks.core.schema import ModelContract
 from pipeline_tasks.data.gx_runner import DATA_DOCS_SITE, run_checkpoint
 from pipeline_tasks.data.inference import (
@@ -80,7 +81,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ValidationResult:
+class ValidationResult(XComResult):
     """What one validation did; ``to_dict()`` is small and JSON-able (for XCom)."""
 
     success: bool

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline_tasks.core import layout, storage
 from pipeline_tasks.core.errors import PipelineInputError
+from pipeline_tasks.core.results import XComResult
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,7 +42,7 @@ class CorruptSnapshotError(PipelineInputError):
 
 
 @dataclass(frozen=True)
-class DatasetVersion:
+class DatasetVersion(XComResult):
     version_id: str
     uri: str
     data_uri: str
@@ -49,6 +50,9 @@ class DatasetVersion:
     rows: int
     columns: list[str]
     created: bool  # False when the same content was already snapshotted
+    # the suite the data passed (``ValidationResult.suite_ref``): it travels on to the model
+    # version and becomes the next run's suite (set by the ``version`` stage)
+    suite_uri: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)

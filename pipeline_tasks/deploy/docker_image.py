@@ -12,7 +12,7 @@ serving package and what it imports (``pipeline_tasks.core``) only: no pipeline 
 templates. Tag ``mlops-serving/<model>:v<version>``; labels ``mlops.model.{name,version,run_id,
 sha256}``. A tag that exists with the same sha256 label is reused.
 
-Also the docker engine itself (``docker_client``, ``ensure_engine``) and the names every docker
+Also the docker engine itself (``docker_client``) and the names every docker
 module shares (labels, ``DockerTargetError``). An engine or package index that does not answer
 raises ``TransientError`` (worth a retry).
 """
@@ -84,33 +84,6 @@ def docker_client():
         raise TransientError(f"no Docker engine answers: {exc}",
                              advice="start the engine (docker/engine.sh) or set DOCKER_HOST, "
                                     "then retry") from exc
-
-
-def _engine_answers() -> bool:
-    import docker.errors
-
-    import docker
-
-    try:
-        docker.from_env(timeout=10).ping()
-        return True
-    except (docker.errors.DockerException, OSError):
-        return False
-
-
-def ensure_engine(base_image: bool = True) -> None:
-    """Make a Docker engine answer (``docker/engine.sh`` starts one on Debian, as root; it sets
-    ``DOCKER_HOST`` here) and, with ``base_image``, the local base image exist
-    (``docker/base-image.sh``). Raises ``CalledProcessError`` with the scripts' output."""
-    if not _engine_answers():
-        out = subprocess.run([str(PROJECT_DIR / "docker" / "engine.sh")], capture_output=True,
-                             text=True, check=True, timeout=600).stdout.strip().splitlines()
-        if not out or not out[-1].startswith("export DOCKER_HOST="):
-            raise TransientError(f"docker/engine.sh did not name a host: {out[-3:]}")
-        os.environ["DOCKER_HOST"] = out[-1].split("=", 1)[1]
-    if base_image:
-        subprocess.run([str(PROJECT_DIR / "docker" / "base-image.sh")], check=True,
-                       capture_output=True, timeout=900)
 
 
 def image_tag(model_name: str, version: str) -> str:

@@ -20,9 +20,12 @@ from pipeline_tasks.core import layout, storage
 from pipeline_tasks.core.config import PipelineConfig
 from pipeline_tasks.core.errors import ConfigError
 from pipeline_tasks.core.names import safe_name
+from pipeline_tasks.core.results import XComResult
 
 #: Keys written only when set: the docker target's container, image and router.
 _OPTIONAL_KEYS = ("container", "image", "router")
+#: Fields that are not part of the JSON document.
+_NOT_IN_DOCUMENT = ("record_uri", "approval")
 #: The deploy stage's result: these keys, as before the record type was one.
 RESULT_KEYS = ("deployment_id", "model_name", "version", "target", "endpoint", "status", "pid",
                "private_port", "previous_version", "reason", "canary_rows", "record_uri",
@@ -30,7 +33,7 @@ RESULT_KEYS = ("deployment_id", "model_name", "version", "target", "endpoint", "
 
 
 @dataclass(frozen=True)
-class DeploymentRecord:
+class DeploymentRecord(XComResult):
     """One recorded attempt. ``to_dict``/``from_dict`` are the JSON document (its keys are the
     same as in every record written so far, so old records read as new ones); ``record_uri`` is
     where it is stored (not part of the document)."""
@@ -56,6 +59,9 @@ class DeploymentRecord:
     router: str | None = None  # docker: the router container of the stable port
     finished_at: str = ""
     record_uri: str = field(default="", compare=False)
+    # the deploy stage's champion confirmation of a version a person approved
+    # (``RegistrationResult.to_dict()``): part of its XCom result, not of the document
+    approval: dict | None = field(default=None, compare=False)
 
     @classmethod
     def begin(cls, *, model_name: str, version: str, target: str, endpoint: str, reason: str,
@@ -82,7 +88,7 @@ class DeploymentRecord:
     def to_dict(self) -> dict[str, Any]:
         """The JSON document (without ``record_uri``; the docker keys only when set)."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name != "record_uri"}
+                if f.name not in _NOT_IN_DOCUMENT}
         for key in _OPTIONAL_KEYS:
             if data[key] is None:
                 del data[key]
@@ -91,7 +97,7 @@ class DeploymentRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any], record_uri: str = "") -> DeploymentRecord:
         """A record from its JSON document; keys a record of an older release lacks default."""
-        known = {f.name for f in dataclasses.fields(cls)} - {"record_uri"}
+        known = {f.name for f in dataclasses.fields(cls)} - set(_NOT_IN_DOCUMENT)
         values = {k: v for k, v in data.items() if k in known}
         for key in ("deployment_id", "model_name", "version", "target", "endpoint", "reason",
                     "status", "outcome", "started_at", "finished_at"):
@@ -103,10 +109,26 @@ class DeploymentRecord:
         return cls(**values, record_uri=record_uri)
 
     def to_xcom(self) -> dict[str, Any]:
-        """The deploy stage's XCom result (what the UI links, notifications and tests read)."""
+        """The deploy stage's XCom result (what the UI links, notifications and tests read),
+        with ``approval`` when a person approved the version."""
         data = {**self.to_dict(), "previous_version": self.previous_version,
                 "record_uri": self.record_uri, "canary_rows": self.canary_rows or 0}
-        return {key: data.get(key) for key in RESULT_KEYS}
+        return {key: data.get(key) for key in RESULT_KEYS} | (
+            {"approval": self.approval} if self.approval else {})
+
+    @classmethod
+    def from_xcom(cls, payload: dict[str, Any]) -> DeploymentRecord:
+        """A record from the deploy stage's XCom result (``to_xcom``): what the payload holds;
+        ``previous`` is the version that served before (the rest of the document is at
+        ``record_uri``). Unknown keys are ignored."""
+        previous = payload.get("previous_version")
+        record = cls.from_dict({key: payload.get(key) for key in RESULT_KEYS
+                                if key not in ("previous_version", "record_uri")},
+                               record_uri=str(payload.get("record_uri") or ""))
+        return record.update(
+            previous=None if previous is None else
+            {"model_name": record.model_name, "version": str(previous)},
+            approval=payload.get("approval") or None)
 
 
 def deployments_uri(model_name: str, config: PipelineConfig) -> str:

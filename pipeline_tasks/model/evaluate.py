@@ -14,9 +14,7 @@ error (``EvaluationError``), never a silent reason to skip the comparison.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from pipeline_tasks.core import model_artifacts, storage, tracking
@@ -27,7 +25,7 @@ from pipeline_tasks.model import policy
 from pipeline_tasks.model.estimator import limit_threads
 from pipeline_tasks.model.features import normalize_features, normalize_target
 from pipeline_tasks.model.metrics import TASK_TYPES, baseline_metrics, score_model
-from pipeline_tasks.model.policy import RULE
+from pipeline_tasks.model.policy import RULE, EvaluationDecision
 from pipeline_tasks.model.transient import is_transient
 
 log = logging.getLogger(__name__)
@@ -40,31 +38,6 @@ CHAMPION_ADVICE = ("Roll the champion back to a sound version (ml_model_rollback
                    "this candidate with 'Force promotion' and a reason.")
 #: What to do when the model store did not answer (the task is retried).
 RETRY_ADVICE = "The MLflow server or its artifact store did not answer; the task is retried."
-
-
-@dataclass(frozen=True)
-class EvaluationDecision:
-    """The gate's verdict, with every number it was based on."""
-
-    blessed: bool
-    reason: str
-    primary_metric: str
-    greater_is_better: bool
-    candidate_metrics: dict[str, float]
-    baseline_metrics: dict[str, float]
-    champion_metrics: dict[str, float] | None
-    champion_version: str | None
-    deltas: dict[str, float]
-    thresholds: dict
-    forced: bool
-    force_reason: str | None
-    # the absolute and champion gates passed: blessed unless the change is breaking
-    gate_passed: bool = False
-    breaking_change: bool = False
-    schema_change: dict | None = None  # SchemaDiff.to_dict() against the champion
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
 class _SchemaMismatch(Exception):

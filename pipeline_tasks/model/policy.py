@@ -20,9 +20,14 @@ The comparisons are those of MLflow's ``MetricThreshold`` (``min_relative_change
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from pipeline_tasks.core.results import XComResult
 
 RULE = (
     "absolute: primary metric beats the trivial baseline by min_baseline_lift relative to |baseline|"
@@ -200,3 +205,28 @@ def deltas(candidate: Mapping[str, float], baseline: Mapping[str, float],
         if champion and name in champion:
             out[f"{name}_vs_champion"] = value - champion[name]
     return out
+
+
+@dataclass(frozen=True)
+class EvaluationDecision(XComResult):
+    """The gate's verdict, with every number it was based on."""
+
+    blessed: bool
+    reason: str
+    primary_metric: str
+    greater_is_better: bool
+    candidate_metrics: dict[str, float]
+    baseline_metrics: dict[str, float]
+    champion_metrics: dict[str, float] | None
+    champion_version: str | None
+    deltas: dict[str, float]
+    thresholds: dict
+    forced: bool
+    force_reason: str | None
+    # the absolute and champion gates passed: blessed unless the change is breaking
+    gate_passed: bool = False
+    breaking_change: bool = False
+    schema_change: dict | None = None  # SchemaDiff.to_dict() against the champion
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))

@@ -23,12 +23,13 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline_tasks.core import model_artifacts, tracking
 from pipeline_tasks.core.config import PipelineConfig
 from pipeline_tasks.core.errors import ConfigError, TransientError
 from pipeline_tasks.core.locks import named_lock
+from pipeline_tasks.core.results import XComResult
 from pipeline_tasks.core.schema import ModelContract, version_contract
 from pipeline_tasks.model.transient import is_transient
 from pipeline_tasks.model.versions import (
@@ -37,6 +38,9 @@ from pipeline_tasks.model.versions import (
     find_or_create_version,
     version_tags,
 )
+
+if TYPE_CHECKING:
+    from pipeline_tasks.model.policy import EvaluationDecision
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +55,7 @@ _REQUIRED_DECISION_KEYS = ("blessed", "reason", "primary_metric", "candidate_met
 
 
 @dataclass(frozen=True)
-class RegistrationResult:
+class RegistrationResult(XComResult):
     """The registered version and what happened to the aliases."""
 
     model_name: str
@@ -91,21 +95,22 @@ def register_model(
     model_name: str,
     run_id: str,
     model_uri: str,
-    decision: dict,
+    decision: EvaluationDecision | dict,
     lineage: dict[str, str],
     config: PipelineConfig,
     hold_promotion: bool = False,
-    reevaluate: Callable[[], dict] | None = None,
+    reevaluate: Callable[[], EvaluationDecision | dict] | None = None,
 ) -> RegistrationResult:
     """Register the run's model (once per run), move ``challenger``, and maybe ``champion``.
 
-    ``decision`` is ``EvaluationDecision.to_dict()``. Calling again for the same ``run_id``
+    ``decision`` is the ``EvaluationDecision`` (or its ``to_dict()``). Calling again for the same ``run_id``
     reuses its version, so a retried task never makes a second one. ``reevaluate`` returns a
     fresh decision against the current champion; it is called, outside the lock, when the
     champion moved since ``decision`` was made. With ``hold_promotion``, a blessed version is
     tagged ``awaiting_approval`` instead of becoming champion; the approval step then promotes
     it (``confirm_champion``).
     """
+    decision = _as_dict(decision)
     missing = [key for key in _REQUIRED_DECISION_KEYS if key not in decision]
     if missing:
         raise ConfigError(f"decision lacks {', '.join(missing)}: pass EvaluationDecision.to_dict()")
@@ -139,7 +144,7 @@ def register_model(
         # the compare part runs with the lock released: loading and scoring take time
         log.info("champion of %s moved from v%s to v%s since %s v%s was evaluated: "
                  "evaluating it again", model_name, expected, previous, model_name, version)
-        decision = reevaluate()
+        decision = _as_dict(reevaluate())
         for key, value in version_tags(run_id, decision, lineage).items():
             client.set_model_version_tag(model_name, version, key, value)
     log.info("registered %s v%s (run %s): %s", model_name, version, run_id, reason)
@@ -155,6 +160,11 @@ def register_model(
         awaiting_approval=held,
         breaking_change=breaking,
     )
+
+
+def _as_dict(decision: EvaluationDecision | dict) -> dict:
+    """A decision as the dict the registry reads (an ``EvaluationDecision`` or its dict)."""
+    return decision if isinstance(decision, dict) else decision.to_dict()
 
 
 def _expected(decision: dict) -> str | None:
@@ -245,7 +255,7 @@ def set_champion(model_name: str, version: str, *, reason: str, config: Pipeline
 
 
 def confirm_champion(model_name: str, version: str, *, evaluated_against: str | None,
-                     reevaluate: Callable[[], dict], reason: str,
+                     reevaluate: Callable[[], EvaluationDecision | dict], reason: str,
                      config: PipelineConfig, approved: bool = False) -> RegistrationResult:
     """Make sure ``version`` is ``champion`` before it is deployed, by the same compare-and-set
     as ``register_model``. It is not yet champion when a person just approved it (approval can
@@ -284,7 +294,7 @@ def confirm_champion(model_name: str, version: str, *, evaluated_against: str | 
         # the compare part runs with the lock released: loading and scoring take time
         log.info("champion of %s moved from v%s to v%s since v%s was evaluated: "
                  "evaluating it again", model_name, expected, previous, version)
-        decision = reevaluate()
+        decision = _as_dict(reevaluate())
         accepted = decision["blessed"] or (
             approved and decision.get("breaking_change") and decision.get("gate_passed"))
         if not accepted:

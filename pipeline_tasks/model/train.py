@@ -19,6 +19,7 @@ from typing import Any
 from pipeline_tasks.core import layout, storage, tracking
 from pipeline_tasks.core.config import PipelineConfig
 from pipeline_tasks.core.errors import ConfigError, PipelineInputError
+from pipeline_tasks.core.results import XComResult
 from pipeline_tasks.data.versioning import is_version_id, verify_snapshot_file
 from pipeline_tasks.model.estimator import (
     SEARCH_SPACE,
@@ -51,7 +52,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class TrainResult:
+class TrainResult(XComResult):
     """What the training stage hands to evaluation and registration (small, JSON-able)."""
 
     run_id: str
@@ -69,6 +70,7 @@ class TrainResult:
     n_holdout: int
     dataset_version: str
     best_params: dict
+    suite_uri: str = ""  # the data's suite, passed on to ``register`` (set by the ``train`` stage)
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self), default=jsonable))

@@ -12,7 +12,7 @@ rows. Evidently's default test depends on the size of the data (K-S and chi-squa
 reference rows, normalised Wasserstein and Jensen-Shannon at 0.1 above), so the test and threshold
 of each column are decided as the full data would have them and passed explicitly: the sampled run
 applies the same tests as Evidently's default run on everything, only on fewer rows. The
-calibration tests (tests/pipeline_tasks/test_drift.py) show the detection power of that scheme and
+calibration tests (tests/pipeline_tasks/monitoring/test_drift.py) show the detection power of that scheme and
 ``benchmarks/bench_drift.py`` its speed and agreement on 1M rows.
 
 Why one module of about 540 lines: it is one procedure (column kinds, type checks, sampling, the

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline_tasks.core import layout, storage
 from pipeline_tasks.core.errors import StageSkipped
+from pipeline_tasks.core.results import XComResult
 from pipeline_tasks.data.ingest import as_utc
 from pipeline_tasks.monitoring.history import log_check
 from pipeline_tasks.monitoring.sources import (
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class DriftCheck:
+class DriftCheck(XComResult):
     """One drift verdict: ``to_dict()`` is ``drift.json``, ``from_dict()`` reads one back (the
     lineage pages read them with it)."""
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline_tasks.core import layout, storage
 from pipeline_tasks.core.errors import StageSkipped
+from pipeline_tasks.core.results import XComResult
 from pipeline_tasks.data.ingest import as_utc
 from pipeline_tasks.model.metrics import primary_metric
 from pipeline_tasks.monitoring.history import log_check
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class PerformanceCheck:
+class PerformanceCheck(XComResult):
     """One performance verdict (``performance.json``)."""
 
     model_name: str

@@ -15,17 +15,20 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline_tasks.core import layout, storage
 from pipeline_tasks.core.names import safe_name
+from pipeline_tasks.core.results import XComResult
 from pipeline_tasks.data.ingest import as_utc
 from pipeline_tasks.monitoring.sources import served_version
 
 if TYPE_CHECKING:
     from pipeline_tasks.core.config import PipelineConfig
+    from pipeline_tasks.monitoring.drift_check import DriftCheck
+    from pipeline_tasks.monitoring.performance import PerformanceCheck
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class RetrainDecision:
+class RetrainDecision(XComResult):
     """Whether to retrain, why, and the asset event's extra when so."""
 
     model_name: str
@@ -42,8 +45,15 @@ class RetrainDecision:
         return asdict(self)
 
 
-def retrain_causes(drift: dict | None, performance: dict | None) -> list[str]:
+def _as_dict(check: Any) -> dict | None:
+    """A check (``DriftCheck``, ``PerformanceCheck``) as its dict; a dict or None as it is."""
+    return check if check is None or isinstance(check, dict) else check.to_dict()
+
+
+def retrain_causes(drift: DriftCheck | dict | None,
+                   performance: PerformanceCheck | dict | None) -> list[str]:
     """Why the verdicts ask for retraining (empty: they do not)."""
+    drift, performance = _as_dict(drift), _as_dict(performance)
     causes = []
     if drift and drift.get("drift_detected"):
         causes.append(f"drift on {len(drift['drifted_columns'])} column(s) "
@@ -54,7 +64,8 @@ def retrain_causes(drift: dict | None, performance: dict | None) -> list[str]:
     return causes
 
 
-def decide_retrain(*, model_name: str, drift: dict | None, performance: dict | None,
+def decide_retrain(*, model_name: str, drift: DriftCheck | dict | None,
+                   performance: PerformanceCheck | dict | None,
                    interval_end: str, dag_id: str, run_id: str,
                    config: PipelineConfig) -> RetrainDecision:
     """Ask for retraining when drift is real or performance dropped, at most once per
@@ -62,6 +73,7 @@ def decide_retrain(*, model_name: str, drift: dict | None, performance: dict | N
     from pipeline_tasks.core.locks import named_lock
     from pipeline_tasks.deploy.bluegreen import serving_place
 
+    drift, performance = _as_dict(drift), _as_dict(performance)
     end = as_utc(interval_end)
     causes = retrain_causes(drift, performance)
     columns = list((drift or {}).get("drifted_columns") or [])

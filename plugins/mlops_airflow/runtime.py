@@ -10,6 +10,9 @@
   (what failed, where the report is, what to do: ``pipeline_tasks.lineage.failures``), and the task gets
   the extra link to its artifact (``links.py``) and the failure/promotion notifiers
   (``notify.py``, off unless configured).
+- Stages take and return typed results; the glue alone converts: ``from_xcom`` turns the
+  upstream XCom dicts a task body receives into the types its stage takes, ``to_xcom`` stores
+  the stage's result as its XCom dict (``typed_args`` does the first for a ``@task.branch``).
 - Before a task does anything, every secret it may print is registered with Airflow's secrets
   masker (``masking.py``), so task logs show ``***`` instead.
 """
@@ -77,7 +80,8 @@ def run_spec(context: dict[str, Any]):
     if params.get("sql_conn_id"):
         from airflow.sdk import Connection
 
-        from pipeline_tasks.core.config import check_sql_conn_id, load_config
+        from pipeline_tasks.core.allowlists import check_sql_conn_id
+        from pipeline_tasks.core.config import load_config
 
         check_sql_conn_id(params["sql_conn_id"], load_config())  # before reading the connection
         sql_url = sqlalchemy_url(Connection.get(params["sql_conn_id"]))
@@ -168,10 +172,42 @@ def to_xcom(result: Any) -> Any:
     return result
 
 
+def from_xcom(fn, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """``fn``'s arguments with each upstream XCom dict turned into the typed result its stage
+    takes, by argument name (``pipeline_tasks.stages.XCOM_TYPES``: ``ingested`` becomes an
+    ``IngestResult``, ...); None (a skipped upstream task) and other arguments stay as they are.
+    The one place results enter the types. The types are imported here, at run time, never
+    while a DAG file is parsed."""
+    import inspect
+
+    from pipeline_tasks.core.results import typed
+    from pipeline_tasks.stages import xcom_type
+
+    bound = inspect.signature(fn).bind_partial(*args, **kwargs)
+    for name, value in bound.arguments.items():
+        cls = xcom_type(name)
+        if cls is not None:
+            bound.arguments[name] = typed(cls, value)
+    return bound.args, bound.kwargs
+
+
+def typed_args(fn):
+    """Decorate a task body so that it receives its upstream results typed (``from_xcom``):
+    for a task that is not a ``pipeline_task`` (a ``@task.branch``)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        args, kwargs = from_xcom(fn, args, kwargs)
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def pipeline_task(func=None, **task_kwargs):
     """``@task`` for a pipeline stage: input errors fail fast, other errors are retried.
 
-    With ``outlets``, the result's ``asset_extra`` becomes the extra of the asset events the task
+    The body receives its upstream results typed (``from_xcom``) and its typed result is stored
+    as its XCom dict (``to_xcom``). With ``outlets``, the result's ``asset_extra`` becomes the extra of the asset events the task
     emits (a task that is skipped emits none)."""
 
     def decorate(fn):
@@ -189,7 +225,8 @@ def pipeline_task(func=None, **task_kwargs):
             if ti is not None and (getattr(ti, "try_number", 1) or 1) > 1:
                 log.warning(RETRY_NOTE, ti.try_number)
             try:
-                result = to_xcom(fn(*args, **kwargs))
+                call_args, call_kwargs = from_xcom(fn, args, kwargs)
+                result = to_xcom(fn(*call_args, **call_kwargs))
                 for outlet in task_kwargs.get("outlets") or ():
                     kwargs["outlet_events"][outlet].extra = dict(result.get("asset_extra") or {})
                 return result

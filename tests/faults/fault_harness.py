@@ -56,18 +56,36 @@ def spec(source: Path, port: int, run: str, **params) -> stages.RunSpec:
                 "serving_port": port, **params})
 
 
+def encode(arg):
+    """A stage argument as JSON-able data: a ``RunSpec`` by its fields, a typed result by its
+    type and XCom payload (``to_xcom``; the other process reads it back with ``from_xcom``)."""
+    if isinstance(arg, stages.RunSpec):
+        return {**asdict(arg), "__spec__": True}
+    if hasattr(arg, "to_xcom"):
+        kind = type(arg)
+        return {"__type__": f"{kind.__module__}:{kind.__qualname__}", "payload": arg.to_xcom()}
+    return arg
+
+
 def run_stage_in_process(stage: str, args: list, kill_after: float | None = None,
                          env: dict[str, str] | None = None) -> subprocess.CompletedProcess | None:
     """Run ``stages.<stage>(*args)`` in a new process, as an Airflow worker runs a task. With
-    ``kill_after``, SIGKILL it then (a lost worker, the OOM killer); None if it was killed."""
-    payload = json.dumps([{**asdict(a), "__spec__": True} if isinstance(a, stages.RunSpec)
-                          else a for a in args], default=str)
+    ``kill_after``, SIGKILL it then (a lost worker, the OOM killer); None if it was killed.
+    Typed results cross the process boundary as their XCom payloads, as between tasks."""
+    payload = json.dumps([encode(a) for a in args], default=str)
     code = (
         "import json, sys\n"
+        "from importlib import import_module\n"
         "from pipeline_tasks import stages\n"
-        "args = [stages.RunSpec(**{k: v for k, v in a.items() if k != '__spec__'})"
-        " if isinstance(a, dict) and a.get('__spec__') else a for a in json.loads(sys.argv[1])]\n"
-        f"print(json.dumps(stages.{stage}(*args), default=str))\n"
+        "def decode(a):\n"
+        "    if isinstance(a, dict) and a.get('__spec__'):\n"
+        "        return stages.RunSpec(**{k: v for k, v in a.items() if k != '__spec__'})\n"
+        "    if isinstance(a, dict) and a.get('__type__'):\n"
+        "        module, _, name = a['__type__'].partition(':')\n"
+        "        return getattr(import_module(module), name).from_xcom(a['payload'])\n"
+        "    return a\n"
+        "args = [decode(a) for a in json.loads(sys.argv[1])]\n"
+        f"print(json.dumps(stages.{stage}(*args).to_xcom(), default=str))\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code, payload], cwd=PROJECT_DIR,
                             env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
@@ -99,7 +117,9 @@ def serving_processes(config: PipelineConfig) -> list[int]:
             environ = (proc / "environ").read_bytes()
         except OSError:
             continue
-        if state == "Z" or b"pipeline_tasks.serving" not in b" ".join(cmdline):
+        command = b" ".join(cmdline)
+        if state == "Z" or not any(module in command for module in (
+                b"pipeline_tasks.serving", b"pipeline_tasks.deploy.local")):  # server, supervisor
             continue
         env = environ.split(b"\0")
         if f"MLOPS_HOME={config.home}".encode() in env and \

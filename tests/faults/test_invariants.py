@@ -15,6 +15,7 @@ import re
 import signal
 import threading
 import time
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pandas as pd
@@ -127,15 +128,15 @@ def test_a_killed_training_task_leaves_no_running_run_and_one_version_per_run(se
         decision = stages.evaluate(run, trained)
         first = stages.register(run, trained, decision)
         again = stages.register(run, trained, decision)  # a retried register
-        assert first["version"] == again["version"]
+        assert first.version == again.version
         check_invariants(served.config, served.since)
-        killed = [r for r in client.search_runs([trained["experiment_id"]],
+        killed = [r for r in client.search_runs([trained.experiment_id],
                                                 "attributes.status = 'KILLED'")
                   if r.data.tags.get("run_key") == run.run_key]
         campaign.record("train task SIGKILL", f"at {point:.2f} s",
                         "finished before the kill" if done else
                         f"killed; {len(killed)} run marked KILLED, retry registered "
-                        f"v{first['version']}")
+                        f"v{first.version}")
 
 
 def test_a_task_killed_inside_any_stage_is_retried_cleanly(served, campaign):
@@ -146,7 +147,7 @@ def test_a_task_killed_inside_any_stage_is_retried_cleanly(served, campaign):
     client = MlflowClient(served.config.mlflow_tracking_uri)
     for trial in range(TRIALS):
         run = spec(served.source, served.port, f"faults_stages_{trial}")
-        done: dict[str, dict] = {}
+        done: dict[str, object] = {}
         inputs = {"ingest": [], "validate": ["ingest"], "version": ["ingest", "validate"],
                   "train": ["ingest", "version"], "evaluate": ["train"],
                   "register": ["train", "evaluate"]}
@@ -159,11 +160,11 @@ def test_a_task_killed_inside_any_stage_is_retried_cleanly(served, campaign):
             done[stage] = getattr(stages, stage)(*args)  # the retry
             check_invariants(served.config, served.since)
         versions = client.search_model_versions(
-            f"name = '{MODEL}' and run_id = '{done['train']['run_id']}'")
+            f"name = '{MODEL}' and run_id = '{done['train'].run_id}'")
         assert len(versions) == 1
         campaign.record("every stage SIGKILL", "random points",
                         f"killed {', '.join(killed) or 'none (each finished first)'}; "
-                        f"retries registered v{done['register']['version']} once")
+                        f"retries registered v{done['register'].version} once")
 
 
 def test_corrupt_snapshots_and_model_files_are_refused_by_name(served, campaign):
@@ -174,8 +175,8 @@ def test_corrupt_snapshots_and_model_files_are_refused_by_name(served, campaign)
 
     rng = campaign.rng
     # a snapshot: a byte range flipped, or rows changed that still decode
-    version_id = served.v1["version"]["version_id"]
-    data = storage.local_path(served.v1["version"]["data_uri"])
+    version_id = served.v1["version"].version_id
+    data = storage.local_path(served.v1["version"].data_uri)
     original = data.read_bytes()
     try:
         start = rng.randrange(len(original) // 4, len(original) - 64)
@@ -183,9 +184,9 @@ def test_corrupt_snapshots_and_model_files_are_refused_by_name(served, campaign)
                          + original[start + 32:])
         run = spec(served.source, served.port, "faults_corrupt")
         with pytest.raises(CorruptSnapshotError,
-                           match=re.escape(f"snapshot {served.v1['version']['data_uri']}")):
-            stages.train(run, stages.ingest(run), {**served.v1["version"],
-                                                   "version_id": version_id})
+                           match=re.escape(f"snapshot {served.v1['version'].data_uri}")):
+            stages.train(run, stages.ingest(run), replace(served.v1["version"],
+                                                          version_id=version_id))
         campaign.record("snapshot byte flip", f"bytes {start}+32", "refused by name")
     finally:
         data.write_bytes(original)
@@ -262,7 +263,7 @@ def test_a_full_disk_under_the_lake_names_the_path_and_leaves_nothing_partial(se
     from pipeline_tasks.data.versioning import snapshot_dataset
 
     config = served.config.with_overrides(lake_uri=tiny_disk.as_uri())
-    raw = served.v1["ingest"]["uri"]
+    raw = served.v1["ingest"].uri
     with pytest.raises(OSError, match=f"no space left on the device holding {tiny_disk.as_uri()}"):
         snapshot_dataset(raw, config=config, run_key="faults/disk", source="x",
                          interval={}, validation={"success": True})

@@ -81,8 +81,7 @@ def test_an_empty_value_is_a_config_error_and_a_failed_command_is_transient(tmp_
     assert failed.value.retryable
 
 
-def test_every_image_builds_with_the_local_engine(env_file):
-    dt.ensure_engine()  # starts the engine and makes the local base image when needed
+def test_every_image_builds_with_the_local_engine(env_file, docker_engine):
     containers.prepare_image_wheels(load_config())
     output = containers.build_images(env_file, base_image=dt.LOCAL_BASE_IMAGE)
     client = dt.docker_client()

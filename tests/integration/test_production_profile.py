@@ -237,12 +237,14 @@ def _register_and_promote(env: dict, spec: dict, trained: dict, go, results) -> 
     """What the DAG's evaluate + register tasks do, in a process of its own (a worker)."""
     os.environ.update(env)
     from pipeline_tasks import stages
+    from pipeline_tasks.model.train import TrainResult
 
     run = stages.RunSpec(**spec)
+    trained = TrainResult.from_xcom(trained)  # as the glue hands it to the task
     go.wait(120)  # start together
     try:
         decision = stages.evaluate(run, trained)
-        results.put(stages.register(run, trained, decision))
+        results.put(stages.register(run, trained, decision).to_xcom())
     except BaseException as exc:
         results.put({"error": f"{type(exc).__name__}: {exc}"})
         raise
@@ -288,7 +290,11 @@ def _candidates(production, n: int = 8):
         out.append(({"run_id": mlflow_run.info.run_id, "model_uri": info.model_uri,
                      "holdout_uri": holdout_uri, "task_type": "classification",
                      "primary_metric": "roc_auc", "greater_is_better": True,
-                     "dataset_version": f"synthetic-{i}"}, auc))
+                     "dataset_version": f"synthetic-{i}",
+                     # the rest of a TrainResult (unused by evaluate and register)
+                     "experiment_id": experiment, "target": "y", "time_column": None,
+                     "metrics": {}, "feature_columns": features, "n_train": len(train),
+                     "n_holdout": len(holdout), "best_params": {}}, auc))
     return out
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -48,16 +50,16 @@ def test_run_all_trains_and_registers_a_csv(tmp_path, regression_frame):
     regression_frame.to_csv(path, index=False)
     run = spec(source=str(path), target="price", model_name="stages_diamonds")
     results = stages.run_all(run)
-    assert results["ingest"]["rows"] == len(regression_frame)
-    assert results["validate"]["success"] and results["validate"]["suite_inferred"]
-    assert storage.exists(results["version"]["manifest_uri"])
-    assert results["train"]["task_type"] == "regression"
-    assert results["evaluate"]["blessed"], results["evaluate"]["reason"]
+    assert results["ingest"].rows == len(regression_frame)
+    assert results["validate"].success and results["validate"].suite_inferred
+    assert storage.exists(results["version"].manifest_uri)
+    assert results["train"].task_type == "regression"
+    assert results["evaluate"].blessed, results["evaluate"].reason
     client = MlflowClient(tracking_uri=run.config.mlflow_tracking_uri,
                           registry_uri=run.config.mlflow_registry_uri)
-    version = client.get_model_version("stages_diamonds", results["register"]["version"])
+    version = client.get_model_version("stages_diamonds", results["register"].version)
     assert version.tags["airflow.run_id"] == "manual__2013-03-01"
-    assert version.tags["dataset_version"] == results["version"]["version_id"]
+    assert version.tags["dataset_version"] == results["version"].version_id
 
 
 def test_a_missing_source_stops_at_ingest(tmp_path):
@@ -78,24 +80,25 @@ def test_a_rejected_deploy_gives_the_champion_title_back(tmp_path, regression_fr
                serving_port=free_port())
     results = stages.run_all(run)
     registered = results["register"]
-    assert registered["promoted"] and registered["previous_champion"] is None
+    assert registered.promoted and registered.previous_champion is None
     # the canary cannot run on a holdout that lacks the model's columns: the deploy is rejected
     bad = tmp_path / "holdout.parquet"
     regression_frame[["price"]].to_parquet(bad)
     try:
         with pytest.raises(DeployRejected, match=r"lacks column\(s\).*champion alias removed"):
-            stages.deploy(run, {**results["train"], "holdout_uri": bad.as_uri()}, registered)
+            stages.deploy(run, replace(results["train"], holdout_uri=bad.as_uri()),
+                          registered)
         # nothing serves this model, so the registry names no champion
         assert current_champion("stages_deploy_fail") is None
         client = MlflowClient(tracking_uri=run.config.mlflow_tracking_uri,
                               registry_uri=run.config.mlflow_registry_uri)
-        tags = client.get_model_version("stages_deploy_fail", registered["version"]).tags
+        tags = client.get_model_version("stages_deploy_fail", registered.version).tags
         assert tags["promotion_status"] == "deploy_failed"
 
         # the task run again once the cause is fixed: the version takes the title back, is served
         deployed = stages.deploy(run, results["train"], registered)
-        assert deployed["status"] == "live" and deployed["version"] == registered["version"]
-        assert current_champion("stages_deploy_fail") == registered["version"]
+        assert deployed.status == "live" and deployed.version == registered.version
+        assert current_champion("stages_deploy_fail") == registered.version
     finally:
         SupervisorClient(run.config).shutdown()
 
@@ -125,7 +128,7 @@ def test_the_input_contract_holds_from_validation_to_promotion(tmp_path, regress
     first = tmp_path / "diamonds.csv"
     regression_frame.to_csv(first, index=False)
     v1 = stages.run_all(spec(source=str(first), target="price", model_name=name))
-    assert v1["register"]["promoted"]
+    assert v1["register"].promoted
     client = MlflowClient(tracking_uri=spec().config.mlflow_tracking_uri,
                           registry_uri=spec().config.mlflow_registry_uri)
     count = len(client.search_model_versions(f"name = '{name}'"))
@@ -146,11 +149,11 @@ def test_the_input_contract_holds_from_validation_to_promotion(tmp_path, regress
     changed = stages.run_all(spec(source=str(other), target="price", model_name=name,
                                   allow_schema_change=True))
     decision, registered = changed["evaluate"], changed["register"]
-    assert decision["breaking_change"] and decision["gate_passed"] and not decision["blessed"]
-    assert sorted(decision["schema_change"]["removed"]) == ["depth", "table"]
-    assert not registered["promoted"] and registered["breaking_change"]
-    assert current_champion(name) == v1["register"]["version"]
-    tags = client.get_model_version(name, registered["version"]).tags
+    assert decision.breaking_change and decision.gate_passed and not decision.blessed
+    assert sorted(decision.schema_change["removed"]) == ["depth", "table"]
+    assert not registered.promoted and registered.breaking_change
+    assert current_champion(name) == v1["register"].version
+    tags = client.get_model_version(name, registered.version).tags
     assert tags["promotion_status"] == "blocked_breaking_change"
     assert tags["schema_change.removed"] == "depth,table"
     with pytest.raises(BreakingChangeBlocked, match="breaking change"):
@@ -161,16 +164,16 @@ def test_the_input_contract_holds_from_validation_to_promotion(tmp_path, regress
     forced = stages.run_all(spec(source=str(other), target="price", model_name=name,
                                  allow_schema_change=True, force_promote=True,
                                  force_reason="clients moved to v2 inputs"))
-    assert forced["register"]["promoted"] and forced["evaluate"]["breaking_change"]
-    tags = client.get_model_version(name, forced["register"]["version"]).tags
+    assert forced["register"].promoted and forced["evaluate"].breaking_change
+    tags = client.get_model_version(name, forced["register"].version).tags
     assert tags["breaking_change"] == "true" and tags["forced"] == "true"
     assert len(client.search_model_versions(f"name = '{name}'")) == count + 2
 
     # the next run of the model validates against the suite its new champion was checked with
     again = spec(source=str(other), target="price", model_name=name)
     validated = stages.validate(again, stages.ingest(again))
-    assert validated["success"] and validated["suite_uri"] == forced["validate"]["suite_uri"]
-    assert validated["champion_version"] == forced["register"]["version"]
+    assert validated.success and validated.suite_uri == forced["validate"].suite_uri
+    assert validated.champion_version == forced["register"].version
 
 
 def test_the_param_schema_words_each_problem_and_names_the_param():

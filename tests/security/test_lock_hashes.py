@@ -180,7 +180,7 @@ def test_prepare_wheels_refuses_a_cached_wheel_that_differs_from_the_lock(tmp_pa
 
 def test_the_image_builds_install_with_require_hashes():
     """The Dockerfiles' install commands (the build itself runs in
-    tests/integration/test_compose.py and tests/pipeline_tasks/serving/test_docker_target.py)."""
+    tests/integration/test_compose.py and tests/pipeline_tasks/deploy/test_docker_target.py)."""
     airflow = (ROOT / "docker" / "airflow.Dockerfile").read_text()
     run = re.sub(r"\\\n\s*", " ", airflow)
     pip_uv = re.search(r"venv/bin/pip install [^&]*", run).group(0)

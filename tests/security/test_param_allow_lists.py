@@ -24,11 +24,8 @@ import pandas as pd
 import pytest
 
 from pipeline_tasks import stages
-from pipeline_tasks.core.config import (
-    check_source_param,
-    check_sql_conn_id,
-    load_config,
-)
+from pipeline_tasks.core.allowlists import check_source_param, check_sql_conn_id
+from pipeline_tasks.core.config import load_config
 from pipeline_tasks.core.errors import ConfigError, IngestError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -170,7 +167,7 @@ def test_the_first_training_task_refuses_before_reading_anything(home):
     # the landing folder still works
     out = stages.ingest(spec(source=str(home / "home" / "landing" / "flights"),
                              model_name="security_m", training_window_days=0))
-    assert out["rows"] == 40
+    assert out.rows == 40
 
 
 def test_the_first_monitoring_tasks_refuse_current_and_labels(home):

@@ -46,7 +46,7 @@ def write_drift(config, version: str, day: str, share: float, drifted: bool) -> 
 
 def test_a_version_without_deployments_or_drift_shows_empty_sections(chain):
     run, results = chain
-    version = results["register"]["version"]
+    version = results["register"].version
     data = lineage.version_lineage(MODEL, version, run.config)
     assert data.deployments == [] and data.drift_checks == []
     page = lineage_pages.render_version(data, run.config)
@@ -59,7 +59,7 @@ def test_a_version_without_deployments_or_drift_shows_empty_sections(chain):
 def test_the_chain_reads_from_source_to_drift(chain):
     run, results = chain
     config = run.config
-    version = results["register"]["version"]
+    version = results["register"].version
     storage.atomic_write_json(storage.join(config.lake_uri, "deployments", MODEL,
                                            "20130302T000000-v1-abc.json"), {
         "deployment_id": "abc", "action": "deploy", "model_name": MODEL, "version": version,
@@ -74,9 +74,9 @@ def test_the_chain_reads_from_source_to_drift(chain):
     assert data.source == str(run.source) and data.interval_start.startswith("2013-03-01")
     assert data.airflow_run_id == "manual__lineage"
     assert data.validation["success"] is True and data.validation["data_docs_uri"]
-    assert data.dataset["version_id"] == results["version"]["version_id"]
-    assert data.dataset["rows"] == results["version"]["rows"]
-    assert data.training["run_id"] == results["train"]["run_id"]
+    assert data.dataset["version_id"] == results["version"].version_id
+    assert data.dataset["rows"] == results["version"].rows
+    assert data.training["run_id"] == results["train"].run_id
     assert data.training["metrics"] and data.training["params"]
     assert "residuals.png" in " ".join(data.training["plots"])
     assert data.evaluation["blessed"] is True and data.evaluation["reason"]
@@ -124,7 +124,7 @@ def test_unknown_models_and_versions_and_bad_names_are_not_found(chain):
 def test_the_index_lists_the_model_with_its_aliases(chain):
     run, results = chain
     entry = next(m for m in lineage.model_index(run.config) if m["name"] == MODEL)
-    assert entry["champion"] == results["register"]["version"] == entry["latest"]
+    assert entry["champion"] == results["register"].version == entry["latest"]
     page = lineage_pages.render_index([entry], run.config)
     assert f"/mlops/models/{MODEL}" in page
 
@@ -137,7 +137,7 @@ def test_the_version_page_shows_the_schema_difference_escaped(chain):
     from pipeline_tasks.core.schema import SchemaDiff
 
     run, results = chain
-    version = results["register"]["version"]
+    version = results["register"].version
     diff = SchemaDiff(against_version="7", removed=["depth", "<script>alert(1)</script>"],
                       added=["table_pct"], added_required=["table_pct"],
                       retyped={"cut": "string -> long"})
@@ -158,7 +158,7 @@ def test_the_version_page_shows_the_schema_difference_escaped(chain):
 
 def test_the_pages_never_show_credentials_of_the_tracking_uri(chain):
     run, results = chain
-    version = results["register"]["version"]
+    version = results["register"].version
     data = lineage.version_lineage(MODEL, version, run.config)
     overview = lineage.model_overview(MODEL, run.config)
     shown = run.config.with_overrides(

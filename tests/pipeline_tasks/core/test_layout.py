@@ -1,0 +1,59 @@
+"""``core.layout`` owns every lake and report path: the paths are the documented ones, names are
+made safe, and no other module builds a path from the store roots itself."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from pipeline_tasks.core import layout
+from pipeline_tasks.core.config import load_config
+
+LIBRARY = Path(layout.__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def config(tmp_path):
+    return load_config(home=str(tmp_path))
+
+
+def test_the_lake_paths_are_the_documented_ones(config):
+    lake, reports = config.lake_uri, config.reports_uri
+    key = layout.run_partition("ml_training_pipeline", "manual__2013-01-02", "2013-01-02T00:00:00")
+    assert key == "ml_training_pipeline/interval_end=2013-01-02/run_id=manual__2013-01-02"
+    assert layout.raw_batch(config, key) == f"{lake}/raw/{key}/part.parquet"
+    assert layout.quarantine_batch(config, key) == f"{lake}/quarantine/{key}/part.parquet"
+    assert layout.snapshot_manifest(config, "ab12") == f"{lake}/snapshots/ab12/manifest.json"
+    assert layout.monitoring_run_dir(config, "m", key) == f"{lake}/monitoring/m/{key}"
+    assert layout.deployments_dir(config, "m") == f"{lake}/deployments/m"
+    assert layout.predictions_root(config) == config.predictions_uri == f"{lake}/predictions"
+    assert layout.validation_result(config, key, "m") == \
+        f"{reports}/validation/{key}/m/validation_result.json"
+    assert layout.data_docs_dir(config, key, "m") == f"{reports}/data_docs/{key}/m"
+    assert set(layout.report_roots(config)) == {"data-docs", "validation", "snapshots", "monitoring"}
+
+
+@pytest.mark.parametrize("name", ["../../etc", "a/b", "..", "x..y", "/abs"])
+def test_a_name_never_leaves_its_folder(config, name):
+    for path in (layout.model_monitoring_dir(config, name), layout.deployments_dir(config, name),
+                 layout.holdout_file(config, name)):
+        tail = path[len(config.lake_uri):]
+        assert ".." not in tail and tail.count("/") == path.count("/") - config.lake_uri.count("/")
+        assert "/" not in tail.split("/")[2]
+
+
+def test_no_other_module_joins_a_store_root_itself():
+    """A writer and its readers cannot disagree on a folder when only the layout joins paths
+    onto ``lake_uri``, ``reports_uri`` or ``suites_uri``."""
+    joins = re.compile(r"(join\(|\+|f\"|f')[^\n]*\b(config|self)\.(lake_uri|reports_uri|suites_uri)\b"
+                       r"|\b(lake_uri|reports_uri|suites_uri)\b[^\n]*(\+ *\"/|/\w)")
+    offenders = []
+    for module in sorted(LIBRARY.rglob("*.py")):
+        if module.name == "layout.py" or module.name == "config.py":
+            continue  # config defines the roots themselves
+        for number, line in enumerate(module.read_text().splitlines(), 1):
+            if joins.search(line) and not line.lstrip().startswith("#"):
+                offenders.append(f"{module.relative_to(LIBRARY)}:{number}: {line.strip()}")
+    assert offenders == []
