@@ -14,7 +14,7 @@ PROFILE ?=
 WITH_PROFILE := $(if $(PROFILE),set -a && . "$(abspath $(PROFILE))" && set +a &&,)
 
 .PHONY: setup demo demo-monitoring test test-integration test-faults replay airflow bench \
-	bench-backfill bench-drift lock lint clean-home production-env production-db compose-env \
+	bench-backfill bench-drift bench-parse lock lint clean-home production-env production-db compose-env \
 	image-wheels browser screenshots test-deps docs
 
 # Install from the lock into .venv. Idempotent: does nothing when the lock and pyproject are unchanged.
@@ -137,6 +137,12 @@ bench-backfill: setup
 	$(PY) benchmarks/bench_backfill.py
 
 # Drift check on 1M vs 1M rows x 20 columns: ours (sampled) vs Evidently's default on all rows.
+# DAG parsing, this checkout vs another, e.g. make bench-parse ARGS="--vs /tmp/base"
+# (git worktree add /tmp/base <ref>)
+bench-parse: setup
+	@echo "==> benchmark: parsing the DAG files, side by side (seconds)"
+	$(PY) benchmarks/bench_dag_parse.py $(ARGS)
+
 bench-drift: setup
 	@echo "==> benchmark: the drift check on 1M x 20, ours vs Evidently's default (minutes)"
 	$(PY) benchmarks/bench_drift.py $(ARGS)

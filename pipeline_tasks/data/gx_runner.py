@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline_tasks.core import storage
+from pipeline_tasks.core.names import safe_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -106,7 +107,7 @@ def run_checkpoint(
 def run_name(run_key: str) -> str:
     """The GX run name of a run key: its last segment without ``run_id=``, made plain."""
     last = run_key.rstrip("/").rpartition("/")[2]
-    return re.sub(r"[^A-Za-z0-9._=-]+", "_", last.removeprefix("run_id=")) or "run"
+    return safe_name(last.removeprefix("run_id="), "run")
 
 
 def run_time(run_key: str) -> dt.datetime:

@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MANIFEST = layout.SNAPSHOT_MANIFEST
-DATA = layout.SNAPSHOT_DATA
 _SHA256_HEX = frozenset("0123456789abcdef")
 
 
@@ -67,11 +65,6 @@ def content_hash(df: pd.DataFrame) -> str:
         digest.update(f"{name}\x1f{dtype}\x1e".encode())
     digest.update(pd.util.hash_pandas_object(df, index=False).values.tobytes())
     return digest.hexdigest()
-
-
-def snapshots_uri(config: PipelineConfig) -> str:
-    """The folder of all snapshots (``layout.snapshots_root``; kept for existing callers)."""
-    return layout.snapshots_root(config)
 
 
 def snapshot_dataset(

@@ -278,12 +278,9 @@ def version_lineage(model_name: str, version: str, config: PipelineConfig) -> Ve
         except FileNotFoundError as exc:
             dataset["missing"] = str(exc)
     if manifest:
-        from pipeline_tasks.data.versioning import MANIFEST, snapshots_uri
-
         dataset.update(rows=manifest.get("rows"), columns=len(manifest.get("schema") or {}),
                        schema=manifest.get("schema") or {}, first_run=manifest.get("first_run"),
-                       manifest_uri=storage.join(snapshots_uri(config), summary.dataset_version,
-                                                 MANIFEST))
+                       manifest_uri=layout.snapshot_manifest(config, summary.dataset_version))
         validation = dict(manifest.get("validation") or {})
 
     training: dict[str, Any] = {"run_id": summary.run_id}

@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["CHAMPION_ADVICE", "RULE", "EvaluationDecision", "evaluate_candidate"]
 
-CHAMPION_ALIAS = "champion"
 #: What to do when the champion cannot be compared with the candidate.
 CHAMPION_ADVICE = ("Roll the champion back to a sound version (ml_model_rollback), or promote "
                    "this candidate with 'Force promotion' and a reason.")

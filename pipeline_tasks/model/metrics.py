@@ -16,19 +16,6 @@ CLASSIFICATION = "classification"
 REGRESSION = "regression"
 TASK_TYPES = (CLASSIFICATION, REGRESSION)
 
-GREATER_IS_BETTER: dict[str, bool] = {
-    "roc_auc": True,
-    "accuracy": True,
-    "f1": True,
-    "precision": True,
-    "recall": True,
-    "log_loss": False,
-    "f1_macro": True,
-    "rmse": False,
-    "mae": False,
-    "r2": True,
-}
-
 # The scikit-learn scorer that optimises each primary metric (used by the hyperparameter search
 # and by permutation importance).
 SKLEARN_SCORERS: dict[str, str] = {

@@ -113,7 +113,7 @@ def register_model(
     decision = _as_dict(decision)
     missing = [key for key in _REQUIRED_DECISION_KEYS if key not in decision]
     if missing:
-        raise ConfigError(f"decision lacks {', '.join(missing)}: pass EvaluationDecision.to_dict()")
+        raise ValueError(f"decision lacks {', '.join(missing)}: pass EvaluationDecision.to_dict()")
     if not model_name or not run_id or not model_uri:
         raise ValueError("model_name, run_id and model_uri are all required")
     tracking.configure_mlflow(config)

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from pipeline_tasks.core.config import load_config
-from pipeline_tasks.core.errors import ConfigError
 from pipeline_tasks.model.evaluate import EvaluationDecision
 from pipeline_tasks.model.registry import (
     confirm_champion,
@@ -220,7 +219,7 @@ def test_an_approved_version_is_compared_again_when_the_champion_moved(runs, reg
 
 
 def test_incomplete_decision_is_refused(runs, registry_config):
-    with pytest.raises(ConfigError, match="decision lacks blessed"):
+    with pytest.raises(ValueError, match="decision lacks blessed"):
         _register("bad_model", runs[0], {"reason": "x", "primary_metric": "roc_auc",
                                          "candidate_metrics": {}}, registry_config)
 
