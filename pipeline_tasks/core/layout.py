@@ -51,7 +51,7 @@ def run_partition(dag_id: str, run_id: str, interval_end: str | None = None) -> 
     ``run_id`` is deterministic for scheduled and backfill runs (it holds the logical date), so
     a retry or a re-run of a backfill rewrites the same place instead of adding a new one.
     """
-    parts = [safe_name(dag_id)]
+    parts = [safe_name(dag_id, "_")]
     if interval_end:
         parts.append("interval_end=" + safe_name(interval_end[:10]))
     parts.append("run_id=" + safe_name(run_id))
@@ -118,7 +118,7 @@ def monitoring_root(config: Roots) -> str:
 
 def model_monitoring_dir(config: Roots, model_name: str) -> str:
     """One model's monitoring folder (drift and performance checks, retrain requests)."""
-    return storage.join(monitoring_root(config), safe_name(model_name))
+    return storage.join(monitoring_root(config), safe_name(model_name, "_"))
 
 
 def monitoring_run_dir(config: Roots, model_name: str, run_key: str) -> str:
@@ -145,7 +145,7 @@ def deployments_root(config: Roots) -> str:
 
 def deployments_dir(config: Roots, model_name: str) -> str:
     """One model's deployment records."""
-    return storage.join(deployments_root(config), safe_name(model_name))
+    return storage.join(deployments_root(config), safe_name(model_name, "_"))
 
 
 def predictions_root(config: Roots) -> str:
@@ -185,7 +185,7 @@ def inferred_suite(config: Roots, model_name: str) -> str:
 
 def proposed_suite(config: Roots, model_name: str, digest: str) -> str:
     """A suite inferred for a run that changes the model's inputs, named by its content."""
-    return storage.join(suites_root(config), safe_name(model_name), f"{safe_name(digest)}.json")
+    return storage.join(suites_root(config), safe_name(model_name, "_"), f"{safe_name(digest, '_')}.json")
 
 
 # -- reports -------------------------------------------------------------------------------

@@ -207,8 +207,8 @@ def pipeline_task(func=None, **task_kwargs):
     """``@task`` for a pipeline stage: input errors fail fast, other errors are retried.
 
     The body receives its upstream results typed (``from_xcom``) and its typed result is stored
-    as its XCom dict (``to_xcom``). With ``outlets``, the result's ``asset_extra`` becomes the extra of the asset events the task
-    emits (a task that is skipped emits none)."""
+    as its XCom dict (``to_xcom``). With ``outlets``, the result's ``asset_extra`` becomes the
+    extra of the asset events the task emits (a task that is skipped emits none)."""
 
     def decorate(fn):
         from mlops_airflow.links import links_for
