@@ -20,7 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline_tasks.core import layout
 from pipeline_tasks.core import params as schema
-from pipeline_tasks.core.allowlists import check_source_param, check_sql_conn_id
+from pipeline_tasks.core.allowlists import (
+    check_output_conn_id,
+    check_source_param,
+    check_sql_conn_id,
+    check_table_name,
+)
 from pipeline_tasks.core.config import PipelineConfig, code_version, dataset_name, load_config
 from pipeline_tasks.core.errors import (
     BreakingChangeBlocked,
@@ -43,6 +48,8 @@ if TYPE_CHECKING:  # the stages' typed results; the modules load only when a sta
     from pipeline_tasks.monitoring.drift_check import DriftCheck
     from pipeline_tasks.monitoring.performance import PerformanceCheck
     from pipeline_tasks.monitoring.retrain import RetrainDecision
+    from pipeline_tasks.scoring.batch import BatchScoreResult, ScoringModel
+    from pipeline_tasks.scoring.sql_export import SqlExportResult
 
 #: The typed result a stage argument takes, by the argument's name, as ``module:Class`` (so
 #: parsing a DAG imports none of them). The Airflow glue turns the upstream task's XCom dict
@@ -56,6 +63,8 @@ XCOM_TYPES: dict[str, str] = {
     "registered": "pipeline_tasks.model.registry:RegistrationResult",
     "drift": "pipeline_tasks.monitoring.drift_check:DriftCheck",
     "performance": "pipeline_tasks.monitoring.performance:PerformanceCheck",
+    "scoring_model": "pipeline_tasks.scoring.batch:ScoringModel",
+    "scored": "pipeline_tasks.scoring.batch:BatchScoreResult",
 }
 
 
@@ -82,6 +91,7 @@ class RunSpec:
     logical_date: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     sql_url: str | None = None  # resolved from params["sql_conn_id"] by the caller
+    output_sql_url: str | None = None  # resolved from params["output_conn_id"] by the caller
     trigger: dict[str, Any] = field(default_factory=dict)  # the retrain request behind the run
 
     def param(self, name: str, default: Any = None) -> Any:
@@ -159,6 +169,7 @@ class RunSpec:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["sql_url"] = "***" if self.sql_url else None  # never log credentials
+        data["output_sql_url"] = "***" if self.output_sql_url else None
         return data
 
 
@@ -441,6 +452,63 @@ def request_retrain(run: RunSpec, drift: DriftCheck | None,
     if not decision.retrain:
         raise StageSkipped(f"no retraining: {decision.reason}")
     return decision
+
+
+def check_batch_params(run: RunSpec) -> tuple[str | None, str] | None:
+    """Refuse bad params of a batch-scoring run before any work; returns the output table
+    (``(schema, table)``) or None. The source must lie under ``allowed_source_roots`` (or be a
+    query on an allowed connection); the output connection must be in
+    ``allowed_output_conn_ids``."""
+    _ = run.config
+    check_param_values(run, schema.BATCH_DAG)
+    _ = run.model_name
+    if run.param("sql_conn_id"):
+        check_sql_conn_id(str(run.param("sql_conn_id")), run.config)
+    else:
+        check_source_param("source", run.source, run.config)
+    conn_id = run.param("output_conn_id")
+    check_output_conn_id(conn_id, run.config)
+    table = check_table_name("output_table", run.param("output_table"))
+    if bool(conn_id) != bool(table):
+        raise ConfigError("params 'output_conn_id' and 'output_table' go together: give both "
+                          "for a SQL output, or neither")
+    return table
+
+
+def resolve_scoring_model(run: RunSpec) -> ScoringModel:
+    """The version ``model_ref`` names when the run starts: every chunk of the run is scored
+    with it, even if the alias moves meanwhile."""
+    from pipeline_tasks.scoring.batch import resolve_model
+
+    check_batch_params(run)
+    return resolve_model(run.model_name, str(run.param("model_ref")), run.config)
+
+
+def score_batch(run: RunSpec, scoring_model: ScoringModel) -> BatchScoreResult:
+    """The run's interval of ``source`` scored with the resolved version and published."""
+    from pipeline_tasks.scoring.batch import score_interval
+
+    check_batch_params(run)
+    return score_interval(
+        run.source, model=scoring_model, interval_start=run.interval_start,
+        interval_end=run.interval_end, config=run.config, dag_id=run.dag_id,
+        run_id=run.run_id, sql_url=run.sql_url, id_column=run.param("id_column"),
+        time_column=run.param("time_column"), chunk_rows=run.config.batch_chunk_rows,
+        max_reject_share=run.config.batch_max_reject_share)
+
+
+def export_scores(run: RunSpec, scored: BatchScoreResult) -> SqlExportResult:
+    """The published partition into the output table (skipped when the run names none)."""
+    from pipeline_tasks.scoring.sql_export import export_scores as export
+
+    table = check_batch_params(run)
+    if table is None:
+        raise StageSkipped("no SQL output: the run names no output table")
+    if not run.output_sql_url:
+        raise ConfigError("param 'output_conn_id' was not resolved to a connection URL")
+    return export(scores_uri=scored.scores_uri, model_name=scored.model_name,
+                  interval_start=scored.interval_start, interval_end=scored.interval_end,
+                  sql_url=run.output_sql_url, table=table)
 
 
 def run_all(run: RunSpec) -> dict[str, Any]:

@@ -127,3 +127,37 @@ def check_sql_conn_id(conn_id: str | None, config: Allowed) -> None:
             f"param sql_conn_id: {conn_id!r} is not in allowed_sql_conn_ids "
             f"(MLOPS_ALLOWED_SQL_CONN_IDS). Allowed: {listed}. An operator can list a "
             f"connection (with a read-only database role) in MLOPS_ALLOWED_SQL_CONN_IDS.")
+
+
+def check_output_conn_id(conn_id: str | None, config) -> None:
+    """Refuse an ``output_conn_id`` param (where batch scores are written) that is not in
+    ``config.allowed_output_conn_ids``: checked before the connection is read."""
+    if not conn_id:
+        return
+    allowed = tuple(getattr(config, "allowed_output_conn_ids", ()) or ())
+    if conn_id not in allowed:
+        listed = ", ".join(allowed) or "none: SQL output is off"
+        raise ConfigError(
+            f"param output_conn_id: {conn_id!r} is not in allowed_output_conn_ids "
+            f"(MLOPS_ALLOWED_OUTPUT_CONN_IDS). Allowed: {listed}. An operator can list a "
+            f"connection whose role may write the output table in MLOPS_ALLOWED_OUTPUT_CONN_IDS.")
+
+
+#: An output table: a SQL identifier, optionally schema-qualified (``schema.table``).
+TABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$"
+
+
+def check_table_name(param: str, name: str | None) -> tuple[str | None, str] | None:
+    """``(schema, table)`` of an ``output_table`` param, or None when it is empty; a name that
+    is not a plain (optionally schema-qualified) SQL identifier is refused, so a trigger param
+    never reaches SQL as anything but a quoted identifier."""
+    import re
+
+    if not name:
+        return None
+    if not re.fullmatch(TABLE_PATTERN, name):
+        raise ConfigError(f"param {param}: not a table name (letters, digits and '_', starting "
+                          f"with a letter or '_', at most 63 characters, optionally "
+                          f"'schema.table')")
+    schema, _, table = name.rpartition(".")
+    return (schema or None, table)

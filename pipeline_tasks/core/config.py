@@ -119,6 +119,17 @@ class PipelineConfig:
     # training runs at once (one per model in practice): a run waiting for approval blocks no
     # other model's nightly run
     training_max_active_runs: int = 8
+    # --- Batch scoring (pipeline_tasks.scoring, dags/ml_batch_scoring.py; docs/batch.md) ---
+    batch_scoring_schedule: str = "0 3 * * *"  # cron of ml_batch_scoring; "none": triggered only
+    batch_chunk_rows: int = 100_000  # rows read, checked and scored at a time (bounds memory)
+    batch_part_rows: int = 1_000_000  # rows per Parquet part of a scores partition
+    # a run whose rejected rows (nulls in required inputs, values the suite calls critical) exceed
+    # this share of its rows fails and publishes nothing; below it, they go to _rejects.parquet
+    batch_max_reject_share: float = 0.05
+    # Airflow connections a batch run may write scores to (MLOPS_ALLOWED_OUTPUT_CONN_IDS, a JSON
+    # list or comma-separated). None by default; these need a role that may create, delete from
+    # and insert into the output table, so they are kept apart from the read-only source list.
+    allowed_output_conn_ids: tuple[str, ...] = ()
     # --- Training (pipeline_tasks.model.train) ---
     seed: int = 42  # seed of the split, the estimator and the search
     holdout_fraction: float = 0.2  # the last part by time (else a seeded sample) held out
@@ -186,7 +197,11 @@ class PipelineConfig:
             )
         if self.search_cv_folds < 2:
             raise ConfigError(f"search_cv_folds must be >= 2, got {self.search_cv_folds}")
-        for name in ("serving_max_rows", "serving_max_body_bytes", "prediction_log_max_rows"):
+        if not 0.0 <= self.batch_max_reject_share <= 1.0:
+            raise ConfigError(f"batch_max_reject_share must be in [0, 1] (a share of the rows), "
+                              f"got {self.batch_max_reject_share}")
+        for name in ("serving_max_rows", "serving_max_body_bytes", "prediction_log_max_rows",
+                     "batch_chunk_rows", "batch_part_rows"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.training_pool_slots < 1 or self.celery_workers < 0:
@@ -228,11 +243,12 @@ class PipelineConfig:
             if problem:
                 raise ConfigError(f"allowed_source_roots (MLOPS_ALLOWED_SOURCE_ROOTS): {root!r} "
                                   f"{problem}")
-        for conn_id in self.allowed_sql_conn_ids:
-            if not re.fullmatch(CONN_ID_PATTERN, conn_id):
-                raise ConfigError(f"allowed_sql_conn_ids (MLOPS_ALLOWED_SQL_CONN_IDS): {conn_id!r} "
-                                  f"is not an Airflow connection id (letters, digits, '_', '-', "
-                                  f"'.')")
+        for field_name in ("allowed_sql_conn_ids", "allowed_output_conn_ids"):
+            for conn_id in getattr(self, field_name):
+                if not re.fullmatch(CONN_ID_PATTERN, conn_id):
+                    raise ConfigError(f"{field_name} (MLOPS_{field_name.upper()}): {conn_id!r} "
+                                      f"is not an Airflow connection id (letters, digits, '_', "
+                                      f"'-', '.')")
 
     @property
     def source_roots(self) -> tuple[str, ...]:

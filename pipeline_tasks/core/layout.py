@@ -12,7 +12,11 @@ The lake (``config.lake_uri``)::
     quarantine/<run_key>/validation_result.json   and why
     holdout/<run_key>/holdout.parquet          the evaluation holdout of a training run
     snapshots/<sha256>/{data.parquet,manifest.json,lineage/}   content-addressed datasets
-    predictions/date=YYYY-MM-DD/...            the prediction log (config.predictions_uri)
+    predictions/date=YYYY-MM-DD/...            the prediction log (config.predictions_uri); batch
+                                               scoring's rows as part-batch-<model>-<interval>.parquet
+    scores/<model>/interval_end=<key>/         batch scores: part-*.parquet, _rejects.parquet,
+                                               _summary.json (underscored: not read as data)
+    scores/_staging/<model>/<key>/<attempt>/   a scoring attempt's files until they are published
     monitoring/<model>/<run_key>/{drift.json,performance.json,report.html,metrics.prom}
     monitoring/<model>/retrain_requests/...    the retrain policy's memory
     deployments/<model>/...                    deployment records
@@ -73,6 +77,11 @@ def quarantine_batch(config: Roots, run_key: str) -> str:
 def quarantine_result(config: Roots, run_key: str) -> str:
     """The validation report kept beside a quarantined batch."""
     return storage.join(config.lake_uri, "quarantine", run_key, "validation_result.json")
+
+
+def quarantine_file(config: Roots, run_key: str, name: str) -> str:
+    """Another file kept in a run's quarantine folder (a refused batch's rejects, say)."""
+    return storage.join(config.lake_uri, "quarantine", run_key, safe_name(name, "file"))
 
 
 def holdout_file(config: Roots, run_key: str) -> str:
@@ -158,6 +167,51 @@ def predictions_day_dir(config: Roots, day: str) -> str:
     return storage.join(predictions_root(config), f"date={day}")
 
 
+def interval_key(interval_end: str) -> str:
+    """How an interval's end names its batch-scores partition: ``2013-03-02`` for midnight,
+    else ``2013-03-02T06-00-00`` (hourly and other schedules keep one partition per run)."""
+    stamp = interval_end.replace("+00:00", "").replace("Z", "")
+    day, _, time = stamp.partition("T")
+    time = time.split(".")[0]
+    if not time or time in ("00:00:00", "00:00"):
+        return safe_name(day)
+    return safe_name(f"{day}T{time.replace(':', '-')}")
+
+
+def scores_root(config: Roots) -> str:
+    """The folder of every model's batch scores."""
+    return storage.join(config.lake_uri, "scores")
+
+
+def model_scores_dir(config: Roots, model_name: str) -> str:
+    """One model's batch-scores partitions."""
+    return storage.join(scores_root(config), safe_name(model_name, "_"))
+
+
+def scores_partition(config: Roots, model_name: str, key: str) -> str:
+    """The published scores of one interval (``key`` from ``interval_key``)."""
+    return storage.join(model_scores_dir(config, model_name), f"interval_end={safe_name(key)}")
+
+
+#: The files of a scores partition beside its ``part-*.parquet`` (the leading underscore keeps
+#: them out of what Parquet readers take as the partition's data).
+SCORES_SUMMARY = "_summary.json"
+SCORES_REJECTS = "_rejects.parquet"
+
+
+def scores_staging(config: Roots, model_name: str, key: str) -> str:
+    """Where the attempts of one interval's scoring write before they publish."""
+    return storage.join(scores_root(config), "_staging", safe_name(model_name, "_"),
+                        safe_name(key))
+
+
+def batch_predictions_file(config: Roots, day: str, model_name: str, key: str) -> str:
+    """The prediction-log file of one batch-scored interval's rows of ``day``: one name per
+    (model, interval, day), so a re-run replaces it."""
+    return storage.join(predictions_day_dir(config, day),
+                        f"part-batch-{safe_name(model_name, '_')}-{safe_name(key)}.parquet")
+
+
 # -- expectation suites ---------------------------------------------------------------------
 # Reviewed suites are versioned in the repo (``config.repo_suites_dir``); baselines inferred by a
 # run go to the suites store (``config.suites_uri``): ``<model>.json``, and ``<model>/<digest>.json``
@@ -215,4 +269,5 @@ def report_roots(config: Roots) -> dict[str, str]:
         "validation": validation_root(config),
         "snapshots": snapshots_root(config),
         "monitoring": monitoring_root(config),
+        "scores": scores_root(config),
     }

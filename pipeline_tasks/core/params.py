@@ -15,6 +15,7 @@ from typing import Any
 TRAINING_DAG = "ml_training_pipeline"
 MONITORING_DAG = "ml_drift_monitoring"
 ROLLBACK_DAG = "ml_model_rollback"
+BATCH_DAG = "ml_batch_scoring"
 
 #: What a model name may be: it names folders and registry entries, so no '..'.
 MODEL_NAME_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -237,9 +238,63 @@ ROLLBACK: tuple[ParamSpec, ...] = (
               min_length=3),
 )
 
+def _column(name: str, title: str, description: str) -> ParamSpec:
+    """An optional param naming a column of the source (no control characters, at most 128)."""
+    return ParamSpec(name, "string", "", title, description, pattern=r"^([^\x00-\x1f]{1,128})?$",
+                     pattern_rule="a column name", **_OPTIONAL)
+
+
+BATCH: tuple[ParamSpec, ...] = (
+    _model_name("flights_is_late", "Registered model whose version scores the batch.",
+                title="Model", required=True),
+    ParamSpec(
+        "model_ref", "string", "champion", "Model version or alias",
+        "An alias (champion, challenger) or a version number. Resolved once, when the run "
+        "starts, and recorded: every row of the run is scored by that version.",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
+        pattern_rule="an alias or a version number (letters, digits, '_' and '-')"),
+    ParamSpec(
+        "source", "string", "", "Source",
+        "What to score, in the forms training reads: a CSV or Parquet file, a folder or glob "
+        "of them (date-partitioned when file names carry YYYY-MM-DD: only the interval's "
+        "partitions are read), or a SQL query when 'SQL connection' is set. It must lie under "
+        "the landing folder or a root in allowed_source_roots. The default is the demo feed.",
+        default_from="demo_source_uri"),
+    ParamSpec(
+        "sql_conn_id", "string", "", "SQL connection",
+        "Airflow connection id to run 'Source' against as a SQL query (it may use "
+        ":interval_start and :interval_end). Only connections in allowed_sql_conn_ids.",
+        **_OPTIONAL),
+    _column("id_column", "Row id column",
+            "Column whose values name the rows (an order or flight id): written with each score "
+            "and used to join late outcomes. Empty: <interval>-<row number>."),
+    _column("time_column", "Time column",
+            "Timestamp column that files rows under their interval (date-partitioned and SQL "
+            "sources) and gives the prediction log its event time. Empty: detected."),
+    ParamSpec(
+        "max_reject_share", "number", None, "Largest share of rejected rows",
+        "Rows with a null in a required input or a value the model's suite calls critical go "
+        "to the rejects file with a reason; above this share of all rows the run fails and "
+        "publishes nothing.", minimum=0, maximum=1, config_field="batch_max_reject_share"),
+    ParamSpec(
+        "output_conn_id", "string", "", "SQL output connection",
+        "Optional: also write the scores to 'Output table' through this Airflow connection, "
+        "replacing the interval's rows in one transaction. Only connections in "
+        "allowed_output_conn_ids.", **_OPTIONAL),
+    ParamSpec(
+        "output_table", "string", "", "Output table",
+        "Table (or schema.table) for the SQL output; created when missing.",
+        pattern=r"^([A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?)?$",
+        pattern_rule="a table name (letters, digits, '_'; optionally schema.table)", **_OPTIONAL),
+    ParamSpec("chunk_rows", "integer", None, "Rows per chunk",
+              "Rows read, checked and scored at a time.", minimum=1000, maximum=5_000_000,
+              config_field="batch_chunk_rows", in_form=False),
+)
+
 #: Each DAG's params, in the order of its trigger form.
 SCHEMAS: dict[str, tuple[ParamSpec, ...]] = {
-    TRAINING_DAG: TRAINING, MONITORING_DAG: MONITORING, ROLLBACK_DAG: ROLLBACK}
+    TRAINING_DAG: TRAINING, MONITORING_DAG: MONITORING, ROLLBACK_DAG: ROLLBACK,
+    BATCH_DAG: BATCH}
 
 #: Params that override a config field for one run, in any DAG's run (by param name).
 CONFIG_OVERRIDES: dict[str, ParamSpec] = {

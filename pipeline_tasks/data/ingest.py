@@ -270,6 +270,34 @@ def _check_same_columns(frames: list[tuple[str, pd.DataFrame]]) -> None:
             )
 
 
+def select_files(source: str, window_start: datetime, end: datetime) -> tuple[list[str], bool]:
+    """The data files of a file, folder or glob ``source`` to read for ``[window_start, end)``,
+    and whether the source is date-partitioned (then only the partitions that overlap the window
+    are returned; otherwise every file)."""
+    all_files, single_file = _list_files(source)
+    dates = {uri: partition_date(uri) for uri in all_files}
+    partitioned = not single_file and any(d is not None for d in dates.values())
+    if not partitioned:
+        return all_files, False
+    undated = [u for u, d in dates.items() if d is None]
+    if undated:
+        raise IngestError(
+            f"source {source}: some files carry a date in their name and some do not "
+            f"(for example {undated[0]}); cannot tell which partitions to read"
+        )
+    first_day, last_day = window_start.date(), end.date()
+    if end == datetime.combine(last_day, datetime.min.time(), UTC):
+        last_day -= timedelta(days=1)  # an interval ending at midnight excludes that day
+    files = [u for u in all_files if first_day <= dates[u] <= last_day]
+    if not files:
+        known = sorted(dates.values())
+        raise IngestError(
+            f"source {source}: no partitions fall in the window {first_day} .. {last_day}"
+            f" (the source has {len(known)} from {known[0]} to {known[-1]})"
+        )
+    return files, True
+
+
 def ingest_interval(
     source: str,
     *,
@@ -297,28 +325,7 @@ def ingest_interval(
             raise IngestError(f"{origin}: the query returned no rows for window "
                               f"[{window_start.isoformat()}, {end.isoformat()})")
     else:
-        all_files, single_file = _list_files(source)
-        dates = {uri: partition_date(uri) for uri in all_files}
-        partitioned = not single_file and any(d is not None for d in dates.values())
-        if partitioned:
-            undated = [u for u, d in dates.items() if d is None]
-            if undated:
-                raise IngestError(
-                    f"source {source}: some files carry a date in their name and some do not "
-                    f"(for example {undated[0]}); cannot tell which partitions to read"
-                )
-            first_day, last_day = window_start.date(), end.date()
-            if end == datetime.combine(last_day, datetime.min.time(), UTC):
-                last_day -= timedelta(days=1)  # an interval ending at midnight excludes that day
-            files = [u for u in all_files if first_day <= dates[u] <= last_day]
-            if not files:
-                known = sorted(dates.values())
-                raise IngestError(
-                    f"source {source}: no partitions fall in the window {first_day} .. {last_day}"
-                    f" (the source has {len(known)} from {known[0]} to {known[-1]})"
-                )
-        else:
-            files = all_files
+        files, partitioned = select_files(source, window_start, end)
         frames = [(uri, read_table(uri)) for uri in files]
         _check_same_columns(frames)
         df = pd.concat([f for _, f in frames], ignore_index=True)

@@ -8,7 +8,8 @@ as ``https://user:pw@mlflow.example/`` is linked as ``https://mlflow.example``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -19,17 +20,19 @@ from pipeline_tasks.lineage.reports import report_url
 
 @dataclass(frozen=True)
 class TaskLink:
-    """The extra link of one pipeline task: its button name and how to find its URL."""
+    """One extra link of a pipeline task: its button name and how to find its URL."""
 
     task_id: str
     name: str  # the button in the Airflow UI
+    build: Callable[[dict[str, Any], PipelineConfig, str], str | None] = field(
+        compare=False, repr=False, default=lambda result, config, base_url: None)
 
     def url(self, result: dict[str, Any] | None, config: PipelineConfig,
             base_url: str = "") -> str | None:
         """The URL for this task's result, or None when the task produced nothing to open."""
         if not result:
             return None
-        url = _BUILDERS[self.task_id](result, config, strip_userinfo(base_url))
+        url = self.build(result, config, strip_userinfo(base_url))
         return strip_userinfo(url) if url else None
 
 
@@ -79,23 +82,39 @@ def _drift_report(result, config, base_url):
     return report_url(result.get("report_uri"), config, base_url)
 
 
-_BUILDERS = {
-    "validate": _data_docs,
-    "version": _manifest,
-    "train": _run,
-    "register": _model_version,
-    "deploy": _endpoint,
-    "rollback": _endpoint,
-    "check_drift": _drift_report,
-}
+def _batch_page(result, config, base_url):
+    from pipeline_tasks.lineage.reports import page_url
 
-#: One link per task that has an artifact; the other tasks get none.
-TASK_LINKS: dict[str, TaskLink] = {link.task_id: link for link in (
-    TaskLink("validate", "Data Docs"),
-    TaskLink("version", "Dataset manifest"),
-    TaskLink("train", "MLflow run"),
-    TaskLink("register", "Model version"),
-    TaskLink("deploy", "Endpoint metadata"),
-    TaskLink("rollback", "Endpoint metadata"),
-    TaskLink("check_drift", "Drift report"),
-)}
+    if not result.get("model_name") or not result.get("interval_key") \
+            or result.get("status", "published") != "published":
+        return None
+    return page_url(base_url, "models", result["model_name"], "batch", result["interval_key"])
+
+
+def _batch_rejects(result, config, base_url):
+    page = _batch_page(result, config, base_url)
+    return page + "#rejects" if page else None
+
+
+def _batch_summary(result, config, base_url):
+    return report_url(result.get("summary_uri"), config, base_url)
+
+
+#: The links of each task that has an artifact (several for a task with several); the other
+#: tasks get none.
+TASK_LINKS: dict[str, tuple[TaskLink, ...]] = {}
+for _link in (
+    TaskLink("validate", "Data Docs", _data_docs),
+    TaskLink("version", "Dataset manifest", _manifest),
+    TaskLink("train", "MLflow run", _run),
+    TaskLink("register", "Model version", _model_version),
+    TaskLink("deploy", "Endpoint metadata", _endpoint),
+    TaskLink("rollback", "Endpoint metadata", _endpoint),
+    TaskLink("check_drift", "Drift report", _drift_report),
+    TaskLink("resolve_model", "Model version", _model_version),
+    TaskLink("score", "Scored partition", _batch_page),
+    TaskLink("score", "Rejected rows", _batch_rejects),
+    TaskLink("score", "Scoring summary", _batch_summary),
+):
+    TASK_LINKS[_link.task_id] = (*TASK_LINKS.get(_link.task_id, ()), _link)
+del _link

@@ -13,7 +13,7 @@ from urllib.parse import quote
 from pipeline_tasks.core.config import PipelineConfig
 from pipeline_tasks.core.http import strip_userinfo, strip_userinfo_in_text
 from pipeline_tasks.lineage.links import mlflow_model_version_url, mlflow_run_url, mlflow_ui_url
-from pipeline_tasks.lineage.queries import DriftCheck, ModelOverview, VersionLineage
+from pipeline_tasks.lineage.queries import BatchRunPage, DriftCheck, ModelOverview, VersionLineage
 from pipeline_tasks.lineage.reports import page_url, report_url
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -73,6 +73,7 @@ def render_model(overview: ModelOverview, config: PipelineConfig, base_url: str 
     return _render(
         "model.html", base_url, config, o=overview,
         version_url=lambda v: page_url(base_url, "models", name, "versions", v),
+        batch_url=lambda key: page_url(base_url, "models", name, "batch", key),
         mlflow_model_url=f"{mlflow_ui_url(config)}/#/models/{quote(name)}",
         drift_chart=drift_chart_svg(overview.drift_checks),
     )
@@ -95,6 +96,18 @@ def render_version(lineage: VersionLineage, config: PipelineConfig, base_url: st
         mlflow_run_url=(mlflow_run_url(config, t["experiment_id"], t["run_id"])
                         if t.get("experiment_id") else None),
         mlflow_version_url=mlflow_model_version_url(config, s.model_name, s.version),
+    )
+
+
+def render_batch(page: BatchRunPage, config: PipelineConfig, base_url: str = "") -> str:
+    """One batch run's page: its summary, part files, first scores and rejected rows (every
+    value from the data escaped by the template)."""
+    r = page.run
+    return _render(
+        "batch.html", base_url, config, p=page, r=r,
+        model_url=page_url(base_url, "models", r.model_name),
+        version_url=page_url(base_url, "models", r.model_name, "versions", r.model_version),
+        summary_url=report_url(r.summary_uri, config, base_url),
     )
 
 

@@ -19,6 +19,7 @@ from pipeline_tasks.core.config import PipelineConfig
 from pipeline_tasks.core.errors import PipelineError
 from pipeline_tasks.deploy.records import DeploymentRecord, deployment_history
 from pipeline_tasks.monitoring.drift_check import DriftCheck
+from pipeline_tasks.scoring.batch import BatchScoreResult
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ class ModelOverview:
     challenger: VersionSummary | None
     versions: list[VersionSummary]
     drift_checks: list[DriftCheck]
+    batch_runs: list[BatchScoreResult] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,7 +110,22 @@ class ModelOverview:
             "challenger": self.challenger.to_dict() if self.challenger else None,
             "versions": [v.to_dict() for v in self.versions],
             "drift_checks": [d.to_dict() for d in self.drift_checks],
+            "batch_runs": [b.to_dict() for b in self.batch_runs],
         }
+
+
+@dataclass(frozen=True)
+class BatchRunPage:
+    """One published batch-scores partition: its summary, its part files and a first look at
+    its scores and its rejected rows (each at most ``limit`` rows)."""
+
+    run: BatchScoreResult
+    parts: list[dict[str, Any]]
+    score_columns: list[str]
+    scores: list[dict[str, Any]]
+    reject_columns: list[str]
+    rejects: list[dict[str, Any]]
+    published_at: str = ""
 
 
 # --- MLflow ------------------------------------------------------------------------------------
@@ -239,6 +256,60 @@ def drift_checks(model_name: str, config: PipelineConfig,
     return sorted(checks, key=lambda c: (c.interval_end, c.created_at))
 
 
+def batch_runs(model_name: str, config: PipelineConfig) -> list[BatchScoreResult]:
+    """The published batch-scores partitions of ``model_name``, newest interval first (from
+    each partition's ``_summary.json``)."""
+    check_name("model", model_name)
+    fs, path = storage.url_to_fs(layout.model_scores_dir(config, model_name))
+    if not fs.exists(path):
+        return []
+    runs = []
+    for found in fs.glob(path.rstrip("/") + "/interval_end=*/" + layout.SCORES_SUMMARY):
+        try:
+            runs.append(BatchScoreResult.from_xcom(storage.read_json(_uri_of(fs, found))))
+        except (OSError, ValueError, TypeError) as exc:  # being replaced or damaged: skip it
+            log.warning("unreadable batch summary %s: %s", found, exc)
+    return sorted(runs, key=lambda r: r.interval_end, reverse=True)
+
+
+def batch_run(model_name: str, key: str, config: PipelineConfig, limit: int = 200) -> BatchRunPage:
+    """The published partition of ``model_name`` for the interval ``key`` (``LineageNotFound``
+    when there is none)."""
+    import pyarrow.parquet as pq
+
+    check_name("model", model_name)
+    check_name("interval", key)
+    folder = layout.scores_partition(config, model_name, key)
+    summary_uri = storage.join(folder, layout.SCORES_SUMMARY)
+    if not storage.exists(summary_uri):
+        raise LineageNotFound(f"{model_name} has no batch scores for the interval {key}")
+    summary = storage.read_json(summary_uri)
+    run = BatchScoreResult.from_xcom(summary)
+    fs, path = storage.url_to_fs(folder)
+    parts = []
+    for found in sorted(fs.glob(path.rstrip("/") + "/part-*.parquet")):
+        with fs.open(found, "rb") as handle:
+            rows = pq.ParquetFile(handle).metadata.num_rows
+        parts.append({"name": found.rsplit("/", 1)[-1], "rows": rows,
+                      "bytes": fs.size(found)})
+
+    def head(uri: str) -> tuple[list[str], list[dict[str, Any]]]:
+        fs_, file_path = storage.url_to_fs(uri)
+        if not fs_.exists(file_path):
+            return [], []
+        with fs_.open(file_path, "rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            columns = parquet.schema_arrow.names
+            batch = next(parquet.iter_batches(batch_size=limit), None)
+        return columns, (batch.to_pylist() if batch is not None else [])
+
+    score_columns, scores = head(parts and storage.join(folder, parts[0]["name"]) or "")
+    reject_columns, rejects = head(storage.join(folder, layout.SCORES_REJECTS))
+    return BatchRunPage(run=run, parts=parts, score_columns=score_columns, scores=scores[:20],
+                        reject_columns=reject_columns, rejects=rejects,
+                        published_at=str(summary.get("published_at", "")))
+
+
 def _uri_of(fs, path: str) -> str:
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     return f"file://{path}" if protocol in ("file", "local") else f"{protocol}://{path}"
@@ -359,4 +430,5 @@ def model_overview(model_name: str, config: PipelineConfig, limit: int = 20) -> 
         challenger=by_alias.get("challenger"),
         versions=versions,
         drift_checks=drift_checks(model_name, config),
+        batch_runs=batch_runs(model_name, config),
     )

@@ -1,7 +1,7 @@
 """Which stored reports the Airflow UI may serve, and the one place that maps their URIs to URLs.
 
 The UI plugin serves files from a few fixed roots only (Data Docs, validation results, snapshot
-manifests, drift reports), never an arbitrary path: ``resolve_report`` refuses ``..``, absolute
+manifests, drift reports, batch-scoring summaries), never an arbitrary path: ``resolve_report`` refuses ``..``, absolute
 paths, hidden files, unexpected file types and symlinks that leave the root. ``report_url`` is the
 inverse, used by the task links, the lineage page and the failure summaries.
 
@@ -47,7 +47,7 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
 }
 #: The routes of the plugin's own pages (relative to ``UI_PREFIX``); everything else is sandboxed.
-_PAGE_ROUTE = re.compile(r"/|/models/[^/]+(/versions/[^/]+|/champion)?/?")
+_PAGE_ROUTE = re.compile(r"/|/models/[^/]+(/versions/[^/]+|/batch/[^/]+|/champion)?/?")
 
 
 class ReportPathRefused(PipelineError):

@@ -144,6 +144,7 @@ def _first_run(config, args: argparse.Namespace) -> int:
 #: The monitoring demo's stack: only the runs it triggers (and the retrains they ask for), and a
 #: cool-down of three weekly checks, so both a retrain and a held-back request show.
 MONITORING_DEMO_ENV = {"MLOPS_TRAINING_SCHEDULE": "none", "MLOPS_DRIFT_SCHEDULE": "none",
+                       "MLOPS_BATCH_SCORING_SCHEDULE": "none",
                        "MLOPS_RETRAIN_COOLDOWN_DAYS": "21", **DEMO_ENV}
 
 

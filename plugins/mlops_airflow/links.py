@@ -26,14 +26,17 @@ def ui_base_url() -> str:
 
 
 class StageArtifactLink(BaseOperatorLink):
-    """The link of one pipeline task (see ``pipeline_tasks.lineage.links.TASK_LINKS``)."""
+    """One link of a pipeline task (see ``pipeline_tasks.lineage.links.TASK_LINKS``; ``index``:
+    which of the task's links)."""
 
     task_id = ""
     name = ""
+    index = 0
 
     @property
     def xcom_key(self) -> str:
-        return f"_link_mlops_{self.task_id}"
+        suffix = f"_{self.index}" if self.index else ""
+        return f"_link_mlops_{self.task_id}{suffix}"
 
     def get_link(self, operator, *, ti_key) -> str:
         from airflow.sdk.execution_time.xcom import XCom
@@ -46,19 +49,22 @@ class StageArtifactLink(BaseOperatorLink):
             result = XCom.get_value(ti_key=ti_key, key=FAILURE_RESULT_KEY)
         if not isinstance(result, dict):
             return ""
-        return TASK_LINKS[self.task_id].url(result, load_config(), ui_base_url()) or ""
+        link = TASK_LINKS[self.task_id][self.index]
+        return link.url(result, load_config(), ui_base_url()) or ""
 
 
-def _link_class(task_id: str, name: str) -> type[StageArtifactLink]:
-    cls_name = "".join(part.title() for part in task_id.split("_")) + "ArtifactLink"
+def _link_class(task_id: str, name: str, index: int) -> type[StageArtifactLink]:
+    cls_name = "".join(part.title() for part in task_id.split("_")) + "ArtifactLink" \
+        + (str(index) if index else "")
     return type(cls_name, (StageArtifactLink,), {"task_id": task_id, "name": name,
-                                                 "__module__": __name__})
+                                                 "index": index, "__module__": __name__})
 
 
-def _build() -> dict[str, type[StageArtifactLink]]:
+def _build() -> dict[str, list[type[StageArtifactLink]]]:
     from pipeline_tasks.lineage.links import TASK_LINKS
 
-    return {task_id: _link_class(task_id, link.name) for task_id, link in TASK_LINKS.items()}
+    return {task_id: [_link_class(task_id, link.name, i) for i, link in enumerate(links)]
+            for task_id, links in TASK_LINKS.items()}
 
 
 LINK_CLASSES = _build()
@@ -66,5 +72,4 @@ LINK_CLASSES = _build()
 
 def links_for(task_id: str) -> list[BaseOperatorLink]:
     """The extra links of the task ``task_id`` (none for tasks without an artifact)."""
-    cls = LINK_CLASSES.get(task_id)
-    return [cls()] if cls else []
+    return [cls() for cls in LINK_CLASSES.get(task_id, ())]

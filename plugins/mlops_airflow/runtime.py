@@ -1,7 +1,8 @@
 """What a DAG task needs from Airflow, as plain values for ``pipeline_tasks.stages``.
 
 - ``run_spec(context)``: the run's identity, data interval and trigger params as a ``RunSpec``,
-  with a SQL connection id resolved to a URL (at run time, never while parsing).
+  with the SQL connection ids (source, batch output) resolved to URLs (at run time, never while
+  parsing), each checked against its allow-list first.
 - ``dag_args``: what every pipeline DAG shares (no catchup, one active run, retries, owner).
 - ``pipeline_task``: ``@task`` whose bad-input errors fail the task at once. Retrying a bad file
   or a failed quality gate cannot help, so a ``PipelineError`` that is not ``retryable`` becomes
@@ -86,6 +87,16 @@ def run_spec(context: dict[str, Any]):
         check_sql_conn_id(params["sql_conn_id"], load_config())  # before reading the connection
         sql_url = sqlalchemy_url(Connection.get(params["sql_conn_id"]))
         mask_url(sql_url)
+    output_sql_url = None
+    if params.get("output_conn_id"):
+        from airflow.sdk import Connection
+
+        from pipeline_tasks.core.allowlists import check_output_conn_id
+        from pipeline_tasks.core.config import load_config
+
+        check_output_conn_id(params["output_conn_id"], load_config())
+        output_sql_url = sqlalchemy_url(Connection.get(params["output_conn_id"]))
+        mask_url(output_sql_url)
     return RunSpec(
         dag_id=dag_run.dag_id,
         run_id=dag_run.run_id,
@@ -94,6 +105,7 @@ def run_spec(context: dict[str, Any]):
         logical_date=_iso(context.get("logical_date")),
         params=params,
         sql_url=sql_url,
+        output_sql_url=output_sql_url,
         trigger=trigger,
     )
 

@@ -107,6 +107,12 @@ def create_app():
         chain = await run_in_threadpool(lineage.version_lineage, model_name, version, config)
         return HTMLResponse(lineage_pages.render_version(chain, config, ui_base_url()))
 
+    @app.get("/models/{model_name}/batch/{interval_key}")
+    async def batch_page(model_name: str, interval_key: str) -> HTMLResponse:
+        config = load_config()
+        page = await run_in_threadpool(lineage.batch_run, model_name, interval_key, config)
+        return HTMLResponse(lineage_pages.render_batch(page, config, ui_base_url()))
+
     @app.get("/models/{model_name}/champion")
     async def champion_page(model_name: str):
         overview = await run_in_threadpool(lineage.model_overview, model_name, load_config())

@@ -81,7 +81,8 @@ for dag_id, declared in schema.SCHEMAS.items():
     defaults = {name: p.value for name, p in dag_params(dag_id, config).items()}
     check = {"ml_training_pipeline": stages.check_params,
              "ml_drift_monitoring": stages.check_monitoring_params,
-             "ml_model_rollback": lambda r: stages.check_param_values(r, "ml_model_rollback")}
+             "ml_model_rollback": lambda r: stages.check_param_values(r, "ml_model_rollback"),
+             "ml_batch_scoring": stages.check_batch_params}
     check[dag_id](run(dag_id, **defaults))
 print(json.dumps(out))
 """
@@ -95,7 +96,8 @@ def test_form_runspec_defaults_and_first_task_checks_agree(tmp_path):
                           timeout=180, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     dags = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert set(dags) == {"ml_training_pipeline", "ml_drift_monitoring", "ml_model_rollback"}
+    assert set(dags) == {"ml_training_pipeline", "ml_drift_monitoring", "ml_model_rollback",
+                         "ml_batch_scoring"}
     for dag_id, dag in dags.items():
         assert dag["form"] == dag["declared"], dag_id  # every declared param, in order
         for name, param in dag["params"].items():
@@ -109,6 +111,7 @@ def test_form_runspec_defaults_and_first_task_checks_agree(tmp_path):
                     assert name in case["why"], (where, case)  # the message names the param
             assert any(not c["stage"] for c in param["cases"]) or name in (
                 "source", "sql_conn_id", "time_column", "force_reason", "current", "labels",
+                "output_conn_id",
             ), f"{where}: no probe was refused"
 
 
@@ -124,7 +127,8 @@ def test_every_bound_of_the_old_forms_is_kept():
     assert training["task_type"].enum == ("auto", "classification", "regression")
     assert {p.name for p in schema.CONFIG_OVERRIDES.values()} == {
         "min_baseline_lift", "min_champion_delta", "min_primary_metric", "search_time_budget_s",
-        "holdout_fraction", "seed", "serving_target", "serving_port", "require_approval"}
+        "holdout_fraction", "seed", "serving_target", "serving_port", "require_approval",
+        "max_reject_share", "chunk_rows"}
 
 
 XCOM_PROBE = r"""

@@ -27,7 +27,8 @@ for dag in bag.dags.values():
     serialized = DagSerialization.to_dict(dag)["dag"]["tasks"]
     refused = {}
     for name, bad in (("model_name", "not a name!"), ("training_window_days", -1),
-                      ("task_type", "ranking"), ("version", "v7; rm"), ("reason", "")):
+                      ("task_type", "ranking"), ("version", "v7; rm"), ("reason", ""),
+                      ("model_ref", "../champion"), ("output_table", "t; drop table x")):
         if name in dag.params:
             try:
                 dag.params.get_param(name).resolve(value=bad)
@@ -104,6 +105,18 @@ def test_tasks_get_their_links_and_notifiers_and_the_form_validates(tmp_path):
     assert rollback["callbacks"]["rollback"]["success"] == ["PipelineNotifier:promotion"]
     assert "does not match" in rollback["refused"]["version"]
     assert "reason" in rollback["refused"]
+
+    batch = dags["ml_batch_scoring"]
+    assert batch["links"] == {
+        "resolve_model": {"Model version": "_link_mlops_resolve_model"},
+        "score": {"Scored partition": "_link_mlops_score",
+                  "Rejected rows": "_link_mlops_score_1",
+                  "Scoring summary": "_link_mlops_score_2"},
+        "export_scores": {},
+    }
+    assert batch["defaults_valid"] is True
+    assert "does not match" in batch["refused"]["model_ref"]
+    assert "does not match" in batch["refused"]["output_table"]
 
 
 def test_the_plugin_mounts_the_views_lazily(tmp_path):

@@ -112,6 +112,7 @@ def pipeline(tmp_path_factory, docker_engine) -> Pipeline:
         mlflow_ui=False,
         # no time schedules (only the runs a test triggers, and the asset-triggered retrains)
         extra_env={"MLOPS_TRAINING_SCHEDULE": "none", "MLOPS_DRIFT_SCHEDULE": "none",
+                   "MLOPS_BATCH_SCORING_SCHEDULE": "none",
                    # the tests' sources live in pytest's temporary folder: list it (the default
                    # allows only the landing folder)
                    "MLOPS_ALLOWED_SOURCE_ROOTS": str(tmp_path_factory.getbasetemp()),

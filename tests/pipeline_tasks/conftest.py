@@ -86,16 +86,18 @@ def flights_rows(flights_frame, registered):
 @pytest.fixture(scope="session")
 def train_and_register(flights_frame, write_snapshot):
     """``train_and_register(frame, key, config, blessed=..., champion_version=...)``: train on
-    ``frame`` (dataset version ``sha-<key>``) and register the run as a version of MODEL."""
+    ``frame`` (dataset version ``sha-<key>``) and register the run as a version of MODEL (or
+    ``model_name``, with ``lineage`` tags added)."""
 
     from pipeline_tasks.model.evaluate import EvaluationDecision
     from pipeline_tasks.model.registry import register_model
     from pipeline_tasks.model.train import train_model
 
-    def make(frame, key: str, config, *, blessed: bool, champion_version: str | None = None):
+    def make(frame, key: str, config, *, blessed: bool, champion_version: str | None = None,
+             model_name: str = MODEL, lineage: dict | None = None):
         uri = write_snapshot(frame, key)
         trained = train_model(uri, dataset_version=f"sha-{key}", target="is_late",
-                              model_name=MODEL, config=config, run_key=key)
+                              model_name=model_name, config=config, run_key=key)
         decision = EvaluationDecision(
             blessed=blessed, reason="blessed: test" if blessed else "rejected: test",
             primary_metric="roc_auc", greater_is_better=True,
@@ -104,9 +106,10 @@ def train_and_register(flights_frame, write_snapshot):
             champion_version=champion_version, deltas={}, thresholds={}, forced=False,
             force_reason=None,
         ).to_dict()
-        registration = register_model(model_name=MODEL, run_id=trained.run_id,
+        registration = register_model(model_name=model_name, run_id=trained.run_id,
                                       model_uri=trained.model_uri, decision=decision,
-                                      lineage={"dataset_version": f"sha-{key}"}, config=config)
+                                      lineage={"dataset_version": f"sha-{key}", **(lineage or {})},
+                                      config=config)
         return trained, registration
 
     return make

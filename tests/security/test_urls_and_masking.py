@@ -120,7 +120,7 @@ def test_links_and_pages_never_carry_credentials(tmp_path):
         "deploy": {"endpoint": f"http://svc:{WEBHOOK_TOKEN}@127.0.0.1:8800"},
         "check_drift": {"report_uri": storage.join(config.lake_uri, "monitoring", "r.html")},
     }
-    urls = {task: TASK_LINKS[task].url(result, config, base) for task, result in results.items()}
+    urls = {task: TASK_LINKS[task][0].url(result, config, base) for task, result in results.items()}
     assert urls["train"] == "https://mlflow.example:5000/#/experiments/3/runs/abc"
     assert urls["deploy"] == "http://127.0.0.1:8800/metadata"
     assert urls["validate"] == "https://airflow.example/mlops/reports/data-docs/p.html"

@@ -32,7 +32,14 @@ def test_the_lake_paths_are_the_documented_ones(config):
     assert layout.validation_result(config, key, "m") == \
         f"{reports}/validation/{key}/m/validation_result.json"
     assert layout.data_docs_dir(config, key, "m") == f"{reports}/data_docs/{key}/m"
-    assert set(layout.report_roots(config)) == {"data-docs", "validation", "snapshots", "monitoring"}
+    assert set(layout.report_roots(config)) == {"data-docs", "validation", "snapshots", "monitoring",
+                                                "scores"}
+    assert layout.interval_key("2013-03-02T00:00:00+00:00") == "2013-03-02"
+    assert layout.interval_key("2013-03-02T06:00:00+00:00") == "2013-03-02T06-00-00"
+    assert layout.scores_partition(config, "m", "2013-03-02") == \
+        f"{lake}/scores/m/interval_end=2013-03-02"
+    assert layout.batch_predictions_file(config, "2013-03-01", "m", "2013-03-02") == \
+        f"{lake}/predictions/date=2013-03-01/part-batch-m-2013-03-02.parquet"
 
 
 @pytest.mark.parametrize("name", ["../../etc", "a/b", "..", "x..y", "/abs"])
@@ -40,6 +47,7 @@ def test_a_name_never_leaves_its_folder(config, name):
     for path, folder, segments in (
             (layout.model_monitoring_dir(config, name), "monitoring", 2),
             (layout.deployments_dir(config, name), "deployments", 2),
+            (layout.model_scores_dir(config, name), "scores", 2),
             (layout.holdout_file(config, name), "holdout", 3)):
         parts = path[len(config.lake_uri) + 1:].split("/")
         # the name is one plain segment right under its folder: no '..', no extra level

@@ -16,6 +16,8 @@ from pipeline_tasks.model.train import TrainResult
 from pipeline_tasks.monitoring.drift_check import DriftCheck
 from pipeline_tasks.monitoring.performance import PerformanceCheck
 from pipeline_tasks.monitoring.retrain import RetrainDecision
+from pipeline_tasks.scoring.batch import BatchScoreResult, ScoringModel
+from pipeline_tasks.scoring.sql_export import SqlExportResult
 
 REGISTERED = RegistrationResult(
     model_name="m", version="3", run_id="r3", promoted=True, reason="promoted from v2: better",
@@ -101,6 +103,22 @@ CASES = [
                      last_request=None, asset_extra={"model_name": "m", "drift_run_id": "r"}),
      ["model_name", "retrain", "reason", "interval_end", "drift_run_id", "drifted_columns",
       "cooldown_until", "last_request", "asset_extra"]),
+    (ScoringModel(model_name="m", version="3", ref="champion", model_run_id="r3",
+                  artifact_sha256="ab", resolved_at="2013-03-02T00:05:00+00:00"),
+     ["model_name", "version", "ref", "model_run_id", "artifact_sha256", "resolved_at"]),
+    (BatchScoreResult(model_name="m", model_version="3", run_id="scheduled__2013-03-01",
+                      interval_start="2013-03-01", interval_end="2013-03-02",
+                      interval_key="2013-03-02", scores_uri="file:///lake/scores/m/x",
+                      summary_uri="file:///s.json", rejects_uri="file:///r.parquet",
+                      rows_read=10, rows_scored=9, rows_rejected=1, reject_share=0.1,
+                      reject_reasons={"a: null": 1}, parts=["file:///p0"], classes=[0, 1]),
+     ["model_name", "model_version", "run_id", "interval_start", "interval_end", "interval_key",
+      "scores_uri", "summary_uri", "rejects_uri", "rows_read", "rows_scored", "rows_rejected",
+      "reject_share", "rows_outside_interval", "reject_reasons", "parts", "prediction_log_files",
+      "source", "files", "task_type", "classes", "seconds", "status"]),
+    (SqlExportResult(table="s.t", model_name="m", interval_end="2013-03-02", rows=9,
+                     replaced_rows=9, created=False),
+     ["table", "model_name", "interval_end", "rows", "replaced_rows", "created"]),
 ]
 
 
@@ -132,7 +150,8 @@ def test_the_deploy_result_reads_back_and_carries_an_approval():
 
 def test_every_stage_argument_names_a_result_type_the_glue_can_import():
     assert set(stages.XCOM_TYPES) == {"ingested", "validated", "versioned", "trained",
-                                      "decision", "registered", "drift", "performance"}
+                                      "decision", "registered", "drift", "performance",
+                                      "scoring_model", "scored"}
     for name in stages.XCOM_TYPES:
         assert hasattr(stages.xcom_type(name), "from_xcom"), name
     assert stages.xcom_type("ti") is None

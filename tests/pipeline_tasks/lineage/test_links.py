@@ -24,9 +24,9 @@ def test_each_task_links_its_own_artifact(tmp_path):
         "check_drift": ({"report_uri": drift}, f"{base}/mlops/reports/monitoring/m/d/report.html"),
     }
     for task_id, (result, url) in expected.items():
-        assert TASK_LINKS[task_id].url(result, config, base) == url, task_id
-        assert TASK_LINKS[task_id].url({}, config, base) is None, task_id
-        assert TASK_LINKS[task_id].url(None, config, base) is None, task_id
+        assert TASK_LINKS[task_id][0].url(result, config, base) == url, task_id
+        assert TASK_LINKS[task_id][0].url({}, config, base) is None, task_id
+        assert TASK_LINKS[task_id][0].url(None, config, base) is None, task_id
     assert "ingest" not in TASK_LINKS and "evaluate" not in TASK_LINKS
 
 
@@ -35,7 +35,7 @@ def test_the_mlflow_ui_is_the_tracking_server_in_the_production_profile(tmp_path
     assert mlflow_ui_url(embedded) == embedded.mlflow_ui_url
     prod = load_config(home=str(tmp_path), mlflow_tracking_uri="http://mlflow.internal:5000/")
     assert mlflow_ui_url(prod) == "http://mlflow.internal:5000"
-    assert TASK_LINKS["register"].url({"model_name": "m", "version": "1"}, prod) \
+    assert TASK_LINKS["register"][0].url({"model_name": "m", "version": "1"}, prod) \
         == "http://mlflow.internal:5000/#/models/m/versions/1"
 
 
@@ -46,5 +46,5 @@ def test_links_never_carry_the_tracking_uris_credentials(tmp_path):
     for task_id, result in (("train", {"run_id": "r", "experiment_id": "1"}),
                             ("register", {"model_name": "m", "version": "1"}),
                             ("deploy", {"endpoint": "http://svc:tok3n@127.0.0.1:8800"})):
-        url = TASK_LINKS[task_id].url(result, config, "http://ops:pw123@airflow:8080")
+        url = TASK_LINKS[task_id][0].url(result, config, "http://ops:pw123@airflow:8080")
         assert "bob" not in url and "s%2Fe%40cret" not in url and "tok3n" not in url, url

@@ -1,0 +1,613 @@
+"""Benchmark: our batch scorer vs ``mlflow models predict`` vs the obvious script, side by side.
+
+A fresh ``MLOPS_HOME`` gets February 2013 of the flights feed, and the pipeline's stages
+(``pipeline_tasks.stages.run_all``) train and register the demo model ``flights_is_late``
+(alias ``champion``). The rows of the landed feed, only the model's input columns (its signature),
+are repeated to 1M and 10M rows and written, streaming, once as Parquet (row groups of
+``--row-group-rows``, pyarrow's default) and once as CSV (as pandas writes it). Per size, each
+competitor runs alone in a fresh process, in interleaved rounds (A B C D A B C D):
+
+- A ``ours parquet``: ``scoring.batch.resolve_model`` + ``score_interval`` on the Parquet file
+  (``chunk_rows`` = ``config.batch_chunk_rows`` unless ``--chunk-rows``), which also writes the
+  scores partition (ids, label, probabilities) and the prediction log (inputs + ids);
+- B ``ours csv``: the same on the CSV file;
+- C ``mlflow models predict -m models:/flights_is_late/<v> -i <csv> -o out.json --content-type
+  csv --env-manager local`` (the registry of the temp home through ``MLFLOW_TRACKING_URI``);
+- D the obvious script: ``pd.read_parquet`` + ``mlflow.pyfunc.load_model(...).predict`` on the
+  whole frame, the predictions written to Parquet.
+
+Each figure is that of the whole process, from spawn to exit (Python start, imports and model
+load included, as a user running the command sees it): wall time, rows/s, CPU time and peak RSS
+(``ru_maxrss`` of ``os.wait4`` on the child: the largest process of its tree). Ours also reports
+the time inside ``score_interval``. Medians over rounds; ratios against ``mlflow models predict``.
+Optional extras: ``--sweep`` runs ours at other chunk sizes on the smallest size, ``--profile``
+times the pieces of our scorer per chunk (reading, row checks, predict_proba split into the
+preprocessing and the trees, output shaping, writing) by wrapping them in a child process.
+
+    .venv/bin/python benchmarks/bench_batch_scoring.py                 # 1M x3 + 10M x1, ~25 min
+    ... --sizes 1000000 --rounds-small 1                               # quicker
+    ... --sweep 25000,50000,250000,1000000 --profile                   # chunk sizes, where time goes
+    ... --work /tmp/bench-batch                                        # keep and reuse data + home
+
+Needs about 1.2 GB of disk per 10M rows (mostly the CSV) and, for the whole-frame competitors at
+10M rows, several GB of memory. Figures go to stdout and to benchmarks/results/<UTC
+time>-batch.json. Not a test: never asserts times; the goals are printed as PASS/MISS for
+information and the exit code is 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "flights_is_late"
+FEED_DAYS = (date(2013, 2, 1), date(2013, 3, 3))
+TRAIN_INTERVAL = ("2013-03-01T00:00:00+00:00", "2013-03-02T00:00:00+00:00")
+SCORE_INTERVAL = ("2013-03-02T00:00:00+00:00", "2013-03-03T00:00:00+00:00")
+GOAL_SPEEDUP, GOAL_MEMORY_GROWTH = 3.0, 1.5
+COMPETITORS = ("ours_parquet", "ours_csv", "mlflow_cli", "script")
+LABELS = {"ours_parquet": "ours, Parquet", "ours_csv": "ours, CSV",
+          "mlflow_cli": "mlflow models predict", "script": "obvious script"}
+
+
+# --------------------------------------------------------------------------- children
+
+def _result(payload: dict) -> int:
+    print("RESULT " + json.dumps(payload, default=str), flush=True)
+    return 0
+
+
+def child_ours(source: str, chunk_rows: int) -> int:
+    """One scoring run of ours, as the batch DAG's task calls it."""
+    t0 = time.perf_counter()
+    from pipeline_tasks.core.config import load_config
+    from pipeline_tasks.scoring.batch import resolve_model, score_interval
+
+    config = load_config()
+    imports = time.perf_counter() - t0
+    model = resolve_model(MODEL, "champion", config)
+    res = score_interval(source, model=model, interval_start=SCORE_INTERVAL[0],
+                         interval_end=SCORE_INTERVAL[1], config=config, dag_id="ml_batch_scoring",
+                         run_id="bench", chunk_rows=chunk_rows)
+    return _result({"rows": res.rows_read, "rows_scored": res.rows_scored,
+                    "rows_rejected": res.rows_rejected, "reasons": res.reject_reasons,
+                    "call_s": res.seconds, "import_s": imports, "chunk_rows": chunk_rows})
+
+
+def child_script(source: str, model_uri: str, out: str) -> int:
+    """The obvious script: the whole file into pandas, pyfunc on the whole frame."""
+    t0 = time.perf_counter()
+    import mlflow.pyfunc
+    import pandas as pd
+
+    imports = time.perf_counter() - t0
+    t = time.perf_counter()
+    frame = pd.read_parquet(source)
+    read_s = time.perf_counter() - t
+    t = time.perf_counter()
+    model = mlflow.pyfunc.load_model(model_uri)
+    load_s = time.perf_counter() - t
+    t = time.perf_counter()
+    predictions = model.predict(frame)
+    predict_s = time.perf_counter() - t
+    t = time.perf_counter()
+    pd.DataFrame({"prediction": predictions}).to_parquet(out, index=False)
+    write_s = time.perf_counter() - t
+    return _result({"rows": len(frame), "rows_scored": len(predictions), "import_s": imports,
+                    "read_s": read_s, "load_s": load_s, "predict_s": predict_s,
+                    "write_s": write_s})
+
+
+class _Timer:
+    """Seconds and calls per named piece (the profile child's wrappers add to it)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+        self.calls[name] = self.calls.get(name, 0) + 1
+
+    def wrap(self, owner, attr: str, name: str) -> None:
+        original = getattr(owner, attr)
+
+        def timed(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.add(name, time.perf_counter() - t)
+
+        setattr(owner, attr, timed)
+
+    def wrap_generator(self, owner, attr: str, name: str) -> None:
+        original = getattr(owner, attr)
+
+        def timed(*args, **kwargs):
+            iterator = original(*args, **kwargs)
+            while True:
+                t = time.perf_counter()
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    self.add(name, time.perf_counter() - t)
+                    return
+                self.add(name, time.perf_counter() - t)
+                yield item
+
+        setattr(owner, attr, timed)
+
+
+class _SplitModel:
+    """A fitted sklearn Pipeline whose predict_proba is timed in two parts: the preprocessing
+    steps and the final estimator (the same calls ``Pipeline.predict_proba`` makes)."""
+
+    def __init__(self, model, timer: _Timer):
+        self._model, self._timer = model, timer
+
+    def predict_proba(self, frame):
+        t = time.perf_counter()
+        features = self._model[:-1].transform(frame)
+        self._timer.add("predict_proba: preprocessing", time.perf_counter() - t)
+        t = time.perf_counter()
+        proba = self._model[-1].predict_proba(features)
+        self._timer.add("predict_proba: trees", time.perf_counter() - t)
+        return proba
+
+    def predict(self, frame):
+        return self._model.predict(frame)
+
+
+def child_profile(source: str, chunk_rows: int) -> int:
+    """Ours with its pieces timed (library code untouched: wrappers set in this process only)."""
+    from pipeline_tasks.core.config import load_config
+    from pipeline_tasks.scoring import batch, outputs, reader, rows
+
+    timer = _Timer()
+    timer.wrap_generator(reader.Source, "batches", "read (pyarrow batches)")
+    timer.wrap(reader.Source, "check", "check columns")
+    timer.wrap(rows, "to_frame", "to_frame (arrow -> pandas)")
+    timer.wrap(rows, "sort_rows", "sort_rows (row checks, model dtypes)")
+    timer.wrap(batch._Chunker, "_event_times", "event times")
+    timer.wrap(batch._Chunker, "_ids", "row ids")
+    timer.wrap(batch._Chunker, "_scores", "scores table")
+    timer.wrap(batch._Chunker, "_prediction_log", "prediction-log table")
+    timer.wrap(batch._Chunker, "_rejects", "rejects table")
+    timer.wrap(batch._Chunker, "score", "chunk total (score)")
+    for attr in ("write_scores", "write_rejects", "write_predictions"):
+        timer.wrap(outputs.Staging, attr, "write parquet (scores, rejects, log)")
+    timer.wrap(outputs.Staging, "close", "close files")
+    timer.wrap(outputs.Staging, "publish", "publish")
+    original_load = batch._load
+
+    def load(model, config, workdir):
+        t = time.perf_counter()
+        served = original_load(model, config, workdir)
+        timer.add("model load (download, verify, skops)", time.perf_counter() - t)
+        if hasattr(served.model, "steps"):
+            served.model = _SplitModel(served.model, timer)
+        return served
+
+    batch._load = load
+    config = load_config()
+    model = batch.resolve_model(MODEL, "champion", config)
+    t = time.perf_counter()
+    res = batch.score_interval(source, model=model, interval_start=SCORE_INTERVAL[0],
+                               interval_end=SCORE_INTERVAL[1], config=config,
+                               dag_id="ml_batch_scoring", run_id="bench-profile",
+                               chunk_rows=chunk_rows)
+    total = time.perf_counter() - t
+    return _result({"rows": res.rows_read, "total_s": total, "seconds": timer.seconds,
+                    "calls": timer.calls, "chunk_rows": chunk_rows})
+
+
+def child_setup(work: Path, sizes: list[int], row_group_rows: int, out: Path) -> int:
+    """Land + train (unless done), write the data files; what the parent needs, as JSON."""
+    from pipeline_tasks.core.config import load_config
+
+    config = load_config()
+    version, chunk_rows, inputs = prepare_home()
+    base = base_table(version)
+    print(f"{base.num_rows:,} landed rows to repeat", flush=True)
+    files = {str(size): [str(p) for p in write_data(base, size, work / "data", row_group_rows)]
+             for size in sizes}
+    out.write_text(json.dumps({"version": version, "chunk_rows": chunk_rows, "inputs": inputs,
+                               "files": files, "tracking_uri": config.mlflow_tracking_uri,
+                               "registry_uri": config.mlflow_registry_uri}))
+    return 0
+
+
+def child_main(argv: list[str]) -> int:
+    mode, args = argv[0], argv[1:]
+    if mode == "setup":
+        return child_setup(Path(args[0]), [int(s) for s in args[1].split(",") if s.strip()],
+                           int(args[2]), Path(args[3]))
+    if mode == "ours":
+        return child_ours(args[0], int(args[1]))
+    if mode == "script":
+        return child_script(args[0], args[1], args[2])
+    if mode == "profile":
+        return child_profile(args[0], int(args[1]))
+    raise SystemExit(f"unknown child mode {mode!r}")
+
+
+# --------------------------------------------------------------------------- parent: setup
+
+def prepare_home() -> tuple[str, int, list[str]]:
+    """Land the feed and train the demo model unless the champion exists; its version, the
+    default chunk size and the model's input column names."""
+    from pipeline_tasks.core import tracking
+    from pipeline_tasks.core.config import load_config
+    from pipeline_tasks.model.registry import current_champion
+
+    config = load_config()
+    tracking.configure_mlflow(config)
+    if not current_champion(MODEL):
+        from pipeline_tasks import stages
+        from pipeline_tasks.ops.demo_data import land_flights_feed
+
+        t0 = time.perf_counter()
+        land_flights_feed(config, *FEED_DAYS)
+        out = stages.run_all(stages.RunSpec(
+            dag_id="ml_training_pipeline", run_id="bench", interval_start=TRAIN_INTERVAL[0],
+            interval_end=TRAIN_INTERVAL[1], params={"training_window_days": 14}))
+        if not current_champion(MODEL):
+            raise SystemExit(f"the pipeline did not promote {MODEL}: {out['evaluate'].reason}")
+        print(f"landed + trained + registered {MODEL} v{out['register'].version} "
+              f"({out['ingest'].rows:,} training rows) in {time.perf_counter() - t0:.1f} s",
+              flush=True)
+    version = str(current_champion(MODEL))
+    import mlflow.models
+
+    info = mlflow.models.get_model_info(f"models:/{MODEL}/{version}")
+    return version, int(config.batch_chunk_rows), info.signature.inputs.input_names()
+
+
+def base_table(version: str):
+    """The landed feed's rows, the model's input columns typed as its signature says."""
+    import mlflow.models
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    from pipeline_tasks.core.config import load_config
+
+    spec = mlflow.models.get_model_info(f"models:/{MODEL}/{version}").signature.inputs
+    kinds = {"long": pa.int64(), "integer": pa.int64(), "double": pa.float64(),
+             "float": pa.float64(), "string": pa.string(), "boolean": pa.bool_()}
+    types = {c.name: kinds[c.type.name] for c in spec.inputs}
+    folder = Path(load_config().demo_source_uri.removeprefix("file://"))
+    options = pcsv.ConvertOptions(include_columns=list(types), column_types=types,
+                                  strings_can_be_null=True)
+    return pa.concat_tables(pcsv.read_csv(f, convert_options=options)
+                            for f in sorted(folder.glob("*.csv")))
+
+
+def write_data(base, rows: int, folder: Path, row_group_rows: int) -> tuple[Path, Path]:
+    """``rows`` rows (the base rows repeated, in order) as Parquet and as CSV, streaming: the
+    Parquet a row group at a time, the CSV as pandas writes the base rows, repeated as text."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parquet, csv = folder / f"flights_{rows}.parquet", folder / f"flights_{rows}.csv"
+    if parquet.exists() and csv.exists():
+        return parquet, csv
+    n = base.num_rows
+    t0 = time.perf_counter()
+    tmp = parquet.with_suffix(".tmp")
+    with pq.ParquetWriter(tmp, base.schema, compression="snappy") as writer:
+        done = 0
+        while done < rows:
+            block, pieces = min(row_group_rows, rows - done), []
+            while block:
+                pos = (done % n)
+                piece = base.slice(pos, min(n - pos, block))
+                pieces.append(piece)
+                block -= piece.num_rows
+                done += piece.num_rows
+            writer.write_table(pa.concat_tables(pieces), row_group_size=row_group_rows)
+    tmp.rename(parquet)
+    text = base.to_pandas().to_csv(index=False)
+    header, _, body = text.partition("\n")
+    lines = body.splitlines(keepends=True)
+    whole, rest = divmod(rows, n)
+    body_all, body_rest = "".join(lines), "".join(lines[:rest])
+    tmp = csv.with_suffix(".tmp")
+    with tmp.open("w") as out:
+        out.write(header + "\n")
+        for _ in range(whole):
+            out.write(body_all)
+        out.write(body_rest)
+    tmp.rename(csv)
+    print(f"  wrote {rows:,} rows: {parquet.name} {parquet.stat().st_size / 1e6:.0f} MB, "
+          f"{csv.name} {csv.stat().st_size / 1e6:.0f} MB in {time.perf_counter() - t0:.1f} s",
+          flush=True)
+    return parquet, csv
+
+
+# --------------------------------------------------------------------------- parent: measuring
+
+def _busy_seconds() -> float:
+    """Busy CPU seconds of the whole machine (all processes)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def run_child(name: str, argv: list[str], env: dict, logdir: Path) -> dict:
+    """Run one command alone; its wall time, CPU time and peak RSS (``os.wait4``: the largest
+    resident set of the process and its reaped descendants)."""
+    logdir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%H%M%S%f")
+    out_path, err_path = logdir / f"{name}-{stamp}.out", logdir / f"{name}-{stamp}.err"
+    with out_path.open("w") as out, err_path.open("w") as err:
+        busy0, t0 = _busy_seconds(), time.perf_counter()
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=err, cwd=str(logdir))
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        busy = _busy_seconds() - busy0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    cpu = usage.ru_utime + usage.ru_stime
+    if proc.returncode != 0:
+        tail = err_path.read_text()[-3000:]
+        raise SystemExit(f"{name} failed (exit {proc.returncode}): {' '.join(argv)}\n{tail}")
+    line = next((x for x in out_path.read_text().splitlines() if x.startswith("RESULT ")), None)
+    result = json.loads(line[len("RESULT "):]) if line else {}
+    result.update({"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": usage.ru_maxrss / 1024,
+                   "other_cpu_cores": max(0.0, busy - cpu) / wall if wall else 0.0})
+    return result
+
+
+def _mlflow_predictions(path: Path) -> int:
+    """How many predictions ``mlflow models predict`` wrote (its JSON, counted by commas)."""
+    count, seen = 0, False
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 24), b""):
+            count += block.count(b",")
+            seen = seen or bool(block.strip())
+    return count + 1 if seen else 0
+
+
+def competitor(name: str, size: int, files: dict, ctx: dict) -> dict:
+    py, env, logdir = sys.executable, ctx["env"], ctx["work"] / "logs"
+    parquet, csv = files[size]
+    if name == "ours_parquet":
+        return run_child(name, [py, __file__, "--child", "ours", str(parquet),
+                                str(ctx["chunk_rows"])], env, logdir)
+    if name == "ours_csv":
+        return run_child(name, [py, __file__, "--child", "ours", str(csv),
+                                str(ctx["chunk_rows"])], env, logdir)
+    model_uri = f"models:/{MODEL}/{ctx['version']}"
+    out = ctx["work"] / "out" / f"{name}.{'json' if name == 'mlflow_cli' else 'parquet'}"
+    out.parent.mkdir(exist_ok=True)
+    out.unlink(missing_ok=True)
+    if name == "mlflow_cli":
+        mlflow = str(Path(sys.executable).with_name("mlflow"))
+        result = run_child(name, [mlflow, "models", "predict", "-m", model_uri, "-i", str(csv),
+                                  "-o", str(out), "--content-type", "csv", "--env-manager",
+                                  "local"], env, logdir)
+        result["rows"] = size
+        result["rows_scored"] = _mlflow_predictions(out)
+    else:
+        result = run_child(name, [py, __file__, "--child", "script", str(parquet), model_uri,
+                                  str(out)], env, logdir)
+    out.unlink(missing_ok=True)
+    return result
+
+
+def combine(runs: list[dict]) -> dict:
+    out = dict(runs[-1])
+    for key in ("wall_s", "cpu_s", "peak_rss_mb", "other_cpu_cores", "call_s", "import_s",
+                "read_s", "load_s", "predict_s", "write_s"):
+        values = [r[key] for r in runs if key in r]
+        if values:
+            out[key] = statistics.median(values)
+    out["wall_rounds"] = [round(r["wall_s"], 2) for r in runs]
+    out["rows_per_s"] = out["rows"] / out["wall_s"]
+    if "call_s" in out:
+        out["call_rows_per_s"] = out["rows"] / out["call_s"]
+    return out
+
+
+# --------------------------------------------------------------------------- parent: report
+
+def report_size(size: int, rounds: int, res: dict) -> None:
+    base = res["mlflow_cli"]
+    print(f"\n{size:,} rows, {rounds} round(s), medians (whole process: spawn to exit)")
+    print(f"{'competitor':<24}{'wall s':>8}{'rows/s':>11}{'x mlflow':>9}{'peak MB':>9}"
+          f"{'x mlflow':>9}{'cpu s':>8}{'scored':>12}  notes")
+    for name in COMPETITORS:
+        r = res[name]
+        if name.startswith("ours"):
+            note = (f"in score_interval {r['call_s']:.1f} s = {r['call_rows_per_s']:,.0f} rows/s;"
+                    f" {r['rows_rejected']:,} rejected")
+        elif name == "script":
+            note = (f"read {r['read_s']:.1f} s, load {r['load_s']:.1f} s, predict "
+                    f"{r['predict_s']:.1f} s, write {r['write_s']:.1f} s")
+        else:
+            note = ""
+        print(f"{LABELS[name]:<24}{r['wall_s']:>8.1f}{r['rows_per_s']:>11,.0f}"
+              f"{r['rows_per_s'] / base['rows_per_s']:>9.2f}{r['peak_rss_mb']:>9.0f}"
+              f"{r['peak_rss_mb'] / base['peak_rss_mb']:>9.2f}{r['cpu_s']:>8.1f}"
+              f"{r['rows_scored']:>12,}  {note}")
+    print("wall s per round: " + "; ".join(f"{LABELS[n]} {res[n]['wall_rounds']}"
+                                            for n in COMPETITORS))
+    busiest = max(res[n]["other_cpu_cores"] for n in COMPETITORS)
+    if busiest > 0.25:
+        print(f"WARNING: other processes kept up to {busiest:.2f} cores busy during a "
+              f"measurement: wall times are noisy (cpu s is steadier)")
+
+
+def report_goals(results: dict) -> dict:
+    goals = {}
+    sizes = sorted(int(s) for s in results["sizes"])
+    for size in sizes:
+        res = results["sizes"][str(size)]
+        for name in ("ours_parquet", "ours_csv"):
+            ratio = res[name]["rows_per_s"] / res["mlflow_cli"]["rows_per_s"]
+            goals[f"{size:,} rows, {LABELS[name]}: rows/s >= {GOAL_SPEEDUP:g}x mlflow models "
+                  f"predict (got {ratio:.2f}x)"] = ratio >= GOAL_SPEEDUP
+    if len(sizes) >= 2:
+        small, large = (results["sizes"][str(s)] for s in (sizes[0], sizes[-1]))
+        print(f"\npeak RSS at {sizes[-1]:,} rows / at {sizes[0]:,} rows:")
+        for name in COMPETITORS:
+            growth = large[name]["peak_rss_mb"] / small[name]["peak_rss_mb"]
+            print(f"  {LABELS[name]:<24}{small[name]['peak_rss_mb']:>8.0f} MB ->"
+                  f"{large[name]['peak_rss_mb']:>8.0f} MB  x{growth:.2f}")
+            if name.startswith("ours"):
+                goals[f"{LABELS[name]}: peak RSS at {sizes[-1]:,} within {GOAL_MEMORY_GROWTH:g}x "
+                      f"of that at {sizes[0]:,} (got x{growth:.2f})"] = \
+                    growth <= GOAL_MEMORY_GROWTH
+    print("\ngoals (informational):")
+    for goal, ok in goals.items():
+        print(f"  {'PASS' if ok else 'MISS'}  {goal}")
+    return goals
+
+
+def report_sweep(size: int, sweep: dict, default_chunk: int) -> None:
+    print(f"\nchunk sizes, ours on {size:,} rows (1 run each; {default_chunk:,} is the default)")
+    print(f"{'chunk rows':>12}{'format':>9}{'wall s':>8}{'call s':>8}{'rows/s':>11}"
+          f"{'call rows/s':>13}{'peak MB':>9}")
+    for chunk in sorted(sweep, key=int):
+        for fmt, r in sweep[chunk].items():
+            print(f"{int(chunk):>12,}{fmt:>9}{r['wall_s']:>8.1f}{r['call_s']:>8.1f}"
+                  f"{r['rows'] / r['wall_s']:>11,.0f}{r['rows'] / r['call_s']:>13,.0f}"
+                  f"{r['peak_rss_mb']:>9.0f}")
+
+
+def report_profile(profiles: dict) -> None:
+    for label, p in profiles.items():
+        chunks = max(1, p["calls"].get("chunk total (score)", 1))
+        print(f"\nwhere ours spends its time: {label}, {p['rows']:,} rows in {chunks} chunks of "
+              f"{p['chunk_rows']:,}; score_interval {p['total_s']:.2f} s (wrapped pieces, "
+              f"inclusive; indented ones are inside 'chunk total')")
+        print(f"{'piece':<44}{'s':>8}{'share':>8}{'ms/chunk':>10}")
+        inside = ("to_frame", "sort_rows", "event times", "row ids", "scores table",
+                  "prediction-log table", "rejects table", "predict_proba")
+        for piece, sec in sorted(p["seconds"].items(), key=lambda kv: -kv[1]):
+            indent = "  " if piece.startswith(inside) else ""
+            print(f"{indent + piece:<44}{sec:>8.2f}{sec / p['total_s']:>8.1%}"
+                  f"{1000 * sec / chunks:>10.1f}")
+        accounted = sum(v for k, v in p["seconds"].items() if not k.startswith(inside))
+        print(f"{'rest (locks, staging, summary, glue)':<44}{p['total_s'] - accounted:>8.2f}"
+              f"{(p['total_s'] - accounted) / p['total_s']:>8.1%}")
+
+
+# --------------------------------------------------------------------------- main
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        return child_main(sys.argv[2:])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000000,10000000", help="row counts, comma-separated")
+    parser.add_argument("--rounds-small", type=int, default=3,
+                        help="rounds at the sizes below 5M rows")
+    parser.add_argument("--rounds-large", type=int, default=1, help="rounds at 5M rows and more")
+    parser.add_argument("--chunk-rows", type=int, default=0,
+                        help="our chunk size (default: config.batch_chunk_rows)")
+    parser.add_argument("--row-group-rows", type=int, default=1024 * 1024,
+                        help="rows per Parquet row group of the generated files")
+    parser.add_argument("--sweep", default="",
+                        help="other chunk sizes to run ours at, on the smallest size")
+    parser.add_argument("--profile", action="store_true",
+                        help="time the pieces of ours per chunk on the smallest size")
+    parser.add_argument("--work", help="folder for the home, the data and the logs (kept and "
+                                       "reused); default: a temp folder, removed at the end")
+    args = parser.parse_args()
+    sizes = sorted(int(s) for s in args.sizes.split(",") if s.strip())
+    work = Path(args.work or tempfile.mkdtemp(prefix="mlops-bench-batch-")).resolve()
+    (work / "data").mkdir(parents=True, exist_ok=True)
+    need = sum(s * 125 for s in sizes) * 1.5  # the CSV (~105 B/row), Parquet and the outputs
+    free = shutil.disk_usage(work).free
+    if free < need:
+        raise SystemExit(f"{work}: {free / 1e9:.1f} GB free, about {need / 1e9:.1f} GB needed")
+    # this process stays small (no pandas, no mlflow): a child's ru_maxrss starts from the RSS
+    # of the process it was forked from, so the setup runs in a child of its own
+    env = {**os.environ, "MLOPS_HOME": str(work / "home"), "DO_NOT_TRACK": "true",
+           "MLOPS_ALLOWED_SOURCE_ROOTS": str(work / "data"), "PYTHONPATH": str(ROOT),
+           "TQDM_DISABLE": "1"}
+    print(f"work folder {work} ({free / 1e9:.0f} GB free); {os.cpu_count()} cpus", flush=True)
+    setup_file = work / "setup.json"
+    subprocess.run([sys.executable, __file__, "--child", "setup", str(work), args.sizes,
+                    str(args.row_group_rows), str(setup_file)], env=env, check=True)
+    setup = json.loads(setup_file.read_text())
+    version, inputs = setup["version"], setup["inputs"]
+    env.update({"MLFLOW_TRACKING_URI": setup["tracking_uri"],
+                "MLFLOW_REGISTRY_URI": setup["registry_uri"]})
+    files = {int(k): tuple(Path(p) for p in v) for k, v in setup["files"].items()}
+    chunk_rows = args.chunk_rows or setup["chunk_rows"]
+    print(f"{MODEL} v{version}: {len(inputs)} inputs; our chunk_rows {chunk_rows:,}", flush=True)
+    ctx = {"env": env, "work": work, "version": version, "chunk_rows": chunk_rows}
+    results: dict = {"model": f"{MODEL} v{version}", "chunk_rows": chunk_rows,
+                     "row_group_rows": args.row_group_rows, "cpus": os.cpu_count(),
+                     "sizes": {}, "runs": {}}
+    for size in sizes:
+        rounds = args.rounds_small if size < 5_000_000 else args.rounds_large
+        runs: dict[str, list[dict]] = {n: [] for n in COMPETITORS}
+        for i in range(rounds):
+            for name in COMPETITORS:
+                print(f"{size:,} rows, round {i + 1}/{rounds}: {LABELS[name]} ...", end=" ",
+                      flush=True)
+                r = competitor(name, size, files, ctx)
+                print(f"{r['wall_s']:.1f} s, peak {r['peak_rss_mb']:.0f} MB", flush=True)
+                runs[name].append(r)
+        results["runs"][str(size)] = runs
+        results["sizes"][str(size)] = {n: combine(runs[n]) for n in COMPETITORS}
+    if args.sweep:
+        sweep: dict = {}
+        for chunk in sorted({int(c) for c in args.sweep.split(",") if c.strip()} | {chunk_rows}):
+            sweep[str(chunk)] = {}
+            for fmt, path in zip(("parquet", "csv"), files[sizes[0]], strict=True):
+                print(f"sweep: chunk {chunk:,}, {fmt} ...", end=" ", flush=True)
+                r = run_child(f"sweep_{chunk}_{fmt}", [sys.executable, __file__, "--child",
+                                                       "ours", str(path), str(chunk)],
+                              env, work / "logs")
+                print(f"{r['wall_s']:.1f} s, peak {r['peak_rss_mb']:.0f} MB", flush=True)
+                sweep[str(chunk)][fmt] = r
+        results["sweep"] = {"rows": sizes[0], "runs": sweep}
+    if args.profile:
+        profiles = {}
+        for fmt, path in zip(("Parquet", "CSV"), files[sizes[0]], strict=True):
+            print(f"profile: {fmt} ...", flush=True)
+            profiles[fmt] = run_child(f"profile_{fmt}", [sys.executable, __file__, "--child",
+                                                         "profile", str(path), str(chunk_rows)],
+                                      env, work / "logs")
+        results["profile"] = profiles
+
+    print("\n" + "=" * 110)
+    print(f"batch scoring of {MODEL} v{version} ({len(inputs)} inputs: the flights features, "
+          f"repeated); {os.cpu_count()} cpus; ours: chunk_rows {chunk_rows:,}, Parquet row "
+          f"groups of {args.row_group_rows:,}")
+    for size in sizes:
+        rounds = args.rounds_small if size < 5_000_000 else args.rounds_large
+        report_size(size, rounds, results["sizes"][str(size)])
+    print("(rows/s: rows of the file / wall time of the whole process, Python start, imports and "
+          "model load included; peak MB: ru_maxrss of the process tree; 'scored': rows given a "
+          "prediction, ours rejects the rows its contract refuses)")
+    results["goals"] = report_goals(results)
+    if args.sweep:
+        report_sweep(sizes[0], results["sweep"]["runs"], chunk_rows)
+    if args.profile:
+        report_profile(results["profile"])
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(exist_ok=True)
+    path = out / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-batch.json"
+    path.write_text(json.dumps(results, indent=2, default=str))
+    print(f"\nresults: {path.relative_to(ROOT)}")
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
