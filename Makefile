@@ -14,7 +14,7 @@ PROFILE ?=
 WITH_PROFILE := $(if $(PROFILE),set -a && . "$(abspath $(PROFILE))" && set +a &&,)
 
 .PHONY: setup demo demo-monitoring test test-integration test-faults replay airflow bench \
-	bench-backfill bench-drift bench-parse lock lint clean-home production-env production-db compose-env \
+	bench-backfill bench-drift bench-batch bench-parse lock lint clean-home production-env production-db compose-env \
 	image-wheels browser screenshots test-deps docs
 
 # Install from the lock into .venv. Idempotent: does nothing when the lock and pyproject are unchanged.
@@ -146,6 +146,11 @@ bench-parse: setup
 bench-drift: setup
 	@echo "==> benchmark: the drift check on 1M x 20, ours vs Evidently's default (minutes)"
 	$(PY) benchmarks/bench_drift.py $(ARGS)
+
+# Batch scoring of 1M and 10M rows: ours vs mlflow models predict vs the obvious pandas script.
+bench-batch: setup
+	@echo "==> benchmark: batch scoring 1M and 10M rows, ours vs mlflow models predict (minutes)"
+	$(PY) benchmarks/bench_batch_scoring.py $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -124,6 +124,66 @@ def test_second_run_on_the_same_data_gives_the_same_version(pipeline, landed, cl
     assert http.fetch_json(pipeline.config.serving_url + "/metadata")["model_version"] == "1"
 
 
+BATCH = "ml_batch_scoring"
+
+
+def test_batch_scoring_scores_the_interval_with_the_champion(pipeline, landed, client):
+    """The nightly batch DAG through the scheduler: the champion's scores of the day are
+    published, equal to what the endpoint answers, logged for monitoring and linked."""
+    from pipeline_tasks.monitoring.sources import read_prediction_log
+
+    config = pipeline.config
+    run = pipeline.run(DAY, {"model_name": MODEL}, dag_id=BATCH)
+    assert run["state"] == "success", pipeline.explain(run)
+    resolved = pipeline.xcom(run, "resolve_model")
+    assert resolved["version"] == "1" and resolved["ref"] == "champion"
+    scored = pipeline.xcom(run, "score")
+    feed = pd.read_csv(storage.local_path(landed) / f"flights_{DAY.isoformat()}.csv")
+    assert scored["rows_read"] == len(feed) and scored["model_version"] == "1"
+    assert scored["rows_scored"] + scored["rows_rejected"] == len(feed)
+    assert scored["rows_scored"] > 0.9 * len(feed)
+    assert run["tasks"]["export_scores"]["state"] == "skipped"  # no SQL output asked for
+
+    partition = storage.local_path(scored["scores_uri"])
+    assert partition.name == "interval_end=2013-03-02" and partition.parent.name == MODEL
+    scores = pd.read_parquet(partition)
+    assert len(scores) == scored["rows_scored"] and set(scores["run_id"]) == {run["run_id"]}
+
+    # the same rows through the live endpoint give the same predictions
+    served = http.fetch_json(config.serving_url + "/metadata")
+    features = [column["name"] for column in served["signature"]["inputs"]]
+    number = scores["row_id"].str.rsplit("-", n=1).str[-1].astype(int).head(25)
+    rows = feed.iloc[number.to_numpy()][features]
+    rows = rows.astype(object).where(rows.notna(), None)
+    online = http.fetch_json(config.serving_url + "/predict", {"records": rows.to_dict("records")})
+    assert online["predictions"] == scores["prediction"].head(25).tolist()
+
+    # the prediction log holds the batch rows for the drift DAG, and the UI links them
+    start = pd.Timestamp(DAY, tz="UTC").to_pydatetime()
+    logged = read_prediction_log(config, MODEL, start, start + pd.Timedelta(days=1))
+    assert (logged["request_id"] == run["run_id"]).sum() == scored["rows_scored"]
+    link = pipeline.api.xcom(BATCH, run["run_id"], "score", key="_link_mlops_score")
+    assert link.endswith(f"/mlops/models/{MODEL}/batch/2013-03-02")
+    summary = pipeline.api.xcom(BATCH, run["run_id"], "score", key="_link_mlops_score_2")
+    assert summary.endswith(f"/mlops/reports/scores/{MODEL}/interval_end=2013-03-02/_summary.json")
+
+
+def test_batch_scoring_of_a_source_without_an_input_fails_naming_it(pipeline, tmp_path):
+    feed = pd.read_csv(storage.local_path(pipeline.config.demo_source_uri)
+                       / f"flights_{DAY.isoformat()}.csv")
+    source = tmp_path / "no_distance.csv"
+    feed.drop(columns=["distance"]).to_csv(source, index=False)
+    run = pipeline.run(date(2013, 3, 5), {"model_name": MODEL, "source": str(source)},
+                       dag_id=BATCH)
+    assert run["state"] == "failed"
+    assert run["tasks"]["resolve_model"]["state"] == "success"
+    assert run["tasks"]["score"]["state"] == "failed"
+    assert run["tasks"]["score"]["try_number"] == 1  # bad input: not retried
+    assert "the model's input column 'distance' is missing" in pipeline.log(run, "score")
+    assert not (storage.local_path(pipeline.config.lake_uri) / "scores" / MODEL
+                / "interval_end=2013-03-06").exists()
+
+
 def test_shuffled_labels_are_not_promoted(pipeline, tmp_path, client):
     folder = tmp_path / "flights"
     folder.mkdir()

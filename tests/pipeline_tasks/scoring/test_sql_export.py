@@ -96,3 +96,27 @@ def test_a_table_name_is_an_identifier_or_refused(name):
         check_table_name("output_table", name)
     assert check_table_name("output_table", "analytics.flight_scores") == \
         ("analytics", "flight_scores")
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"output_conn_id": "warehouse", "output_table": "scores"}, "not in allowed_output_conn_ids"),
+    ({"output_conn_id": "writer"}, "go together"),
+    ({"output_table": "scores"}, "go together"),
+    ({"sql_conn_id": "writer", "source": "SELECT 1"}, "not in allowed_sql_conn_ids"),
+    ({"output_conn_id": "writer", "output_table": "a;b"}, "must be a table name"),
+])
+def test_the_first_task_refuses_outputs_the_operator_did_not_allow(params, message, monkeypatch):
+    """Only connections listed in allowed_output_conn_ids may receive scores, and a source
+    connection is never one of them by accident."""
+    from pipeline_tasks.stages import RunSpec, check_batch_params
+
+    monkeypatch.setenv("MLOPS_ALLOWED_OUTPUT_CONN_IDS", "writer")
+    run = RunSpec(dag_id="ml_batch_scoring", run_id="r", interval_start="2013-03-01",
+                  interval_end="2013-03-02", params={"model_name": "m", **params})
+    with pytest.raises(ConfigError, match=message):
+        check_batch_params(run)
+    ok = RunSpec(dag_id="ml_batch_scoring", run_id="r", interval_start="2013-03-01",
+                 interval_end="2013-03-02",
+                 params={"model_name": "m", "output_conn_id": "writer",
+                         "output_table": "analytics.scores"})
+    assert check_batch_params(ok) == ("analytics", "scores")
