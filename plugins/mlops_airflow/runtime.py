@@ -130,8 +130,8 @@ def sqlalchemy_url(conn) -> str:
     extra = conn.extra_dejson or {}
     if extra.get("sqlalchemy_url"):
         return extra["sqlalchemy_url"]
-    if conn.conn_type == "sqlite":
-        return f"sqlite:///{conn.host}"
+    if conn.conn_type == "sqlite":  # the file: in host (the UI's form) or in the URI's path
+        return f"sqlite:///{conn.host or conn.schema or ''}"
     uri = conn.get_uri()
     scheme, _, rest = uri.partition("://")
     return f"{SQLALCHEMY_SCHEMES.get(scheme, scheme)}://{rest}"

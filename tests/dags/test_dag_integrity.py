@@ -125,3 +125,13 @@ def test_training_pipeline_shape(tmp_path):
     assert {"source", "target", "task_type", "training_window_days", "model_name",
             "hyperparameter_search", "force_promote", "min_baseline_lift",
             "min_champion_delta"} <= set(dag["params"])
+
+
+def test_batch_scoring_shape(tmp_path):
+    dag = parse(ROOT / "dags" / "ml_batch_scoring.py", tmp_path)["dags"]["ml_batch_scoring"]
+    assert dag["order"] == ["resolve_model", "score", "export_scores"]
+    # a daily cron timetable (config batch_scoring_schedule): backfills work, catchup is off
+    assert "CronDataIntervalTimetable(expression='0 3 * * *'" in dag["schedule"]
+    assert dag["catchup"] is False
+    assert {"model_name", "model_ref", "source", "sql_conn_id", "id_column", "time_column",
+            "max_reject_share", "output_conn_id", "output_table"} == set(dag["params"])

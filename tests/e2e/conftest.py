@@ -113,6 +113,9 @@ def pipeline(tmp_path_factory, docker_engine) -> Pipeline:
         # no time schedules (only the runs a test triggers, and the asset-triggered retrains)
         extra_env={"MLOPS_TRAINING_SCHEDULE": "none", "MLOPS_DRIFT_SCHEDULE": "none",
                    "MLOPS_BATCH_SCORING_SCHEDULE": "none",
+                   # where the batch-scoring test writes its SQL output (an allowed connection)
+                   "AIRFLOW_CONN_BATCH_SCORES": f"sqlite:///{home / 'batch_scores.db'}",
+                   "MLOPS_ALLOWED_OUTPUT_CONN_IDS": "batch_scores",
                    # the tests' sources live in pytest's temporary folder: list it (the default
                    # allows only the landing folder)
                    "MLOPS_ALLOWED_SOURCE_ROOTS": str(tmp_path_factory.getbasetemp()),

@@ -6,6 +6,7 @@ makes the champion that later runs are compared against.
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import date
 from pathlib import Path
 
@@ -133,7 +134,8 @@ def test_batch_scoring_scores_the_interval_with_the_champion(pipeline, landed, c
     from pipeline_tasks.monitoring.sources import read_prediction_log
 
     config = pipeline.config
-    run = pipeline.run(DAY, {"model_name": MODEL}, dag_id=BATCH)
+    conf = {"model_name": MODEL, "output_conn_id": "batch_scores", "output_table": "scores"}
+    run = pipeline.run(DAY, conf, dag_id=BATCH)
     assert run["state"] == "success", pipeline.explain(run)
     resolved = pipeline.xcom(run, "resolve_model")
     assert resolved["version"] == "1" and resolved["ref"] == "champion"
@@ -142,7 +144,8 @@ def test_batch_scoring_scores_the_interval_with_the_champion(pipeline, landed, c
     assert scored["rows_read"] == len(feed) and scored["model_version"] == "1"
     assert scored["rows_scored"] + scored["rows_rejected"] == len(feed)
     assert scored["rows_scored"] > 0.9 * len(feed)
-    assert run["tasks"]["export_scores"]["state"] == "skipped"  # no SQL output asked for
+    exported = pipeline.xcom(run, "export_scores")
+    assert exported["rows"] == scored["rows_scored"] and exported["created"]
 
     partition = storage.local_path(scored["scores_uri"])
     assert partition.name == "interval_end=2013-03-02" and partition.parent.name == MODEL
@@ -166,6 +169,21 @@ def test_batch_scoring_scores_the_interval_with_the_champion(pipeline, landed, c
     assert link.endswith(f"/mlops/models/{MODEL}/batch/2013-03-02")
     summary = pipeline.api.xcom(BATCH, run["run_id"], "score", key="_link_mlops_score_2")
     assert summary.endswith(f"/mlops/reports/scores/{MODEL}/interval_end=2013-03-02/_summary.json")
+
+    # a second run of the interval replaces it: the same scores, no duplicate anywhere
+    again = pipeline.run(DAY, conf, dag_id=BATCH)
+    assert again["state"] == "success", pipeline.explain(again)
+    rescored = pd.read_parquet(partition)
+    pd.testing.assert_frame_equal(rescored.drop(columns="run_id"), scores.drop(columns="run_id"))
+    assert set(rescored["run_id"]) == {again["run_id"]}
+    logged = read_prediction_log(config, MODEL, start, start + pd.Timedelta(days=1))
+    assert set(logged["request_id"]) & {run["run_id"], again["run_id"]} == {again["run_id"]}
+    assert pipeline.xcom(again, "export_scores")["replaced_rows"] == scored["rows_scored"]
+    database = sqlite3.connect(storage.local_path(config.home) / "batch_scores.db")
+    assert database.execute("SELECT COUNT(*), COUNT(DISTINCT row_id), MIN(run_id) FROM scores"
+                            ).fetchone() == (scored["rows_scored"], scored["rows_scored"],
+                                             again["run_id"])
+    database.close()
 
 
 def test_batch_scoring_of_a_source_without_an_input_fails_naming_it(pipeline, tmp_path):
