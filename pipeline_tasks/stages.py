@@ -142,6 +142,22 @@ class RunSpec:
         return name
 
     @property
+    def slice_columns(self) -> list[str]:
+        """The columns this run's gate slices by: the param, else the model's setting."""
+        from pipeline_tasks.core.config import column_list
+
+        given = self.param("slice_columns")
+        return column_list(given) if given else self.config.slices_for(self.model_name)
+
+    @property
+    def sensitive_columns(self) -> list[str]:
+        """The columns this run measures fairness over: the param, else the model's setting."""
+        from pipeline_tasks.core.config import column_list
+
+        given = self.param("sensitive_columns")
+        return column_list(given) if given else self.config.sensitive_for(self.model_name)
+
+    @property
     def run_key(self) -> str:
         return layout.run_partition(self.dag_id, self.run_id, self.interval_end)
 
@@ -271,6 +287,8 @@ def train(run: RunSpec, ingested: IngestResult, versioned: DatasetVersion) -> Tr
         time_column=ingested.time_column,
         run_search=bool(run.param("hyperparameter_search")),
         lineage={**run.lineage, SUITE_TAG: versioned.suite_uri},
+        # slice and sensitive columns that are not inputs travel with the holdout to evaluate
+        holdout_extra=[*run.slice_columns, *run.sensitive_columns],
     )
     return replace(trained, suite_uri=versioned.suite_uri)
 
@@ -292,6 +310,8 @@ def evaluate(run: RunSpec, trained: TrainResult) -> EvaluationDecision:
         force_reason=run.param("force_reason"),
         candidate_contract=model_contract(trained.model_uri, target=run.target,
                                           task_type=trained.task_type),
+        slice_columns=run.slice_columns,
+        sensitive_columns=run.sensitive_columns,
     )
 
 

@@ -29,6 +29,15 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 ENV_PREFIX = "MLOPS_"
 #: The demo's model (the flights feed, target is_late): the model the demo defaults apply to.
 DEMO_MODEL = "flights_is_late"
+#: What the demo model is sliced by (``slices_for``).
+DEMO_SLICES = "carrier,origin"
+
+
+def column_list(text: str | None) -> list[str]:
+    """Comma-separated column names as a list; empty or "none" gives none."""
+    if not text or text.strip().lower() == "none":
+        return []
+    return [c.strip() for c in text.split(",") if c.strip()]
 
 
 def _home() -> Path:
@@ -160,6 +169,27 @@ class PipelineConfig:
     min_baseline_lift: float = 0.05  # relative lift over the trivial baseline's metric (0..1)
     min_champion_delta: float = 0.0  # a candidate must beat the champion by more than this
     min_primary_metric: float | None = None  # absolute floor (a ceiling for RMSE); None: none
+    # --- Slices and fairness (pipeline_tasks.model.slices, model.fairness; docs/fairness.md) ---
+    # Inputs the gate also judges slice by slice: categorical columns by value, numeric ones in
+    # slice_bins quantile bins (comma-separated; "none": no slices). Per model in
+    # model_slice_columns (MLOPS_MODEL_SLICE_COLUMNS as JSON: {"model": "carrier,origin"}); the
+    # demo model slices by carrier and origin unless told otherwise.
+    slice_columns: str = ""
+    model_slice_columns: dict = field(default_factory=dict)
+    slice_bins: int = 4  # quantile bins of a numeric slice column
+    min_slice_rows: int = 100  # a slice with fewer holdout rows is reported, not gated
+    # a gated slice whose candidate metric is worse than the champion's by more than this, beyond
+    # the bootstrap confidence interval, blocks the candidate even if it wins overall
+    max_slice_regression: float = 0.05
+    slice_bootstrap_rounds: int = 200  # bootstrap resamples of each slice's confidence interval
+    slice_confidence: float = 0.95  # the level of that interval
+    # Columns fairness is measured over (Fairlearn), inputs or not, when the source carries them
+    # (comma-separated); per model in model_sensitive_columns (JSON, like model_slice_columns).
+    sensitive_columns: str = ""
+    model_sensitive_columns: dict = field(default_factory=dict)
+    # optional: a candidate whose fairness gap (max of demographic parity and equalized odds
+    # differences; the worst-group metric gap for regression) exceeds this is not blessed
+    max_fairness_gap: float | None = None
     # --- Notifications (pipeline_tasks.ops.notifications) ---
     notify_conn_id: str = ""  # Airflow connection id of a webhook; empty = off
     # --- What trigger params may reach (docs/security.md); trigger params cannot change these ---
@@ -234,6 +264,21 @@ class PipelineConfig:
         if self.training_max_active_runs < 1:
             raise ConfigError(f"training_max_active_runs must be >= 1, got "
                               f"{self.training_max_active_runs}")
+        for name in ("model_slice_columns", "model_sensitive_columns"):
+            value = getattr(self, name)
+            if not isinstance(value, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+                raise ConfigError(f"{name} must map model names to comma-separated column "
+                                  "names (JSON object of strings)")
+        if self.slice_bins < 2 or self.min_slice_rows < 1 or self.slice_bootstrap_rounds < 10:
+            raise ConfigError(f"slice_bins must be >= 2, min_slice_rows >= 1 and "
+                              f"slice_bootstrap_rounds >= 10, got {self.slice_bins}, "
+                              f"{self.min_slice_rows} and {self.slice_bootstrap_rounds}")
+        if not 0.5 <= self.slice_confidence < 1.0:
+            raise ConfigError(f"slice_confidence must be in [0.5, 1), got {self.slice_confidence}")
+        if self.max_slice_regression < 0 or (self.max_fairness_gap is not None
+                                             and self.max_fairness_gap < 0):
+            raise ConfigError("max_slice_regression and max_fairness_gap must be >= 0")
         if not isinstance(self.model_labels, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in self.model_labels.items()):
             raise ConfigError("model_labels must map model names to labels URIs (JSON object "
@@ -295,6 +340,18 @@ class PipelineConfig:
             return self.labels_uri
         demo_feed = bool(source) and source.rstrip("/") == self.demo_source_uri.rstrip("/")
         return self.outcomes_uri if model_name == DEMO_MODEL or demo_feed else None
+
+    def slices_for(self, model_name: str) -> list[str]:
+        """The columns ``model_name`` is sliced by: its ``model_slice_columns`` entry, else
+        ``slice_columns``, else carrier and origin for the demo model; "none": no slices."""
+        text = self.model_slice_columns.get(model_name) or self.slice_columns or (
+            DEMO_SLICES if model_name == DEMO_MODEL else "")
+        return column_list(text)
+
+    def sensitive_for(self, model_name: str) -> list[str]:
+        """The columns fairness is measured over for ``model_name``."""
+        return column_list(self.model_sensitive_columns.get(model_name)
+                           or self.sensitive_columns)
 
     def with_overrides(self, **overrides: Any) -> PipelineConfig:
         """A copy with the given fields replaced (``None`` values are ignored), type-checked."""

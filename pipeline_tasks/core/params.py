@@ -179,6 +179,34 @@ TRAINING: tuple[ParamSpec, ...] = (
     ParamSpec("force_reason", "string", "", "Reason for forcing",
               "Required when 'Force promotion' is on.", **_OPTIONAL),
     ParamSpec(
+        "slice_columns", "string", "", "Slice columns",
+        "Comma-separated columns the gate also judges slice by slice (categorical by value, "
+        "numeric in quantile bins): a candidate worse than the champion on a slice with enough "
+        "rows is not blessed. Empty: the model's setting (model_slice_columns, slice_columns; "
+        "the demo model: carrier,origin); 'none': no slices.",
+        pattern=r"^[^\x00-\x1f]{0,1000}$", pattern_rule="comma-separated column names",
+        **_OPTIONAL),
+    ParamSpec(
+        "sensitive_columns", "string", "", "Sensitive columns",
+        "Comma-separated columns fairness is measured over with Fairlearn (inputs or not, when "
+        "the source carries them). Empty: the model's setting (model_sensitive_columns, "
+        "sensitive_columns).", pattern=r"^[^\x00-\x1f]{0,1000}$",
+        pattern_rule="comma-separated column names", **_OPTIONAL),
+    ParamSpec(
+        "max_slice_regression", "number", None, "Largest slice regression",
+        "How much worse than the champion's (a share of its metric on the slice, beyond the "
+        "bootstrap interval) a candidate may be on a gated slice.", minimum=0, maximum=1,
+        config_field="max_slice_regression"),
+    ParamSpec(
+        "min_slice_rows", "integer", None, "Smallest gated slice (rows)",
+        "Slices with fewer holdout rows are reported, not gated.", minimum=1,
+        maximum=1_000_000, config_field="min_slice_rows"),
+    ParamSpec(
+        "max_fairness_gap", "number", None, "Largest fairness gap",
+        "Optional: a candidate whose fairness gap over a sensitive column (demographic parity "
+        "or equalized odds difference; the worst-group gap for regression) exceeds this is not "
+        "blessed.", nullable=True, minimum=0, config_field="max_fairness_gap"),
+    ParamSpec(
         "allow_schema_change", "boolean", False, "Allow schema change",
         "This run may change the model's inputs (another source, renamed or retyped "
         "columns): the batch is validated against a suite inferred from itself instead of the "

@@ -20,7 +20,9 @@ TEMPLATES = Path(__file__).parent / "templates"
 
 
 @cache
-def _env():
+def template_env():
+    """The Jinja2 environment of every generated page and the model card (autoescape, and
+    credentials stripped from every printed value)."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
     return Environment(loader=FileSystemLoader(str(TEMPLATES)),
@@ -50,7 +52,7 @@ def fmt(value) -> str:
 
 def _render(template: str, base_url: str, config: PipelineConfig, **values) -> str:
     base_url = strip_userinfo(base_url)
-    return _env().get_template(template).render(
+    return template_env().get_template(template).render(
         home=page_url(base_url, ""), fmt=fmt,
         report_url=lambda uri: report_url(uri, config, base_url), **values)
 

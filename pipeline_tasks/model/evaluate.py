@@ -24,7 +24,7 @@ from pipeline_tasks.core.schema import ModelContract, SchemaDiff
 from pipeline_tasks.model import policy
 from pipeline_tasks.model.estimator import limit_threads
 from pipeline_tasks.model.features import normalize_features, normalize_target
-from pipeline_tasks.model.metrics import TASK_TYPES, baseline_metrics, score_model
+from pipeline_tasks.model.metrics import TASK_TYPES, baseline_metrics
 from pipeline_tasks.model.policy import RULE, EvaluationDecision
 from pipeline_tasks.model.transient import is_transient
 
@@ -56,6 +56,8 @@ def evaluate_candidate(
     force_promote: bool = False,
     force_reason: str | None = None,
     candidate_contract: ModelContract | None = None,
+    slice_columns: list[str] | None = None,
+    sensitive_columns: list[str] | None = None,
 ) -> EvaluationDecision:
     """Decide whether the candidate may become champion.
 
@@ -66,6 +68,12 @@ def evaluate_candidate(
 
     (3) ``candidate_contract`` (its inputs, target and task type) must not break the champion's
     (see the module doc); a breaking candidate is not blessed and not compared with the champion.
+
+    (4) No slice of ``slice_columns`` (default: ``config.slices_for(model_name)``) with enough
+    rows may regress against the champion beyond its bootstrap interval (``model.slices``), and
+    with ``max_fairness_gap`` set, the candidate's fairness gap over each of
+    ``sensitive_columns`` (default: ``config.sensitive_for``; Fairlearn, ``model.fairness``) must
+    stay within it. Every slice and fairness result is recorded in the decision, gated or not.
 
     ``force_promote`` blesses regardless of the gate; it needs a non-empty ``force_reason``, and
     the decision records both the override and what the gate would have said.
@@ -82,12 +90,15 @@ def evaluate_candidate(
 
     # checked against the sha256 training recorded, skops with trusted types only
     candidate = model_artifacts.load_verified(candidate_model_uri).model
+    slice_columns = config.slices_for(model_name) if slice_columns is None else slice_columns
+    sensitive = config.sensitive_for(model_name) if sensitive_columns is None \
+        else sensitive_columns
     with limit_threads(config):
         try:
-            candidate_metrics = score_model(candidate, _model_input(candidate, holdout), y,
-                                            task_type)
+            candidate_output = _output(candidate, _model_input(candidate, holdout), task_type)
         except _SchemaMismatch as exc:
             raise EvaluationError(f"the candidate cannot score its own holdout: {exc}") from exc
+        candidate_metrics = _metrics(candidate_output, y, task_type)
         if primary_metric not in candidate_metrics:  # the caller mixed up metric and task
             raise ValueError(
                 f"primary metric {primary_metric!r} is not computed for this task "
@@ -95,15 +106,18 @@ def evaluate_candidate(
             )
         base = baseline_metrics(y, task_type)
         champion_version, diff = _contract_change(model_name, candidate_contract)
-        champion_metrics, champion_note = None, None
+        champion_metrics, champion_note, champion_output = None, None, None
         if champion_version is None:
             champion_note = "no champion yet"
         elif diff is not None and diff.breaking:
             champion_note = (f"{diff.summary()}: its clients would break, so champion "
                              f"v{champion_version} is not compared")
         else:
-            champion_metrics = _score_champion(model_name, champion_version, holdout, y,
-                                               task_type, primary_metric)
+            champion_metrics, champion_output = _score_champion(
+                model_name, champion_version, holdout, y, task_type, primary_metric)
+    slices = _slices(holdout, y, slice_columns, primary_metric, greater_is_better, task_type,
+                     candidate_output, champion_output, config)
+    fairness = _fairness(holdout, y, sensitive, task_type, candidate_output, config)
 
     verdict = _verdict(
         metric=primary_metric,
@@ -114,6 +128,8 @@ def evaluate_candidate(
         champion_version=champion_version,
         champion_note=champion_note,
         config=config,
+        slices=slices,
+        fairness=fairness,
     )
     breaking = bool(diff is not None and diff.breaking)
     forced = bool(force_promote)
@@ -141,6 +157,8 @@ def evaluate_candidate(
         gate_passed=verdict.blessed,
         breaking_change=breaking,
         schema_change=diff.to_dict() if diff is not None and diff.changed else None,
+        slices=[sl.to_dict() for sl in slices],
+        fairness=fairness,
     )
 
 
@@ -204,14 +222,89 @@ def _score_champion(model_name: str, version: str, holdout, y, task_type: str, m
                               "holdout, and its signature does not record its task type",
                               advice=CHAMPION_ADVICE)
     try:
-        metrics = score_model(champion, _model_input(champion, holdout), y, task_type)
+        output = _output(champion, _model_input(champion, holdout), task_type)
+        metrics = _metrics(output, y, task_type)
     except (_SchemaMismatch, ValueError, TypeError, KeyError) as exc:
         raise EvaluationError(f"champion v{version} cannot score the candidate's holdout ({exc})",
                               advice=CHAMPION_ADVICE) from exc
     if metric not in metrics:
         raise EvaluationError(f"champion v{version} has no {metric} on this holdout",
                               advice=CHAMPION_ADVICE)
-    return metrics
+    return metrics, output
+
+
+def _output(model: Any, X, task_type: str):
+    """What a model says about the holdout, computed once for the metrics, the slices and the
+    fairness report: ``(proba, classes)`` for a classifier, predicted values for a regressor."""
+    if task_type == "classification":
+        if not hasattr(model, "predict_proba"):
+            raise TypeError(f"{type(model).__name__} has no predict_proba: not a classifier")
+        return model.predict_proba(X), list(model.classes_)
+    return model.predict(X)
+
+
+def _metrics(output, y, task_type: str) -> dict[str, float]:
+    from pipeline_tasks.model.metrics import classification_metrics, regression_metrics
+
+    if task_type == "classification":
+        proba, classes = output
+        return classification_metrics(y, proba, classes)
+    return regression_metrics(y, output)
+
+
+def _baseline_output(y, task_type: str):
+    """The trivial model's output on the holdout: the class priors, or the mean."""
+    import numpy as np
+
+    values = np.asarray(y)
+    if task_type == "classification":
+        classes, counts = np.unique(values, return_counts=True)
+        return np.tile(counts / counts.sum(), (len(values), 1)), list(classes)
+    return np.full(len(values), float(values.astype(float).mean()))
+
+
+def _slices(holdout, y, columns, metric, greater_is_better, task_type, candidate, champion,
+            config: PipelineConfig):
+    """Each slice of ``columns`` (``model.slices``); a column the holdout lacks is left out with a
+    warning."""
+    from pipeline_tasks.model.slices import SliceSettings, evaluate_slices
+
+    missing = [c for c in columns if c not in holdout.columns]
+    if missing:
+        log.warning("slice column(s) %s are not in the holdout: not sliced", ", ".join(missing))
+    if not columns or len(missing) == len(columns):
+        return []
+    return evaluate_slices(holdout, y, columns=columns, metric=metric,
+                           greater_is_better=greater_is_better, task_type=task_type,
+                           candidate=candidate, champion=champion,
+                           baseline=_baseline_output(y, task_type),
+                           settings=SliceSettings.from_config(config))
+
+
+def _fairness(holdout, y, columns, task_type: str, candidate, config: PipelineConfig
+              ) -> list[dict]:
+    """The candidate's fairness over each sensitive column the holdout carries (Fairlearn)."""
+    if not columns:
+        return []
+    import numpy as np
+
+    from pipeline_tasks.model.fairness import fairness_report
+
+    if task_type == "classification":
+        proba, classes = candidate
+        predicted = np.asarray(classes)[np.asarray(proba).argmax(axis=1)]
+    else:
+        predicted = np.asarray(candidate)
+    out = []
+    for column in columns:
+        if column not in holdout.columns:
+            log.warning("sensitive column %r is not in the holdout: no fairness report for it",
+                        column)
+            continue
+        out.append(fairness_report(np.asarray(y), predicted, holdout[column],
+                                   task_type=task_type, column=column,
+                                   min_group_rows=config.min_slice_rows).to_dict())
+    return out
 
 
 def _thresholds(config: PipelineConfig) -> policy.Thresholds:
@@ -222,12 +315,15 @@ def _thresholds(config: PipelineConfig) -> policy.Thresholds:
 
 
 def _verdict(*, metric, greater_is_better, candidate, baseline, champion, champion_version,
-             champion_note, config: PipelineConfig) -> policy.GateVerdict:
+             champion_note, config: PipelineConfig, slices=(), fairness=()
+             ) -> policy.GateVerdict:
     """The promotion policy's verdict on these metrics under ``config``'s thresholds."""
     return policy.decide(metric=metric, greater_is_better=greater_is_better,
                          candidate=candidate, baseline=baseline, champion=champion,
                          thresholds=_thresholds(config), champion_version=champion_version,
-                         champion_note=champion_note)
+                         champion_note=champion_note, slices=slices, fairness=fairness,
+                         max_slice_regression=config.max_slice_regression,
+                         max_fairness_gap=config.max_fairness_gap)
 
 
 def _gate(**kwargs) -> tuple[bool, str]:

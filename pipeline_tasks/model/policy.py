@@ -14,6 +14,13 @@ is never blessed on its own) and ``force_promote``. The rule:
    delta``); with a delta of 0 it must be strictly better, so an equal model is not promoted and
    a worse one never is.
 
+3. Slices, when the candidate is compared with a champion and slices are configured: no gated
+   slice may regress (``slices.SliceResult.regressed``: worse than the champion's slice metric by
+   more than ``max_slice_regression`` of it, beyond the bootstrap confidence interval), even if
+   the candidate wins overall. Slices too small to judge are reported, not gated.
+4. Fairness, when ``max_fairness_gap`` is set: the candidate's gap over each sensitive column
+   (``fairness.FairnessResult.gap``) must not exceed it.
+
 The comparisons are those of MLflow's ``MetricThreshold`` (``min_relative_change``,
 ``threshold``, ``min_absolute_change``), which this gate used before it became pure.
 """
@@ -23,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +39,9 @@ from pipeline_tasks.core.results import XComResult
 RULE = (
     "absolute: primary metric beats the trivial baseline by min_baseline_lift relative to |baseline|"
     " and respects min_primary_metric (floor, or ceiling when lower is better); champion: better "
-    "than the champion by at least min_champion_delta, strictly better when it is 0"
+    "than the champion by at least min_champion_delta, strictly better when it is 0; slices: no "
+    "slice with min_slice_rows rows worse than the champion's by more than max_slice_regression "
+    "of it, beyond the bootstrap interval; fairness: gap at most max_fairness_gap when set"
 )
 # "strictly better" is "better by more than this" (MLflow's min_absolute_change must be > 0).
 STRICT_IMPROVEMENT = 1e-12
@@ -42,6 +51,8 @@ _ZERO_BASELINE_STEP = 1e-10
 BASELINE_LIFT = "baseline_lift"
 METRIC_BOUND = "metric_bound"
 CHAMPION = "champion"
+SLICES = "slices"
+FAIRNESS = "fairness"
 FINITE = "finite"
 
 
@@ -113,9 +124,12 @@ def beats_champion(value: float, champ: float, delta: float, greater_is_better: 
 def decide(*, metric: str, greater_is_better: bool, candidate: Mapping[str, float],
            baseline: Mapping[str, float], champion: Mapping[str, float] | None,
            thresholds: Thresholds, champion_version: str | None = None,
-           champion_note: str | None = None) -> GateVerdict:
+           champion_note: str | None = None, slices: Sequence[Any] = (),
+           fairness: Sequence[Mapping[str, Any]] = (), max_slice_regression: float = 0.0,
+           max_fairness_gap: float | None = None) -> GateVerdict:
     """The verdict on ``candidate``'s ``metric`` against the trivial ``baseline`` and, when given,
-    the ``champion`` (its metrics on the same rows). ``champion_note`` ends the reason (for
+    the ``champion`` (its metrics on the same rows), its slices (``slices.SliceResult``) and its
+    fairness results (``FairnessResult.to_dict()``). ``champion_note`` ends the reason (for
     example "no champion yet")."""
     value = candidate[metric]
     base = baseline.get(metric)
@@ -164,12 +178,53 @@ def decide(*, metric: str, greater_is_better: bool, candidate: Mapping[str, floa
                                 f"v{champion_version} {fmt(champ)} (improvement "
                                 f"{fmt(gain, signed=True)}; {needs})"))
 
+    if champion is not None:
+        checks.extend(_slice_checks(slices, metric, champion_version, max_slice_regression))
+    if max_fairness_gap is not None:
+        checks.extend(_fairness_checks(fairness, float(max_fairness_gap)))
+
     note = f"; {champion_note}" if champion_note else ""
     failures = [c.detail for c in checks if not c.passed]
     if failures:
         return GateVerdict(False, "rejected: " + "; ".join(failures) + note, tuple(checks))
     return GateVerdict(True, "blessed: " + " and ".join(c.detail for c in checks) + note,
                        tuple(checks))
+
+
+def _slice_checks(slices: Sequence[Any], metric: str, champion_version: str | None,
+                  max_regression: float) -> list[Check]:
+    """One failed check per regressed slice, or one passed check over the gated slices."""
+    gated = [s for s in slices if s.gated]
+    if not gated:
+        return []
+    regressed = [s for s in gated if s.regressed]
+    if not regressed:
+        return [Check(SLICES, True, f"no slice regresses ({len(gated)} gated)")]
+    out = []
+    for s in regressed:
+        low, high = s.difference_ci
+        out.append(Check(SLICES, False, (
+            f"slice {s.column}={s.value} regresses: {metric} {fmt(s.candidate)} vs champion "
+            f"v{champion_version} {fmt(s.champion)} on {s.rows} rows (difference "
+            f"[{fmt(low, signed=True)}, {fmt(high, signed=True)}] at the bootstrap interval; "
+            f"max_slice_regression {max_regression:.0%} of the champion's)")))
+    return out
+
+
+def _fairness_checks(fairness: Sequence[Mapping[str, Any]], max_gap: float) -> list[Check]:
+    out = []
+    for result in fairness:
+        gap = float(result.get("gap") or 0.0)
+        parts = [f"{label} {fmt(float(result[key]))}" for key, label in (
+            ("demographic_parity_difference", "demographic parity difference"),
+            ("equalized_odds_difference", "equalized odds difference"),
+            ("worst_group_gap", "worst-group gap")) if result.get(key) is not None]
+        detail = f"fairness over {result['column']}: gap {fmt(gap)} ({', '.join(parts)})"
+        if gap > max_gap:
+            out.append(Check(FAIRNESS, False, f"{detail} exceeds max_fairness_gap {max_gap}"))
+        else:
+            out.append(Check(FAIRNESS, True, f"{detail} within max_fairness_gap {max_gap}"))
+    return out
 
 
 def with_overrides(verdict: GateVerdict, *, breaking_change: str | None = None,
@@ -227,6 +282,9 @@ class EvaluationDecision(XComResult):
     gate_passed: bool = False
     breaking_change: bool = False
     schema_change: dict | None = None  # SchemaDiff.to_dict() against the champion
+    # per slice (SliceResult.to_dict()) and per sensitive column (FairnessResult.to_dict())
+    slices: list[dict] = dataclasses.field(default_factory=list)
+    fairness: list[dict] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))

@@ -89,6 +89,7 @@ def train_model(
     run_search: bool = False,
     lineage: dict[str, str] | None = None,
     exclude_columns: list[str] | tuple[str, ...] = (),
+    holdout_extra: list[str] | tuple[str, ...] = (),
 ) -> TrainResult:
     """Fit a candidate on ``snapshot_uri`` and log it as one MLflow run in experiment ``model_name``.
 
@@ -96,7 +97,8 @@ def train_model(
     the last ``config.holdout_fraction`` of the time range is the holdout; otherwise a seeded
     (stratified for classification) random split. ``exclude_columns`` removes columns that must not
     be features (ids, leaks of the label). ``run_key`` names the holdout folder: the same key
-    rewrites the same place on a retry.
+    rewrites the same place on a retry. ``holdout_extra``: columns the holdout keeps beside the
+    features (slice and sensitive columns that are not inputs), those the data has.
     """
     if task_type not in (AUTO, *TASK_TYPES):
         raise ConfigError(
@@ -157,6 +159,8 @@ def train_model(
              ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
 
     holdout_columns = features + [target] + ([time_col] if time_col else [])
+    holdout_columns += [c for c in dict.fromkeys(holdout_extra)
+                        if c in frame.columns and c not in holdout_columns]
     holdout = frame.iloc[holdout_idx][holdout_columns].reset_index(drop=True)
     holdout[target] = y_holdout.to_numpy()
     holdout_uri = layout.holdout_file(config, run_key)

@@ -128,7 +128,8 @@ def test_every_bound_of_the_old_forms_is_kept():
     assert {p.name for p in schema.CONFIG_OVERRIDES.values()} == {
         "min_baseline_lift", "min_champion_delta", "min_primary_metric", "search_time_budget_s",
         "holdout_fraction", "seed", "serving_target", "serving_port", "require_approval",
-        "max_reject_share", "chunk_rows"}
+        "max_reject_share", "chunk_rows", "max_slice_regression", "min_slice_rows",
+        "max_fairness_gap"}
 
 
 XCOM_PROBE = r"""
