@@ -317,20 +317,29 @@ def evaluate(run: RunSpec, trained: TrainResult) -> EvaluationDecision:
 
 def register(run: RunSpec, trained: TrainResult,
              decision: EvaluationDecision) -> RegistrationResult:
+    """Register the candidate (``registry.register_model``), then write the version's model card
+    (``lineage.cards``): what it is, what it was trained on, how it does overall, per slice and
+    for whom, why it was (not) promoted, and its lineage."""
+    from pipeline_tasks.lineage.cards import build_model_card, write_model_card
     from pipeline_tasks.model.registry import register_model
 
-    return register_model(
+    lineage = {**run.lineage, "dataset_version": trained.dataset_version,
+               SUITE_TAG: trained.suite_uri}
+    registered = register_model(
         model_name=run.model_name,
         run_id=trained.run_id,
         model_uri=trained.model_uri,
         decision=decision,
-        lineage={**run.lineage, "dataset_version": trained.dataset_version,
-                 SUITE_TAG: trained.suite_uri},
+        lineage=lineage,
         config=run.config,
         hold_promotion=run.approval_required,
         # a concurrent run may move the champion after ``evaluate``: compare again with it
         reevaluate=lambda: evaluate(run, trained),
     )
+    card = build_model_card(trained=trained, decision=decision, registered=registered,
+                            lineage=lineage, config=run.config)
+    write_model_card(card, registered.run_id, run.config)
+    return registered
 
 
 def approval_gate(run: RunSpec, registered: RegistrationResult) -> str:

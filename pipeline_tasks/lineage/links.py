@@ -82,6 +82,15 @@ def _drift_report(result, config, base_url):
     return report_url(result.get("report_uri"), config, base_url)
 
 
+def _model_card(result, config, base_url):
+    from pipeline_tasks.lineage.reports import page_url
+
+    if not result.get("model_name") or not result.get("version"):
+        return None
+    return page_url(base_url, "models", result["model_name"], "versions", result["version"],
+                    "card")
+
+
 def _batch_page(result, config, base_url):
     from pipeline_tasks.lineage.reports import page_url
 
@@ -108,6 +117,7 @@ for _link in (
     TaskLink("version", "Dataset manifest", _manifest),
     TaskLink("train", "MLflow run", _run),
     TaskLink("register", "Model version", _model_version),
+    TaskLink("register", "Model card", _model_card),
     TaskLink("deploy", "Endpoint metadata", _endpoint),
     TaskLink("rollback", "Endpoint metadata", _endpoint),
     TaskLink("check_drift", "Drift report", _drift_report),

@@ -98,6 +98,7 @@ def render_version(lineage: VersionLineage, config: PipelineConfig, base_url: st
         mlflow_run_url=(mlflow_run_url(config, t["experiment_id"], t["run_id"])
                         if t.get("experiment_id") else None),
         mlflow_version_url=mlflow_model_version_url(config, s.model_name, s.version),
+        card_url=page_url(base_url, "models", s.model_name, "versions", s.version, "card"),
     )
 
 

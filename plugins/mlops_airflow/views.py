@@ -131,6 +131,22 @@ def create_app():
                                         load_config())
         return JSONResponse(strip_userinfo_deep(chain.to_dict()))
 
+    @app.get("/models/{model_name}/versions/{version}/card")
+    async def model_card(model_name: str, version: str, format: str = "html") -> Response:
+        from pipeline_tasks.lineage.cards import read_model_card
+
+        lineage.check_name("model", model_name)
+        lineage.check_name("version", version)
+        if format not in ("html", "md"):
+            raise lineage.LineageNotFound("a model card is served as html or md")
+        try:
+            body = await run_in_threadpool(read_model_card, model_name, version, load_config(),
+                                           format)
+        except FileNotFoundError as exc:
+            raise lineage.LineageNotFound(str(exc)) from exc
+        media = "text/html; charset=utf-8" if format == "html" else "text/markdown; charset=utf-8"
+        return Response(body, media_type=media)
+
     @app.get("/models/{model_name}/versions/{version}/plots/{name}")
     async def plot(model_name: str, version: str, name: str) -> Response:
         config = load_config()

@@ -85,7 +85,8 @@ def test_tasks_get_their_links_and_notifiers_and_the_form_validates(tmp_path):
         "validate": {"Data Docs": "_link_mlops_validate"},
         "version": {"Dataset manifest": "_link_mlops_version"},
         "train": {"MLflow run": "_link_mlops_train"},
-        "register": {"Model version": "_link_mlops_register"},
+        "register": {"Model version": "_link_mlops_register",
+                     "Model card": "_link_mlops_register_1"},
         "deploy": {"Endpoint metadata": "_link_mlops_deploy"},
     }
     for task_id, callbacks in training["callbacks"].items():

@@ -48,7 +48,8 @@ def test_lineage_ties_back_to_the_airflow_run_and_hides_the_sql_url():
 def test_run_all_trains_and_registers_a_csv(tmp_path, regression_frame):
     path = tmp_path / "diamonds.csv"
     regression_frame.to_csv(path, index=False)
-    run = spec(source=str(path), target="price", model_name="stages_diamonds")
+    run = spec(source=str(path), target="price", model_name="stages_diamonds",
+               slice_columns="cut", sensitive_columns="color")
     results = stages.run_all(run)
     assert results["ingest"].rows == len(regression_frame)
     assert results["validate"].success and results["validate"].suite_inferred
@@ -60,6 +61,21 @@ def test_run_all_trains_and_registers_a_csv(tmp_path, regression_frame):
     version = client.get_model_version("stages_diamonds", results["register"].version)
     assert version.tags["airflow.run_id"] == "manual__2013-03-01"
     assert version.tags["dataset_version"] == results["version"].version_id
+
+    # the decision judged each slice and measured fairness; the version's card says so
+    decision = results["evaluate"]
+    assert {s["value"] for s in decision.slices} == set(regression_frame["cut"])
+    assert not any(s["gated"] for s in decision.slices)  # the first version: nothing to compare
+    assert any(s["note"] == "no champion to compare with" for s in decision.slices)
+    assert decision.fairness[0]["column"] == "color" and len(decision.fairness[0]["groups"]) == 7
+    from pipeline_tasks.lineage.cards import read_model_card
+
+    assert version.tags["model_card"] == "model_card/model_card.html"
+    html = read_model_card("stages_diamonds", version.version, run.config).decode()
+    assert 'data-slice="cut=Ideal"' in html and "fairness" in html.lower()
+    assert "blessed" in html and "stages_diamonds" in html
+    markdown = read_model_card("stages_diamonds", version.version, run.config, "md").decode()
+    assert "cut=Ideal" in markdown.replace("\\", "") and "color" in markdown
 
 
 def test_a_missing_source_stops_at_ingest(tmp_path):
