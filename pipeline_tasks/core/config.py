@@ -174,8 +174,8 @@ class PipelineConfig:
     # slice_bins quantile bins (comma-separated; "none": no slices). Per model in
     # model_slice_columns (MLOPS_MODEL_SLICE_COLUMNS as JSON: {"model": "carrier,origin"}); the
     # demo model slices by carrier and origin unless told otherwise.
-    slice_columns: str = ""
-    model_slice_columns: dict = field(default_factory=dict)
+    slice_columns: str = ""  # the columns every model is sliced by (unless it has its own)
+    model_slice_columns: dict = field(default_factory=dict)  # per model: {"model": "a,b"}
     slice_bins: int = 4  # quantile bins of a numeric slice column
     min_slice_rows: int = 100  # a slice with fewer holdout rows is reported, not gated
     # a gated slice whose candidate metric is worse than the champion's by more than this, beyond
@@ -185,8 +185,8 @@ class PipelineConfig:
     slice_confidence: float = 0.95  # the level of that interval
     # Columns fairness is measured over (Fairlearn), inputs or not, when the source carries them
     # (comma-separated); per model in model_sensitive_columns (JSON, like model_slice_columns).
-    sensitive_columns: str = ""
-    model_sensitive_columns: dict = field(default_factory=dict)
+    sensitive_columns: str = ""  # fairness columns of every model (unless it has its own)
+    model_sensitive_columns: dict = field(default_factory=dict)  # per model: {"model": "a,b"}
     # optional: a candidate whose fairness gap (max of demographic parity and equalized odds
     # differences; the worst-group metric gap for regression) exceeds this is not blessed
     max_fairness_gap: float | None = None

@@ -237,6 +237,30 @@ def test_the_lineage_page_and_the_reports(ui_stack, browser):
         == version["version_id"]
 
 
+def test_the_model_card_renders_and_shows_the_slices(ui_stack, browser):
+    """The demo model is sliced by carrier and origin from its first run: its card, opened from
+    the version page as a reader would, shows the per-slice table and chart."""
+    ui, d = ui_stack, browser
+    d.get(f"{ui.url}/mlops/models/{MODEL}/versions/1")
+    card = d.find_element(By.CSS_SELECTOR, "#model-card a").get_attribute("href")
+    assert card.endswith(f"/mlops/models/{MODEL}/versions/1/card")
+    d.get(card)
+    title = wait(d).until(EC.presence_of_element_located((By.ID, "card-title")))
+    assert MODEL in title.text and "1" in title.text
+    rows = d.find_elements(By.CSS_SELECTOR, "#slice-table tr.slice-row")
+    names = {r.find_element(By.TAG_NAME, "td").text for r in rows}
+    assert {"origin=EWR", "origin=JFK", "origin=LGA"} <= names
+    assert any(n.startswith("carrier=") for n in names)
+    bars = d.find_elements(By.CSS_SELECTOR, "#slice-chart g.slice-bar")
+    assert len(bars) == len(rows)
+    chart = d.find_element(By.ID, "slice-chart")
+    assert chart.size["width"] > 300 and chart.size["height"] > 50  # drawn, not empty
+    for section in ("training", "metrics", "decision", "limits", "lineage"):
+        assert d.find_element(By.ID, section).text.strip(), section
+    assert "no champion" in d.find_element(By.ID, "slices").text  # v1: nothing to compare
+    ui.screenshot(d, "model-card")
+
+
 def test_the_views_need_the_ui_login_and_never_serve_other_files(ui_stack):
     ui = ui_stack
     base = ui.url + "/mlops"
