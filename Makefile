@@ -147,6 +147,12 @@ bench-drift: setup
 	@echo "==> benchmark: the drift check on 1M x 20, ours vs Evidently's default (minutes)"
 	$(PY) benchmarks/bench_drift.py $(ARGS)
 
+# The evaluate task with slices vs before them, e.g. make bench-evaluate ARGS="--before /tmp/before"
+# (git worktree add /tmp/before <the commit before "Fairness and slices, step 1">)
+bench-evaluate: setup
+	@echo "==> benchmark: the evaluate task with slices and fairness vs before them (minutes)"
+	$(PY) benchmarks/bench_evaluate.py $(ARGS)
+
 # Batch scoring of 1M and 10M rows: ours vs mlflow models predict vs the obvious pandas script.
 bench-batch: setup
 	@echo "==> benchmark: batch scoring 1M and 10M rows, ours vs mlflow models predict (minutes)"

@@ -476,11 +476,12 @@ def report_goals(results: dict) -> dict:
 
 def report_sweep(size: int, sweep: dict, default_chunk: int) -> None:
     print(f"\nchunk sizes, ours on {size:,} rows (1 run each; {default_chunk:,} is the default)")
-    print(f"{'chunk rows':>12}{'format':>9}{'wall s':>8}{'call s':>8}{'rows/s':>11}"
+    print(f"{'chunk rows':>12}{'format':>9}{'wall s':>8}{'call s':>8}{'cpu s':>8}{'rows/s':>11}"
           f"{'call rows/s':>13}{'peak MB':>9}")
     for chunk in sorted(sweep, key=int):
         for fmt, r in sweep[chunk].items():
             print(f"{int(chunk):>12,}{fmt:>9}{r['wall_s']:>8.1f}{r['call_s']:>8.1f}"
+                  f"{r['cpu_s']:>8.1f}"
                   f"{r['rows'] / r['wall_s']:>11,.0f}{r['rows'] / r['call_s']:>13,.0f}"
                   f"{r['peak_rss_mb']:>9.0f}")
 

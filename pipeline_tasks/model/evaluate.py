@@ -93,6 +93,8 @@ def evaluate_candidate(
     slice_columns = config.slices_for(model_name) if slice_columns is None else slice_columns
     sensitive = config.sensitive_for(model_name) if sensitive_columns is None \
         else sensitive_columns
+    log.info("evaluating %s on %d holdout rows; slices: %s; sensitive columns: %s", model_name,
+             len(holdout), ", ".join(slice_columns) or "none", ", ".join(sensitive) or "none")
     with limit_threads(config):
         try:
             candidate_output = _output(candidate, _model_input(candidate, holdout), task_type)

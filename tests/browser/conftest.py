@@ -76,6 +76,8 @@ def ui_stack(tmp_path_factory, make_webhook) -> UIStack:
                       # login on: the views must sit behind the same auth as the UI
                       "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
                       "MLOPS_NOTIFY_CONN_ID": NOTIFY_CONN,
+                      # every model is sliced by carrier and origin, like the demo model
+                      "MLOPS_SLICE_COLUMNS": "carrier,origin",
                       # the tests' sources live in pytest's temporary folder
                       "MLOPS_ALLOWED_SOURCE_ROOTS": str(tmp_path_factory.getbasetemp()),
                       f"AIRFLOW_CONN_{NOTIFY_CONN.upper()}": webhook.url,
