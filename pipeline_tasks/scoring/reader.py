@@ -31,8 +31,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Bytes of a CSV parsed at a time (pyarrow's block size): about 100,000 rows of 20 columns.
-CSV_BLOCK_BYTES = 16 * 1024 * 1024
+#: Bytes of a CSV parsed at a time (pyarrow's block size, about 25,000 rows of 20 columns): the
+#: streaming reader parses a few blocks ahead, so this, not the file, bounds its memory. Blocks
+#: are gathered into chunks of ``chunk_rows`` before they are scored.
+CSV_BLOCK_BYTES = 4 * 1024 * 1024
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
@@ -211,15 +213,23 @@ class Source:
     def _csv_batches(self, uri: str) -> Iterator[pa.RecordBatch]:
         import pyarrow as pa
 
+        pending: list[pa.RecordBatch] = []
+        rows = 0
         with self._csv_reader(uri) as reader:
             while True:
                 try:
                     batch = reader.read_next_batch()
                 except StopIteration:
-                    return
+                    break
                 except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as exc:
                     raise BatchInputError(_csv_problem(uri, exc, _csv_header(uri))) from exc
-                yield from _slices(batch, self.chunk_rows)
+                pending.append(batch)
+                rows += batch.num_rows
+                if rows >= self.chunk_rows:
+                    yield from _chunks(pending, self.chunk_rows)
+                    pending, rows = [], 0
+        if pending:
+            yield from _chunks(pending, self.chunk_rows)
 
     def _sql_batches(self) -> Iterator[tuple[str, pa.RecordBatch]]:
         import pandas as pd
@@ -254,9 +264,13 @@ class Source:
             engine.dispose()
 
 
-def _slices(batch: pa.RecordBatch, rows: int) -> Iterator[pa.RecordBatch]:
-    for offset in range(0, batch.num_rows, rows):
-        yield batch.slice(offset, rows)
+def _chunks(batches: list[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
+    """The rows of ``batches`` (one file's, in order) as record batches of at most ``rows``."""
+    import pyarrow as pa
+
+    table = pa.Table.from_batches(batches).combine_chunks()
+    for offset in range(0, table.num_rows, rows):
+        yield from table.slice(offset, rows).to_batches()
 
 
 def _is_parquet(uri: str) -> bool:

@@ -250,12 +250,7 @@ def test_the_model_card_renders_and_shows_the_slices(ui_stack, browser):
     assert MODEL in title.text and "1" in title.text
     rows = d.find_elements(By.CSS_SELECTOR, "#slice-table tr.slice-row")
     names = {r.find_element(By.TAG_NAME, "td").text for r in rows}
-    decision = ui.api.xcom(DAG_ID, ui.state["run_id"], "evaluate")
-    trained = ui.api.xcom(DAG_ID, ui.state["run_id"], "train")
-    assert {"origin=EWR", "origin=JFK", "origin=LGA"} <= names, (
-        decision.get("slices"), ui.api.run(DAG_ID, ui.state["run_id"])["conf"].get("slice_columns"),
-        [line for line in ui.api.task_log(DAG_ID, ui.state["run_id"], "evaluate", 1).splitlines()
-         if "slice" in line.lower()][:5])
+    assert {"origin=EWR", "origin=JFK", "origin=LGA"} <= names
     assert any(n.startswith("carrier=") for n in names)
     bars = d.find_elements(By.CSS_SELECTOR, "#slice-chart g.slice-bar")
     assert len(bars) == len(rows)
