@@ -14,7 +14,7 @@ PROFILE ?=
 WITH_PROFILE := $(if $(PROFILE),set -a && . "$(abspath $(PROFILE))" && set +a &&,)
 
 .PHONY: setup demo demo-monitoring test test-integration test-faults replay airflow bench \
-	bench-backfill bench-drift bench-batch bench-parse lock lint clean-home production-env production-db compose-env \
+	bench-backfill bench-drift bench-batch bench-evaluate bench-parse lock lint clean-home production-env production-db compose-env \
 	image-wheels browser screenshots test-deps docs
 
 # Install from the lock into .venv. Idempotent: does nothing when the lock and pyproject are unchanged.
