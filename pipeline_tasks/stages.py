@@ -294,9 +294,11 @@ def train(run: RunSpec, ingested: IngestResult, versioned: DatasetVersion) -> Tr
 
 
 def evaluate(run: RunSpec, trained: TrainResult) -> EvaluationDecision:
+    from pipeline_tasks.core import tracking
     from pipeline_tasks.core.schema import model_contract
     from pipeline_tasks.model.evaluate import evaluate_candidate
 
+    tracking.configure_mlflow(run.config)  # before the candidate's contract is read from it
     return evaluate_candidate(
         model_name=run.model_name,
         candidate_model_uri=trained.model_uri,

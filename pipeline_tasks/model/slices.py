@@ -14,8 +14,9 @@ difference. The gate (``policy``) reads ``SliceResult.regressed``:
     whole confidence interval of the difference says so (the optimistic end included).
 
 Smaller slices are computed and reported, never gated. ROC AUC and RMSE are computed for all
-bootstrap rounds at once with numpy (ranks; squared errors); other metrics (multiclass F1) call
-scikit-learn per round.
+bootstrap rounds at once with numpy (each resample as row weights: one sort of the slice's
+scores, cumulative sums over tie groups; weighted squared errors); other metrics (multiclass F1)
+call scikit-learn per round with the same weights.
 """
 
 from __future__ import annotations
@@ -122,38 +123,48 @@ class _Metric:
             return y.astype(float)
         return (y == self.labels[-1]).astype(float) if self.metric == "roc_auc" else y
 
-    def many(self, y: np.ndarray, pred: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """The metric on each resample: ``rows`` is (rounds, n) row indices; NaN where it is
-        undefined (one class only)."""
+    def many(self, y: np.ndarray, pred: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """The metric on each resample. ``counts`` is (rounds, n): how often each of the slice's
+        n rows was drawn in each round (a bootstrap resample as weights, so ROC AUC and RMSE are
+        computed for every round at once); NaN where the metric is undefined (one class)."""
         import numpy as np
 
         if self.metric == "roc_auc":
-            from scipy.stats import rankdata
-
-            scores, truth = pred[rows], y[rows]
-            ranks = rankdata(scores, axis=1)
-            positives = truth.sum(axis=1)
-            negatives = truth.shape[1] - positives
-            with np.errstate(invalid="ignore", divide="ignore"):
-                auc = ((ranks * truth).sum(axis=1) - positives * (positives + 1) / 2) \
-                    / (positives * negatives)
-            return np.where((positives > 0) & (negatives > 0), auc, np.nan)
+            return _weighted_auc(y, pred, counts)
         if self.metric == "rmse":
-            return np.sqrt(((y[rows] - pred[rows]) ** 2).mean(axis=1))
+            return np.sqrt((counts * (y - pred) ** 2).sum(axis=1) / counts.sum(axis=1))
         if self.metric == "mae":
-            return np.abs(y[rows] - pred[rows]).mean(axis=1)
+            return (counts * np.abs(y - pred)).sum(axis=1) / counts.sum(axis=1)
         from sklearn.metrics import f1_score
 
-        out = np.empty(len(rows))
-        for i, idx in enumerate(rows):
-            out[i] = f1_score(y[idx], pred[idx], average="macro", zero_division=0)
+        out = np.empty(len(counts))
+        for i, weights in enumerate(counts):
+            out[i] = f1_score(y, pred, average="macro", zero_division=0, sample_weight=weights)
         return out
 
     def one(self, y: np.ndarray, pred: np.ndarray) -> float | None:
         import numpy as np
 
-        value = float(self.many(y, pred, np.arange(len(y))[None, :])[0])
+        value = float(self.many(y, pred, np.ones((1, len(y))))[0])
         return None if np.isnan(value) else value
+
+
+def _weighted_auc(y: np.ndarray, scores: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """ROC AUC of each row of ``counts`` (row weights), ties counted half: the scores are sorted
+    once, and per tie group the positive weight times the negative weight ranked below it."""
+    import numpy as np
+
+    order = np.argsort(scores, kind="mergesort")
+    ranked, truth = scores[order], y[order]
+    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
+    weights = counts[:, order]
+    pos = np.add.reduceat(weights * truth, starts, axis=1)
+    neg = np.add.reduceat(weights * (1 - truth), starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg
+    total_pos, total_neg = pos.sum(axis=1), neg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = (pos * (below + 0.5 * neg)).sum(axis=1) / (total_pos * total_neg)
+    return np.where((total_pos > 0) & (total_neg > 0), auc, np.nan)
 
 
 def evaluate_slices(holdout: pd.DataFrame, y, *, columns: list[str], metric: str,
@@ -209,6 +220,8 @@ def _in_order(values: pd.Series, keys: np.ndarray) -> list[str]:
 def _one_slice(column, value, where, truth, preds, measure, rng, alpha, settings,
                greater_is_better) -> SliceResult:
 
+    import numpy as np
+
     n = len(where)
     y = truth[where]
     values = {name: measure.one(y, pred[where]) for name, pred in preds.items()}
@@ -222,11 +235,15 @@ def _one_slice(column, value, where, truth, preds, measure, rng, alpha, settings
         note = "no champion to compare with"
     candidate_ci = difference_ci = None
     if values["candidate"] is not None and n >= 2:
-        rows = rng.integers(0, n, size=(settings.rounds, n))
-        cand = measure.many(y, preds["candidate"][where], rows)
+        # each round's resample as row counts: one bincount for every round
+        drawn = rng.integers(0, n, size=(settings.rounds, n))
+        offsets = (np.arange(settings.rounds) * n)[:, None]
+        counts = np.bincount((drawn + offsets).ravel(), minlength=settings.rounds * n)
+        counts = counts.reshape(settings.rounds, n).astype(float)
+        cand = measure.many(y, preds["candidate"][where], counts)
         candidate_ci = _interval(cand, alpha)
         if has_champion and values["champion"] is not None:
-            champ = measure.many(y, preds["champion"][where], rows)
+            champ = measure.many(y, preds["champion"][where], counts)
             difference_ci = _interval(cand - champ, alpha)
     gated = not note and difference_ci is not None
     regressed = False

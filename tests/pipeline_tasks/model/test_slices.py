@@ -145,3 +145,18 @@ def test_fairness_is_fairlearns_own_computation_and_can_gate(setup, slice_home):
     assert not gated.blessed
     assert f"fairness over g: gap {fair['gap']:.4f}" in gated.reason
     assert "exceeds max_fairness_gap 0.2" in gated.reason
+
+
+def test_the_bootstrap_auc_is_scikit_learns_with_the_resample_as_weights():
+    from sklearn.metrics import roc_auc_score
+
+    from pipeline_tasks.model.slices import _weighted_auc
+
+    rng = np.random.default_rng(0)
+    truth = (rng.random(400) < 0.3).astype(float)
+    scores = np.round(rng.random(400), 2)  # many ties
+    counts = rng.integers(0, 3, size=(6, 400)).astype(float)
+    expected = [roc_auc_score(truth, scores, sample_weight=w) for w in counts]
+    np.testing.assert_allclose(_weighted_auc(truth, scores, counts), expected, atol=1e-12)
+    one_class = _weighted_auc(np.ones(5), np.arange(5.0), np.ones((1, 5)))
+    assert np.isnan(one_class).all()
