@@ -160,3 +160,24 @@ def test_the_bootstrap_auc_is_scikit_learns_with_the_resample_as_weights():
     np.testing.assert_allclose(_weighted_auc(truth, scores, counts), expected, atol=1e-12)
     one_class = _weighted_auc(np.ones(5), np.arange(5.0), np.ones((1, 5)))
     assert np.isnan(one_class).all()
+
+
+def test_a_sensitive_column_that_is_not_an_input_travels_with_the_holdout(slice_home, tmp_path):
+    """Fairness over a column the model does not take: the holdout keeps it for evaluate."""
+    config = load_config(home=slice_home)
+    frame = synthetic(1500, 5)
+    trained = train_model(
+        storage.atomic_write_parquet(frame, (tmp_path / "no_g.parquet").as_uri()),
+        dataset_version="sha-no-g", target="is_late", model_name="sliced_no_g", config=config,
+        run_key="sliced-no-g", task_type="classification", exclude_columns=["g"],
+        holdout_extra=["g", "not_in_the_data"])
+    assert "g" not in trained.feature_columns
+    holdout = storage.read_parquet(trained.holdout_uri)
+    assert "g" in holdout.columns and "not_in_the_data" not in holdout.columns
+    decision = evaluate_candidate(
+        model_name="sliced_no_g", candidate_model_uri=trained.model_uri,
+        holdout_uri=trained.holdout_uri, target="is_late", task_type="classification",
+        primary_metric="roc_auc", greater_is_better=True, config=config,
+        slice_columns=["g"], sensitive_columns=["g"])
+    assert decision.fairness[0]["column"] == "g" and len(decision.fairness[0]["groups"]) == 3
+    assert {s["value"] for s in decision.slices} == {"A", "B", "C"}

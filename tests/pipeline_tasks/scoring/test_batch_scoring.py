@@ -239,3 +239,33 @@ def test_a_killed_scoring_leaves_nothing_visible(batch_source, scoring_model, ba
     assert retried.rows_scored == len(big)
     assert leftovers(batch_config, "batch_flights") == []
     assert len(read_partition(retried.scores_uri)) == len(big)
+
+
+def test_the_lineage_pages_list_batch_runs_and_escape_their_rows(batch_source, scoring_model,
+                                                                 batch_config, tmp_path):
+    """The model's page lists its batch runs; a run's page shows its rejects, every value from
+    the data escaped."""
+    from pipeline_tasks.lineage import pages, queries
+
+    frame = batch_source.copy()
+    frame.loc[7, "origin"] = "<script>alert(1)</script>"  # rejected: not one of the suite's values
+    result = score_interval(write_source(frame, tmp_path, "lineage.parquet"),
+                            model=scoring_model, interval_start="2013-04-01",
+                            interval_end="2013-04-02", config=batch_config,
+                            dag_id="ml_batch_scoring", run_id="lineage_run",
+                            id_column="flight_id")
+    runs = {r.interval_key: r for r in queries.batch_runs("batch_flights", batch_config)}
+    assert runs["2013-04-02"].rows_rejected == 1 and runs["2013-04-02"].run_id == "lineage_run"
+    overview = queries.model_overview("batch_flights", batch_config)
+    model_page = pages.render_model(overview, batch_config, "http://ui")
+    assert 'href="http://ui/mlops/models/batch_flights/batch/2013-04-02"' in model_page
+
+    page = queries.batch_run("batch_flights", "2013-04-02", batch_config)
+    assert page.run.rows_scored == result.rows_scored and page.rejects[0]["row_id"] == "F00007"
+    assert sum(part["rows"] for part in page.parts) == result.rows_scored
+    html = pages.render_batch(page, batch_config, "http://ui")
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert 'id="reject-rows"' in html and "origin: not one of the suite&#39;s values" in html
+    with pytest.raises(queries.LineageNotFound):
+        queries.batch_run("batch_flights", "2099-09-09", batch_config)
