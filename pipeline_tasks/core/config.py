@@ -109,6 +109,9 @@ class PipelineConfig:
     serving_max_abs_value: float = 1e12  # a number beyond this in a request: 422
     prediction_log_flush_s: float = 5.0  # the prediction log is written at least this often
     prediction_log_max_rows: int = 50_000  # or sooner, at this many buffered rows
+    # at most this many rows wait for the writer; beyond, a request's rows are dropped and counted
+    # (mlops_serving_prediction_log_dropped_rows), never waited for
+    prediction_log_queue_rows: int = 500_000
     # --- Monitoring (pipeline_tasks.monitoring, dags/ml_drift_monitoring.py; docs/monitoring.md) ---
     training_schedule: str = "0 0 * * *"  # cron of ml_training_pipeline; "none": asset runs only
     drift_schedule: str = "30 0 * * *"  # cron of ml_drift_monitoring; "none": triggered runs only
@@ -231,6 +234,7 @@ class PipelineConfig:
             raise ConfigError(f"batch_max_reject_share must be in [0, 1] (a share of the rows), "
                               f"got {self.batch_max_reject_share}")
         for name in ("serving_max_rows", "serving_max_body_bytes", "prediction_log_max_rows",
+                     "prediction_log_queue_rows",
                      "batch_chunk_rows", "batch_part_rows"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     plog = None
     if not args.no_prediction_log:
         plog = PredictionLog(config.predictions_uri, flush_s=config.prediction_log_flush_s,
-                             max_rows=config.prediction_log_max_rows)
+                             max_rows=config.prediction_log_max_rows,
+                             queue_rows=config.prediction_log_queue_rows)
         plog.start()
     app = create_app(served, max_body_bytes=config.serving_max_body_bytes, prediction_log=plog)
     server = uvicorn.Server(uvicorn.Config(

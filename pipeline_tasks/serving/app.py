@@ -155,6 +155,20 @@ class Metrics:
         info = Gauge("mlops_serving_model_info", "The served model version (value 1)",
                      ["model_name", "model_version", "artifact_sha256"], registry=self.registry)
         info.labels(served.name, served.version, served.digest[:16]).set(1)
+        self.log_dropped = Counter(
+            "mlops_serving_prediction_log_dropped_rows",
+            "Predicted rows the prediction log dropped because its queue was full",
+            registry=self.registry)
+        self.log_queued = Gauge("mlops_serving_prediction_log_queued_rows",
+                                "Predicted rows waiting for the prediction log's writer",
+                                registry=self.registry)
+
+    def watch(self, prediction_log: PredictionLog | None) -> None:
+        """Count the log's drops and show its queue (nothing to watch without a log)."""
+        if prediction_log is None:
+            return
+        prediction_log.on_drop = self.log_dropped.inc
+        self.log_queued.set_function(lambda: prediction_log.queued_rows)
 
 
 class MicroBatcher:
@@ -237,6 +251,7 @@ def create_app(served: ServedModel, *, max_body_bytes: int, prediction_log: Pred
     token = (token if token is not None else os.environ.get(TOKEN_ENV)) or None
     window = event_time_window if event_time_window is not None else EventTimeWindow.from_env()
     metrics = Metrics(served)
+    metrics.watch(prediction_log)
     contract = served.contract
     batcher = MicroBatcher(served, max_rows=contract.max_rows)
 
@@ -309,7 +324,8 @@ def create_app(served: ServedModel, *, max_body_bytes: int, prediction_log: Pred
         metrics.rows.inc(len(frame))
         if prediction_log is not None:
             prediction_log.add(request_id, served.name, served.version, frame, output,
-                               ids=checked.ids, event_time=checked.event_time)
+                               ids=checked.ids, event_time=checked.event_time,
+                               columns=checked.columns)
         return _json({"request_id": request_id, "model_name": served.name,
                       "model_version": served.version, **output})
 

@@ -55,11 +55,13 @@ MAX_ID_CHARS = 128
 
 @dataclass(frozen=True)
 class Request:
-    """A checked ``/predict`` body: the rows, and the optional row keys and event time."""
+    """A checked ``/predict`` body: the rows, and the optional row keys and event time.
+    ``columns`` are the arrays behind ``frame`` (the prediction log takes them as they are)."""
 
     frame: pd.DataFrame
     ids: list[str] | None = None
     event_time: pd.Timestamp | None = None
+    columns: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -87,14 +89,20 @@ class Contract:
 
     def request(self, body: Any) -> Request:
         """The whole body checked: rows, then the optional ``ids`` and ``event_time``."""
-        frame = self.frame(body)
+        data = self.arrays(body)
+        frame = pd.DataFrame(data, columns=self.names)
         ids = _ids(body["ids"], len(frame)) if "ids" in body else None
         when = _event_time(body["event_time"]) if "event_time" in body else None
-        return Request(frame, ids, when)
+        return Request(frame, ids, when, data)
 
     def frame(self, body: Any) -> pd.DataFrame:
         """The request body's rows as a DataFrame in the model's column order and dtypes. An
         optional column (the training data had nulls in it) may be left out: it is null."""
+        return pd.DataFrame(self.arrays(body), columns=self.names)
+
+    def arrays(self, body: Any) -> dict[str, Any]:
+        """The request body's rows checked, as one array per model input, in the model's order
+        (what ``frame`` makes its DataFrame of)."""
         columns = self._columns_of(body)
         n_rows = None
         for col in self.columns:
@@ -113,10 +121,9 @@ class Contract:
         if n_rows > self.max_rows:
             raise BadInput(413, f"{n_rows} rows: more than the limit of {self.max_rows} per "
                                 "request", "too_large")
-        data = {col.name: self._check(col, columns[col.name] if col.name in columns
+        return {col.name: self._check(col, columns[col.name] if col.name in columns
                                       else [None] * n_rows)
                 for col in self.columns}
-        return pd.DataFrame(data, columns=self.names)
 
     # -- body shapes ---------------------------------------------------------------------------
     def _columns_of(self, body: Any) -> dict[str, Any]:

@@ -1,0 +1,95 @@
+"""The prediction log off the request path: a request only queues references; a full queue
+drops rows visibly (counted, warned about) and never makes a request wait; closing writes
+everything queued."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import pytest
+from starlette.testclient import TestClient
+
+from pipeline_tasks.core import storage
+from pipeline_tasks.serving import model as serving_model
+from pipeline_tasks.serving.app import create_app
+from pipeline_tasks.serving.predlog import PredictionLog
+
+
+def logged(uri: str) -> pd.DataFrame:
+    files = sorted(storage.local_path(uri).glob("date=*/part-*.parquet"))
+    if not files:
+        return pd.DataFrame()
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+def features(rows: int, start: int = 0) -> pd.DataFrame:
+    return pd.DataFrame({"distance": [float(start + i) for i in range(rows)],
+                         "carrier": ["AA"] * rows})
+
+
+def test_a_full_queue_drops_counts_and_warns_and_keeps_the_rest(tmp_path, caplog):
+    uri = (tmp_path / "predictions").as_uri()
+    log = PredictionLog(uri, flush_s=3600, max_rows=1000, queue_rows=10)
+    dropped = []
+    log.on_drop = dropped.append
+    answer = {"predictions": [1] * 5, "scores": [0.5] * 5}
+    with caplog.at_level(logging.WARNING, logger="pipeline_tasks.serving.predlog"):
+        assert log.add("r1", "m", "1", features(5), answer)
+        assert log.add("r2", "m", "1", features(5, 5), answer)
+        assert not log.add("r3", "m", "1", features(5, 10), answer)  # 15 > 10: dropped
+    assert (log.dropped_rows, log.dropped_requests, dropped) == (5, 1, [5])
+    assert "prediction log queue full" in caplog.text and "dropped 5 row(s)" in caplog.text
+    assert log.queued_rows == 10
+    assert log.flush() == 10 and log.queued_rows == 0
+    rows = logged(uri)
+    assert sorted(rows["request_id"].unique()) == ["r1", "r2"]
+    assert rows["distance"].tolist() == [float(i) for i in range(10)]
+    assert rows["row_id"].tolist()[:2] == ["r1-0", "r1-1"]
+    assert log.add("r4", "m", "1", features(5, 20), answer)  # room again after the flush
+
+
+def test_closing_writes_everything_queued(tmp_path):
+    uri = (tmp_path / "predictions").as_uri()
+    log = PredictionLog(uri, flush_s=3600, max_rows=10_000)
+    log.start()
+    when = pd.Timestamp("2013-03-01T08:00:00Z")
+    for i in range(30):
+        log.add(f"q{i}", "m", "1", features(2, 2 * i), {"predictions": [0, 1]},
+                ids=[f"k{i}a", f"k{i}b"], event_time=when if i % 2 else None)
+    log.close()
+    rows = logged(uri)
+    assert len(rows) == 60 and rows["row_id"].is_unique
+    odd = rows[rows["request_id"] == "q1"]
+    assert (odd["event_time"] == when).all()  # filed under its event's day
+    assert "score" not in rows.columns  # no scores given: no score column
+
+
+def test_the_server_answers_while_the_log_drops_and_says_so(registered, serving_config,
+                                                            flights_rows, tmp_path):
+    served = serving_model.load(serving_config, "flights_serving", "1", tmp_path / "work")
+    uri = (tmp_path / "predictions").as_uri()
+    log = PredictionLog(uri, flush_s=3600, max_rows=10_000, queue_rows=30)  # no writer running
+    app = create_app(served, max_body_bytes=10**7, prediction_log=log, token="")
+    rows = flights_rows.head(20).to_dict(orient="records")
+    with TestClient(app, raise_server_exceptions=False) as client:
+        answers = [client.post("/predict", json={"records": rows}) for _ in range(3)]
+        assert [a.status_code for a in answers] == [200, 200, 200]
+        metrics = client.get("/metrics").text
+    assert "mlops_serving_prediction_log_dropped_rows_total 40.0" in metrics
+    assert log.dropped_requests == 2
+    assert len(logged(uri)) == 20  # the shutdown wrote the one request that fit
+    assert logged(uri)["carrier"].tolist() == [r["carrier"] for r in rows]
+
+
+@pytest.mark.parametrize("clash", [True, False])
+def test_a_feature_named_like_a_log_column_is_prefixed(tmp_path, clash):
+    uri = (tmp_path / "predictions").as_uri()
+    log = PredictionLog(uri, flush_s=3600, max_rows=100)
+    frame = pd.DataFrame({"score" if clash else "s": [1.0, 2.0], "x": [3, 4]})
+    log.add("r", "m", "1", frame, {"predictions": [0, 1], "scores": [0.1, 0.9]})
+    log.flush()
+    rows = logged(uri)
+    if clash:
+        assert rows["feature_score"].tolist() == [1.0, 2.0] and rows["feature_x"].tolist() == [3, 4]
+    assert rows["score"].tolist() == [0.1, 0.9]
