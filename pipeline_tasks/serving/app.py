@@ -8,9 +8,14 @@ Endpoints:
 - ``GET /metadata``: model name, version, run id, dataset version, artifact sha256, signature.
 - ``GET /metrics``: Prometheus text: requests by endpoint and status, latency histogram, errors by
   kind, rows predicted, and the served version as ``mlops_serving_model_info``.
+- The Open Inference Protocol (V2, see ``oip``): ``GET /v2``, ``/v2/health/live``,
+  ``/v2/health/ready``, ``/v2/models/{name}[/versions/{version}][/ready]`` and
+  ``POST /v2/models/{name}[/versions/{version}]/infer``: the same contract, micro-batcher and
+  prediction log as ``/predict``; errors are ``{"error": ...}`` with the same status codes.
+- ``GET /openapi.json``: the OpenAPI document of every endpoint, with the model's columns.
 
 When ``MLOPS_SERVING_TOKEN`` is set, every endpoint but ``/health`` and ``/ready`` needs
-``Authorization: Bearer <token>`` and answers 401 without it. Error answers are
+``Authorization: Bearer <token>`` and answers 401 without it (``/v2/health/*`` are open too). Error answers are
 ``{"error": <short message>, "request_id": ...}``: never a stack trace, an input value or the
 schema.
 
@@ -52,6 +57,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pipeline_tasks.core.errors import ConfigError
+from pipeline_tasks.serving import oip
 from pipeline_tasks.serving.contract import BadInput
 from pipeline_tasks.serving.model import ServedModel
 from pipeline_tasks.serving.predlog import PredictionLog
@@ -60,7 +66,7 @@ log = logging.getLogger(__name__)
 
 TOKEN_ENV = "MLOPS_SERVING_TOKEN"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_OPEN_PATHS = {"/health", "/ready"}
+_OPEN_PATHS = {"/health", "/ready", "/v2/health/live", "/v2/health/ready"}
 
 #: How far a client's ``event_time`` may lie behind / ahead of the server's clock by default:
 #: a week covers late or batched clients and a day of retries; five minutes ahead covers clock
@@ -263,7 +269,7 @@ def create_app(served: ServedModel, *, max_body_bytes: int, prediction_log: Pred
         return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(),
                                                                    token.encode())
 
-    def endpoint(name: str, handler: Callable) -> Callable:
+    def endpoint(name: str, handler: Callable, *, v2: bool = False) -> Callable:
         async def wrapped(request: Request) -> Response:
             started = time.perf_counter()
             given_id = request.headers.get("x-request-id", "")
@@ -275,12 +281,14 @@ def create_app(served: ServedModel, *, max_body_bytes: int, prediction_log: Pred
             except BadInput as exc:
                 metrics.errors.labels(exc.kind).inc()
                 headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-                response = _json({"error": exc.message, "request_id": request_id}, exc.status,
+                response = _json({"error": exc.message} if v2 else
+                                 {"error": exc.message, "request_id": request_id}, exc.status,
                                  headers)
             except Exception:
                 metrics.errors.labels("internal").inc()
                 log.exception("request %s on %s failed", request_id, name)
-                response = _json({"error": "internal error", "request_id": request_id}, 500)
+                response = _json({"error": "internal error"} if v2 else
+                                 {"error": "internal error", "request_id": request_id}, 500)
             response.headers["X-Request-Id"] = request_id
             metrics.requests.labels(name, str(response.status_code)).inc()
             metrics.latency.labels(name).observe(time.perf_counter() - started)
@@ -305,17 +313,20 @@ def create_app(served: ServedModel, *, max_body_bytes: int, prediction_log: Pred
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def predict(request: Request, request_id: str) -> Response:
+    async def read_json(request: Request):
         media = request.headers.get("content-type", "application/json").split(";")[0].strip()
         if media not in ("application/json", ""):
             raise BadInput(415, "send the body as application/json", "shape")
         body = await read_body(request)
         try:
-            payload = json.loads(body, parse_constant=_no_constants)
+            return json.loads(body, parse_constant=_no_constants)
         except BadInput:
             raise
         except (ValueError, RecursionError):
             raise BadInput(400, "body is not valid JSON", "invalid_json") from None
+
+    async def run(payload, request_id: str) -> dict[str, list]:
+        """``payload`` (``/predict``'s body form) checked, predicted and logged."""
         checked = contract.request(payload)
         if checked.event_time is not None:
             window.check(checked.event_time)
@@ -326,8 +337,50 @@ def create_app(served: ServedModel, *, max_body_bytes: int, prediction_log: Pred
             prediction_log.add(request_id, served.name, served.version, frame, output,
                                ids=checked.ids, event_time=checked.event_time,
                                columns=checked.columns)
+        return output
+
+    async def predict(request: Request, request_id: str) -> Response:
+        output = await run(await read_json(request), request_id)
         return _json({"request_id": request_id, "model_name": served.name,
                       "model_version": served.version, **output})
+
+    def v2_model(request: Request) -> None:
+        """404 unless the path names the served model (and version): never echoes the name."""
+        params = request.path_params
+        if params.get("model_name") != served.name:
+            raise BadInput(404, "no such model", "not_found")
+        if "model_version" in params and params["model_version"] != served.version:
+            raise BadInput(404, "no such model version", "not_found")
+
+    async def v2_infer(request: Request, request_id: str) -> Response:
+        v2_model(request)
+        declared = request.headers.get("inference-header-content-length")
+        if declared is not None and declared != request.headers.get("content-length"):
+            raise BadInput(415, "binary tensor data is not supported: send JSON tensors",
+                           "shape")
+        body, requested, given_id = oip.request_body(contract, await read_json(request))
+        output = await run(body, request_id)
+        return _json(oip.response(served, output, requested, given_id or request_id))
+
+    async def v2_metadata(request: Request, request_id: str) -> Response:
+        v2_model(request)
+        return _json(oip.model_metadata(served))
+
+    async def v2_ready(request: Request, request_id: str) -> Response:
+        if "model_name" in request.path_params:
+            v2_model(request)
+        return _json({"ready": True})
+
+    async def v2_server(request: Request, request_id: str) -> Response:
+        return _json(oip.server_metadata())
+
+    async def v2_live(request: Request, request_id: str) -> Response:
+        return _json({"live": True})
+
+    document = oip.openapi(served)
+
+    async def openapi(request: Request, request_id: str) -> Response:
+        return _json(document)
 
     async def health(request: Request, request_id: str) -> Response:
         return _json({"status": "alive"})
@@ -355,6 +408,22 @@ def create_app(served: ServedModel, *, max_body_bytes: int, prediction_log: Pred
         Route("/ready", endpoint("ready", ready), methods=["GET"]),
         Route("/metadata", endpoint("metadata", metadata), methods=["GET"]),
         Route("/metrics", endpoint("metrics", prometheus), methods=["GET"]),
+        Route("/openapi.json", endpoint("openapi", openapi), methods=["GET"]),
+        Route("/v2", endpoint("v2_server", v2_server, v2=True), methods=["GET"]),
+        Route("/v2/health/live", endpoint("v2_health", v2_live, v2=True), methods=["GET"]),
+        Route("/v2/health/ready", endpoint("v2_health", v2_ready, v2=True), methods=["GET"]),
+        Route("/v2/models/{model_name}", endpoint("v2_metadata", v2_metadata, v2=True),
+              methods=["GET"]),
+        Route("/v2/models/{model_name}/versions/{model_version}",
+              endpoint("v2_metadata", v2_metadata, v2=True), methods=["GET"]),
+        Route("/v2/models/{model_name}/ready", endpoint("v2_ready", v2_ready, v2=True),
+              methods=["GET"]),
+        Route("/v2/models/{model_name}/versions/{model_version}/ready",
+              endpoint("v2_ready", v2_ready, v2=True), methods=["GET"]),
+        Route("/v2/models/{model_name}/infer", endpoint("v2_infer", v2_infer, v2=True),
+              methods=["POST"]),
+        Route("/v2/models/{model_name}/versions/{model_version}/infer",
+              endpoint("v2_infer", v2_infer, v2=True), methods=["POST"]),
     ]
     @contextlib.asynccontextmanager
     async def lifespan(_app):
