@@ -5,7 +5,8 @@ A fresh ``MLOPS_HOME`` gets January 2013 of the flights feed, and the pipeline's
 Then each server runs alone, one uvicorn worker each:
 
 - ours: ``python -m pipeline_tasks.serving --model bench_serving --ref champion`` (prediction log
-  on: it is part of the product), ready when ``GET /ready`` answers 200;
+  on: it is part of the product), ready when ``GET /ready`` answers 200; and the same with
+  ``--no-prediction-log``, to show what the log costs;
 - MLflow's: ``mlflow models serve -m models:/bench_serving@champion --env-manager local
   --workers 1``, ready when ``GET /ping`` answers 200.
 
@@ -485,7 +486,7 @@ def main() -> int:
     logdir = Path(tempfile.mkdtemp(prefix="bench-serving-logs-"))
     procs = Procs(pin, logdir)
     shared: dict = {}
-    runs: dict[str, list[dict]] = {"ours": [], "mlflow": []}
+    runs: dict[str, list[dict]] = {"ours": [], "ours_nolog": [], "mlflow": []}
     results: dict = {"home": str(home), "pinned": pin, "duration_s": args.duration,
                      "warmup_s": args.warmup, "cpus": os.cpu_count()}
     try:
@@ -549,13 +550,20 @@ def main() -> int:
             "ours": lambda: bench_server("ours", procs, ours_argv,
                                          {**base_env, "MLOPS_HOME": str(home)}, ours_port,
                                          "/ready", "/predict", shared, args, pin, ours_prepare),
+            # the same server with its prediction log off: what the log costs
+            "ours_nolog": lambda: bench_server(
+                "ours-nolog", procs, [*ours_argv, "--no-prediction-log"],
+                {**base_env, "MLOPS_HOME": str(home)}, ours_port, "/ready", "/predict", shared,
+                args, pin, ours_prepare),
             "mlflow": lambda: bench_server("mlflow", procs, ml_argv, ml_env, ml_port, "/ping",
                                            "/invocations", shared, args, pin),
         }
         titles = {"ours": "our server (pipeline_tasks.serving, prediction log on)",
+                  "ours_nolog": "our server, prediction log off (--no-prediction-log)",
                   "mlflow": "mlflow models serve (--env-manager local, --workers 1)"}
         for rnd in range(args.rounds):
-            for side in (("ours", "mlflow") if rnd % 2 == 0 else ("mlflow", "ours")):
+            order = ("ours", "ours_nolog", "mlflow")
+            for side in (order if rnd % 2 == 0 else order[::-1]):
                 print(f"\nround {rnd + 1}/{args.rounds}: {titles[side]}", flush=True)
                 runs[side].append(sides[side]())
     finally:
@@ -563,11 +571,12 @@ def main() -> int:
 
     results["runs"] = runs
     results["ours"], results["mlflow"] = combine(runs["ours"]), combine(runs["mlflow"])
+    results["ours_nolog"] = combine(runs["ours_nolog"])
     report(results, shared)
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    for side in ("ours", "mlflow"):
+    for side in ("ours", "ours_nolog", "mlflow"):
         for run in runs[side]:
             run.pop("sample_predictions", None)
         results[side].pop("sample_predictions", None)
@@ -634,6 +643,17 @@ def report(results: dict, shared: dict) -> None:
           f"{', '.join(f'{x:.2f}' for x in mlf['ready_s_rounds'])}")
     print("(ratio: ours/mlflow; cpu-ms/req: the server's CPU time per answer; 'other cpu': "
           "cores busy with processes outside the benchmark, worst round)")
+    nolog = results["ours_nolog"]
+    print("\nwhat the prediction log costs (ours with the log on / off; goals: throughput >= 0.9x, "
+          "p99 <= 1.3x)")
+    print(f"{'scenario':<14}{'req/s on':>10}{'off':>8}{'ratio':>7}{'p99 on':>8}{'off':>8}"
+          f"{'ratio':>7}  goals")
+    for scen, _, _ in SCENARIOS:
+        on, off = ours["scenarios"][scen], nolog["scenarios"][scen]
+        rps, p99 = on["rps"] / off["rps"], on["p99_ms"] / off["p99_ms"]
+        verdict = "PASS" if rps >= 0.9 and p99 <= 1.3 else "MISS"
+        print(f"{scen:<14}{on['rps']:>10.1f}{off['rps']:>8.1f}{rps:>7.2f}{on['p99_ms']:>8.1f}"
+              f"{off['p99_ms']:>8.1f}{p99:>7.2f}  {verdict}")
     busiest = max(r["other_cpu"] for side in (ours, mlf) for r in side["scenarios"].values())
     if busiest > 0.25:
         print(f"WARNING: other processes kept up to {busiest:.0%} of a core busy during the "
