@@ -220,9 +220,11 @@ def _groups(sensitive, column: str):
 
 def _label(value) -> str:
     """A group label: a float holding an integer (an int column with nulls) prints as one."""
+    from pipeline_tasks.core.names import printable
+
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
-    return str(value)
+    return printable(value)
 
 
 def _number(value: float) -> str:

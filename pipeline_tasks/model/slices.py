@@ -2,7 +2,7 @@
 airline, one region or one group of people.
 
 ``slice_labels`` names each holdout row's slice of a column: its value for a categorical column
-(or a numeric one with few values), its quantile bin (``(a, b]``, ``slice_bins`` of them) for a
+(or a numeric one with few values; on one line, at most 64 characters: ``core.names.printable``), its quantile bin (``(a, b]``, ``slice_bins`` of them) for a
 numeric one, ``(missing)`` for a null.
 ``evaluate_slices`` computes, per slice, the row count and the primary metric of the candidate,
 the champion and the trivial baseline, with a paired bootstrap (the same resampled rows for both
@@ -86,7 +86,9 @@ def slice_labels(values: pd.Series, bins: int) -> pd.Series:
         labels = binned.map(lambda iv: f"({_num(iv.left)}, {_num(iv.right)}]"
                             if pd.notna(iv) else MISSING).astype(object)
         return labels.where(values.notna(), MISSING)
-    labels = values.map(lambda v: _num(v) if isinstance(v, float) else str(v)).astype(object)
+    from pipeline_tasks.core.names import printable
+
+    labels = values.map(lambda v: _num(v) if isinstance(v, float) else printable(v)).astype(object)
     return labels.where(values.notna(), MISSING)
 
 

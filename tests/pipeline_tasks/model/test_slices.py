@@ -181,3 +181,15 @@ def test_a_sensitive_column_that_is_not_an_input_travels_with_the_holdout(slice_
         slice_columns=["g"], sensitive_columns=["g"])
     assert decision.fairness[0]["column"] == "g" and len(decision.fairness[0]["groups"]) == 3
     assert {s["value"] for s in decision.slices} == {"A", "B", "C"}
+
+
+def test_a_slice_value_cannot_forge_a_log_line_or_flood_a_reason():
+    from pipeline_tasks.model.fairness import fairness_report
+
+    hostile = "AA\nINFO fake: promoted\r" + "x" * 200
+    labels = slice_labels(pd.Series([hostile, "BB"]), bins=4)
+    assert "\n" not in labels.iloc[0] and "\r" not in labels.iloc[0]
+    assert labels.iloc[0].startswith("AA INFO fake: promoted ") and len(labels.iloc[0]) == 64
+    report = fairness_report(np.array([0, 1]), np.array([0, 1]), pd.Series([hostile, "BB"]),
+                             task_type="classification", column="c")
+    assert all("\n" not in g["group"] and len(g["group"]) <= 64 for g in report.groups)
