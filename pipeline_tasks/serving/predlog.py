@@ -187,6 +187,12 @@ class PredictionLog:
             self._flush_logged()
 
 
+def _utc(moment: Any) -> pd.Timestamp:
+    """A request's event time (a ``Timestamp`` or a ``datetime``) in UTC; naive means UTC."""
+    when = pd.Timestamp(moment)
+    return when.tz_localize("UTC") if when.tzinfo is None else when.tz_convert("UTC")
+
+
 def _table(entries: list[_Entry]) -> pd.DataFrame:
     """The queued requests as one frame: one concatenation per column, the meta columns built
     with ``numpy.repeat``."""
@@ -209,8 +215,8 @@ def _table(entries: list[_Entry]) -> pd.DataFrame:
     if all(t is None for t in given):
         data["event_time"] = predicted
     else:
-        stamps = np.array([(t if t is not None else pd.Timestamp(e.predicted_at, unit="s",
-                                                                   tz="UTC")).value
+        stamps = np.array([_utc(t).value if t is not None
+                           else pd.Timestamp(e.predicted_at, unit="s", tz="UTC").value
                            for t, e in zip(given, entries, strict=True)], dtype=np.int64)
         data["event_time"] = pd.to_datetime(np.repeat(stamps, counts), utc=True)
     data["model_name"] = np.repeat(np.array([e.model_name for e in entries], dtype=object),

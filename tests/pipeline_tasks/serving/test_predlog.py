@@ -54,14 +54,17 @@ def test_closing_writes_everything_queued(tmp_path):
     log = PredictionLog(uri, flush_s=3600, max_rows=10_000)
     log.start()
     when = pd.Timestamp("2013-03-01T08:00:00Z")
-    for i in range(30):
+    for i in range(30):  # a Timestamp, a datetime (as library callers give it), or none
+        event = (when if i % 3 == 1 else when.to_pydatetime()) if i % 3 else None
         log.add(f"q{i}", "m", "1", features(2, 2 * i), {"predictions": [0, 1]},
-                ids=[f"k{i}a", f"k{i}b"], event_time=when if i % 2 else None)
+                ids=[f"k{i}a", f"k{i}b"], event_time=event)
     log.close()
     rows = logged(uri)
     assert len(rows) == 60 and rows["row_id"].is_unique
-    odd = rows[rows["request_id"] == "q1"]
-    assert (odd["event_time"] == when).all()  # filed under its event's day
+    for request in ("q1", "q2"):
+        given = rows[rows["request_id"] == request]
+        assert (given["event_time"] == when).all()  # filed under its event's day
+    assert (rows[rows["request_id"] == "q0"]["event_time"] > when).all()  # none given: now
     assert "score" not in rows.columns  # no scores given: no score column
 
 
