@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from pipeline_tasks.core.config import PipelineConfig
 from pipeline_tasks.core.http import strip_userinfo
-from pipeline_tasks.lineage.reports import report_url
+from pipeline_tasks.lineage.reports import page_url, report_url
 
 
 @dataclass(frozen=True)
@@ -83,8 +83,6 @@ def _drift_report(result, config, base_url):
 
 
 def _model_card(result, config, base_url):
-    from pipeline_tasks.lineage.reports import page_url
-
     if not result.get("model_name") or not result.get("version"):
         return None
     return page_url(base_url, "models", result["model_name"], "versions", result["version"],
@@ -92,8 +90,6 @@ def _model_card(result, config, base_url):
 
 
 def _batch_page(result, config, base_url):
-    from pipeline_tasks.lineage.reports import page_url
-
     if not result.get("model_name") or not result.get("interval_key") \
             or result.get("status", "published") != "published":
         return None

@@ -164,8 +164,9 @@ class _Schemas:
 
         from pipeline_tasks.serving.predlog import META_COLUMNS
 
-        kinds = {"float": pa.float64(), "int": pa.float64(), "str": pa.string(),
-                 "bool": pa.bool_(), "datetime": pa.timestamp("us", tz="UTC")}
+        #: the Arrow type each input kind is stored as (an integer input as float64: nulls)
+        self.kinds = kinds = {"float": pa.float64(), "int": pa.float64(), "str": pa.string(),
+                              "bool": pa.bool_(), "datetime": pa.timestamp("us", tz="UTC")}
         inputs = served.contract.columns
         clash = {c.name for c in inputs} & set(META_COLUMNS)
         #: the prediction log's names of the inputs (``feature_`` prefixed on a clash, as online)
@@ -280,9 +281,7 @@ def _score_locked(source: str, *, served: ServedModel, rules, start: datetime, e
                     sql_url=sql_url)
     if time_column is None and reader.files:  # the time column a training run would detect
         time_column = _detected_time_column(reader, detect_time_column)
-        reader = Source(source, interval_start=start, interval_end=end,
-                        needed=Needed(inputs, id_column, time_column), chunk_rows=chunk_rows,
-                        sql_url=sql_url)
+        reader.needed = Needed(inputs, id_column, time_column)
     reader.check()  # the contract, before any row is scored
     schemas = _Schemas(served, has_time=bool(time_column))
     staging = Staging(config, served.name, key, part_rows=config.batch_part_rows)
@@ -477,10 +476,10 @@ class _Chunker:
 
         n = batch.num_rows
         if self.id_column:
-            values = batch.column(self.id_column).cast("string").to_numpy(zero_copy_only=False)
-            if any(v is None for v in values):
+            column = batch.column(self.id_column)
+            if column.null_count:
                 raise BatchInputError(f"{origin}: id column {self.id_column!r} has empty values")
-            return values.astype(object)
+            return column.cast("string").to_numpy(zero_copy_only=False).astype(object)
         first = self.row_number
         self.row_number += n
         numbers = np.arange(first, first + n).astype(str)
@@ -522,8 +521,7 @@ class _Chunker:
     def _features(self, frame: pd.DataFrame, names: dict[str, str] | None = None) -> dict:
         import pyarrow as pa
 
-        kinds = {"float": pa.float64(), "int": pa.float64(), "str": pa.string(),
-                 "bool": pa.bool_(), "datetime": pa.timestamp("us", tz="UTC")}
+        kinds = self.schemas.kinds
         out = {}
         for col in self.served.contract.columns:
             values = frame[col.name]

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pipeline_tasks.core import storage
 from pipeline_tasks.core.errors import PipelineInputError
@@ -313,9 +313,3 @@ def _csv_problem(uri: str, exc: Exception, header: list[str]) -> str:
         return f"{uri}: the file is empty"
     first = text.splitlines()[0] if text else type(exc).__name__
     return f"{uri}: not a well-formed CSV file ({first[:200]})"
-
-
-def describe(value: Any) -> str:
-    """A short, safe description of a source for logs (no query text beyond 80 characters)."""
-    text = str(value).replace("\n", " ")
-    return text if len(text) <= 80 else text[:77] + "..."
