@@ -22,12 +22,14 @@ load included, as a user running the command sees it): wall time, rows/s, CPU ti
 the time inside ``score_interval``. Medians over rounds; ratios against ``mlflow models predict``.
 Optional extras: ``--sweep`` runs ours at other chunk sizes on the smallest size, ``--profile``
 times the pieces of our scorer per chunk (reading, row checks, predict_proba split into the
-preprocessing and the trees, output shaping, writing) by wrapping them in a child process.
+preprocessing and the trees, output shaping, writing) by wrapping them in a child process: wall
+and CPU seconds, the pieces inside a chunk summed over the scoring threads.
 
     .venv/bin/python benchmarks/bench_batch_scoring.py                 # 1M x3 + 10M x1, ~25 min
     ... --sizes 1000000 --rounds-small 1                               # quicker
     ... --sweep 25000,50000,250000,1000000 --profile                   # chunk sizes, where time goes
     ... --work /tmp/bench-batch                                        # keep and reuse data + home
+    ... --sizes 10000000 --competitors ours_parquet,ours_csv           # ours alone (no ratios)
 
 Needs about 1.2 GB of disk per 10M rows (mostly the CSV) and, for the whole-frame competitors at
 10M rows, several GB of memory. Figures go to stdout and to benchmarks/results/<UTC
@@ -109,25 +111,32 @@ def child_script(source: str, model_uri: str, out: str) -> int:
 
 
 class _Timer:
-    """Seconds and calls per named piece (the profile child's wrappers add to it)."""
+    """Seconds and calls per named piece (the profile child's wrappers add to it, from any of
+    the scoring threads: the figures are summed over threads)."""
 
     def __init__(self):
-        self.seconds: dict[str, float] = {}
-        self.calls: dict[str, int] = {}
+        import threading
 
-    def add(self, name: str, seconds: float) -> None:
-        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
-        self.calls[name] = self.calls.get(name, 0) + 1
+        self.seconds: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}  # CPU seconds of the calling thread (steadier)
+        self.calls: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def add(self, name: str, seconds: float, cpu: float = 0.0) -> None:
+        with self._lock:
+            self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+            self.cpu[name] = self.cpu.get(name, 0.0) + cpu
+            self.calls[name] = self.calls.get(name, 0) + 1
 
     def wrap(self, owner, attr: str, name: str) -> None:
         original = getattr(owner, attr)
 
         def timed(*args, **kwargs):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             try:
                 return original(*args, **kwargs)
             finally:
-                self.add(name, time.perf_counter() - t)
+                self.add(name, time.perf_counter() - t, time.thread_time() - c)
 
         setattr(owner, attr, timed)
 
@@ -137,42 +146,23 @@ class _Timer:
         def timed(*args, **kwargs):
             iterator = original(*args, **kwargs)
             while True:
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.thread_time()
                 try:
                     item = next(iterator)
                 except StopIteration:
-                    self.add(name, time.perf_counter() - t)
+                    self.add(name, time.perf_counter() - t, time.thread_time() - c)
                     return
-                self.add(name, time.perf_counter() - t)
+                self.add(name, time.perf_counter() - t, time.thread_time() - c)
                 yield item
 
         setattr(owner, attr, timed)
 
 
-class _SplitModel:
-    """A fitted sklearn Pipeline whose predict_proba is timed in two parts: the preprocessing
-    steps and the final estimator (the same calls ``Pipeline.predict_proba`` makes)."""
-
-    def __init__(self, model, timer: _Timer):
-        self._model, self._timer = model, timer
-
-    def predict_proba(self, frame):
-        t = time.perf_counter()
-        features = self._model[:-1].transform(frame)
-        self._timer.add("predict_proba: preprocessing", time.perf_counter() - t)
-        t = time.perf_counter()
-        proba = self._model[-1].predict_proba(features)
-        self._timer.add("predict_proba: trees", time.perf_counter() - t)
-        return proba
-
-    def predict(self, frame):
-        return self._model.predict(frame)
-
-
 def child_profile(source: str, chunk_rows: int) -> int:
-    """Ours with its pieces timed (library code untouched: wrappers set in this process only)."""
+    """Ours with its pieces timed (library code untouched: wrappers set in this process only).
+    The chunks are scored on several threads: pieces inside a chunk are summed over them."""
     from pipeline_tasks.core.config import load_config
-    from pipeline_tasks.scoring import batch, outputs, reader, rows
+    from pipeline_tasks.scoring import batch, outputs, predictor, reader, rows
 
     timer = _Timer()
     timer.wrap_generator(reader.Source, "batches", "read (pyarrow batches)")
@@ -184,22 +174,23 @@ def child_profile(source: str, chunk_rows: int) -> int:
     timer.wrap(batch._Chunker, "_scores", "scores table")
     timer.wrap(batch._Chunker, "_prediction_log", "prediction-log table")
     timer.wrap(batch._Chunker, "_rejects", "rejects table")
+    timer.wrap(batch._Chunker, "_predict", "predict_proba (all)")
     timer.wrap(batch._Chunker, "score", "chunk total (score)")
+    # the fast path's preprocessing (the trees are the rest of 'predict_proba (all)')
+    timer.wrap(predictor.ChunkPredictor, "_features", "predict_proba: preprocessing")
     for attr in ("write_scores", "write_rejects", "write_predictions"):
         timer.wrap(outputs.Staging, attr, "write parquet (scores, rejects, log)")
     timer.wrap(outputs.Staging, "close", "close files")
     timer.wrap(outputs.Staging, "publish", "publish")
-    original_load = batch._load
+    timer.wrap(batch, "_load", "model load (download, verify, skops)")
+    kinds = []
+    original_init = predictor.ChunkPredictor.__init__
 
-    def load(model, config, workdir):
-        t = time.perf_counter()
-        served = original_load(model, config, workdir)
-        timer.add("model load (download, verify, skops)", time.perf_counter() - t)
-        if hasattr(served.model, "steps"):
-            served.model = _SplitModel(served.model, timer)
-        return served
+    def init(self, model):
+        original_init(self, model)
+        kinds.append(self.kind)
 
-    batch._load = load
+    predictor.ChunkPredictor.__init__ = init
     config = load_config()
     model = batch.resolve_model(MODEL, "champion", config)
     t = time.perf_counter()
@@ -208,8 +199,15 @@ def child_profile(source: str, chunk_rows: int) -> int:
                                dag_id="ml_batch_scoring", run_id="bench-profile",
                                chunk_rows=chunk_rows)
     total = time.perf_counter() - t
-    return _result({"rows": res.rows_read, "total_s": total, "seconds": timer.seconds,
-                    "calls": timer.calls, "chunk_rows": chunk_rows})
+    seconds, cpu = dict(timer.seconds), dict(timer.cpu)
+    for times in (seconds, cpu):
+        if "predict_proba: preprocessing" in times:
+            times["predict_proba: trees"] = max(
+                0.0, times["predict_proba (all)"] - times["predict_proba: preprocessing"])
+    return _result({"rows": res.rows_read, "total_s": total, "seconds": seconds, "cpu": cpu,
+                    "calls": timer.calls, "chunk_rows": chunk_rows,
+                    "threads": batch.scoring_threads(), "path": kinds[-1] if kinds else "",
+                    "cpu_s": time.process_time()})
 
 
 def child_setup(work: Path, sizes: list[int], row_group_rows: int, out: Path) -> int:
@@ -421,12 +419,17 @@ def combine(runs: list[dict]) -> dict:
 
 # --------------------------------------------------------------------------- parent: report
 
+def _ratio(value: float, base: dict | None, key: str) -> str:
+    return f"{value / base[key]:>9.2f}" if base else f"{'-':>9}"
+
+
 def report_size(size: int, rounds: int, res: dict) -> None:
-    base = res["mlflow_cli"]
+    base = res.get("mlflow_cli")
+    names = [n for n in COMPETITORS if n in res]
     print(f"\n{size:,} rows, {rounds} round(s), medians (whole process: spawn to exit)")
     print(f"{'competitor':<24}{'wall s':>8}{'rows/s':>11}{'x mlflow':>9}{'peak MB':>9}"
           f"{'x mlflow':>9}{'cpu s':>8}{'scored':>12}  notes")
-    for name in COMPETITORS:
+    for name in names:
         r = res[name]
         if name.startswith("ours"):
             note = (f"in score_interval {r['call_s']:.1f} s = {r['call_rows_per_s']:,.0f} rows/s;"
@@ -437,12 +440,12 @@ def report_size(size: int, rounds: int, res: dict) -> None:
         else:
             note = ""
         print(f"{LABELS[name]:<24}{r['wall_s']:>8.1f}{r['rows_per_s']:>11,.0f}"
-              f"{r['rows_per_s'] / base['rows_per_s']:>9.2f}{r['peak_rss_mb']:>9.0f}"
-              f"{r['peak_rss_mb'] / base['peak_rss_mb']:>9.2f}{r['cpu_s']:>8.1f}"
+              f"{_ratio(r['rows_per_s'], base, 'rows_per_s')}{r['peak_rss_mb']:>9.0f}"
+              f"{_ratio(r['peak_rss_mb'], base, 'peak_rss_mb')}{r['cpu_s']:>8.1f}"
               f"{r['rows_scored']:>12,}  {note}")
     print("wall s per round: " + "; ".join(f"{LABELS[n]} {res[n]['wall_rounds']}"
-                                            for n in COMPETITORS))
-    busiest = max(res[n]["other_cpu_cores"] for n in COMPETITORS)
+                                            for n in names))
+    busiest = max(res[n]["other_cpu_cores"] for n in names)
     if busiest > 0.25:
         print(f"WARNING: other processes kept up to {busiest:.2f} cores busy during a "
               f"measurement: wall times are noisy (cpu s is steadier)")
@@ -454,13 +457,15 @@ def report_goals(results: dict) -> dict:
     for size in sizes:
         res = results["sizes"][str(size)]
         for name in ("ours_parquet", "ours_csv"):
+            if name not in res or "mlflow_cli" not in res:
+                continue
             ratio = res[name]["rows_per_s"] / res["mlflow_cli"]["rows_per_s"]
             goals[f"{size:,} rows, {LABELS[name]}: rows/s >= {GOAL_SPEEDUP:g}x mlflow models "
                   f"predict (got {ratio:.2f}x)"] = ratio >= GOAL_SPEEDUP
     if len(sizes) >= 2:
         small, large = (results["sizes"][str(s)] for s in (sizes[0], sizes[-1]))
         print(f"\npeak RSS at {sizes[-1]:,} rows / at {sizes[0]:,} rows:")
-        for name in COMPETITORS:
+        for name in [n for n in COMPETITORS if n in small and n in large]:
             growth = large[name]["peak_rss_mb"] / small[name]["peak_rss_mb"]
             print(f"  {LABELS[name]:<24}{small[name]['peak_rss_mb']:>8.0f} MB ->"
                   f"{large[name]['peak_rss_mb']:>8.0f} MB  x{growth:.2f}")
@@ -490,18 +495,18 @@ def report_profile(profiles: dict) -> None:
     for label, p in profiles.items():
         chunks = max(1, p["calls"].get("chunk total (score)", 1))
         print(f"\nwhere ours spends its time: {label}, {p['rows']:,} rows in {chunks} chunks of "
-              f"{p['chunk_rows']:,}; score_interval {p['total_s']:.2f} s (wrapped pieces, "
-              f"inclusive; indented ones are inside 'chunk total')")
-        print(f"{'piece':<44}{'s':>8}{'share':>8}{'ms/chunk':>10}")
+              f"{p['chunk_rows']:,} on {p.get('threads', 1)} thread(s), {p.get('path', '?')} "
+              f"path; score_interval {p['total_s']:.2f} s wall (wrapped pieces, inclusive; "
+              f"indented ones are inside 'chunk total' and summed over the threads)")
+        print(f"{'piece':<44}{'s':>8}{'share':>8}{'ms/chunk':>10}{'cpu s':>8}")
         inside = ("to_frame", "sort_rows", "event times", "row ids", "scores table",
                   "prediction-log table", "rejects table", "predict_proba")
         for piece, sec in sorted(p["seconds"].items(), key=lambda kv: -kv[1]):
             indent = "  " if piece.startswith(inside) else ""
             print(f"{indent + piece:<44}{sec:>8.2f}{sec / p['total_s']:>8.1%}"
-                  f"{1000 * sec / chunks:>10.1f}")
-        accounted = sum(v for k, v in p["seconds"].items() if not k.startswith(inside))
-        print(f"{'rest (locks, staging, summary, glue)':<44}{p['total_s'] - accounted:>8.2f}"
-              f"{(p['total_s'] - accounted) / p['total_s']:>8.1%}")
+                  f"{1000 * sec / chunks:>10.1f}{p.get('cpu', {}).get(piece, 0.0):>8.2f}")
+        print("(the chunks overlap each other and the reading and writing: the shares are of "
+              "the wall time and add up to more than 100%)")
 
 
 # --------------------------------------------------------------------------- main
@@ -522,10 +527,16 @@ def main() -> int:
                         help="other chunk sizes to run ours at, on the smallest size")
     parser.add_argument("--profile", action="store_true",
                         help="time the pieces of ours per chunk on the smallest size")
+    parser.add_argument("--competitors", default=",".join(COMPETITORS),
+                        help="which to run, comma-separated (ratios need mlflow_cli): "
+                             + ", ".join(COMPETITORS))
     parser.add_argument("--work", help="folder for the home, the data and the logs (kept and "
                                        "reused); default: a temp folder, removed at the end")
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(",") if s.strip())
+    competitors = [n for n in COMPETITORS if n in {c.strip() for c in args.competitors.split(",")}]
+    if not competitors:
+        raise SystemExit(f"--competitors: name one or more of {', '.join(COMPETITORS)}")
     work = Path(args.work or tempfile.mkdtemp(prefix="mlops-bench-batch-")).resolve()
     (work / "data").mkdir(parents=True, exist_ok=True)
     need = sum(s * 125 for s in sizes) * 1.5  # the CSV (~105 B/row), Parquet and the outputs
@@ -554,16 +565,16 @@ def main() -> int:
                      "sizes": {}, "runs": {}}
     for size in sizes:
         rounds = args.rounds_small if size < 5_000_000 else args.rounds_large
-        runs: dict[str, list[dict]] = {n: [] for n in COMPETITORS}
+        runs: dict[str, list[dict]] = {n: [] for n in competitors}
         for i in range(rounds):
-            for name in COMPETITORS:
+            for name in competitors:
                 print(f"{size:,} rows, round {i + 1}/{rounds}: {LABELS[name]} ...", end=" ",
                       flush=True)
                 r = competitor(name, size, files, ctx)
                 print(f"{r['wall_s']:.1f} s, peak {r['peak_rss_mb']:.0f} MB", flush=True)
                 runs[name].append(r)
         results["runs"][str(size)] = runs
-        results["sizes"][str(size)] = {n: combine(runs[n]) for n in COMPETITORS}
+        results["sizes"][str(size)] = {n: combine(runs[n]) for n in competitors}
     if args.sweep:
         sweep: dict = {}
         for chunk in sorted({int(c) for c in args.sweep.split(",") if c.strip()} | {chunk_rows}):

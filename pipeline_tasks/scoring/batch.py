@@ -10,8 +10,10 @@ version, even if the alias moves meanwhile. ``score_interval`` then
 2. checks every file's columns against the signature before any row is scored
    (``reader.check_columns``): a missing or retyped input fails the run naming the column;
 3. streams the source a chunk at a time: each chunk's rows are sorted (``rows.sort_rows``), the
-   accepted ones scored, and the scores, the rejects and the prediction-log rows written to the
-   attempt's staging folder (``outputs.Staging``);
+   accepted ones scored (``predictor.ChunkPredictor``: the model's own predictions, bit for bit),
+   and the scores, the rejects and the prediction-log rows written to the attempt's staging
+   folder (``outputs.Staging``) in the source's order; up to ``scoring_threads()`` chunks are
+   checked and scored at once while this thread reads and writes;
 4. fails, publishing nothing, when rejected rows exceed ``max_reject_share`` of the rows (the
    rejects and the summary are kept in the run's quarantine folder to look at); otherwise
    publishes the partition ``lake/scores/<model>/interval_end=<key>/`` and the prediction-log
@@ -34,6 +36,7 @@ from pipeline_tasks.core import layout, storage
 from pipeline_tasks.core.errors import PipelineInputError
 from pipeline_tasks.core.names import safe_name
 from pipeline_tasks.core.results import XComResult
+from pipeline_tasks.scoring.predictor import ChunkPredictor
 from pipeline_tasks.scoring.reader import BatchInputError, Needed, Source
 
 if TYPE_CHECKING:
@@ -48,6 +51,8 @@ log = logging.getLogger(__name__)
 
 #: How long a run waits for another run of the same interval to finish scoring.
 LOCK_TIMEOUT_S = 4 * 3600.0
+#: Most chunks scored at once (threads; each holds a chunk and its outputs in memory).
+MAX_THREADS = 4
 
 
 class TooManyRejects(PipelineInputError):
@@ -291,21 +296,23 @@ def _score_locked(source: str, *, served: ServedModel, rules, start: datetime, e
     chunker = _Chunker(served, schemas, rules, config=config, run_id=run_id, start=start,
                        end=end, key=key, id_column=id_column, time_column=time_column,
                        filter_time=reader.partitioned)
+
+    def write(out: _Scored) -> None:
+        totals["read"] += out.rows_read
+        totals["outside"] += out.rows_outside
+        totals["scored"] += out.scores.num_rows
+        totals["rejected"] += out.rejects.num_rows
+        for reason, n in out.counts.items():
+            counts[reason] = counts.get(reason, 0) + n
+        if out.scores.num_rows:
+            staging.write_scores(out.scores)
+        if out.rejects.num_rows:
+            staging.write_rejects(out.rejects)
+        for day, rows in out.predictions:
+            staging.write_predictions(day, rows)
+
     try:
-        for origin, batch in reader.batches():
-            out = chunker.score(origin, batch)
-            totals["read"] += out.rows_read
-            totals["outside"] += out.rows_outside
-            totals["scored"] += out.scores.num_rows
-            totals["rejected"] += out.rejects.num_rows
-            for reason, n in out.counts.items():
-                counts[reason] = counts.get(reason, 0) + n
-            if out.scores.num_rows:
-                staging.write_scores(out.scores)
-            if out.rejects.num_rows:
-                staging.write_rejects(out.rejects)
-            for day, rows in out.predictions:
-                staging.write_predictions(day, rows)
+        _score_chunks(reader, chunker, write)
         staging.close(scores_schema=schemas.scores, rejects_schema=schemas.rejects)
     except BaseException:
         staging.discard()  # nothing of this attempt stays behind (a kill leaves it for the sweep)
@@ -341,6 +348,49 @@ def _score_locked(source: str, *, served: ServedModel, rules, start: datetime, e
              "published %s", result.rows_read, _short(source), served.name, served.version,
              result.seconds, result.rows_per_s, result.rows_rejected, final)
     return result
+
+
+def scoring_threads() -> int:
+    """Chunks scored at once: one per CPU this process may use, at most ``MAX_THREADS``."""
+    import os
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(MAX_THREADS, cpus))
+
+
+def _score_chunks(reader: Source, chunker: _Chunker, write) -> None:
+    """Score the reader's chunks on ``scoring_threads()`` threads and ``write`` the results in
+    the source's order from this thread.
+
+    The thread that reads also writes (both mostly in pyarrow, without the GIL), while the
+    workers check, predict and shape up to ``threads`` chunks at once; the model's trees release
+    the GIL, so the chunks' predictions run in parallel. Each worker's OpenMP team is one thread
+    (``predictor.one_openmp_thread``). Row ids are numbered here, in order, so the result does
+    not depend on which worker finishes first. About ``threads + 2`` chunks are in memory.
+    """
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline_tasks.scoring.predictor import one_openmp_thread
+
+    threads = scoring_threads()
+    first_row = 0
+    pending: deque = deque()
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="batch-score",
+                              initializer=one_openmp_thread)
+    try:
+        for origin, batch in reader.batches():
+            pending.append(pool.submit(chunker.score, origin, batch, first_row))
+            first_row += batch.num_rows
+            while len(pending) > threads or (pending and pending[0].done()):
+                write(pending.popleft().result())
+        while pending:
+            write(pending.popleft().result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _detected_time_column(reader: Source, detect) -> str | None:
@@ -393,6 +443,13 @@ def _short(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def _repeat(value: str, n: int) -> pa.Array:
+    """``value`` ``n`` times, as an Arrow string array."""
+    import pyarrow as pa
+
+    return pa.repeat(pa.scalar(value, pa.string()), n)
+
+
 @dataclass
 class _Scored:
     scores: pa.Table
@@ -414,9 +471,11 @@ class _Chunker:
         self.run_id, self.key = run_id, key
         self.start, self.end = start, end
         self.id_column, self.time_column, self.filter_time = id_column, time_column, filter_time
-        self.row_number = 0
+        self.predictor = ChunkPredictor(served.model)
 
-    def score(self, origin: str, batch: pa.RecordBatch) -> _Scored:
+    def score(self, origin: str, batch: pa.RecordBatch, first_row: int = 0) -> _Scored:
+        """One chunk, whose first row is the source's ``first_row`` (0-based, for the row ids
+        when the source has no id column). Safe to call from several threads at once."""
         import numpy as np
         import pyarrow as pa
 
@@ -424,7 +483,7 @@ class _Chunker:
 
         n_read = batch.num_rows
         when = self._event_times(origin, batch)
-        ids = self._ids(origin, batch)
+        ids = self._ids(origin, batch, first_row)
         outside = 0
         if self.filter_time and self.time_column:
             inside = (when >= np.datetime64(self.start.replace(tzinfo=None), "us")) & \
@@ -432,18 +491,20 @@ class _Chunker:
             outside = int((~inside).sum())
             if outside:
                 keep = pa.array(inside)
-                batch, when, ids = batch.filter(keep), when[inside], ids[inside]
+                batch, when, ids = batch.filter(keep), when[inside], ids.filter(keep)
         frame = to_frame(batch, self.served.contract.columns)
         sorted_rows = sort_rows(frame, self.served.contract.columns, self.rules,
                                 max_abs=self.max_abs)
         accepted = sorted_rows.accepted
         rejected = ~accepted
-        rejects = self._rejects(frame[rejected], ids[rejected], sorted_rows.reasons)
+        rejects = self._rejects(frame[rejected], ids.filter(pa.array(rejected)),
+                                sorted_rows.reasons)
         if not accepted.any():
             empty = self.schemas.scores.empty_table()
             return _Scored(empty, rejects, [], sorted_rows.counts, n_read, outside)
         labels, proba = self._predict(sorted_rows.frame)
-        acc_ids, acc_when = ids[accepted], when[accepted]
+        acc_ids = ids.filter(pa.array(accepted)) if rejected.any() else ids
+        acc_when = when[accepted]
         scores = self._scores(acc_ids, acc_when, labels, proba)
         logged = self._prediction_log(frame[accepted], acc_ids, acc_when, labels, proba)
         return _Scored(scores, rejects, logged, sorted_rows.counts, n_read, outside)
@@ -471,24 +532,26 @@ class _Chunker:
                                   "timestamps")
         return parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
 
-    def _ids(self, origin: str, batch: pa.RecordBatch) -> np.ndarray:
+    def _ids(self, origin: str, batch: pa.RecordBatch, first: int) -> pa.Array:
+        """Each row's id (an Arrow string array): its id column, else ``<key>-<row number>``."""
         import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
 
         n = batch.num_rows
         if self.id_column:
             column = batch.column(self.id_column)
             if column.null_count:
                 raise BatchInputError(f"{origin}: id column {self.id_column!r} has empty values")
-            return column.cast("string").to_numpy(zero_copy_only=False).astype(object)
-        first = self.row_number
-        self.row_number += n
-        numbers = np.arange(first, first + n).astype(str)
-        return np.char.add(f"{self.key}-", numbers).astype(object)
+            column = column.cast(pa.string())
+            return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        numbers = pa.array(np.arange(first, first + n, dtype=np.int64)).cast(pa.string())
+        return pc.binary_join_element_wise(pa.scalar(f"{self.key}-", pa.string()), numbers, "")
 
     def _predict(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
         import numpy as np
 
-        model = self.served.model
+        model = self.predictor
         if self.served.classes is None:
             return np.asarray(model.predict(frame), dtype="float64"), None
         proba = model.predict_proba(frame)
@@ -507,15 +570,15 @@ class _Chunker:
         import pyarrow as pa
 
         n = len(ids)
-        columns = {"row_id": pa.array(ids, type=pa.string()),
+        columns = {"row_id": ids,
                    "prediction": self._label_array(labels)}
         for i, name in enumerate(self.schemas.proba_names):
             columns[name] = pa.array(proba[:, i], type=pa.float64())
         if "event_time" in self.schemas.scores.names:
             columns["event_time"] = pa.array(when, type=pa.timestamp("us", tz="UTC"))
-        columns["model_name"] = pa.array([self.served.name] * n, type=pa.string())
-        columns["model_version"] = pa.array([self.served.version] * n, type=pa.string())
-        columns["run_id"] = pa.array([self.run_id] * n, type=pa.string())
+        columns["model_name"] = _repeat(self.served.name, n)
+        columns["model_version"] = _repeat(self.served.version, n)
+        columns["run_id"] = _repeat(self.run_id, n)
         return pa.Table.from_pydict(columns, schema=self.schemas.scores)
 
     def _features(self, frame: pd.DataFrame, names: dict[str, str] | None = None) -> dict:
@@ -535,7 +598,7 @@ class _Chunker:
 
         if not len(frame):
             return self.schemas.rejects.empty_table()
-        columns = {"row_id": pa.array(ids, type=pa.string()),
+        columns = {"row_id": ids,
                    "reason": pa.array(reasons, type=pa.string()), **self._features(frame)}
         return pa.Table.from_pydict(columns, schema=self.schemas.rejects)
 
@@ -547,12 +610,12 @@ class _Chunker:
         now = np.datetime64(datetime.now(UTC).replace(tzinfo=None), "us")
         columns = self._features(frame, self.schemas.logged_names)
         columns.update({
-            "request_id": pa.array([self.run_id] * n, type=pa.string()),
-            "row_id": pa.array(ids, type=pa.string()),
+            "request_id": _repeat(self.run_id, n),
+            "row_id": ids,
             "predicted_at": pa.array(np.full(n, now), type=pa.timestamp("us", tz="UTC")),
             "event_time": pa.array(when, type=pa.timestamp("us", tz="UTC")),
-            "model_name": pa.array([self.served.name] * n, type=pa.string()),
-            "model_version": pa.array([self.served.version] * n, type=pa.string()),
+            "model_name": _repeat(self.served.name, n),
+            "model_version": _repeat(self.served.version, n),
             "prediction": self._label_array(labels),
         })
         if "score" in self.schemas.predictions.names:
