@@ -14,7 +14,7 @@ PROFILE ?=
 WITH_PROFILE := $(if $(PROFILE),set -a && . "$(abspath $(PROFILE))" && set +a &&,)
 
 .PHONY: setup demo demo-monitoring test test-integration test-faults replay airflow bench \
-	bench-backfill bench-drift bench-batch bench-evaluate bench-parse lock lint clean-home production-env production-db compose-env \
+	bench-backfill bench-cache reproduce bench-drift bench-batch bench-evaluate bench-parse lock lint clean-home production-env production-db compose-env \
 	image-wheels browser screenshots test-deps docs
 
 # Install from the lock into .venv. Idempotent: does nothing when the lock and pyproject are unchanged.
@@ -154,6 +154,16 @@ bench-evaluate: setup
 	$(PY) benchmarks/bench_evaluate.py $(ARGS)
 
 # Batch scoring of 1M and 10M rows: ours vs mlflow models predict vs the obvious pandas script.
+# A nightly run on unchanged data with the training cache vs without it (no_cache), scheduler
+bench-cache: setup
+	@echo "==> benchmark: nightly run on unchanged data, cached vs full (minutes)"
+	$(PY) benchmarks/bench_cache.py $(ARGS)
+
+# Rebuild a registered version from its lineage and compare its predictions (exit 1: differs),
+# e.g. make reproduce MODEL=flights_is_late VERSION=1
+reproduce: setup
+	$(PY) -m pipeline_tasks reproduce "$(MODEL)" "$(VERSION)"
+
 bench-batch: setup
 	@echo "==> benchmark: batch scoring 1M and 10M rows, ours vs mlflow models predict (minutes)"
 	$(PY) benchmarks/bench_batch_scoring.py $(ARGS)

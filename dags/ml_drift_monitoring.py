@@ -23,6 +23,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from airflow.sdk import dag
+from mlops_airflow.assets import DRIFT_REPORTS
 from mlops_airflow.params import dag_params
 from mlops_airflow.runtime import dag_args, pipeline_task, run_spec
 from mlops_airflow.schedules import RETRAIN_REQUESTS, cron
@@ -45,7 +46,7 @@ PARAMS = dag_params("ml_drift_monitoring", CONFIG)
     execution_timeout=timedelta(hours=1),
 ))
 def ml_drift_monitoring():
-    @pipeline_task
+    @pipeline_task(outlets=[DRIFT_REPORTS])  # mlops://models/<model>/drift-reports
     def check_drift(**context) -> dict:
         return stages.check_drift(run_spec(context))
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import dag
+from mlops_airflow.assets import CHAMPIONS
 from mlops_airflow.params import dag_params
 from mlops_airflow.runtime import dag_args, pipeline_task, run_spec
 
@@ -33,7 +34,7 @@ PARAMS = dag_params("ml_model_rollback", load_config())
     retry_delay=timedelta(seconds=30), execution_timeout=timedelta(minutes=30),
 ))
 def ml_model_rollback():
-    @pipeline_task
+    @pipeline_task(outlets=[CHAMPIONS])  # a new champion of the model: mlops_airflow.assets
     def rollback(**context) -> dict:
         return stages.rollback(run_spec(context))
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from airflow.sdk import dag, task
 from mlops_airflow.approval import ModelApproval
+from mlops_airflow.assets import CHAMPIONS, MODEL_VERSIONS, SNAPSHOTS
 from mlops_airflow.params import dag_params
 from mlops_airflow.runtime import dag_args, pipeline_task, run_spec, typed_args
 from mlops_airflow.schedules import cron_or_asset
@@ -71,7 +72,8 @@ def ml_training_pipeline():
     def validate(ingested: IngestResult, **context) -> dict:
         return stages.validate(run_spec(context), ingested)
 
-    @pipeline_task
+    # each asset event names the run's model (mlops_airflow.assets): mlops://models/<model>/...
+    @pipeline_task(outlets=[SNAPSHOTS])
     def version(ingested: IngestResult, validated: ValidationResult, **context) -> dict:
         return stages.version(run_spec(context), ingested, validated)
 
@@ -84,7 +86,7 @@ def ml_training_pipeline():
     def evaluate(trained: TrainResult, **context) -> dict:
         return stages.evaluate(run_spec(context), trained)
 
-    @pipeline_task
+    @pipeline_task(outlets=[MODEL_VERSIONS])
     def register(trained: TrainResult, decision: EvaluationDecision, **context) -> dict:
         return stages.register(run_spec(context), trained, decision)
 
@@ -104,7 +106,7 @@ def ml_training_pipeline():
         response_timeout=timedelta(hours=CONFIG.approval_timeout_hours),
     )
 
-    @pipeline_task(trigger_rule="none_failed_min_one_success")
+    @pipeline_task(trigger_rule="none_failed_min_one_success", outlets=[CHAMPIONS])
     def deploy(trained: TrainResult, registered: RegistrationResult, **context) -> dict:
         return stages.deploy(run_spec(context), trained, registered)
 

@@ -14,6 +14,7 @@ one place.)
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,8 @@ from pipeline_tasks.core.errors import (
     StageSkipped,
 )
 from pipeline_tasks.core.schema import SUITE_TAG
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # the stages' typed results; the modules load only when a stage runs
     from pipeline_tasks.data.ingest import IngestResult
@@ -252,6 +255,8 @@ def validate(run: RunSpec, ingested: IngestResult) -> ValidationResult:
         champion=champion_contract(run.model_name, run.config),
         allow_schema_change=bool(run.param("allow_schema_change")),
         dataset_name=run.dataset_name,
+        # the same content, suite and champion passed before: that result (no_cache: validate)
+        reuse=not run.param("no_cache"),
     )
 
 
@@ -289,7 +294,24 @@ def train(run: RunSpec, ingested: IngestResult, versioned: DatasetVersion) -> Tr
         lineage={**run.lineage, SUITE_TAG: versioned.suite_uri},
         # slice and sensitive columns that are not inputs travel with the holdout to evaluate
         holdout_extra=[*run.slice_columns, *run.sensitive_columns],
+        # the same data, code, params and libraries: the earlier run's model (model.cache)
+        reuse=not run.param("no_cache"),
     )
+    if trained.cache_hit:  # the task log links the reused run (the extra link opens it too)
+        from pipeline_tasks.lineage.links import mlflow_run_url
+        from pipeline_tasks.model.registry import judged_version
+
+        log.info("cache hit: reused MLflow run %s", mlflow_run_url(
+            run.config, trained.experiment_id, trained.run_id))
+        # already a version judged against this champion: evaluate, register and deploy skip
+        version = None if run.param("force_promote") else judged_version(run.model_name,
+                                                                         trained.run_id)
+        if version is not None:
+            trained = replace(trained, nothing_new=(
+                f"cache hit (key {trained.cache_key}): the model of run {trained.run_id} is "
+                f"{run.model_name} v{version} already, judged against the current champion; "
+                "nothing new to evaluate, register or deploy (no_cache fits again)"))
+            log.info("%s", trained.nothing_new)
     return replace(trained, suite_uri=versioned.suite_uri)
 
 
@@ -299,6 +321,8 @@ def evaluate(run: RunSpec, trained: TrainResult) -> EvaluationDecision:
     from pipeline_tasks.model.evaluate import evaluate_candidate
 
     tracking.configure_mlflow(run.config)  # before the candidate's contract is read from it
+    if trained.nothing_new:  # a cache hit already judged (the DAG skips this task at once)
+        raise StageSkipped(trained.nothing_new)
     return evaluate_candidate(
         model_name=run.model_name,
         candidate_model_uri=trained.model_uri,
@@ -323,10 +347,11 @@ def register(run: RunSpec, trained: TrainResult,
     (``lineage.cards``): what it is, what it was trained on, how it does overall, per slice and
     for whom, why it was (not) promoted, and its lineage."""
     from pipeline_tasks.lineage.cards import build_model_card, write_model_card
+    from pipeline_tasks.model.cache import KEY_TAG
     from pipeline_tasks.model.registry import register_model
 
     lineage = {**run.lineage, "dataset_version": trained.dataset_version,
-               SUITE_TAG: trained.suite_uri}
+               SUITE_TAG: trained.suite_uri, KEY_TAG: trained.cache_key}
     registered = register_model(
         model_name=run.model_name,
         run_id=trained.run_id,
@@ -350,7 +375,8 @@ def approval_gate(run: RunSpec, registered: RegistrationResult) -> str:
     return "approve" if registered.awaiting_approval else "deploy"
 
 
-def deploy(run: RunSpec, trained: TrainResult, registered: RegistrationResult) -> DeploymentRecord:
+def deploy(run: RunSpec, trained: TrainResult,
+           registered: RegistrationResult | None) -> DeploymentRecord:
     """Deploy the version ``register`` promoted (or a person approved); any other is not.
 
     The version is first confirmed as champion (``registry.confirm_champion``): an approved one
@@ -365,6 +391,8 @@ def deploy(run: RunSpec, trained: TrainResult, registered: RegistrationResult) -
         return kind(f"v{result.version} was not promoted, so it is not deployed: "
                     f"{result.reason}", result=result.to_dict())
 
+    if registered is None:  # register skipped itself (a cache hit with nothing new)
+        raise StageSkipped("nothing was registered by this run, so nothing is deployed")
     model, version = registered.model_name, str(registered.version)
     awaiting = bool(registered.awaiting_approval)
     breaking = bool(registered.breaking_change)  # forced or approved over it
@@ -545,12 +573,16 @@ def export_scores(run: RunSpec, scored: BatchScoreResult) -> SqlExportResult:
 def run_all(run: RunSpec) -> dict[str, Any]:
     """The training stages in order (``ingest`` to ``register``), in this process: the same calls
     the DAG makes, without Airflow. ``deploy`` is left out: it starts a model server. Returns
-    each stage's typed result by stage name."""
+    each stage's typed result by stage name; a cache hit whose version exists stops after
+    ``train`` (``results["skipped"]`` says why), as ``evaluate`` skips itself in the DAG."""
     results: dict[str, Any] = {}
     results["ingest"] = ingest(run)
     results["validate"] = validate(run, results["ingest"])
     results["version"] = version(run, results["ingest"], results["validate"])
     results["train"] = train(run, results["ingest"], results["version"])
+    if results["train"].nothing_new:
+        results["skipped"] = results["train"].nothing_new
+        return results
     results["evaluate"] = evaluate(run, results["train"])
     results["register"] = register(run, results["train"], results["evaluate"])
     return results

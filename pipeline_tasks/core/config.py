@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from pipeline_tasks.core import layout
+from pipeline_tasks.core import layout, storage
 from pipeline_tasks.core.allowlists import CONN_ID_PATTERN, root_problem
 from pipeline_tasks.core.errors import ConfigError
 from pipeline_tasks.core.http import redact_url, strip_userinfo
@@ -193,6 +193,20 @@ class PipelineConfig:
     # optional: a candidate whose fairness gap (max of demographic parity and equalized odds
     # differences; the worst-group metric gap for regression) exceeds this is not blessed
     max_fairness_gap: float | None = None
+    # --- Credentials from Airflow Connections (docs/production.md); operator-set, not params ---
+    # Airflow connection of the MLflow tracking server (any secrets backend: AIRFLOW_CONN_*, the
+    # metadata DB, Vault...). When it exists it wins over mlflow_tracking_uri: its host (or extra
+    # "tracking_uri", "registry_uri"), its login/password or extra "token" (MLflow's
+    # MLFLOW_TRACKING_* variables, set in the task and UI processes only). Absent: the
+    # MLOPS_MLFLOW_* settings as they are. Empty: never looked up.
+    mlflow_conn_id: str = "mlflow_default"
+    # Airflow connection of the lake's object store: when it exists, its extra (JSON) replaces
+    # lake_storage_options (login/password become key/secret for s3://). Empty: never looked up.
+    lake_conn_id: str = "mlops_lake"
+    # fsspec options of the lake's object store (MLOPS_LAKE_STORAGE_OPTIONS as JSON, e.g.
+    # {"key": ..., "secret": ..., "client_kwargs": {"endpoint_url": ...}} for s3://), used for
+    # every URI of the lake's protocol. Secret values are masked in task logs and never printed.
+    lake_storage_options: dict = field(default_factory=dict)
     # --- Notifications (pipeline_tasks.ops.notifications) ---
     notify_conn_id: str = ""  # Airflow connection id of a webhook; empty = off
     # --- What trigger params may reach (docs/security.md); trigger params cannot change these ---
@@ -292,6 +306,14 @@ class PipelineConfig:
             if problem:
                 raise ConfigError(f"allowed_source_roots (MLOPS_ALLOWED_SOURCE_ROOTS): {root!r} "
                                   f"{problem}")
+        for field_name in ("mlflow_conn_id", "lake_conn_id"):
+            conn_id = getattr(self, field_name)
+            if conn_id and not re.fullmatch(CONN_ID_PATTERN, conn_id):
+                raise ConfigError(f"{field_name} (MLOPS_{field_name.upper()}): {conn_id!r} is not "
+                                  f"an Airflow connection id (letters, digits, '_', '-', '.')")
+        if not isinstance(self.lake_storage_options, dict):
+            raise ConfigError("lake_storage_options (MLOPS_LAKE_STORAGE_OPTIONS) must be a JSON "
+                              "object of fsspec options")
         for field_name in ("allowed_sql_conn_ids", "allowed_output_conn_ids"):
             for conn_id in getattr(self, field_name):
                 if not re.fullmatch(CONN_ID_PATTERN, conn_id):
@@ -400,6 +422,7 @@ class PipelineConfig:
                 data[name][key] = strip_userinfo(text)
             else:
                 data[name][key] = redact_url(text)
+        data["lake_storage_options"] = redact_options(self.lake_storage_options)
         data["airflow_url"] = self.airflow_url
         data["mlflow_ui_url"] = self.mlflow_ui_url
         data["serving_url"] = self.serving_url
@@ -421,6 +444,32 @@ def url_values(config: PipelineConfig) -> Iterator[tuple[str, str | int | None, 
             yield from ((f.name, k, v) for k, v in value.items() if isinstance(v, str))
         elif isinstance(value, tuple):
             yield from ((f.name, i, v) for i, v in enumerate(value) if isinstance(v, str))
+
+
+#: Option names whose values are secrets (fsspec's key/secret/token, Azure's account_key...).
+SECRET_OPTION = re.compile(r"(?i)(key|secret|token|password|passwd|credential|sas|signature)")
+
+
+def secret_option_values(options: Any, secret: bool = False) -> Iterator[str]:
+    """Every text of ``options`` (nested dicts and lists) held under a secret-sounding name."""
+    if isinstance(options, dict):
+        for key, value in options.items():
+            yield from secret_option_values(value, secret or bool(SECRET_OPTION.search(str(key))))
+    elif isinstance(options, (list, tuple)):
+        for value in options:
+            yield from secret_option_values(value, secret)
+    elif secret and isinstance(options, str) and options:
+        yield options
+
+
+def redact_options(options: Any, secret: bool = False) -> Any:
+    """``options`` with every value under a secret-sounding name shown as ``***``."""
+    if isinstance(options, dict):
+        return {key: redact_options(value, secret or bool(SECRET_OPTION.search(str(key))))
+                for key, value in options.items()}
+    if isinstance(options, (list, tuple)):
+        return [redact_options(value, secret) for value in options]
+    return "***" if secret and options not in (None, "") else options
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:
@@ -461,7 +510,9 @@ def load_config(**overrides: Any) -> PipelineConfig:
         env_name = ENV_PREFIX + f.name.upper()
         if env_name in os.environ:
             from_env[f.name] = _coerce(f.name, os.environ[env_name], hints[f.name])
-    return PipelineConfig(**from_env).with_overrides(**overrides)
+    config = PipelineConfig(**from_env).with_overrides(**overrides)
+    storage.configure(config)  # the process-wide fsspec options follow the loaded config
+    return config
 
 
 def dataset_name(source: str, target: str) -> str:

@@ -262,6 +262,13 @@ def validation_result(config: Roots, run_key: str, model_name: str) -> str:
     return storage.join(validation_root(config), run_key, model_name, "validation_result.json")
 
 
+def validation_cache_entry(config: Roots, model_name: str, key: str) -> str:
+    """A passed validation, by the key of what decided it (``data.validate``): the batch's
+    content, the suite, the champion's contract and the validation code."""
+    return storage.join(validation_root(config), "_cache", safe_name(model_name, "model"),
+                        safe_name(key) + ".json")
+
+
 def report_roots(config: Roots) -> dict[str, str]:
     """The URI of each kind of stored report the UI may serve, by the name in its URLs."""
     return {

@@ -166,6 +166,11 @@ TRAINING: tuple[ParamSpec, ...] = (
         "Optional: a floor (ceiling for error metrics such "
         "as rmse) the candidate must meet.", nullable=True, config_field="min_primary_metric"),
     ParamSpec(
+        "no_cache", "boolean", False, "Fit again (no cache)",
+        "Off: when the snapshot, the training code, these params and the library versions are "
+        "those of an earlier run, its model is reused (no new run, no new version). On: always "
+        "fit."),
+    ParamSpec(
         "hyperparameter_search", "boolean", False, "Hyperparameter search",
         "Run a randomized search CV within the time budget below."),
     ParamSpec(

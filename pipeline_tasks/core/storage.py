@@ -24,6 +24,41 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+#: What this module set in ``fsspec.config.conf``: by protocol, (options, the entry before).
+_CONFIGURED: dict[str, tuple[dict, dict | None]] = {}
+
+
+def lake_protocol(lake_uri: str) -> str:
+    """The fsspec protocol of the lake (``file`` for a plain path)."""
+    scheme = urlparse(lake_uri).scheme
+    return scheme if scheme and len(scheme) > 1 else "file"  # "C:" is a drive, not a scheme
+
+
+def configure(config) -> None:
+    """Give every fsspec filesystem of the lake's protocol ``config.lake_storage_options``
+    (its credentials, endpoint...), through fsspec's own defaults (``fsspec.config.conf``, over
+    what ``FSSPEC_<PROTOCOL>_*`` variables set there): this module's readers and writers and
+    any other fsspec user in the process. Options of an earlier call are taken back first;
+    nothing is imported when there is nothing to set."""
+    options = dict(config.lake_storage_options or {})
+    protocol = lake_protocol(config.lake_uri)
+    wanted = {protocol: options} if options and protocol != "file" else {}
+    if wanted == {name: values for name, (values, _) in _CONFIGURED.items()}:
+        return
+    import fsspec.config
+
+    for name, (_, before) in list(_CONFIGURED.items()):
+        if before is None:
+            fsspec.config.conf.pop(name, None)
+        else:
+            fsspec.config.conf[name] = before
+        del _CONFIGURED[name]
+    for name, values in wanted.items():
+        before = fsspec.config.conf.get(name)
+        _CONFIGURED[name] = (dict(values), None if before is None else dict(before))
+        fsspec.config.conf[name] = {**(before or {}), **values}
+
+
 def url_to_fs(uri: str):
     """Return ``(filesystem, path)`` for a URI or a plain local path."""
     import fsspec

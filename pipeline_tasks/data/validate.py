@@ -34,6 +34,8 @@ Great Expectations and pandas are imported inside the functions: importing this 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -97,6 +99,8 @@ class ValidationResult(XComResult):
     # what a model version records as its suite (``repo:<file>`` for a reviewed repo suite)
     suite_ref: str = ""
     champion_version: str | None = None  # whose signature the batch was also checked against
+    # the run whose passed validation of the same content and suite was reused ("": validated)
+    reused_from: str = ""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -112,6 +116,7 @@ def validate_dataset(
     champion: ModelContract | None = None,
     allow_schema_change: bool = False,
     dataset_name: str | None = None,
+    reuse: bool = False,
 ) -> ValidationResult:
     """Validate the Parquet batch at ``data_uri`` against the suite of ``model_name``.
 
@@ -123,6 +128,10 @@ def validate_dataset(
     Writes the full result and the Data Docs under ``config.reports_uri`` (paths from ``run_key``).
     On a critical failure, copies the batch and its result to ``lake/quarantine/<run_key>/`` and
     raises ``DataValidationError`` naming each failed expectation.
+
+    With ``reuse``, a batch whose content, suite, champion contract and validation code are
+    those of an earlier passed validation (``validation_key``) gets that result back without
+    running Great Expectations again (its report and Data Docs stay the earlier run's).
     """
     if not model_name or not re.fullmatch(r"[A-Za-z0-9._-]+", model_name):
         raise ConfigError(
@@ -158,6 +167,10 @@ def validate_dataset(
             len(suite.expectations),
         )
     else:
+        key = validation_key(df, suite_uri, target=target, champion=champion)
+        cached = reused_validation(config, model_name, key) if reuse else None
+        if cached is not None:
+            return cached
         suite = load_suite(suite_uri, default_name=model_name)
         log.info("Using suite %s (%d expectations)", suite_uri, len(suite.expectations))
     extra = target_check(suite, target)
@@ -212,6 +225,9 @@ def validate_dataset(
     for item in failed_warning:
         log.warning("Validation %s on %s: %s", item["severity"], model_name, failure_line(item))
     if success:
+        if not inferred:  # the same content and suite pass again: reused by a later run
+            storage.atomic_write_json(layout.validation_cache_entry(config, model_name, key),
+                                      {"run_key": run_key, "result": result.to_dict()})
         log.info(
             "Validation of %s passed: %d expectations, %d warning(s). Data Docs: %s",
             model_name,
@@ -237,3 +253,50 @@ def validate_dataset(
             "champion's clients is then registered as a blocked challenger"
         )
     raise DataValidationError(message, result=result.to_dict())
+
+
+#: The modules whose code decides a validation's outcome.
+VALIDATION_MODULES = ("validate", "gx_runner", "suites_io", "inference", "summaries")
+
+
+def validation_key(df, suite_uri: str, *, target: str, champion: ModelContract | None) -> str:
+    """sha256 of what decides a validation: the batch's content (``versioning.content_hash``),
+    the suite file's bytes, the target, the champion's contract, the validation code and the
+    Great Expectations version. Computed without importing Great Expectations."""
+    from importlib.metadata import version
+    from pathlib import Path
+
+    from pipeline_tasks.data.versioning import content_hash
+
+    folder = Path(__file__).resolve().parent
+    code = hashlib.sha256(b"".join((folder / f"{name}.py").read_bytes()
+                                   for name in VALIDATION_MODULES)).hexdigest()
+    fs, path = storage.url_to_fs(suite_uri)
+    with fs.open(path, "rb") as handle:
+        suite = hashlib.sha256(handle.read()).hexdigest()
+    parts = {"data": content_hash(df), "suite": suite, "target": target, "code": code,
+             "champion": dataclasses.asdict(champion) if champion is not None else None,
+             "great_expectations": version("great-expectations")}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def reused_validation(config: PipelineConfig, model_name: str,
+                      key: str) -> ValidationResult | None:
+    """The earlier passed validation of ``key`` whose report is still there, or None."""
+    entry_uri = layout.validation_cache_entry(config, model_name, key)
+    if not storage.exists(entry_uri):
+        return None
+    try:
+        entry = storage.read_json(entry_uri)
+        result = ValidationResult.from_xcom({**entry["result"], "suite_inferred": False,
+                                              "reused_from": str(entry["run_key"])})
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("validation cache entry %s unreadable (%s): validating", entry_uri, exc)
+        return None
+    if not result.success or not storage.exists(result.result_uri):
+        return None
+    log.info("Validation cache hit: key %s; the batch's content, the suite and the champion "
+             "contract are those run %s validated: its result is reused (%d expectations "
+             "passed). Data Docs: %s", key, result.reused_from, result.evaluated,
+             result.data_docs_uri)
+    return result

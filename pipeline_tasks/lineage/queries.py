@@ -364,6 +364,10 @@ def version_lineage(model_name: str, version: str, config: PipelineConfig) -> Ve
                 experiment_id=run.info.experiment_id,
                 run_name=run.info.run_name,
                 status=run.info.status,
+                # what decided the fit (model.cache): data, training code, params, libraries
+                cache_key=run.data.tags.get("mlops.cache_key", ""),
+                code_key=run.data.tags.get("mlops.code_key", ""),
+                libraries=run.data.tags.get("mlops.libraries", ""),
                 params=dict(sorted(run.data.params.items())),
                 metrics={k: round(v, 6) for k, v in sorted(run.data.metrics.items())},
                 plots=sorted(a.path.rsplit("/", 1)[-1]

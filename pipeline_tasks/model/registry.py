@@ -90,6 +90,24 @@ def current_champion(model_name: str, client=None) -> str | None:
     return None if version is None else str(version)
 
 
+def judged_version(model_name: str, run_id: str) -> str | None:
+    """The version registered from ``run_id`` when judging it again could decide nothing new:
+    it is the champion, or the champion is still the one it was evaluated against. None: not
+    registered, or the champion moved since (a cache hit is then evaluated again, and
+    registering reuses the version)."""
+    from mlflow.tracking import MlflowClient
+
+    from pipeline_tasks.model.versions import version_for_run
+
+    client = MlflowClient()
+    version = version_for_run(client, model_name, run_id)
+    if version is None:
+        return None
+    against = client.get_model_version(model_name, version).tags.get("evaluated_against_champion")
+    champion = current_champion(model_name, client)
+    return version if champion == version or (champion or "none") == against else None
+
+
 def register_model(
     *,
     model_name: str,

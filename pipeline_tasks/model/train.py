@@ -21,6 +21,7 @@ from pipeline_tasks.core.config import PipelineConfig
 from pipeline_tasks.core.errors import ConfigError, PipelineInputError
 from pipeline_tasks.core.results import XComResult
 from pipeline_tasks.data.versioning import is_version_id, verify_snapshot_file
+from pipeline_tasks.model.cache import find_cached_run, record_result, training_key
 from pipeline_tasks.model.estimator import (
     SEARCH_SPACE,
     TUNED_PARAMS,
@@ -71,6 +72,11 @@ class TrainResult(XComResult):
     dataset_version: str
     best_params: dict
     suite_uri: str = ""  # the data's suite, passed on to ``register`` (set by the ``train`` stage)
+    cache_key: str = ""  # what decided the fit (``model.cache``): data, code, params, libraries
+    cache_hit: bool = False  # True: an earlier run with the same key was reused, nothing fitted
+    # why the stages after training have nothing new to do ("": they run): set by the stage on a
+    # cache hit whose version was already judged against the current champion
+    nothing_new: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self), default=jsonable))
@@ -90,6 +96,8 @@ def train_model(
     lineage: dict[str, str] | None = None,
     exclude_columns: list[str] | tuple[str, ...] = (),
     holdout_extra: list[str] | tuple[str, ...] = (),
+    reuse: bool = False,
+    experiment_name: str | None = None,
 ) -> TrainResult:
     """Fit a candidate on ``snapshot_uri`` and log it as one MLflow run in experiment ``model_name``.
 
@@ -99,6 +107,11 @@ def train_model(
     be features (ids, leaks of the label). ``run_key`` names the holdout folder: the same key
     rewrites the same place on a retry. ``holdout_extra``: columns the holdout keeps beside the
     features (slice and sensitive columns that are not inputs), those the data has.
+
+    Every run records its cache key (``model.cache``). With ``reuse``, a finished run of the same
+    key is returned instead of fitting (``cache_hit``): no new run, the same model. The run goes
+    to experiment ``experiment_name`` (default ``model_name``; the reproduce command uses a
+    scratch one).
     """
     if task_type not in (AUTO, *TASK_TYPES):
         raise ConfigError(
@@ -108,6 +121,16 @@ def train_model(
         raise ValueError("run_key must not be empty (it names the holdout folder)")
     tracking.quiet_telemetry()
     started = time.perf_counter()
+    key = training_key(dataset_version=dataset_version, target=target, task_type=task_type,
+                       time_column=time_column, run_search=run_search,
+                       exclude_columns=exclude_columns, holdout_extra=holdout_extra, config=config)
+    if reuse:
+        cached = find_cached_run(experiment_name or model_name, key, config)
+        if cached is not None:
+            log.info("cache hit: key %s; the model of run %s is reused, nothing is fitted",
+                     key.key, cached["run_id"])
+            return TrainResult.from_xcom({**cached, "cache_key": key.key, "cache_hit": True})
+        log.info("cache miss: key %s; fitting", key.key)
 
     if is_version_id(dataset_version):  # a real content id: train only on the data it names
         snapshot = verify_snapshot_file(snapshot_uri, dataset_version)
@@ -196,17 +219,18 @@ def train_model(
         "run_key": run_key,
         "snapshot_uri": snapshot_uri,
         "holdout_uri": holdout_uri,
+        **key.tags(),
     }
     run_id, experiment_id, model_uri = log_run(
         pipe=pipe, snapshot=snapshot, snapshot_uri=snapshot_uri, X_train=X_train,
         X_holdout=X_holdout, y_holdout=y_holdout, task_type=resolved_task, metric=metric,
-        metrics=metrics, params=params, tags=tags, model_name=model_name,
+        metrics=metrics, params=params, tags=tags, model_name=experiment_name or model_name,
         dataset_version=dataset_version, target=target, run_key=run_key,
         feature_columns=features, config=config,
     )
     log.info("training run %s done in %.1f s; model %s", run_id,
              time.perf_counter() - started, model_uri)
-    return TrainResult(
+    result = TrainResult(
         run_id=run_id,
         experiment_id=experiment_id,
         model_uri=model_uri,
@@ -222,4 +246,7 @@ def train_model(
         n_holdout=len(holdout_idx),
         dataset_version=dataset_version,
         best_params=best_params,
+        cache_key=key.key,
     )
+    record_result(run_id, key, result.to_dict())  # from now on the run is a cache entry
+    return result

@@ -129,6 +129,11 @@ def executor(env: dict[str, str]) -> str:
     return env.get("AIRFLOW__CORE__EXECUTOR", "LocalExecutor").rsplit(".", 1)[-1]
 
 
+def openlineage_dir(config: PipelineConfig) -> Path:
+    """Where the embedded profile's OpenLineage file transport writes ``events.jsonl``."""
+    return Path(config.home) / "openlineage"
+
+
 def render_airflow_cfg(config: PipelineConfig) -> str:
     template = Template((Path(config.project_dir) / "airflow.cfg.example").read_text())
     return template.substitute(
@@ -146,6 +151,9 @@ def prepare_airflow_home(config: PipelineConfig, extra_env: dict[str, str] | Non
     secure_home(config)
     home = Path(config.airflow_home)
     home.mkdir(parents=True, exist_ok=True)
+    # [openlineage] of airflow.cfg.example: the file transport appends to
+    # $MLOPS_HOME/openlineage/events.jsonl, and does not make the folder itself
+    openlineage_dir(config).mkdir(mode=0o700, parents=True, exist_ok=True)
     cfg = home / "airflow.cfg"
     text = render_airflow_cfg(config)
     if not cfg.exists() or cfg.read_text() != text:

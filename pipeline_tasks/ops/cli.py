@@ -83,6 +83,28 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    import re
+
+    from pipeline_tasks.core.params import MODEL_NAME_PATTERN, MODEL_NAME_RULE
+    from pipeline_tasks.ops.reproduce import DIFFERS, IDENTICAL, INPUT_GONE, LineageInputGone
+    from pipeline_tasks.ops.reproduce import reproduce as rebuild
+
+    if not re.fullmatch(MODEL_NAME_PATTERN, args.model) or len(args.model) > 200:
+        print(f"error: MODEL must be {MODEL_NAME_RULE}", file=sys.stderr)
+        return INPUT_GONE
+    if not args.version.isdigit() or len(args.version) > 9:
+        print("error: VERSION must be a version number such as 3", file=sys.stderr)
+        return INPUT_GONE
+    try:
+        outcome = rebuild(args.model, args.version, load_config())
+    except LineageInputGone as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return INPUT_GONE
+    print(json.dumps(outcome.to_dict(), indent=2) if args.json else outcome.text())
+    return IDENTICAL if outcome.identical else DIFFERS
+
+
 def _say(text: str) -> None:
     print(text, flush=True)
 
@@ -351,6 +373,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("serving-check", help="check that every local model endpoint serves the "
                    "version its deployment records say is live; restart it if not").set_defaults(
         func=_cmd_serving_check)
+    p_rep = sub.add_parser(
+        "reproduce", help="rebuild a registered version from its lineage (snapshot, params, "
+        "seed, code key) into a scratch experiment and compare its predictions on the "
+        "version's holdout: exit 0 identical, 1 differs, 2 an input of the lineage is gone")
+    p_rep.add_argument("model", help="registered model name")
+    p_rep.add_argument("version", help="version number")
+    p_rep.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    p_rep.set_defaults(func=_cmd_reproduce)
     p_demo = sub.add_parser("demo", help="start the stack, train once, serve the UIs")
     p_demo.add_argument("--timeout", type=float, default=1800.0,
                         help="seconds to wait for the first run (1800)")

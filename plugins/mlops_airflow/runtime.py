@@ -1,8 +1,9 @@
 """What a DAG task needs from Airflow, as plain values for ``pipeline_tasks.stages``.
 
 - ``run_spec(context)``: the run's identity, data interval and trigger params as a ``RunSpec``,
-  with the SQL connection ids (source, batch output) resolved to URLs (at run time, never while
-  parsing), each checked against its allow-list first.
+  with the SQL connection ids (source, batch output) resolved to URLs by their common.sql hooks
+  (at run time, never while parsing), each checked against its allow-list first; the MLflow and
+  lake connections (``connections.py``) are applied to the task's environment before that.
 - ``dag_args``: what every pipeline DAG shares (no catchup, one active run, retries, owner).
 - ``pipeline_task``: ``@task`` whose bad-input errors fail the task at once. Retrying a bad file
   or a failed quality gate cannot help, so a ``PipelineError`` that is not ``retryable`` becomes
@@ -28,7 +29,8 @@ from typing import Any
 from airflow.sdk import task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from mlops_airflow.masking import mask_task_secrets, mask_url
+from mlops_airflow.connections import apply_connections, sql_url
+from mlops_airflow.masking import mask_task_secrets
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,8 @@ def run_spec(context: dict[str, Any]):
     from pipeline_tasks.stages import RunSpec
 
     mask_task_secrets()
+    for source in apply_connections():  # MLflow and lake credentials: before any stage runs
+        log.info("%s", source)
     dag_run = context["dag_run"]
     end = context.get("data_interval_end") or dag_run.run_after
     start = context.get("data_interval_start") or (end - timedelta(days=1))
@@ -77,26 +81,7 @@ def run_spec(context: dict[str, Any]):
         if trigger.get("interval_end"):
             end = datetime.fromisoformat(trigger["interval_end"])
             start = end - timedelta(days=1)
-    sql_url = None
-    if params.get("sql_conn_id"):
-        from airflow.sdk import Connection
-
-        from pipeline_tasks.core.allowlists import check_sql_conn_id
-        from pipeline_tasks.core.config import load_config
-
-        check_sql_conn_id(params["sql_conn_id"], load_config())  # before reading the connection
-        sql_url = sqlalchemy_url(Connection.get(params["sql_conn_id"]))
-        mask_url(sql_url)
-    output_sql_url = None
-    if params.get("output_conn_id"):
-        from airflow.sdk import Connection
-
-        from pipeline_tasks.core.allowlists import check_output_conn_id
-        from pipeline_tasks.core.config import load_config
-
-        check_output_conn_id(params["output_conn_id"], load_config())
-        output_sql_url = sqlalchemy_url(Connection.get(params["output_conn_id"]))
-        mask_url(output_sql_url)
+    sql_url, output_sql_url = resolve_sql_urls(params)
     return RunSpec(
         dag_id=dag_run.dag_id,
         run_id=dag_run.run_id,
@@ -121,20 +106,22 @@ def retrain_request(context: dict[str, Any]) -> dict:
     return dict(max(found, key=lambda event: event.timestamp).extra)
 
 
-#: Airflow connection types whose URI scheme SQLAlchemy names differently.
-SQLALCHEMY_SCHEMES = {"postgres": "postgresql", "mysql": "mysql+pymysql", "mssql": "mssql+pymssql"}
+def resolve_sql_urls(params: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The SQLAlchemy URLs of the run's source (``sql_conn_id``) and batch output
+    (``output_conn_id``) connections, each checked against its allow-list before the connection
+    is read, and built by the connection's common.sql hook (``connections.sql_url``)."""
+    from pipeline_tasks.core.allowlists import check_output_conn_id, check_sql_conn_id
+    from pipeline_tasks.core.config import load_config
 
-
-def sqlalchemy_url(conn) -> str:
-    """A SQLAlchemy URL for an Airflow connection (``sqlalchemy_url`` in extras wins)."""
-    extra = conn.extra_dejson or {}
-    if extra.get("sqlalchemy_url"):
-        return extra["sqlalchemy_url"]
-    if conn.conn_type == "sqlite":  # the file: in host (the UI's form) or in the URI's path
-        return f"sqlite:///{conn.host or conn.schema or ''}"
-    uri = conn.get_uri()
-    scheme, _, rest = uri.partition("://")
-    return f"{SQLALCHEMY_SCHEMES.get(scheme, scheme)}://{rest}"
+    urls: list[str | None] = []
+    for field, check in (("sql_conn_id", check_sql_conn_id),
+                         ("output_conn_id", check_output_conn_id)):
+        if not params.get(field):
+            urls.append(None)
+            continue
+        check(params[field], load_config())  # before reading the connection
+        urls.append(sql_url(params[field], field))
+    return urls[0], urls[1]
 
 
 #: What a retry says first: Airflow may report a killed attempt as "likely out of memory".
@@ -215,14 +202,41 @@ def typed_args(fn):
     return wrapper
 
 
+def stage_inputs(fn, args: tuple, kwargs: dict) -> dict[str, Any]:
+    """The typed upstream results among ``fn``'s arguments, by name (for lineage)."""
+    import inspect
+
+    from pipeline_tasks.stages import XCOM_TYPES
+
+    bound = inspect.signature(fn).bind_partial(*args, **kwargs)
+    return {name: value for name, value in bound.arguments.items()
+            if name in XCOM_TYPES and value is not None}
+
+
+def skip_the_rest(result: dict[str, Any], context: dict[str, Any]) -> None:
+    """Store ``result`` as the task's XCom, then skip every task downstream of it at once, the
+    way Airflow's short-circuit does (``DownstreamTasksSkipped``): no task process starts and
+    no skip cascades through the scheduler one level per loop. The task itself succeeds."""
+    from airflow.sdk.exceptions import DownstreamTasksSkipped
+
+    context["ti"].xcom_push("return_value", result)
+    log.info("every task after this one is skipped: %s", result["nothing_new"])
+    raise DownstreamTasksSkipped(
+        tasks=sorted(context["task"].get_flat_relative_ids(upstream=False)))
+
+
 def pipeline_task(func=None, **task_kwargs):
     """``@task`` for a pipeline stage: input errors fail fast, other errors are retried.
 
     The body receives its upstream results typed (``from_xcom``) and its typed result is stored
     as its XCom dict (``to_xcom``). With ``outlets``, the result's ``asset_extra`` becomes the
-    extra of the asset events the task emits (a task that is skipped emits none)."""
+    extra of the asset events the task emits, and an ``AssetAlias`` outlet gets the event of the
+    run's model (``assets.announce``; a task that is skipped emits none). The stage's datasets go
+    to the OpenLineage provider's events (``lineage_events``)."""
 
     def decorate(fn):
+        from mlops_airflow import lineage_events
+        from mlops_airflow.assets import announce
         from mlops_airflow.links import links_for
         from mlops_airflow.notify import PipelineNotifier
 
@@ -238,9 +252,14 @@ def pipeline_task(func=None, **task_kwargs):
                 log.warning(RETRY_NOTE, ti.try_number)
             try:
                 call_args, call_kwargs = from_xcom(fn, args, kwargs)
-                result = to_xcom(fn(*call_args, **call_kwargs))
-                for outlet in task_kwargs.get("outlets") or ():
-                    kwargs["outlet_events"][outlet].extra = dict(result.get("asset_extra") or {})
+                inputs = stage_inputs(fn, call_args, call_kwargs)
+                lineage_events.record(task_id, inputs, None, kwargs)  # a FAIL event's inputs
+                typed_result = fn(*call_args, **call_kwargs)
+                result = to_xcom(typed_result)
+                lineage_events.record(task_id, inputs, typed_result, kwargs)
+                announce(task_kwargs.get("outlets") or (), typed_result, result, kwargs)
+                if result.get("nothing_new"):  # the rest of the run has nothing to do
+                    skip_the_rest(result, kwargs)
                 return result
             except StageSkipped as exc:
                 if exc.result:  # a gate stopped the run without failing it: say why, up front
@@ -264,6 +283,8 @@ def pipeline_task(func=None, **task_kwargs):
             out = decorated(*args, **kwargs)
             if links:  # links are per task instance: only this task's artifact
                 out.operator.operator_extra_links = links
+            # the OpenLineage provider's DefaultExtractor asks the operator for its datasets
+            out.operator.get_openlineage_facets_on_complete = lineage_events.facets_on_complete
             return out
 
         return make_task

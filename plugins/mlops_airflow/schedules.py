@@ -4,6 +4,10 @@
 is real (and the cool-down allows it); ``ml_training_pipeline`` runs nightly **or** on that
 asset (Airflow 3's ``AssetOrTimeSchedule``). The event's extra names the model, the interval, the
 monitoring run and the drifted columns; ``runtime.run_spec`` turns it into the training run.
+
+The things the pipeline makes (snapshots, model versions, champions, drift reports) are assets
+too, one per model, announced through aliases: ``mlops_airflow.assets`` (``champion_asset(model)``
+is what a DAG schedules on to run on a new champion).
 """
 
 from __future__ import annotations

@@ -39,8 +39,9 @@ def create_app():
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+    # the pages read MLflow and the lake with the credentials of their Airflow connections
+    from mlops_airflow.connections import connected_config as load_config
     from mlops_airflow.links import ui_base_url
-    from pipeline_tasks.core.config import load_config
     from pipeline_tasks.core.http import strip_userinfo_deep, strip_userinfo_in_text
     from pipeline_tasks.lineage import pages as lineage_pages
     from pipeline_tasks.lineage import queries as lineage

@@ -8,6 +8,7 @@ and the retrains that ``ml_drift_monitoring`` asks for through the asset.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -34,6 +35,7 @@ class Pipeline:
     config: PipelineConfig
     stack: Stack | None = None
     counter: int = 0
+    postgres: str = ""  # host:port of the server behind the connection ``warehouse``
 
     def run(self, day: date, conf: dict | None = None, timeout: float = 900,
             dag_id: str = DAG_ID) -> dict:
@@ -100,12 +102,29 @@ def cpu_load():
     return _cpu_load
 
 
+#: The password of the e2e PostgreSQL source connection: it must never reach a task log.
+WAREHOUSE_PASSWORD = "e2e-Warehouse-pw-7731"
+
+
 @pytest.fixture(scope="session")
-def pipeline(tmp_path_factory, docker_engine) -> Pipeline:
-    """One stack for the session; the Docker engine first, so its workers can reach it."""
+def warehouse_password() -> str:
+    return WAREHOUSE_PASSWORD
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory, docker_engine, postgres_server) -> Pipeline:
+    """One stack for the session; the Docker engine first, so its workers can reach it.
+
+    MLflow's tracking store comes from the Airflow connection ``mlflow_default`` while
+    ``MLOPS_MLFLOW_TRACKING_URI`` (and MLflow's own variable) name another store, ``wrong_store``:
+    every run of the session proves the connection wins (nothing may ever create that store).
+    A PostgreSQL server holds the SQL source of the connection ``warehouse`` (a password that the
+    trust-auth server ignores, so that the test can look for it in the logs)."""
     home: Path = tmp_path_factory.mktemp("e2e-home")
     config = load_config(home=str(home), airflow_port=free_port(), mlflow_port=free_port(),
                          serving_port=free_port())
+    wrong = f"sqlite:///{home / 'wrong_store' / 'mlflow.db'}"
+    host, port = postgres_server.rsplit(":", 1)
     stack = Stack(
         config,
         components=("api-server", "scheduler", "dag-processor"),
@@ -116,6 +135,17 @@ def pipeline(tmp_path_factory, docker_engine) -> Pipeline:
                    # where the batch-scoring test writes its SQL output (an allowed connection)
                    "AIRFLOW_CONN_BATCH_SCORES": f"sqlite:///{home / 'batch_scores.db'}",
                    "MLOPS_ALLOWED_OUTPUT_CONN_IDS": "batch_scores",
+                   # MLflow through an Airflow connection, which wins over the MLOPS_ setting
+                   "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps({
+                       "conn_type": "generic",
+                       "extra": {"tracking_uri": config.mlflow_tracking_uri}}),
+                   "MLOPS_MLFLOW_TRACKING_URI": wrong, "MLFLOW_TRACKING_URI": wrong,
+                   # an SQL source on PostgreSQL (the provider's hook builds its URL)
+                   "AIRFLOW_CONN_WAREHOUSE": json.dumps({
+                       "conn_type": "postgres", "host": host, "port": int(port),
+                       "login": "postgres", "password": WAREHOUSE_PASSWORD,
+                       "schema": "postgres"}),
+                   "MLOPS_ALLOWED_SQL_CONN_IDS": "warehouse",
                    # the tests' sources live in pytest's temporary folder: list it (the default
                    # allows only the landing folder)
                    "MLOPS_ALLOWED_SOURCE_ROOTS": str(tmp_path_factory.getbasetemp()),
@@ -130,6 +160,6 @@ def pipeline(tmp_path_factory, docker_engine) -> Pipeline:
         api = AirflowAPI(config.airflow_url)
         api.wait_for_dag(DAG_ID)
         api.set_paused(DAG_ID, False)
-        yield Pipeline(api, config, stack)
+        yield Pipeline(api, config, stack, postgres=postgres_server)
     finally:
         stack.stop()

@@ -6,8 +6,13 @@ makes the champion that later runs are compared against.
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
+import subprocess
+import sys
 from datetime import date
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -104,13 +109,141 @@ def test_flights_pipeline_registers_a_champion(pipeline, landed, client):
     assert [d.dataset.name for d in mlflow_run.inputs.dataset_inputs] == [versioned["version_id"]]
 
 
-def test_second_run_on_the_same_data_gives_the_same_version(pipeline, landed, client):
+    # OpenLineage (the provider's file transport) and Airflow's asset events of the run
+    check_lineage_of_run(pipeline, run, landed, ingested, versioned, registered, deployed)
+    check_asset_events_of_run(pipeline, run, versioned, registered, deployed)
+
+
+#: The OpenLineage spec the provider's events are checked against (the core spec is not shipped
+#: in openlineage-python: this is the official 2-0-0 file, whose RunEvent the 2-0-2 events meet)
+OPENLINEAGE_SPEC = Path(__file__).parent / "data" / "OpenLineage-2-0-0.json"
+
+
+def lineage_events(config) -> list[dict]:
+    """The OpenLineage events the stack wrote (``[openlineage] transport``, airflow.cfg.example)."""
+    path = Path(config.home) / "openlineage" / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def check_lineage_of_run(pipeline, run, landed, ingested, versioned, registered, deployed):
+    """Every event is a valid RunEvent; the run's COMPLETE events chain the source to the
+    endpoint through the raw batch, the snapshot and the model version."""
+    import jsonschema
+
+    spec = json.loads(OPENLINEAGE_SPEC.read_text())
+    # the spec's top level is oneOf the three event kinds; a task's event is a RunEvent
+    run_event = {key: value for key, value in spec.items() if key != "oneOf"}
+    validator = jsonschema.Draft202012Validator({**run_event, "$ref": "#/$defs/RunEvent"})
+    events = lineage_events(pipeline.config)
+    assert events
+    for event in events:
+        assert event["schemaURL"].endswith("/OpenLineage.json#/$defs/RunEvent"), event["schemaURL"]
+        errors = [e.message for e in validator.iter_errors(event)]
+        assert not errors, (errors, event["job"])
+
+    def of_run(event) -> bool:
+        return event["run"].get("facets", {}).get("airflow", {}).get("dagRun", {}).get(
+            "run_id") == run["run_id"]
+
+    complete = {event["job"]["name"]: event for event in events
+                if event["eventType"] == "COMPLETE" and of_run(event)}
+    for task_id in ("ingest", "validate", "version", "train", "evaluate", "register", "deploy"):
+        assert f"ml_training_pipeline.{task_id}" in complete, sorted(complete)
+    assert {e["job"]["namespace"] for e in complete.values()} == {"mlops"}
+
+    def key(dataset) -> tuple[str, str]:
+        return dataset["namespace"], dataset["name"]
+
+    edges: dict[tuple, set] = {}
+    for event in complete.values():
+        for source in event.get("inputs", []):
+            edges.setdefault(key(source), set()).update(key(d) for d in event.get("outputs", []))
+    source = ("file", str(storage.local_path(landed)))
+    raw = ("file", str(storage.local_path(ingested["uri"])))
+    snapshot = ("file", str(storage.local_path(versioned["data_uri"])))
+    model_version = ("mlflow", f"models:/{MODEL}/{registered['version']}")
+    endpoint = (pipeline.config.serving_url, "/")
+    chain = [source, raw, snapshot, model_version, endpoint]
+    # each link is reachable from the one before: source → raw → snapshot → (MLflow model) →
+    # model version → endpoint
+    for start, end in pairwise(chain):
+        seen, todo = {start}, [start]
+        while todo:
+            for nxt in edges.get(todo.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        assert end in seen, (start, end, edges)
+    outputs = {key(d): d for e in complete.values() for d in e.get("outputs", [])}
+    assert outputs[snapshot]["facets"]["version"]["datasetVersion"] == versioned["version_id"]
+    assert outputs[model_version]["facets"]["version"]["datasetVersion"] == registered["version"]
+    assert deployed["endpoint"] == pipeline.config.serving_url
+
+
+def check_asset_events_of_run(pipeline, run, versioned, registered, deployed):
+    """The run announced its snapshot, its model version and the new champion as asset events
+    (through the aliases), each on the model's own asset, with what it is in the extra."""
+    events = pipeline.api.get("/api/v2/assets/events?source_dag_id=ml_training_pipeline"
+                              f"&source_run_id={run['run_id']}&limit=100")["asset_events"]
+    by_task = {event["source_task_id"]: event for event in events}
+    assert sorted(by_task) == ["deploy", "register", "version"], events
+    for task_id, kind in (("version", "snapshots"), ("register", "versions"),
+                          ("deploy", "champion")):
+        assert by_task[task_id]["uri"] == f"mlops://models/{MODEL}/{kind}"
+        assert by_task[task_id]["name"] == f"mlops.{kind}.{MODEL}"
+    assert by_task["version"]["extra"]["version_id"] == versioned["version_id"]
+    assert by_task["register"]["extra"]["model_uri"] == f"models:/{MODEL}/{registered['version']}"
+    assert by_task["deploy"]["extra"]["version"] == deployed["version"]
+    assert by_task["deploy"]["extra"]["endpoint"] == deployed["endpoint"]
+
+
+def test_the_demo_champion_rebuilds_identically_from_its_lineage(pipeline, client):
+    """``python -m pipeline_tasks reproduce`` on the demo model: refit from the snapshot, params,
+    seed and code key alone, into a scratch experiment; the same answers on its holdout."""
+    env = {**os.environ, "MLOPS_HOME": pipeline.config.home,
+           "MLOPS_MLFLOW_TRACKING_URI": pipeline.config.mlflow_tracking_uri,
+           "MLFLOW_TRACKING_URI": pipeline.config.mlflow_tracking_uri}
+    done = subprocess.run([sys.executable, "-m", "pipeline_tasks", "reproduce", MODEL, "1",
+                           "--json"], env=env, capture_output=True, text=True, timeout=900,
+                          check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    outcome = json.loads(done.stdout[done.stdout.index("{"):])
+    assert outcome["identical"] and outcome["differing_rows"] == 0
+    assert outcome["compared"] == "predict_proba + predict" and outcome["rows"] > 1000
+    assert outcome["experiment"] == f"{MODEL}-reproduce"
+    # nothing registered, no alias moved
+    assert [str(mv.version) for mv in versions(client, MODEL)] == ["1"]
+    assert aliases(client.get_registered_model(MODEL)) == {"champion": "1", "challenger": "1"}
+
+
+def test_second_run_on_the_same_data_reuses_the_model(pipeline, landed, client):
+    """Unchanged data, code and params: the nightly run finds the first run's cache key and
+    reuses its model; nothing is evaluated, registered or deployed again."""
     first_ids = snapshot_ids(pipeline.config)
+    [first] = versions(client, MODEL)
     run = pipeline.run(DAY, {"training_window_days": 14})
-    assert run["state"] == "success"
+    assert run["state"] == "success", pipeline.explain(run)
     versioned = pipeline.xcom(run, "version")
     assert versioned["version_id"] in first_ids and not versioned["created"]
     assert snapshot_ids(pipeline.config) == first_ids
+    trained = pipeline.xcom(run, "train")
+    assert trained["cache_hit"] and trained["run_id"] == first.run_id
+    assert trained["cache_key"] == first.tags["mlops.cache_key"]
+    log = pipeline.log(run, "train")
+    assert f"cache hit: key {trained['cache_key']}" in log and first.run_id in log
+    assert {task: run["tasks"][task]["state"] for task in ("evaluate", "register", "deploy")} \
+        == {"evaluate": "skipped", "register": "skipped", "deploy": "skipped"}
+    assert [mv.version for mv in versions(client, MODEL)] == [first.version]
+    # train skipped what follows at once: nothing new to judge (no evaluate process ran)
+    assert "nothing new to evaluate, register or deploy" in log
+    assert run["tasks"]["approval_gate"]["state"] == "skipped"
+
+
+def test_a_run_without_the_cache_fits_an_equal_model_that_is_not_promoted(pipeline, landed,
+                                                                           client):
+    run = pipeline.run(DAY, {"training_window_days": 14, "no_cache": True})
+    assert run["state"] == "success"
+    assert not pipeline.xcom(run, "train")["cache_hit"]
     # same data, same seed: an equal model, which is not better, so the champion stays
     decision = pipeline.xcom(run, "evaluate")
     assert not decision["blessed"]
@@ -184,6 +317,33 @@ def test_batch_scoring_scores_the_interval_with_the_champion(pipeline, landed, c
                             ).fetchone() == (scored["rows_scored"], scored["rows_scored"],
                                              again["run_id"])
     database.close()
+
+
+def test_batch_scoring_reads_a_postgres_source_through_its_connection(pipeline, landed,
+                                                                     warehouse_password):
+    """A SQL source on PostgreSQL through the Airflow connection ``warehouse``: its URL is built
+    by the provider's hook, its password reaches no log. MLflow all along came from the
+    connection ``mlflow_default`` (tasks and the lineage pages): the store
+    MLOPS_MLFLOW_TRACKING_URI names was never made."""
+    import sqlalchemy as sa
+
+    feed = pd.read_csv(storage.local_path(landed) / f"flights_{DAY.isoformat()}.csv")
+    engine = sa.create_engine(f"postgresql+psycopg://postgres@{pipeline.postgres}/postgres")
+    feed.to_sql("e2e_flights", engine, if_exists="replace", index=False)
+    engine.dispose()
+    conf = {"model_name": MODEL, "source": "SELECT * FROM e2e_flights", "sql_conn_id": "warehouse"}
+    run = pipeline.run(DAY, conf, dag_id=BATCH)
+    assert run["state"] == "success", pipeline.explain(run)
+    scored = pipeline.xcom(run, "score")
+    assert scored["rows_read"] == len(feed) and scored["rows_scored"] > 0.9 * len(feed)
+    for task_id in run["tasks"]:
+        log = pipeline.log(run, task_id)
+        assert warehouse_password not in log, task_id
+    assert "MLflow tracking: Airflow connection 'mlflow_default'" in pipeline.log(run, "score")
+    # the API server's lineage pages read MLflow through the same connection
+    overview = pipeline.api.get(f"/mlops/api/models/{MODEL}")
+    assert overview["champion"]["version"] == scored["model_version"], overview
+    assert not (Path(pipeline.config.home) / "wrong_store").exists()
 
 
 def test_batch_scoring_of_a_source_without_an_input_fails_naming_it(pipeline, tmp_path):

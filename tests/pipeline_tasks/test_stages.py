@@ -183,7 +183,10 @@ def test_the_input_contract_holds_from_validation_to_promotion(tmp_path, regress
     assert forced["register"].promoted and forced["evaluate"].breaking_change
     tags = client.get_model_version(name, forced["register"].version).tags
     assert tags["breaking_change"] == "true" and tags["forced"] == "true"
-    assert len(client.search_model_versions(f"name = '{name}'")) == count + 2
+    # the same data, code and params: the blocked version's model is reused, not fitted again
+    assert forced["train"].cache_hit and forced["train"].run_id == changed["train"].run_id
+    assert forced["register"].version == registered.version
+    assert len(client.search_model_versions(f"name = '{name}'")) == count + 1
 
     # the next run of the model validates against the suite its new champion was checked with
     again = spec(source=str(other), target="price", model_name=name)

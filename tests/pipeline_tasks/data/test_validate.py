@@ -251,6 +251,32 @@ def test_reviewer_edits_to_an_inferred_suite_take_effect(flights, config):
         run(uri, config, model_name="flights_sample")
 
 
+def test_a_passed_validation_is_reused_for_the_same_content_and_suite(flights, config):
+    """``reuse`` (the stage's default): the same batch content against the same suite and
+    champion gets the earlier passed result back; any of them changed validates again."""
+    day = one_day(flights)
+    first = run(write(day, config), config, reuse=True)
+    assert first.success and not first.reused_from
+    # the same rows in another run's batch: reused, the earlier report and Data Docs kept
+    again = run(write(day, config, "other"), config, run_key="r2", reuse=True)
+    assert again.reused_from == RUN_KEY
+    assert (again.result_uri, again.data_docs_uri, again.evaluated) == \
+        (first.result_uri, first.data_docs_uri, first.evaluated)
+    # without reuse (no_cache), other rows, another champion: Great Expectations runs again
+    third = run(write(day, config, "other"), config, run_key="r3")
+    assert not third.reused_from  # and it is the entry a later run reuses
+    other_rows = run(write(one_day(flights, day=2), config, "day2"), config, run_key="r4",
+                     reuse=True)
+    assert other_rows.success and not other_rows.reused_from
+    contract = ModelContract(inputs={"carrier": {"type": "string", "required": True}},
+                             target="is_late", task_type="classification", version="1")
+    assert not run(write(day, config, "other"), config, run_key="r5", reuse=True,
+                   champion=contract).reused_from
+    # once the reused report is gone, the batch is validated again
+    storage.local_path(third.result_uri).unlink()
+    assert not run(write(day, config, "other"), config, run_key="r6", reuse=True).reused_from
+
+
 def test_inference_covers_nullable_bool_category_and_datetime_dtypes(config):
     n = 200
     rng = np.random.default_rng(0)

@@ -93,6 +93,10 @@ def test_the_chain_reads_from_source_to_drift(chain):
     assert "http://airflow:8080/mlops/reports/monitoring/" in page
     assert f"/mlops/models/{MODEL}/versions/{version}/plots/" in page
     assert "http://airflow:8080/dags/ml_training_pipeline/runs/manual__lineage" in page
+    # what decided the fit: the cache key on the run and the version, shown on the page
+    key = results["train"].cache_key
+    assert data.training["cache_key"] == key and data.summary.tags["mlops.cache_key"] == key
+    assert f'<code id="cache-key">{key}</code>' in page
 
     overview = lineage.model_overview(MODEL, config)
     assert overview.champion is not None and overview.champion.version == version
