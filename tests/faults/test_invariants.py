@@ -119,7 +119,8 @@ def test_a_killed_training_task_leaves_no_running_run_and_one_version_per_run(se
 
     client = MlflowClient(served.config.mlflow_tracking_uri)
     for trial in range(TRIALS):
-        run = spec(served.source, served.port, f"faults_train_{trial}")
+        # no_cache: the same rows as v1, and the trial is about a fit being killed
+        run = spec(served.source, served.port, f"faults_train_{trial}", no_cache=True)
         ingested = stages.ingest(run)
         versioned = stages.version(run, ingested, stages.validate(run, ingested))
         point = campaign.point(0.5, 6.0)
@@ -146,7 +147,7 @@ def test_a_task_killed_inside_any_stage_is_retried_cleanly(served, campaign):
 
     client = MlflowClient(served.config.mlflow_tracking_uri)
     for trial in range(TRIALS):
-        run = spec(served.source, served.port, f"faults_stages_{trial}")
+        run = spec(served.source, served.port, f"faults_stages_{trial}", no_cache=True)
         done: dict[str, object] = {}
         inputs = {"ingest": [], "validate": ["ingest"], "version": ["ingest", "validate"],
                   "train": ["ingest", "version"], "evaluate": ["train"],
@@ -182,7 +183,8 @@ def test_corrupt_snapshots_and_model_files_are_refused_by_name(served, campaign)
         start = rng.randrange(len(original) // 4, len(original) - 64)
         data.write_bytes(original[:start] + bytes(b ^ 0xFF for b in original[start:start + 32])
                          + original[start + 32:])
-        run = spec(served.source, served.port, "faults_corrupt")
+        # no_cache: train must read the snapshot (a cache hit reuses v1's model without it)
+        run = spec(served.source, served.port, "faults_corrupt", no_cache=True)
         with pytest.raises(CorruptSnapshotError,
                            match=re.escape(f"snapshot {served.v1['version'].data_uri}")):
             stages.train(run, stages.ingest(run), replace(served.v1["version"],
