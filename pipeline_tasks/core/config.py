@@ -535,6 +535,19 @@ def dataset_name(source: str, target: str) -> str:
     return name or "dataset"
 
 
+def source_digest(package_dir: str | Path, modules: tuple[str, ...]) -> str:
+    """sha256 over the source of ``modules`` (names without ``.py``) of one package folder, name
+    and bytes of each in order, line endings normalised: the code key of one step."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in modules:
+        digest.update(name.encode() + b"\0")
+        digest.update((Path(package_dir) / f"{name}.py").read_bytes().replace(b"\r\n", b"\n"))
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
 def code_version() -> str:
     """Package version plus the git commit of the checkout, when there is one (no subprocess)."""
     from pipeline_tasks import __version__

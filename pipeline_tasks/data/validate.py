@@ -41,7 +41,7 @@ import re
 from dataclasses import dataclass, field
 
 from pipeline_tasks.core import layout, storage
-from pipeline_tasks.core.config import PipelineConfig
+from pipeline_tasks.core.config import PipelineConfig, source_digest
 from pipeline_tasks.core.errors import ConfigError, DataValidationError
 from pipeline_tasks.core.results import XComResult
 from pipeline_tasks.core.schema import ModelContract
@@ -268,9 +268,7 @@ def validation_key(df, suite_uri: str, *, target: str, champion: ModelContract |
 
     from pipeline_tasks.data.versioning import content_hash
 
-    folder = Path(__file__).resolve().parent
-    code = hashlib.sha256(b"".join((folder / f"{name}.py").read_bytes()
-                                   for name in VALIDATION_MODULES)).hexdigest()
+    code = source_digest(Path(__file__).resolve().parent, VALIDATION_MODULES)
     fs, path = storage.url_to_fs(suite_uri)
     with fs.open(path, "rb") as handle:
         suite = hashlib.sha256(handle.read()).hexdigest()

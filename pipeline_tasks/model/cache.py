@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline_tasks.core import storage, tracking
-from pipeline_tasks.core.config import PipelineConfig
+from pipeline_tasks.core.config import PipelineConfig, source_digest
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +61,8 @@ class TrainingKey:
 
 
 def code_key() -> str:
-    """sha256 over the source of ``TRAINING_MODULES`` (name and bytes of each, in order)."""
-    folder = Path(__file__).resolve().parent
-    digest = hashlib.sha256()
-    for name in TRAINING_MODULES:
-        digest.update(name.encode() + b"\0")
-        digest.update((folder / f"{name}.py").read_bytes().replace(b"\r\n", b"\n"))
-        digest.update(b"\0")
-    return digest.hexdigest()
+    """sha256 over the source of ``TRAINING_MODULES`` (``config.source_digest``)."""
+    return source_digest(Path(__file__).resolve().parent, TRAINING_MODULES)
 
 
 def library_versions() -> dict[str, str]:

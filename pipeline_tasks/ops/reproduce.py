@@ -141,7 +141,7 @@ def reproduce(model_name: str, version: str, config: PipelineConfig) -> Reproduc
 
     original = model_artifacts.load_verified(f"models:/{model_name}/{version}").model
     again = model_artifacts.load_verified(rebuilt.model_uri).model
-    features = _feature_columns(client, run_id, original)
+    features = _feature_columns(run, original)
     holdout = storage.read_parquet(holdout_uri)
     missing = [c for c in features if c not in holdout.columns]
     if missing:
@@ -214,13 +214,13 @@ def _recorded_inputs(run, params: dict[str, str]) -> dict[str, Any]:
             "exclude_columns": [], "holdout_extra": [], "config": config}
 
 
-def _feature_columns(client, run_id: str, model) -> list[str]:
+def _feature_columns(run, model) -> list[str]:
     """The version's input columns: its run's ``feature_columns.json``, else the model's own."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     try:
         return list(mlflow.artifacts.load_dict(
-            f"{client.get_run(run_id).info.artifact_uri}/feature_columns.json")["features"])
+            f"{run.info.artifact_uri}/feature_columns.json")["features"])
     except (MlflowException, OSError, KeyError):
         return [str(c) for c in getattr(model, "feature_names_in_", [])]
