@@ -10,7 +10,7 @@ model version carry the reason (`retrain.*` tags).
 
 | task | what it does |
 |---|---|
-| **ingest** | reads the run's data interval plus `training_window_days` from `source` into the lake |
+| **ingest** | reads the run's data interval plus `training_window_days` from `source` into the lake; a batch already validated, trained and judged (training cache) skips the rest |
 | **validate** | checks it with Great Expectations; a critical failure quarantines the batch and stops the run |
 | **version** | stores a content-addressed snapshot (same data, same version id) with its lineage |
 | **train** | fits a scikit-learn pipeline, tracked as one MLflow run |

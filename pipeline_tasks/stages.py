@@ -228,7 +228,7 @@ def ingest(run: RunSpec) -> IngestResult:
 
     check_params(run)
 
-    return ingest_interval(
+    ingested = ingest_interval(
         run.source,
         interval_start=run.interval_start,
         interval_end=run.interval_end,
@@ -238,6 +238,36 @@ def ingest(run: RunSpec) -> IngestResult:
         time_column=run.param("time_column"),
         sql_url=run.sql_url,
     )
+    if run.param("no_cache") or run.param("force_promote") or run.param("allow_schema_change"):
+        return ingested
+    # the same batch as a run whose model is judged already: the rest would find only reuses
+    from pipeline_tasks.lineage.links import mlflow_run_url
+    from pipeline_tasks.model.cache import judged_before
+
+    judged = judged_before(ingested.uri, model_name=run.model_name,
+                           dataset_name=run.dataset_name, config=run.config,
+                           **_fit_inputs(run, ingested))
+    if judged is None:
+        return ingested
+    log.info("cache hit: key %s; reused MLflow run %s", judged.cache_key,
+             mlflow_run_url(run.config, judged.experiment_id, judged.run_id))
+    return replace(ingested, nothing_new=judged.reason(run.model_name))
+
+
+def _fit_inputs(run: RunSpec, ingested: IngestResult) -> dict[str, Any]:
+    """The run's training inputs that enter the fit's cache key (``model.cache``)."""
+    return {"target": run.target, "task_type": run.task_type,
+            "time_column": ingested.time_column,
+            "run_search": bool(run.param("hyperparameter_search")),
+            # slice and sensitive columns that are not inputs travel with the holdout
+            "holdout_extra": [*run.slice_columns, *run.sensitive_columns]}
+
+
+def _nothing_new(ingested: IngestResult) -> None:
+    """The backstop of the stages after ``ingest``: the DAG skips them at once when ingest found
+    nothing new; a caller that runs them anyway gets the same skip."""
+    if ingested.nothing_new:
+        raise StageSkipped(ingested.nothing_new)
 
 
 def validate(run: RunSpec, ingested: IngestResult) -> ValidationResult:
@@ -246,6 +276,7 @@ def validate(run: RunSpec, ingested: IngestResult) -> ValidationResult:
     from pipeline_tasks.data.validate import validate_dataset
     from pipeline_tasks.model.registry import champion_contract
 
+    _nothing_new(ingested)
     return validate_dataset(
         ingested.uri,
         model_name=run.model_name,
@@ -263,6 +294,7 @@ def validate(run: RunSpec, ingested: IngestResult) -> ValidationResult:
 def version(run: RunSpec, ingested: IngestResult, validated: ValidationResult) -> DatasetVersion:
     from pipeline_tasks.data.versioning import snapshot_dataset
 
+    _nothing_new(ingested)
     snapshot = snapshot_dataset(
         ingested.uri,
         config=run.config,
@@ -281,21 +313,17 @@ def version(run: RunSpec, ingested: IngestResult, validated: ValidationResult) -
 def train(run: RunSpec, ingested: IngestResult, versioned: DatasetVersion) -> TrainResult:
     from pipeline_tasks.model.train import train_model
 
+    _nothing_new(ingested)
     trained = train_model(
         versioned.data_uri,
         dataset_version=versioned.version_id,
-        target=run.target,
         model_name=run.model_name,
         config=run.config,
         run_key=run.run_key,
-        task_type=run.task_type,
-        time_column=ingested.time_column,
-        run_search=bool(run.param("hyperparameter_search")),
         lineage={**run.lineage, SUITE_TAG: versioned.suite_uri},
-        # slice and sensitive columns that are not inputs travel with the holdout to evaluate
-        holdout_extra=[*run.slice_columns, *run.sensitive_columns],
         # the same data, code, params and libraries: the earlier run's model (model.cache)
         reuse=not run.param("no_cache"),
+        **_fit_inputs(run, ingested),
     )
     if trained.cache_hit:  # the task log links the reused run (the extra link opens it too)
         from pipeline_tasks.lineage.links import mlflow_run_url
@@ -573,10 +601,14 @@ def export_scores(run: RunSpec, scored: BatchScoreResult) -> SqlExportResult:
 def run_all(run: RunSpec) -> dict[str, Any]:
     """The training stages in order (``ingest`` to ``register``), in this process: the same calls
     the DAG makes, without Airflow. ``deploy`` is left out: it starts a model server. Returns
-    each stage's typed result by stage name; a cache hit whose version exists stops after
-    ``train`` (``results["skipped"]`` says why), as ``evaluate`` skips itself in the DAG."""
+    each stage's typed result by stage name; a cache hit whose version is judged already stops
+    after ``ingest`` (the same batch as before) or ``train`` (``results["skipped"]`` says why),
+    as the DAG skips the rest."""
     results: dict[str, Any] = {}
     results["ingest"] = ingest(run)
+    if results["ingest"].nothing_new:
+        results["skipped"] = results["ingest"].nothing_new
+        return results
     results["validate"] = validate(run, results["ingest"])
     results["version"] = version(run, results["ingest"], results["validate"])
     results["train"] = train(run, results["ingest"], results["version"])

@@ -52,6 +52,9 @@ class IngestResult(XComResult):
     files: list[str] = field(default_factory=list)
     time_column: str | None = None
     rows_outside_window: int = 0
+    # set by the training stage (``stages.ingest``) when an earlier run already validated,
+    # versioned, trained and judged this batch: the DAG then skips the rest of the run
+    nothing_new: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -259,10 +259,12 @@ def validate_dataset(
 VALIDATION_MODULES = ("validate", "gx_runner", "suites_io", "inference", "summaries")
 
 
-def validation_key(df, suite_uri: str, *, target: str, champion: ModelContract | None) -> str:
-    """sha256 of what decides a validation: the batch's content (``versioning.content_hash``),
-    the suite file's bytes, the target, the champion's contract, the validation code and the
-    Great Expectations version. Computed without importing Great Expectations."""
+def validation_key(df, suite_uri: str, *, target: str, champion: ModelContract | None,
+                   content: str | None = None) -> str:
+    """sha256 of what decides a validation: the batch's content (``versioning.content_hash``,
+    or ``content`` when the caller has it already), the suite file's bytes, the target, the
+    champion's contract, the validation code and the Great Expectations version. Computed
+    without importing Great Expectations."""
     from importlib.metadata import version
     from pathlib import Path
 
@@ -272,7 +274,7 @@ def validation_key(df, suite_uri: str, *, target: str, champion: ModelContract |
     fs, path = storage.url_to_fs(suite_uri)
     with fs.open(path, "rb") as handle:
         suite = hashlib.sha256(handle.read()).hexdigest()
-    parts = {"data": content_hash(df), "suite": suite, "target": target, "code": code,
+    parts = {"data": content or content_hash(df), "suite": suite, "target": target, "code": code,
              "champion": dataclasses.asdict(champion) if champion is not None else None,
              "great_expectations": version("great-expectations")}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()

@@ -141,3 +141,74 @@ def find_cached_run(model_name: str, key: TrainingKey,
             continue
         return result
     return None
+
+
+@dataclass(frozen=True)
+class JudgedBefore:
+    """An earlier run already did all that a run on this batch would do: its validation passed
+    for the same content and suite, its snapshot holds the same rows, and the model trained on it
+    under today's cache key is a version judged against the current champion."""
+
+    content_id: str  # the batch's content id: the snapshot's version id
+    validated_in: str  # run key of the reused validation
+    cache_key: str
+    run_id: str
+    experiment_id: str
+    version: str
+
+    def reason(self, model_name: str) -> str:
+        return (f"cache hit (key {self.cache_key}): this batch is dataset version "
+                f"{self.content_id[:12]}, validated by run {self.validated_in}, and the model "
+                f"trained on it (run {self.run_id}) is {model_name} v{self.version} already, "
+                "judged against the current champion; nothing new to validate, version, train, "
+                "evaluate, register or deploy (no_cache runs them all)")
+
+
+def judged_before(batch_uri: str, *, model_name: str, dataset_name: str, target: str,
+                  task_type: str, time_column: str | None, run_search: bool,
+                  holdout_extra=(), config: PipelineConfig) -> JudgedBefore | None:
+    """What the rest of a training run on the raw batch at ``batch_uri`` would find, checked
+    before it starts: the same answers ``validate`` (a reused passed result), ``version`` (an
+    intact snapshot of the same content) and ``train`` (a cache hit whose version is judged
+    against the current champion, ``registry.judged_version``) would give. None when any of
+    them would do something new: the run then goes on as usual. The keys are those the stages
+    compute (``validate.validation_key``, ``training_key``), so the two never disagree."""
+    from pipeline_tasks.core import layout
+    from pipeline_tasks.data.suites_io import find_suite_uri
+    from pipeline_tasks.data.validate import reused_validation, validation_key
+    from pipeline_tasks.data.versioning import (
+        CorruptSnapshotError,
+        content_hash,
+        verify_snapshot_file,
+    )
+    from pipeline_tasks.model.registry import champion_contract, judged_version
+
+    champion = champion_contract(model_name, config)
+    suite_uri = find_suite_uri(model_name, config, champion, dataset_name=dataset_name)
+    if suite_uri is None:  # the first run infers a suite: always validated
+        return None
+    df = storage.read_parquet(batch_uri)
+    content = content_hash(df)
+    validated = reused_validation(config, model_name, validation_key(
+        df, suite_uri, target=target, champion=champion, content=content))
+    if validated is None:
+        return None
+    if not storage.exists(layout.snapshot_manifest(config, content)):
+        return None
+    try:  # ``version`` would rewrite a damaged snapshot from this batch: let it
+        verify_snapshot_file(layout.snapshot_data(config, content), content)
+    except (CorruptSnapshotError, OSError) as exc:
+        log.warning("dataset version %s: %s; the run goes on and rewrites it", content[:12], exc)
+        return None
+    key = training_key(dataset_version=content, target=target, task_type=task_type,
+                       time_column=time_column, run_search=run_search,
+                       holdout_extra=holdout_extra, config=config)
+    cached = find_cached_run(model_name, key, config)
+    if cached is None:
+        return None
+    judged = judged_version(model_name, cached["run_id"])
+    if judged is None:
+        return None
+    return JudgedBefore(content_id=content, validated_in=validated.reused_from or "",
+                        cache_key=key.key, run_id=cached["run_id"],
+                        experiment_id=str(cached.get("experiment_id", "")), version=judged)

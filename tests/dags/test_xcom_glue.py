@@ -21,7 +21,8 @@ registered = RegistrationResult(model_name="m", version="3", run_id="r3", promot
                                 awaiting_approval=True).to_xcom()
 ingested = {"uri": "file:///raw.parquet", "rows": 40, "columns": ["a", "y"], "source": "/d",
             "interval_start": "a", "interval_end": "b", "window_start": "c",
-            "partitioned": False, "files": [], "time_column": None, "rows_outside_window": 0}
+            "partitioned": False, "files": [], "time_column": None, "rows_outside_window": 0,
+            "nothing_new": ""}
 
 
 def version(ingested, validated, **context):

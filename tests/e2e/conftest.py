@@ -25,6 +25,8 @@ from pipeline_tasks.ops.airflow_api import AirflowAPI
 from pipeline_tasks.ops.stack import Stack
 
 DAG_ID = "ml_training_pipeline"
+OTHER_TEAM_DAG_ID = "other_team_on_new_champion"
+OTHER_TEAM_DAGS = Path(__file__).resolve().parent / "dags"
 
 
 @dataclass
@@ -153,13 +155,21 @@ def pipeline(tmp_path_factory, docker_engine, postgres_server) -> Pipeline:
                    # minute, not five; a live task's supervisor heartbeats every few seconds
                    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
                    # the monitoring loop replays 2013's flights with their own event times
-                   "MLOPS_SERVING_EVENT_TIME_WINDOW": "none"},
+                   "MLOPS_SERVING_EVENT_TIME_WINDOW": "none",
+                   # the package's DAGs, and another team's DAG that runs on a new champion
+                   "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps([
+                       {"name": "dags-folder", "kwargs": {}, "classpath":
+                        "airflow.dag_processing.bundles.local.LocalDagBundle"},
+                       {"name": "other-team", "kwargs": {"path": str(OTHER_TEAM_DAGS)},
+                        "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle"}])},
     )
     stack.start()
     try:
         api = AirflowAPI(config.airflow_url)
         api.wait_for_dag(DAG_ID)
         api.set_paused(DAG_ID, False)
+        # parsed (so its asset is active) before any champion is announced
+        api.wait_for_dag(OTHER_TEAM_DAG_ID)
         yield Pipeline(api, config, stack, postgres=postgres_server)
     finally:
         stack.stop()

@@ -11,6 +11,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from datetime import date
 from itertools import pairwise
 from pathlib import Path
@@ -197,6 +198,26 @@ def check_asset_events_of_run(pipeline, run, versioned, registered, deployed):
     assert by_task["deploy"]["extra"]["endpoint"] == deployed["endpoint"]
 
 
+def test_another_teams_dag_runs_on_the_new_champion(pipeline):
+    """``tests/e2e/dags/other_team_on_new_champion.py`` is scheduled on
+    ``champion_asset("flights_is_late")`` only: the first run's deploy announced v1 through the
+    champions alias, and the scheduler ran that DAG with the event (version, model URI)."""
+    dag_id = "other_team_on_new_champion"
+    deadline = time.monotonic() + 300
+    while True:  # the scheduler queues the run once it sees the asset event: wait on its state
+        runs = pipeline.api.get(f"/api/v2/dags/{dag_id}/dagRuns?order_by=-run_after")["dag_runs"]
+        done = [r for r in runs if r["state"] in ("success", "failed")]
+        if done or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert done, f"{dag_id} did not run on the new champion: {runs}"
+    run = done[-1]  # the oldest: the first champion's
+    assert run["state"] == "success" and run["run_type"] == "asset_triggered", run
+    events = pipeline.api.xcom(dag_id, run["dag_run_id"], "read_champion_events")
+    assert {"uri": f"mlops://models/{MODEL}/champion", "version": "1",
+            "model_uri": f"models:/{MODEL}/1", "source_dag_id": "ml_training_pipeline"} in events
+
+
 def test_the_demo_champion_rebuilds_identically_from_its_lineage(pipeline, client):
     """``python -m pipeline_tasks reproduce`` on the demo model: refit from the snapshot, params,
     seed and code key alone, into a scratch experiment; the same answers on its holdout."""
@@ -237,6 +258,27 @@ def test_second_run_on_the_same_data_reuses_the_model(pipeline, landed, client):
     # train skipped what follows at once: nothing new to judge (no evaluate process ran)
     assert "nothing new to evaluate, register or deploy" in log
     assert run["tasks"]["approval_gate"]["state"] == "skipped"
+
+
+def test_the_same_batch_again_stops_after_ingest(pipeline, landed, client):
+    """The run before validated this batch against the champion's suite: ``ingest`` finds the
+    same content, the passed validation, the snapshot and the judged model, and skips the rest
+    at once (no validate, version or train process starts)."""
+    [first] = versions(client, MODEL)
+    before = snapshot_ids(pipeline.config)
+    run = pipeline.run(DAY, {"training_window_days": 14})
+    assert run["state"] == "success", pipeline.explain(run)
+    states = {task: ti["state"] for task, ti in run["tasks"].items()}
+    assert states.pop("ingest") == "success"
+    assert set(states.values()) == {"skipped"}, states
+    ingested = pipeline.xcom(run, "ingest")
+    key = first.tags["mlops.cache_key"]
+    assert f"cache hit (key {key})" in ingested["nothing_new"]
+    log = pipeline.log(run, "ingest")
+    assert f"cache hit: key {key}" in log and first.run_id in log
+    assert "every task after this one is skipped" in log
+    assert [mv.version for mv in versions(client, MODEL)] == [first.version]
+    assert snapshot_ids(pipeline.config) == before
 
 
 def test_a_run_without_the_cache_fits_an_equal_model_that_is_not_promoted(pipeline, landed,

@@ -30,7 +30,7 @@ CASES = [
                   window_start="2013-02-01", partitioned=True, files=["/d/a.csv"],
                   time_column="time_hour", rows_outside_window=2),
      ["uri", "rows", "columns", "source", "interval_start", "interval_end", "window_start",
-      "partitioned", "files", "time_column", "rows_outside_window"]),
+      "partitioned", "files", "time_column", "rows_outside_window", "nothing_new"]),
     (ValidationResult(success=True, suite_name="m", suite_uri="file:///s.json",
                       suite_inferred=False, evaluated=12,
                       failed_warning=[{"expectation": "x", "column": "a"}],

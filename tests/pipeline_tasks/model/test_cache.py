@@ -108,6 +108,29 @@ def test_the_nightly_chain_on_unchanged_data_reuses_the_model(tmp_path, regressi
     assert "cache hit" in again["skipped"] and first["train"].cache_key in again["skipped"]
     assert len(client.search_model_versions("name = 'cache_chain'")) == 1
 
+    # the batch validated against the champion's suite before: ingest already knows the answer
+    # of every later stage and the run stops there, with the same cache key and run
+    thrice = stages.run_all(run())
+    assert list(thrice) == ["ingest", "skipped"]
+    reason = thrice["ingest"].nothing_new
+    assert f"cache hit (key {first['train'].cache_key})" in reason
+    assert first["train"].run_id in reason and "cache_chain v1 already" in reason
+    assert again["version"].version_id[:12] in reason
+    for stage, args in ((stages.validate, ()), (stages.version, (again["validate"],)),
+                        (stages.train, (again["version"],))):
+        with pytest.raises(stages.StageSkipped, match="cache hit"):  # the stages' backstop
+            stage(run(), thrice["ingest"], *args)
+    # a damaged snapshot is not skipped over: the run goes on and `version` rewrites it
+    snapshot = storage.local_path(again["version"].data_uri)
+    intact = snapshot.read_bytes()
+    snapshot.write_bytes(b"not parquet")
+    repaired = stages.run_all(run())
+    assert not repaired["ingest"].nothing_new and repaired["train"].cache_hit
+    assert snapshot.read_bytes() != b"not parquet"
+    snapshot.write_bytes(intact)
+    # a run meant to change the model's inputs always validates: never skipped at ingest
+    assert not stages.ingest(run(allow_schema_change=True)).nothing_new
+
     # no_cache fits again: an equal model, evaluated, registered, not better
     fitted = stages.run_all(run(no_cache=True))
     assert not fitted["train"].cache_hit and fitted["train"].run_id != first["train"].run_id
