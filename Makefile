@@ -14,7 +14,7 @@ PROFILE ?=
 WITH_PROFILE := $(if $(PROFILE),set -a && . "$(abspath $(PROFILE))" && set +a &&,)
 
 .PHONY: setup demo demo-monitoring test test-integration test-faults replay airflow bench \
-	bench-backfill bench-cache reproduce bench-drift bench-batch bench-evaluate bench-parse lock lint clean-home production-env production-db compose-env \
+	bench-backfill bench-serving bench-serving-venv bench-cache reproduce bench-drift bench-batch bench-evaluate bench-parse lock lint clean-home production-env production-db compose-env \
 	image-wheels browser screenshots test-deps docs
 
 # Install from the lock into .venv. Idempotent: does nothing when the lock and pyproject are unchanged.
@@ -130,6 +130,18 @@ production-db: setup
 bench: setup
 	@echo "==> benchmark: the DAG through the scheduler vs the same stages in one process (minutes)"
 	$(PY) benchmarks/bench_training_pipeline.py
+
+# Our model server vs mlflow models serve and MLServer 1.7.1, side by side (minutes); MLServer
+# from its own venv (make bench-serving-venv), with the model libraries of our lock
+MLSERVER_VENV ?= .venv-mlserver
+bench-serving: setup bench-serving-venv
+	$(PY) benchmarks/bench_serving.py --mlserver-venv $(MLSERVER_VENV) $(ARGS)
+
+bench-serving-venv:
+	@test -x $(MLSERVER_VENV)/bin/mlserver || { python3 -m venv $(MLSERVER_VENV) && \
+		$(MLSERVER_VENV)/bin/pip install -q "mlserver==1.7.1" "mlserver-mlflow==1.7.1" \
+		"uvloop==0.21.0" $$(grep -oE '^(mlflow|skops|pandas|scikit-learn|numpy|scipy)==[^ ]+' \
+		requirements.lock); }
 
 # 7-day backfill: embedded default vs the production profile (needs PostgreSQL and Redis)
 bench-backfill: setup

@@ -401,6 +401,36 @@ def bodies_for(rows: list[dict], per_request: int, count: int) -> list[str]:
     return out
 
 
+#: OIP tensor datatypes of the signature's column types
+OIP_TYPES = {"float": "FP64", "int": "INT64", "bool": "BOOL", "str": "BYTES", "datetime": "BYTES"}
+
+
+def oip_bodies(bodies: list[str], inputs: list[dict]) -> list[str]:
+    """The same rows as ``bodies`` (``dataframe_records``) as Open Inference Protocol requests
+    in MLServer's pandas form (``content_type: "pd"``: one 1-D tensor per column, a missing
+    value as ``null``)."""
+    kinds = {c["name"]: OIP_TYPES.get(c["type"], "BYTES") for c in inputs}
+    out = []
+    for body in bodies:
+        records = json.loads(body)["dataframe_records"]
+        tensors = []
+        for name, kind in kinds.items():
+            data = [r[name] for r in records]
+            tensors.append({"name": name, "shape": [len(records)], "datatype": kind,
+                            "data": data})
+        out.append(json.dumps({"parameters": {"content_type": "pd"}, "inputs": tensors},
+                              separators=(",", ":")))
+    return out
+
+
+def predictions_of(answer: dict) -> list:
+    """The predicted labels of an answer: ours and MLflow's (``predictions``) or an OIP one
+    (the first output tensor)."""
+    if "predictions" in answer:
+        return list(answer["predictions"])
+    return list(answer["outputs"][0]["data"])
+
+
 def sample_predictions(url: str, bodies: list[str]) -> list:
     import httpx
 
@@ -411,13 +441,31 @@ def sample_predictions(url: str, bodies: list[str]) -> list:
                             headers={"content-type": "application/json"})
             if r.status_code != 200:
                 raise SystemExit(f"{url} answered {r.status_code}: {r.text[:300]}")
-            preds.extend(r.json()["predictions"])
+            preds.extend(predictions_of(r.json()))
     return preds
+
+
+def mlserver_folder(model_dir: str, port: int, max_batch_time: float) -> Path:
+    """An MLServer 1.7 model repository serving ``model_dir`` (the champion's MLflow model)
+    with the MLflow runtime, adaptive batching (at most 32 requests, ``max_batch_time``
+    seconds of waiting) and one inference worker, on ``port`` (gRPC and metrics on free
+    ports)."""
+    from pipeline_tasks.core.http import free_port
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-serving-mlserver-"))
+    (folder / "settings.json").write_text(json.dumps({
+        "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(),
+        "parallel_workers": 1, "debug": False}))
+    (folder / "model-settings.json").write_text(json.dumps({
+        "name": MODEL, "implementation": "mlserver_mlflow.MLflowRuntime",
+        "parameters": {"uri": model_dir},
+        "max_batch_size": 32, "max_batch_time": max_batch_time}))
+    return folder
 
 
 def bench_server(name: str, procs: Procs, argv: list[str], env: dict, port: int,
                  ready_path: str, predict_path: str, shared: dict, args, pin: bool,
-                 prepare=None) -> dict:
+                 prepare=None, form: str = "records") -> dict:
     """Start one server, time it to ready, run every scenario against it, stop it."""
     proc, started = procs.start(name, argv, env)
     try:
@@ -426,8 +474,9 @@ def bench_server(name: str, procs: Procs, argv: list[str], env: dict, port: int,
         out = {"ready_s": ready_s, "scenarios": {}}
         if prepare:
             out.update(prepare(port, proc))
-        payloads = shared["payloads"]
-        preds = sample_predictions(f"http://127.0.0.1:{port}{predict_path}", shared["sample"])
+        payloads = shared["payloads"] if form == "records" else shared["payloads_oip"]
+        preds = sample_predictions(f"http://127.0.0.1:{port}{predict_path}",
+                                   shared["sample" if form == "records" else "sample_oip"])
         out["sample_predictions"] = preds
         for scen, per_request, concurrency in SCENARIOS:
             spec = {"host": "127.0.0.1", "port": port, "method": "POST", "path": predict_path,
@@ -462,6 +511,12 @@ def main() -> int:
     parser.add_argument("--no-pin", action="store_true", help="do not pin servers/load to cores")
     parser.add_argument("--distinct-bodies", type=int, default=256,
                         help="distinct request bodies per scenario (cycled by the workers)")
+    parser.add_argument("--mlserver-venv", default=os.environ.get("MLSERVER_VENV", ""),
+                        help="a venv with MLServer 1.7.1, mlserver-mlflow and uvloop==0.21.0 "
+                             "(make bench-serving-venv); also run MLServer (default: "
+                             "$MLSERVER_VENV; without it MLServer is not run)")
+    parser.add_argument("--mlserver-batch-ms", default="1,5",
+                        help="MLServer's max_batch_time values to run, in ms (its best counts)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with ^C ignored
@@ -536,6 +591,11 @@ def main() -> int:
             n = args.distinct_bodies
             shared["payloads"] = {1: bodies_for(rows, 1, n), 100: bodies_for(rows, 100, 16)}
             shared["sample"] = bodies_for(rows, 100, 2) + bodies_for(rows, 1, 20)
+            # the same rows as OIP requests (MLServer's pandas form)
+            inputs = meta["signature"]["inputs"]
+            shared["payloads_oip"] = {k: oip_bodies(v, inputs)
+                                      for k, v in shared["payloads"].items()}
+            shared["sample_oip"] = oip_bodies(shared["sample"], inputs)
             spec = {"host": "127.0.0.1", "port": port, "method": "GET", "path": "/health",
                     "bodies": [], "rows_per_request": 1, "concurrency": 8, "warmup": 0.5,
                     "duration": 3.0}
@@ -561,8 +621,29 @@ def main() -> int:
         titles = {"ours": "our server (pipeline_tasks.serving, prediction log on)",
                   "ours_nolog": "our server, prediction log off (--no-prediction-log)",
                   "mlflow": "mlflow models serve (--env-manager local, --workers 1)"}
+        if args.mlserver_venv:
+            mlserver = Path(args.mlserver_venv) / "bin" / "mlserver"
+            if not mlserver.exists():
+                raise SystemExit(f"--mlserver-venv {args.mlserver_venv}: no bin/mlserver there")
+            import mlflow
+
+            model_dir = mlflow.artifacts.download_artifacts(
+                f"models:/{MODEL}@champion",
+                dst_path=tempfile.mkdtemp(prefix="bench-serving-model-"))
+            for ms in (float(x) for x in args.mlserver_batch_ms.split(",") if x.strip()):
+                side = f"mlserver_{ms:g}ms"
+                ms_port = free_port()
+                folder = mlserver_folder(model_dir, ms_port, ms / 1000)
+                runs[side] = []
+                titles[side] = (f"MLServer 1.7.1, MLflow runtime, adaptive batching (max 32, "
+                                f"{ms:g} ms), 1 worker")
+                sides[side] = (lambda name=side, port=ms_port, folder=folder: bench_server(
+                    name, procs, [str(mlserver), "start", str(folder)],
+                    {**base_env, "PATH": f"{mlserver.parent}:{base_env['PATH']}"}, port,
+                    "/v2/health/ready", f"/v2/models/{MODEL}/infer", shared, args, pin,
+                    form="oip"))
         for rnd in range(args.rounds):
-            order = ("ours", "ours_nolog", "mlflow")
+            order = tuple(runs)
             for side in (order if rnd % 2 == 0 else order[::-1]):
                 print(f"\nround {rnd + 1}/{args.rounds}: {titles[side]}", flush=True)
                 runs[side].append(sides[side]())
@@ -570,14 +651,14 @@ def main() -> int:
         procs.stop_all()
 
     results["runs"] = runs
-    results["ours"], results["mlflow"] = combine(runs["ours"]), combine(runs["mlflow"])
-    results["ours_nolog"] = combine(runs["ours_nolog"])
+    for side, side_runs in runs.items():
+        results[side] = combine(side_runs)
     report(results, shared)
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    for side in ("ours", "ours_nolog", "mlflow"):
-        for run in runs[side]:
+    for side, side_runs in runs.items():
+        for run in side_runs:
             run.pop("sample_predictions", None)
         results[side].pop("sample_predictions", None)
     path = out / f"{stamp}-serving.json"
@@ -670,6 +751,55 @@ def report(results: dict, shared: dict) -> None:
     }
     results["goals"] = goals
     print("\ngoals (informational):")
+    for goal, ok in goals.items():
+        print(f"  {'PASS' if ok else 'MISS'}  {goal}")
+    report_field(results)
+
+
+FIELD_SCENARIOS = ("single c=8", "single c=32", "batch100 c=8")
+
+
+def report_field(results: dict) -> None:
+    """Ours (log on) against MLServer's best batching setting and ``mlflow models serve``."""
+    field = sorted(side for side in results["runs"] if side.startswith("mlserver_"))
+    if not field:
+        print("\nMLServer was not run (--mlserver-venv, or MLSERVER_VENV; `make "
+              "bench-serving-venv` builds one): no comparison with it")
+        return
+    ours, nolog, mlf = results["ours"], results["ours_nolog"], results["mlflow"]
+    a = ours["sample_predictions"]
+    for side in field:
+        b = results[side]["sample_predictions"]
+        agree = sum(1 for x, y in zip(a, b, strict=True) if float(x) == float(y))
+        print(f"prediction agreement (ours vs {side}) on {len(a)} sample rows: {agree}/{len(a)}")
+    print("\nours (prediction log on) vs MLServer 1.7.1 (best of max_batch_time "
+          + ", ".join(side.removeprefix("mlserver_") for side in field)
+          + " per figure) and mlflow models serve")
+    print(f"{'scenario':<14}{'req/s ours':>11}{'MLServer':>9}{'ratio':>7}{'mlflow':>8}{'ratio':>7}"
+          f"{'p99 ours':>9}{'MLServer':>9}{'ratio':>7}   best setting (rps / p99)")
+    goals: dict[str, bool] = {}
+    for scen, _, _ in SCENARIOS:
+        o, m = ours["scenarios"][scen], mlf["scenarios"][scen]
+        by_rps = max(field, key=lambda side: results[side]["scenarios"][scen]["rps"])
+        by_p99 = min(field, key=lambda side: results[side]["scenarios"][scen]["p99_ms"])
+        best_rps = results[by_rps]["scenarios"][scen]["rps"]
+        best_p99 = results[by_p99]["scenarios"][scen]["p99_ms"]
+        print(f"{scen:<14}{o['rps']:>11.1f}{best_rps:>9.1f}{o['rps'] / best_rps:>7.2f}"
+              f"{m['rps']:>8.1f}{o['rps'] / m['rps']:>7.2f}{o['p99_ms']:>9.1f}{best_p99:>9.1f}"
+              f"{o['p99_ms'] / best_p99:>7.2f}   {by_rps.removeprefix('mlserver_')} / "
+              f"{by_p99.removeprefix('mlserver_')}")
+        if scen in FIELD_SCENARIOS:
+            goals[f"{scen}: throughput >= 1.2x MLServer's best (got "
+                  f"{o['rps'] / best_rps:.2f}x)"] = o["rps"] >= 1.2 * best_rps
+            goals[f"{scen}: p99 <= 0.5x MLServer's best (got {o['p99_ms'] / best_p99:.2f}x)"] = \
+                o["p99_ms"] <= 0.5 * best_p99
+            goals[f"{scen}: throughput >= 4x mlflow models serve (got "
+                  f"{o['rps'] / m['rps']:.2f}x)"] = o["rps"] >= 4 * m["rps"]
+    one, off = ours["scenarios"]["single c=1"], nolog["scenarios"]["single c=1"]
+    goals[f"single c=1: log on no slower than log off ({one['rps']:.1f} vs {off['rps']:.1f} "
+          f"req/s)"] = one["rps"] >= off["rps"]
+    results["field_goals"] = goals
+    print("\ngoals against the field, prediction log on (informational):")
     for goal, ok in goals.items():
         print(f"  {'PASS' if ok else 'MISS'}  {goal}")
 

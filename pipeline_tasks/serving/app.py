@@ -41,6 +41,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pandas as pd
 from prometheus_client import (
@@ -67,6 +68,10 @@ log = logging.getLogger(__name__)
 TOKEN_ENV = "MLOPS_SERVING_TOKEN"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _OPEN_PATHS = {"/health", "/ready", "/v2/health/live", "/v2/health/ready"}
+
+#: The longest a batch waits for concurrent requests to join it (``MicroBatcher``): about a
+#: fifth of one predict call of the demo model (7 ms for 1 row as for 8).
+BATCH_WAIT_S = 0.0015
 
 #: How far a client's ``event_time`` may lie behind / ahead of the server's clock by default:
 #: a week covers late or batched clients and a day of retries; five minutes ahead covers clock
@@ -158,6 +163,9 @@ class Metrics:
                               ["kind"], registry=self.registry)
         self.rows = Counter("mlops_serving_rows_predicted", "Rows predicted",
                             registry=self.registry)
+        self.batch_requests = Histogram(
+            "mlops_serving_batch_requests", "Requests per model call (micro-batching)",
+            buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
         info = Gauge("mlops_serving_model_info", "The served model version (value 1)",
                      ["model_name", "model_version", "artifact_sha256"], registry=self.registry)
         info.labels(served.name, served.version, served.digest[:16]).set(1)
@@ -178,26 +186,54 @@ class Metrics:
 
 
 class MicroBatcher:
-    """Adaptive micro-batching: requests that arrive while the model is busy share one call.
+    """Adaptive micro-batching: concurrent requests share one model call.
 
-    The first request is predicted at once (no waiting window, so a lone client sees no added
-    latency); those that arrive meanwhile queue up and go to the model together, up to
-    ``max_rows`` rows, then their answers are split back. The model runs in one worker thread,
-    so the event loop keeps reading requests. If a combined call fails, each request of the batch
-    is predicted on its own, so one bad request cannot fail the others.
+    A predict call costs about as much for 1 row as for 8, so requests that arrive close
+    together go to the model together, up to ``max_rows`` rows, and their answers are split back.
+    How long a batch may wait adapts to the traffic: the batcher counts the requests inside the
+    server (``client``: from the first byte to the answer) and remembers the most it saw since
+    the last call. A batch smaller than that waits for the others, at most ``max_wait_s``; a
+    lone client (never more than one request in the server) never waits, and a batch that is
+    full goes at once.
+    Requests that arrive while the model runs queue for the next call. The model runs in one
+    worker thread, so the event loop keeps reading requests meanwhile. If a combined call fails,
+    each request of the batch is predicted on its own, so one bad request cannot fail the others.
     """
 
-    def __init__(self, served: ServedModel, max_rows: int):
+    def __init__(self, served: ServedModel, max_rows: int, max_wait_s: float = BATCH_WAIT_S):
         self.served = served
         self.max_rows = max_rows
+        self.max_wait_s = max_wait_s
         self.pending: list[tuple[pd.DataFrame, asyncio.Future]] = []
+        self.pending_rows = 0
         self.running = False
+        self.active = 0  # requests inside the server now
+        self.seen = 0  # the most inside at once since the last model call
+        self.arrived: asyncio.Event | None = None
+        self.calls = 0  # model calls
+        self.waits = 0  # calls that waited for other requests to join
+        self.on_call: Callable[[int], Any] | None = None  # the server's batch-size histogram
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
+
+    @contextlib.contextmanager
+    def client(self):
+        """One request inside the server: counted from its first byte to its answer."""
+        self.active += 1
+        self.seen = max(self.seen, self.active)
+        try:
+            yield
+        finally:
+            self.active -= 1
+            if self.arrived is not None:
+                self.arrived.set()  # a batch waiting for it stops waiting
 
     async def predict(self, frame: pd.DataFrame) -> dict[str, list]:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self.pending.append((frame, future))
+        self.pending_rows += len(frame)
+        if self.arrived is not None:
+            self.arrived.set()
         if not self.running:
             self.running = True
             loop.create_task(self._drain())
@@ -209,13 +245,38 @@ class MicroBatcher:
             item = self.pending.pop(0)
             batch.append(item)
             rows += len(item[0])
+        self.pending_rows -= rows
         return batch
+
+    async def _gather(self) -> None:
+        """Wait, at most ``max_wait_s``, while the batch is smaller than the number of requests
+        seen inside the server at once since the last call: the clients just answered send
+        their next request, and it joins this call."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait_s
+        if self.arrived is None:
+            self.arrived = asyncio.Event()
+        waited = False
+        while len(self.pending) < self.seen and self.pending_rows < self.max_rows:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            waited = True
+            self.arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.arrived.wait(), left)
+        self.seen = self.active  # what the next call expects: the requests inside now
+        self.waits += waited
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         try:
             while self.pending:
+                await self._gather()
                 batch = self._take()
+                self.calls += 1
+                if self.on_call is not None:
+                    self.on_call(len(batch))
                 frames = [frame for frame, _ in batch]
                 try:
                     combined = frames[0] if len(frames) == 1 else pd.concat(frames,
@@ -260,6 +321,7 @@ def create_app(served: ServedModel, *, max_body_bytes: int, prediction_log: Pred
     metrics.watch(prediction_log)
     contract = served.contract
     batcher = MicroBatcher(served, max_rows=contract.max_rows)
+    batcher.on_call = metrics.batch_requests.observe
 
     def authorized(request: Request) -> bool:
         if token is None or request.url.path in _OPEN_PATHS:
@@ -340,9 +402,10 @@ def create_app(served: ServedModel, *, max_body_bytes: int, prediction_log: Pred
         return output
 
     async def predict(request: Request, request_id: str) -> Response:
-        output = await run(await read_json(request), request_id)
-        return _json({"request_id": request_id, "model_name": served.name,
-                      "model_version": served.version, **output})
+        with batcher.client():
+            output = await run(await read_json(request), request_id)
+            return _json({"request_id": request_id, "model_name": served.name,
+                          "model_version": served.version, **output})
 
     def v2_model(request: Request) -> None:
         """404 unless the path names the served model (and version): never echoes the name."""
@@ -358,9 +421,10 @@ def create_app(served: ServedModel, *, max_body_bytes: int, prediction_log: Pred
         if declared is not None and declared != request.headers.get("content-length"):
             raise BadInput(415, "binary tensor data is not supported: send JSON tensors",
                            "shape")
-        body, requested, given_id = oip.request_body(contract, await read_json(request))
-        output = await run(body, request_id)
-        return _json(oip.response(served, output, requested, given_id or request_id))
+        with batcher.client():
+            body, requested, given_id = oip.request_body(contract, await read_json(request))
+            output = await run(body, request_id)
+            return _json(oip.response(served, output, requested, given_id or request_id))
 
     async def v2_metadata(request: Request, request_id: str) -> Response:
         v2_model(request)
@@ -436,5 +500,6 @@ def create_app(served: ServedModel, *, max_body_bytes: int, prediction_log: Pred
     app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found},
                     lifespan=lifespan)
     app.state.metrics = metrics
+    app.state.batcher = batcher
     app.state.served = served
     return app

@@ -256,6 +256,43 @@ def test_concurrent_requests_batched_together_get_their_own_answers(served, regi
         assert answer.json()["predictions"] == offline.predict(serving_model_frame(rows)).tolist()
 
 
+def test_a_lone_client_never_waits_and_concurrent_requests_share_calls(served, registered,
+                                                                        flights_rows):
+    """Adaptive batching: with a waiting window far longer than any test, one client sending
+    request after request never makes a call wait (there is never another request to wait
+    for); eight at once go to the model in fewer calls than requests."""
+    import asyncio
+
+    import httpx
+
+    offline = mlflow.sklearn.load_model(registered.model_uri)
+    app = create_app(served, max_body_bytes=10**7, prediction_log=None, token="")
+    batcher = app.state.batcher
+    batcher.max_wait_s = 30.0
+    rows = [flights_rows.iloc[i:i + 1] for i in range(8)]
+
+    async def one_by_one():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            return [await http.post("/predict", json={"records": records(r)}) for r in rows]
+
+    async def all_at_once():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            return await asyncio.gather(*[http.post("/predict", json={"records": records(r)})
+                                          for r in rows])
+
+    expected = [offline.predict(serving_model_frame(r)).tolist() for r in rows]
+    answers = asyncio.run(one_by_one())
+    assert [a.json()["predictions"] for a in answers] == expected
+    assert batcher.calls == 8 and batcher.waits == 0
+    answers = asyncio.run(all_at_once())
+    assert [a.json()["predictions"] for a in answers] == expected
+    assert batcher.calls < 16
+    metrics = TestClient(app).get("/metrics").text
+    assert "mlops_serving_batch_requests_count" in metrics
+
+
 def test_sigterm_writes_every_answered_row(registered, serving_config, flights_rows, tmp_path):
     """A clean stop (SIGTERM: a switch, a rollback, Ctrl-C of the demo) loses no logged row,
     though uvicorn re-raises the signal once it has shut down."""
