@@ -68,6 +68,44 @@ def test_closing_writes_everything_queued(tmp_path):
     assert "score" not in rows.columns  # no scores given: no score column
 
 
+def test_encoded_row_groups_become_one_file_per_day_and_nothing_is_lost(tmp_path, monkeypatch):
+    """The writer encodes what is queued as row groups of the day's in-memory file (``encode``)
+    and writes whole files at the flush: a chunk whose types do not fit the open file (a column
+    that was all nulls) finishes it and starts another; a failed write keeps every row for the
+    next flush."""
+    uri = (tmp_path / "predictions").as_uri()
+    log = PredictionLog(uri, flush_s=3600, max_rows=10_000)
+    day1, day2 = pd.Timestamp("2013-03-01T08:00:00Z"), pd.Timestamp("2013-03-02T08:00:00Z")
+    unknown = pd.DataFrame({"distance": [1.0, 2.0], "carrier": [None, None]})
+    log.add("a", "m", "1", unknown, {"predictions": [0, 1]}, event_time=day1)
+    assert log.encode() == 2 and log.queued_rows == 2  # encoded, not yet written
+    log.add("b", "m", "1", features(3), {"predictions": [1, 1, 0]}, event_time=day1)
+    log.add("c", "m", "1", features(1, 9), {"predictions": [1]}, event_time=day2)
+    assert log.encode() == 4
+    log.add("d", "m", "1", unknown, {"predictions": [0, 0]}, event_time=day1)  # fits the file
+    assert log.encode() == 2
+    assert not list(storage.local_path(uri).glob("date=*/part-*.parquet"))  # nothing visible yet
+    broken = storage.atomic_write_bytes
+
+    def failing(path, data):
+        raise OSError("store down")
+
+    monkeypatch.setattr(storage, "atomic_write_bytes", failing)
+    with pytest.raises(OSError):
+        log.flush()
+    assert log.queued_rows == 8
+    monkeypatch.setattr(storage, "atomic_write_bytes", broken)
+    assert log.flush() == 8 and log.queued_rows == 0
+    files = sorted(storage.local_path(uri).glob("date=*/part-*.parquet"))
+    assert sorted(f.parent.name for f in files) == ["date=2013-03-01", "date=2013-03-01",
+                                                    "date=2013-03-02"]
+    rows = logged(uri)
+    assert sorted(rows["row_id"]) == ["a-0", "a-1", "b-0", "b-1", "b-2", "c-0", "d-0", "d-1"]
+    by_id = rows.set_index("row_id")
+    assert by_id.loc["b-1", "carrier"] == "AA" and by_id.loc["c-0", "distance"] == 9.0
+    assert by_id.loc["d-1", "carrier"] is None and by_id.loc["a-0", "carrier"] is None
+
+
 def test_the_server_answers_while_the_log_drops_and_says_so(registered, serving_config,
                                                             flights_rows, tmp_path):
     served = serving_model.load(serving_config, "flights_serving", "1", tmp_path / "work")
