@@ -111,14 +111,17 @@ class PredictionLog:
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
-    def add(self, request_id: str, model_name: str, model_version: str, features: pd.DataFrame,
-            output: dict[str, list], *, ids: list[str] | None = None,
-            event_time: pd.Timestamp | None = None,
+    def add(self, request_id: str, model_name: str, model_version: str,
+            features: pd.DataFrame | int, output: dict[str, list], *,
+            ids: list[str] | None = None, event_time: pd.Timestamp | None = None,
             columns: Mapping[str, Any] | None = None) -> bool:
-        """Queue one request's rows (``columns``: the feature arrays behind ``features``, when
-        the caller has them, so nothing is converted here). False: the queue was full and the
-        rows were dropped (counted and warned about)."""
-        rows = len(features)
+        """Queue one request's rows: ``features`` (a DataFrame), or their number with
+        ``columns``, the feature arrays (the server's checked request: nothing is converted
+        here). False: the queue was full and the rows were dropped (counted and warned
+        about)."""
+        rows = features if isinstance(features, int) else len(features)
+        if columns is None and isinstance(features, int):
+            raise TypeError("give the features as a DataFrame, or their number and columns")
         entry = _Entry(request_id, model_name, model_version,
                        columns if columns is not None else features, rows, output, ids,
                        event_time, time.time())
