@@ -224,7 +224,7 @@ class MicroBatcher:
         self.running = False
         self.active = 0  # requests inside the server now
         self.seen = 0  # the most inside at once since the last model call
-        self.arrived: asyncio.Event | None = None
+        self.arrived = asyncio.Event()  # set when a request joins the queue or leaves
         self.calls = 0  # model calls
         self.waits = 0  # calls that waited for other requests to join
         self.on_call: Callable[[int], Any] | None = None  # the server's batch-size histogram
@@ -239,22 +239,20 @@ class MicroBatcher:
             yield
         finally:
             self.active -= 1
-            if self.arrived is not None:
-                self.arrived.set()  # a batch waiting for it stops waiting
+            self.arrived.set()  # a batch waiting for it stops waiting
 
     async def predict(self, checked: Checked) -> dict[str, list]:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self.pending.append((checked, future))
         self.pending_rows += checked.rows
-        if self.arrived is not None:
-            self.arrived.set()
+        self.arrived.set()
         if not self.running:
             self.running = True
             loop.create_task(self._drain())
         return await future
 
-    def _take(self) -> list[tuple[pd.DataFrame, asyncio.Future]]:
+    def _take(self) -> list[tuple[Checked, asyncio.Future]]:
         batch, rows = [], 0
         while self.pending and (not batch or rows + self.pending[0][0].rows <= self.max_rows):
             item = self.pending.pop(0)
@@ -269,8 +267,6 @@ class MicroBatcher:
         their next request, and it joins this call."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.max_wait_s
-        if self.arrived is None:
-            self.arrived = asyncio.Event()
         waited = False
         while len(self.pending) < self.seen and self.pending_rows < self.max_rows:
             left = deadline - loop.time()

@@ -65,9 +65,12 @@ class Request:
     optional row keys and event time. ``frame`` makes the DataFrame when one is wanted."""
 
     columns: dict[str, Any]
-    rows: int
     ids: list[str] | None = None
     event_time: pd.Timestamp | None = None
+
+    @cached_property
+    def rows(self) -> int:
+        return len(next(iter(self.columns.values())))
 
     @cached_property
     def frame(self) -> pd.DataFrame:
@@ -103,7 +106,7 @@ class Contract:
         rows = len(next(iter(data.values())))
         ids = _ids(body["ids"], rows) if "ids" in body else None
         when = _event_time(body["event_time"]) if "event_time" in body else None
-        return Request(data, rows, ids, when)
+        return Request(data, ids, when)
 
     def frame(self, body: Any) -> pd.DataFrame:
         """The request body's rows as a DataFrame in the model's column order and dtypes. An

@@ -187,9 +187,7 @@ class PredictionLog:
 
         current = self._open.get(day)
         if current is not None and not rows.schema.equals(current.schema):
-            try:
-                if rows.schema.names != current.schema.names:
-                    raise ValueError("other columns")
+            try:  # other column names are a ValueError, a type it cannot take an ArrowException
                 rows = rows.cast(current.schema)
             except (ValueError, pa.ArrowException):
                 self._finish(day)
@@ -212,7 +210,7 @@ class PredictionLog:
             self._encode()
             for day in list(self._open):
                 self._finish(day)
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
             written = 0
             while self._done:  # a failed write stays at the front, for the next flush
                 day, data, rows = self._done[0]
