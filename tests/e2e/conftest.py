@@ -21,7 +21,7 @@ import pytest
 
 from pipeline_tasks.core.config import PipelineConfig, load_config
 from pipeline_tasks.core.http import free_port
-from pipeline_tasks.ops.airflow_api import AirflowAPI
+from pipeline_tasks.ops.airflow_api import AirflowAPI, StackError
 from pipeline_tasks.ops.stack import Stack
 
 DAG_ID = "ml_training_pipeline"
@@ -46,16 +46,27 @@ class Pipeline:
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
         self.api.wait_for_dag(dag_id)
         self.api.set_paused(dag_id, False)
-        run = self.api.trigger_interval(
-            dag_id, start, start + timedelta(days=1),
-            # logical dates are unique per DAG; a second run of the same interval sits a second later
-            logical_date=start + timedelta(seconds=self.counter),
-            conf=conf, run_id=f"test_{self.counter:02d}_{day.isoformat()}",
-        )
-        final = self.api.wait_for_run(dag_id, run["dag_run_id"], timeout=timeout)
-        tis = {ti["task_id"]: ti for ti in self.api.task_instances(dag_id, run["dag_run_id"])}
-        return {"dag_id": dag_id, "run_id": run["dag_run_id"], "state": final["state"],
-                "tasks": tis}
+        run_id = f"test_{self.counter:02d}_{day.isoformat()}"
+        for attempt in range(3):
+            try:
+                self.api.trigger_interval(
+                    dag_id, start, start + timedelta(days=1),
+                    # logical dates are unique per DAG; a second run of the same interval sits a
+                    # second later
+                    logical_date=start + timedelta(seconds=self.counter),
+                    conf=conf, run_id=run_id,
+                )
+                break
+            except StackError as exc:
+                # the embedded SQLite metadata DB can time out on its lock (5 s) while other runs
+                # write (a 500, nothing created); the run id makes a retry safe: 409 = it exists
+                if attempt and "HTTP 409" in str(exc):  # the retried trigger had gone through
+                    break
+                if "HTTP 500" not in str(exc) or attempt == 2:
+                    raise
+        final = self.api.wait_for_run(dag_id, run_id, timeout=timeout)
+        tis = {ti["task_id"]: ti for ti in self.api.task_instances(dag_id, run_id)}
+        return {"dag_id": dag_id, "run_id": run_id, "state": final["state"], "tasks": tis}
 
     def trigger(self, dag_id: str, conf: dict, timeout: float = 600) -> dict:
         """Run an unscheduled DAG (logical date None) with ``conf`` and wait for it to end."""
