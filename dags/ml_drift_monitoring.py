@@ -23,13 +23,13 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from airflow.sdk import dag
-from mlops_airflow.assets import DRIFT_REPORTS
+from mlops_airflow.assets import DRIFT_REPORTS, champion_asset
 from mlops_airflow.params import dag_params
 from mlops_airflow.runtime import dag_args, pipeline_task, run_spec
 from mlops_airflow.schedules import RETRAIN_REQUESTS, cron
 
 from pipeline_tasks import stages
-from pipeline_tasks.core.config import load_config
+from pipeline_tasks.core.config import DEMO_MODEL, load_config
 
 if TYPE_CHECKING:  # the glue hands the body the checks typed (stages.XCOM_TYPES)
     from pipeline_tasks.monitoring.drift_check import DriftCheck
@@ -38,6 +38,8 @@ if TYPE_CHECKING:  # the glue hands the body the checks typed (stages.XCOM_TYPES
 CONFIG = load_config()  # stdlib only: no I/O
 #: The trigger form, from the one param schema (pipeline_tasks.core.params)
 PARAMS = dag_params("ml_drift_monitoring", CONFIG)
+#: The champion of the model monitored by default (a run's param may name another)
+MONITORED = champion_asset(DEMO_MODEL)
 
 
 @dag(**dag_args(
@@ -46,11 +48,13 @@ PARAMS = dag_params("ml_drift_monitoring", CONFIG)
     execution_timeout=timedelta(hours=1),
 ))
 def ml_drift_monitoring():
-    @pipeline_task(outlets=[DRIFT_REPORTS])  # mlops://models/<model>/drift-reports
+    # inlets: the checks read the configured model's champion, so the asset view draws
+    # training -> champion -> monitoring (its "data" graph follows inlets and outlets)
+    @pipeline_task(inlets=[MONITORED], outlets=[DRIFT_REPORTS])  # .../<model>/drift-reports
     def check_drift(**context) -> dict:
         return stages.check_drift(run_spec(context))
 
-    @pipeline_task
+    @pipeline_task(inlets=[MONITORED])
     def check_performance(**context) -> dict:
         return stages.check_performance(run_spec(context))
 

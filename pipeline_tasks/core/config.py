@@ -103,7 +103,7 @@ class PipelineConfig:
     serving_target: str = "local"  # local | docker (pipeline_tasks.deploy.bluegreen)
     serving_host: str = "127.0.0.1"  # address of the stable endpoint
     serving_docker_mem_limit: str = "1g"  # docker target: memory limit of a model container
-    serving_port: int = 8800  # the stable port of the endpoint (one model per port)
+    serving_port: int = 8800  # the stable port of the endpoint (its models answer by name)
     serving_max_rows: int = 10_000  # rows per /predict request (more: 413)
     serving_max_body_bytes: int = 16 * 1024 * 1024  # bytes per request body, 16 MiB (more: 413)
     serving_max_abs_value: float = 1e12  # a number beyond this in a request: 422

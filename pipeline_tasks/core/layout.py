@@ -12,8 +12,9 @@ The lake (``config.lake_uri``)::
     quarantine/<run_key>/validation_result.json   and why
     holdout/<run_key>/holdout.parquet          the evaluation holdout of a training run
     snapshots/<sha256>/{data.parquet,manifest.json,lineage/}   content-addressed datasets
-    predictions/date=YYYY-MM-DD/...            the prediction log (config.predictions_uri); batch
-                                               scoring's rows as part-batch-<model>-<interval>.parquet
+    predictions/date=YYYY-MM-DD/model=<model>/ the prediction log (config.predictions_uri), a
+                                               partition per day and model; batch scoring's rows
+                                               as part-batch-<model>-<interval>.parquet
     scores/<model>/interval_end=<key>/         batch scores: part-*.parquet, _rejects.parquet,
                                                _summary.json (underscored: not read as data)
     scores/_staging/<model>/<key>/<attempt>/   a scoring attempt's files until they are published
@@ -167,6 +168,17 @@ def predictions_day_dir(config: Roots, day: str) -> str:
     return storage.join(predictions_root(config), f"date={day}")
 
 
+def prediction_partition(root: str, day: str, model_name: str) -> str:
+    """The partition of ``model_name``'s rows of ``day`` in the prediction log at ``root``
+    (``config.predictions_uri``; the model server has only that URI)."""
+    return storage.join(root, f"date={day}", f"model={safe_name(model_name, '_')}")
+
+
+def predictions_model_dir(config: Roots, day: str, model_name: str) -> str:
+    """One model's partition of one day of the prediction log."""
+    return prediction_partition(predictions_root(config), day, model_name)
+
+
 def interval_key(interval_end: str) -> str:
     """How an interval's end names its batch-scores partition: ``2013-03-02`` for midnight,
     else ``2013-03-02T06-00-00`` (hourly and other schedules keep one partition per run)."""
@@ -208,7 +220,7 @@ def scores_staging(config: Roots, model_name: str, key: str) -> str:
 def batch_predictions_file(config: Roots, day: str, model_name: str, key: str) -> str:
     """The prediction-log file of one batch-scored interval's rows of ``day``: one name per
     (model, interval, day), so a re-run replaces it."""
-    return storage.join(predictions_day_dir(config, day),
+    return storage.join(predictions_model_dir(config, day, model_name),
                         f"part-batch-{safe_name(model_name, '_')}-{safe_name(key)}.parquet")
 
 

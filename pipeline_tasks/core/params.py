@@ -230,8 +230,9 @@ TRAINING: tuple[ParamSpec, ...] = (
         enum=SERVING_TARGETS, config_field="serving_target"),
     ParamSpec(
         "serving_port", "integer", None, "Serving port",
-        "Stable port of the model's endpoint. One model per port: give each model "
-        "its own port to serve several side by side.", minimum=1, maximum=65535,
+        "Stable port of the model's endpoint. Several models can share a port: each "
+        "answers by name (/models/<name>/predict), and deploying one leaves the others "
+        "serving as they were.", minimum=1, maximum=65535,
         config_field="serving_port"),
     # accepted in a run's conf (e.g. a reproducibility check), not shown in the form; the
     # config checks their bounds

@@ -1,8 +1,9 @@
 """The ``deploy`` stage: put a registered version behind the stable endpoint, blue/green.
 
 One orchestrator for every target (``deploy.targets``; ``local``, the embedded default, is the
-serving supervisor, ``docker`` a container per version behind a router). The new version starts
-beside the live one, must load (its files' sha256 is checked) and must answer canary requests on
+serving supervisor, ``docker`` a container per model set behind a router). An endpoint serves a
+set of models by name; a deployment changes one model's version and keeps the others' (the
+candidate serves the whole set). The new version starts beside the live one, must load (its files' sha256 is checked) and must answer canary requests on
 holdout rows with exactly the predictions the model gives offline (``deploy.canary``). Only then
 does it take the endpoint and the old version stop. A candidate that fails is stopped, the old
 version keeps serving, and ``DeployRejected`` says why; on any failure after the switch the
@@ -37,6 +38,9 @@ from pipeline_tasks.deploy.targets import DeployTarget
 log = logging.getLogger(__name__)
 
 TARGETS = ("local", "docker")
+#: How long a deployment waits for another one on the same endpoint (a docker build and a
+#: canary can take minutes).
+ENDPOINT_LOCK_TIMEOUT_S = 900.0
 
 
 def make_target(name: str, config: PipelineConfig) -> DeployTarget:
@@ -69,7 +73,24 @@ def deploy_to(target: DeployTarget, *, model_name: str, version: str, holdout_ur
               feature_columns: list[str], config: PipelineConfig, reason: str,
               lineage: dict[str, str] | None = None, action: str = "deploy",
               breaking_change: bool = False) -> DeploymentRecord:
-    """Blue/green on ``target``: start the candidate, canary, switch, verify; record it all."""
+    """Blue/green on ``target``: start the candidate, canary, switch, verify; record it all.
+
+    One deployment at a time per endpoint: the candidate is the live set of models with this
+    one changed, so two deploys of different models on the same port at once would each start
+    from the same set, and the second switch would undo the first."""
+    from pipeline_tasks.core.locks import named_lock
+
+    lock = f"serving-endpoint-{target.name}-{config.serving_host}-{config.serving_port}"
+    with named_lock(config, lock, timeout=ENDPOINT_LOCK_TIMEOUT_S):
+        return _deploy(target, model_name=model_name, version=version, holdout_uri=holdout_uri,
+                       feature_columns=feature_columns, config=config, reason=reason,
+                       lineage=lineage, action=action, breaking_change=breaking_change)
+
+
+def _deploy(target: DeployTarget, *, model_name: str, version: str, holdout_uri: str | None,
+            feature_columns: list[str], config: PipelineConfig, reason: str,
+            lineage: dict[str, str] | None, action: str,
+            breaking_change: bool) -> DeploymentRecord:
     version = str(version)
     record = DeploymentRecord.begin(model_name=model_name, version=version, target=target.name,
                                     endpoint=target.endpoint, reason=reason, lineage=lineage,
@@ -77,8 +98,8 @@ def deploy_to(target: DeployTarget, *, model_name: str, version: str, holdout_ur
     try:
         target.prepare(model_name, version)
         record = record.update(endpoint=target.endpoint)
-        live = target.current()
-        record = record.update(previous=live.record if live else None)
+        live = target.current()  # what serves on the endpoint (maybe other models only)
+        record = record.update(previous=live.record if live and live.version else None)
         candidate = target.start_candidate(model_name, version, live)
     except DeployRejected as exc:
         _fail(record, config, f"v{version} did not start: {exc}")
@@ -172,21 +193,25 @@ def title_back_on_failure(model_name: str, version: str, *, to: str | None,
 
 def restore_serving(config: PipelineConfig) -> list[dict[str, Any]]:
     """Bring back what the deployment records say is live on each local endpoint, when it no
-    longer answers (a killed supervisor takes its model servers with it). For each port, the
-    newest live local deployment names the model and version; if ``/metadata`` does not report
-    them, that version is deployed again through the same blue/green path (``restore``).
-    Returns one entry per endpoint: what was expected, what answered, what was done."""
-    newest: dict[int, DeploymentRecord] = {}
+    longer answers (a killed supervisor takes its model servers with it). For each port and
+    model, the newest live local deployment names the version; if the endpoint's
+    ``/models/<name>/metadata`` does not report it, that version is deployed again through the
+    same blue/green path (``restore``), models in the order they were last deployed. Returns one
+    entry per endpoint and model: what was expected, what answered, what was done."""
+    newest: dict[tuple[int, str], DeploymentRecord] = {}
     for model in recorded_models(config):
         for record in deployment_history(model, config):
             port = urllib.parse.urlsplit(record.endpoint or "").port
+            key = (port, record.model_name)
             if record.status == "live" and record.target == "local" and port and (
-                    port not in newest or record.finished_at > newest[port].finished_at):
-                newest[port] = record
+                    key not in newest or record.finished_at > newest[key].finished_at):
+                newest[key] = record
     report = []
-    for port, record in sorted(newest.items()):
+    for (port, _), record in sorted(newest.items(), key=lambda item: (item[0][0],
+                                                                      item[1].finished_at)):
         here = config.with_overrides(serving_port=port)
-        answer = http.try_json(here.serving_url + "/metadata", timeout=5) or {}
+        named = urllib.parse.quote(record.model_name, safe="")
+        answer = http.try_json(f"{here.serving_url}/models/{named}/metadata", timeout=5) or {}
         entry = {"endpoint": here.serving_url, "model_name": record.model_name,
                  "version": record.version, "answered": answer.get("model_version")}
         if (answer.get("model_name"), answer.get("model_version")) == (record.model_name,

@@ -7,6 +7,7 @@ candidate may take the stable endpoint; ``version_inputs`` finds the rows and co
 from __future__ import annotations
 
 import logging
+import urllib.parse
 
 from pipeline_tasks.core import http, storage, tracking
 from pipeline_tasks.core.config import PipelineConfig
@@ -38,9 +39,11 @@ def canary_check(url: str, model_name: str, version: str, holdout_uri: str | Non
         raise DeployRejected(f"canary: {exc}") from exc
     expected = offline.predict(frame).tolist()
     body = {"columns": {c: json_values(frame[c]) for c in feature_columns}}
-    answer = _post_json(url + "/predict", body)
+    # by name: the candidate serves the endpoint's other models too
+    path = f"{url}/models/{urllib.parse.quote(model_name, safe='')}/predict"
+    answer = _post_json(path, body)
     if answer is None or "predictions" not in answer:
-        raise DeployRejected(f"POST {url}/predict gave no predictions: {answer}")
+        raise DeployRejected(f"POST {path} gave no predictions: {answer}")
     got = answer["predictions"]
     if len(got) != len(expected):
         raise DeployRejected(f"{len(got)} predictions for {len(expected)} canary rows")
@@ -53,6 +56,9 @@ def canary_check(url: str, model_name: str, version: str, holdout_uri: str | Non
         differ = sum(str(g) != str(e) for g, e in zip(got, expected, strict=True))
         raise DeployRejected(f"{differ} of {len(expected)} canary predictions differ from the "
                              "model's offline predictions")
+    if str(answer.get("model_version")) != str(version):  # the same answers from another one
+        raise DeployRejected(f"POST {path} answered as v{answer.get('model_version')}, "
+                             f"not v{version}")
     log.info("canary: %d holdout rows predicted as offline by %s", len(expected), url)
     return len(expected)
 

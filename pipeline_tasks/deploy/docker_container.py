@@ -69,7 +69,8 @@ def _predictions_mount(config: PipelineConfig) -> tuple[dict, dict[str, str]]:
             raise DockerTargetError(f"{host} belongs to root: give it to the user who deploys "
                                     f"(or to uid {CONTAINER_UID}) so the model container can "
                                     "write its prediction log there")
-        for folder in [host, *[p for p in host.glob("date=*") if p.is_dir()]]:
+        partitions = [*host.glob("date=*"), *host.glob("date=*/model=*")]  # day, then model
+        for folder in [host, *[p for p in partitions if p.is_dir()]]:
             os.chown(folder, CONTAINER_UID, CONTAINER_UID)
             folder.chmod(0o755)  # also closes the world-writable mode of older releases
     return ({str(host): {"bind": f"{CONTAINER_LAKE}/predictions", "mode": "rw"}},

@@ -1,16 +1,24 @@
-"""The serving image of one model version: build context, runtime wheels, ``docker build``.
+"""The serving image of a model SET: build context, runtime wheels, ``docker build``.
 
-``build_image``: ``docker/serving.Dockerfile`` built with the docker SDK (legacy builder;
-``docker.from_env()`` honours ``DOCKER_HOST``). The version's files are downloaded and checked
-against the registry's ``artifact_sha256`` before they go into the build context, and the
-container checks them again at every start (``--model-dir /opt/model --expected-sha256``):
-changed files make it exit with code 2 and the reason in its log. No network is used inside the
-build: the runtime wheels (no Airflow) are prepared on the host, cached under
-``<home>/cache/wheels`` (a second build needs no network), checked against requirements.lock's
-sha256 hashes, and installed with ``--no-index --require-hashes``. The package wheel holds the
-serving package and what it imports (``pipeline_tasks.core``) only: no pipeline steps, tooling or
-templates. Tag ``mlops-serving/<model>:v<version>``; labels ``mlops.model.{name,version,run_id,
-sha256}``. A tag that exists with the same sha256 label is reused.
+One container serves the endpoint's whole live set of models (e.g. ``{flights_is_late: v3,
+other_model: v1}``), so an image holds a set: ``build_image(config, models)`` builds
+``docker/serving.Dockerfile`` with the docker SDK (legacy builder; ``docker.from_env()`` honours
+``DOCKER_HOST``). Each model version's files are downloaded and checked against the registry's
+``artifact_sha256`` before they go into the build context (``models/<i>-<name>/``), next to
+``models/manifest.json`` (folder, sha256, name, version, run id and tags of each; the first model
+is the server's default, the one ``/predict`` answers for). The container checks every folder
+again at every start (``--models-manifest /opt/models/manifest.json``): changed files make it
+exit with code 2 and the reason in its log. No network is used inside the build: the runtime
+wheels (no Airflow) are prepared on the host, cached under ``<home>/cache/wheels`` (a second build
+needs no network), checked against requirements.lock's sha256 hashes, and installed with
+``--no-index --require-hashes``. The package wheel holds the serving package and what it imports
+(``pipeline_tasks.core``) only: no pipeline steps, tooling or templates. Layers go dependencies,
+package, models: a new set reuses the cached dependency layers.
+
+Tag ``mlops-serving:<16 hex of the set digest>`` (``set_digest``: sha256 over the set's
+``(name, version, sha256)`` in manifest order); labels ``mlops.model.sha256`` (the set digest) and
+``mlops.serving.models`` (the set as JSON: name -> {version, sha256}). An image whose labels say
+it holds the same set is reused.
 
 Also the docker engine itself (``docker_client``) and the names every docker
 module shares (labels, ``DockerTargetError``). An engine or package index that does not answer
@@ -22,18 +30,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline_tasks.core import model_artifacts, tracking
 from pipeline_tasks.core.config import PROJECT_DIR, PipelineConfig
 from pipeline_tasks.core.errors import DeployRejected, TransientError
+from pipeline_tasks.core.names import safe_name
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +56,15 @@ BASE_IMAGE_ENV = "MLOPS_DOCKER_BASE_IMAGE"
 RUNTIME_PACKAGES = ("numpy", "pandas", "scipy", "scikit-learn", "skops", "mlflow-skinny",
                     "starlette", "uvicorn", "httptools", "uvloop", "prometheus-client",
                     "pyarrow", "fsspec", "filelock", "pyyaml")
+#: On a container: the model whose deployment started it, and its version.
 LABEL_NAME = "mlops.model.name"
 LABEL_VERSION = "mlops.model.version"
-LABEL_RUN_ID = "mlops.model.run_id"
+#: On an image or container of a set: the set digest (``set_digest``); on a container of a
+#: single-model release (before sets): that model's artifact sha256.
 LABEL_SHA256 = "mlops.model.sha256"
+#: The set an image or container serves, as JSON: ``{name: {"version": .., "sha256": ..}}`` in
+#: manifest order (the first is the default model).
+LABEL_MODELS = "mlops.serving.models"
 LABEL_ROLE = "mlops.serving.role"
 LABEL_PORT = "mlops.serving.port"  # the stable port a model container serves behind
 
@@ -62,11 +76,36 @@ class DockerTargetError(DeployRejected):
     """An image could not be built, or a container did not get ready; the message says why."""
 
 
+#: Where the image holds the set, and its manifest (``--models-manifest``).
+CONTAINER_MODELS = "/opt/models"
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model of a set: a registered version and the sha256 of its files (registry tag)."""
+
+    model_name: str
+    model_version: str
+    sha256: str
+    run_id: str = field(default="", compare=False)
+    tags: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+
 @dataclass(frozen=True)
 class ImageInfo:
     tag: str
     image_id: str
-    digest: str  # the model's artifact sha256 baked into the image (label mlops.model.sha256)
+    digest: str  # the set digest (label mlops.model.sha256)
+    models: tuple[ModelEntry, ...] = ()  # in manifest order: the first is the default model
+
+    def versions(self) -> dict[str, str]:
+        """name -> version of the set, in manifest order."""
+        return {m.model_name: m.model_version for m in self.models}
+
+    def sha256_of(self, model_name: str) -> str:
+        """The artifact sha256 of ``model_name`` in this image ("" when it holds no such model)."""
+        return next((m.sha256 for m in self.models if m.model_name == model_name), "")
 
 
 # --------------------------------------------------------------------------------------- engine
@@ -86,12 +125,44 @@ def docker_client():
                                     "then retry") from exc
 
 
-def image_tag(model_name: str, version: str) -> str:
-    """``mlops-serving/<model>:v<version>``, made valid under docker's reference rules."""
-    name = re.sub(r"[^a-z0-9._-]+", "-", model_name.lower())
-    name = re.sub(r"[._-]{2,}", "-", name).strip("._-") or "model"
-    tag = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"v{version}")[:128]
-    return f"{IMAGE_REPO}/{name[:100]}:{tag}"
+def set_digest(models: Sequence[ModelEntry]) -> str:
+    """sha256 over the set's ``[name, version, sha256]`` in manifest order: what an image of
+    the set serves (the order is part of it: the first model answers ``/predict``)."""
+    import hashlib
+
+    listed = [[m.model_name, m.model_version, m.sha256] for m in models]
+    return hashlib.sha256(json.dumps(listed, separators=(",", ":")).encode()).hexdigest()
+
+
+def image_tag(models: Sequence[ModelEntry]) -> str:
+    """``mlops-serving:<first 16 hex of the set digest>`` (valid under docker's reference rules
+    whatever the model names are; the labels say what the set is)."""
+    return f"{IMAGE_REPO}:{set_digest(models)[:16]}"
+
+
+def models_label(models: Sequence[ModelEntry]) -> str:
+    """The ``LABEL_MODELS`` value of a set: ``{name: {"version", "sha256"}}`` as JSON."""
+    return json.dumps({m.model_name: {"version": m.model_version, "sha256": m.sha256}
+                       for m in models}, separators=(",", ":"))
+
+
+def parse_models_label(text: str | None) -> dict[str, dict[str, str]]:
+    """A ``LABEL_MODELS`` value back as ``{name: {"version", "sha256"}}`` ({} when absent or not
+    such JSON: a container or image from before sets)."""
+    try:
+        value = json.loads(text or "")
+    except ValueError:
+        return {}
+    if not isinstance(value, dict):
+        return {}
+    return {str(name): {"version": str(entry.get("version", "")),
+                        "sha256": str(entry.get("sha256", ""))}
+            for name, entry in value.items() if isinstance(entry, dict)}
+
+
+def _folder_name(index: int, model_name: str) -> str:
+    """``<index>-<name>`` made safe as a path part (the index keeps the folders apart)."""
+    return f"{index}-{safe_name(model_name, 'model')[:64]}"
 
 
 def choose_base_image(client) -> str:
@@ -265,34 +336,70 @@ def _package_wheel(dest: Path) -> Path:
     return wheel
 
 
-def _version_meta(config: PipelineConfig, model_name: str, version: str) -> dict:
+def model_entry(config: PipelineConfig, model_name: str, version: str) -> ModelEntry:
+    """``model_name`` v``version`` as the registry records it; ``DockerTargetError`` when it
+    has no ``artifact_sha256`` (its files could not be checked)."""
     tracking.configure_mlflow(config)
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    mv = MlflowClient().get_model_version(model_name, str(version))
-    return {"model_name": model_name, "model_version": str(mv.version),
-            "run_id": mv.run_id or "", "sha256": mv.tags.get(model_artifacts.DIGEST_TAG) or "",
-            "tags": dict(mv.tags)}
+    try:
+        mv = MlflowClient().get_model_version(model_name, str(version))
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        raise DockerTargetError(f"{model_name} v{version} is not in the registry: its files "
+                                "cannot be fetched into the image") from exc
+    entry = ModelEntry(model_name=model_name, model_version=str(mv.version),
+                       sha256=mv.tags.get(model_artifacts.DIGEST_TAG) or "",
+                       run_id=mv.run_id or "", tags=dict(mv.tags))
+    if not entry.sha256:
+        raise DockerTargetError(f"{model_name} v{version} has no recorded "
+                                f"{model_artifacts.DIGEST_TAG}: its files cannot be checked")
+    return entry
 
 
-def prepare_context(config: PipelineConfig, model_name: str, version: str, context: Path,
-                    meta: dict | None = None) -> dict:
-    """Fill the build ``context``: Dockerfile, wheels, package wheel, verified model, meta."""
-    meta = meta or _version_meta(config, model_name, version)
+def resolve_set(config: PipelineConfig, versions: Mapping[str, str]) -> list[ModelEntry]:
+    """The registry's entries of ``versions`` (name -> version), in the mapping's order."""
+    return [model_entry(config, name, str(version)) for name, version in versions.items()]
+
+
+def _fetch_model(entry: ModelEntry, dest: Path) -> None:
+    """Download ``entry``'s files into ``dest`` and check them against its sha256."""
+    folder = model_artifacts.fetch_verified(
+        f"models:/{entry.model_name}/{entry.model_version}", entry.sha256, dest)
+    if folder != dest:  # download_artifacts may nest; flatten
+        moved = dest.with_name(dest.name + ".tmp")
+        shutil.move(str(folder), str(moved))
+        shutil.rmtree(dest)
+        moved.rename(dest)
+
+
+def prepare_context(config: PipelineConfig, models: Sequence[ModelEntry],
+                    context: Path) -> dict:
+    """Fill the build ``context``: Dockerfile, wheels, package wheel, and ``models/``: each
+    model's verified folder and ``manifest.json`` (the ``--models-manifest`` format; the first
+    model is the default). Returns the manifest."""
+    if not models:
+        raise DockerTargetError("a serving image needs at least one model")
+    names = [m.model_name for m in models]
+    if len(set(names)) != len(names):
+        raise DockerTargetError(f"a model appears twice in the set {names}")
     context.mkdir(parents=True, exist_ok=True)
     shutil.copy2(DOCKERFILE, context / "Dockerfile")
     (context / ".dockerignore").write_text("")
     prepare_wheels(config, context / "wheels")
     _package_wheel(context / "app")
-    folder = model_artifacts.fetch_verified(f"models:/{model_name}/{meta['model_version']}",
-                                            meta["sha256"], context / "model")
-    if folder != context / "model":  # download_artifacts may nest; flatten
-        shutil.move(str(folder), str(context / "model.tmp"))
-        shutil.rmtree(context / "model")
-        (context / "model.tmp").rename(context / "model")
-    (context / "model-meta.json").write_text(json.dumps(
-        {k: meta[k] for k in ("model_name", "model_version", "run_id", "tags")}, indent=1))
-    return meta
+    listed = []
+    for index, entry in enumerate(models):
+        folder = _folder_name(index, entry.model_name)
+        _fetch_model(entry, context / "models" / folder)
+        listed.append({"dir": folder, "sha256": entry.sha256, "model_name": entry.model_name,
+                       "model_version": entry.model_version, "run_id": entry.run_id,
+                       "tags": entry.tags})
+    manifest = {"models": listed}
+    (context / "models" / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return manifest
 
 
 def build_from_context(client, context: Path, tag: str, buildargs: dict[str, str],
@@ -315,31 +422,29 @@ def build_from_context(client, context: Path, tag: str, buildargs: dict[str, str
     return image.id
 
 
-def build_image(config: PipelineConfig, model_name: str, version: str, *,
+def build_image(config: PipelineConfig, models: Sequence[ModelEntry], *,
                 client=None) -> ImageInfo:
-    """The image of ``model_name`` v``version``: reused when its tag holds the same model."""
+    """The image serving the set ``models`` (in manifest order: the first is the default
+    model): reused when an image of its tag is labelled with the same set."""
     import docker.errors
 
     client = client or docker_client()
-    meta = _version_meta(config, model_name, str(version))
-    if not meta["sha256"]:
-        raise DockerTargetError(f"{model_name} v{version} has no recorded "
-                                f"{model_artifacts.DIGEST_TAG}: its files cannot be checked")
-    tag = image_tag(model_name, meta["model_version"])
+    models = tuple(models)
+    digest = set_digest(models)
+    tag = image_tag(models)
+    labels = {LABEL_SHA256: digest, LABEL_MODELS: models_label(models)}
+    shown = ", ".join(f"{m.model_name} v{m.model_version}" for m in models)
     try:
         existing = client.images.get(tag)
-        if (existing.labels or {}).get(LABEL_SHA256) == meta["sha256"]:
-            log.info("reusing image %s (sha256 %s)", tag, meta["sha256"][:16])
-            return ImageInfo(tag=tag, image_id=existing.id, digest=meta["sha256"])
+        if (existing.labels or {}).get(LABEL_SHA256) == digest:
+            log.info("reusing image %s (%s)", tag, shown)
+            return ImageInfo(tag=tag, image_id=existing.id, digest=digest, models=models)
     except docker.errors.ImageNotFound:
         pass
-    labels = {LABEL_NAME: model_name, LABEL_VERSION: meta["model_version"],
-              LABEL_RUN_ID: meta["run_id"], LABEL_SHA256: meta["sha256"]}
     with tempfile.TemporaryDirectory(prefix="mlops-image-") as tmp:
         context = Path(tmp) / "context"
-        prepare_context(config, model_name, meta["model_version"], context, meta)
-        buildargs = {"BASE_IMAGE": choose_base_image(client), "MODEL_NAME": model_name,
-                     "MODEL_VERSION": meta["model_version"], "MODEL_SHA256": meta["sha256"],
-                     "MODEL_RUN_ID": meta["run_id"]}
-        image_id = build_from_context(client, context, tag, buildargs, labels)
-    return ImageInfo(tag=tag, image_id=image_id, digest=meta["sha256"])
+        prepare_context(config, models, context)
+        image_id = build_from_context(client, context, tag,
+                                      {"BASE_IMAGE": choose_base_image(client)}, labels)
+    log.info("image %s serves %s", tag, shown)
+    return ImageInfo(tag=tag, image_id=image_id, digest=digest, models=models)

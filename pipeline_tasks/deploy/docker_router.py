@@ -2,9 +2,10 @@
 
 The stable port belongs to a router container (``mlops-serving-<port>``,
 ``docker/router.Dockerfile``, ``serving/router.py``) on the private network ``mlops-serving``;
-each model version runs as its own container behind it. The router sends each new connection to
-the container named in its state file (``backend.json``, rewritten atomically here), so a switch
-of versions never stops the port accepting connections.
+the endpoint's set of models runs as one container behind it (a new set: a new container). The
+router sends each new connection to the container named in its state file (``backend.json``,
+rewritten atomically here: the container, and the set it serves), so a switch of sets never
+stops the port accepting connections.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import shutil
 import socket
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +59,10 @@ def state_file(config: PipelineConfig) -> Path:
 
 
 def read_backend(config: PipelineConfig) -> dict | None:
-    """What the router sends traffic to now (None before the first deploy)."""
+    """What the router sends traffic to now (None before the first deploy): ``host``, ``port``,
+    ``container_id``, ``host_port``, ``image``, ``models`` (name -> version of the set it
+    serves; absent in files of single-model releases), and ``model_name``/``model_version`` of
+    the model whose deployment wrote it."""
     try:
         return json.loads(state_file(config).read_text())
     except FileNotFoundError:
@@ -168,17 +173,26 @@ def _port_accepts(host: str, port: int) -> bool:
         return False
 
 
-def serves(url: str, version: str, tries: int = 5) -> bool:
-    """New connections to ``url`` reach ``version`` (several in a row, each a new connection)."""
+def model_url(url: str, model_name: str) -> str:
+    """The base URL of one model of a server: ``<url>/models/<name>`` (its ``/predict`` and
+    ``/metadata`` are below it)."""
+    return f"{url}/models/{urllib.parse.quote(model_name, safe='')}"
+
+
+def serves(url: str, model_name: str, version: str, tries: int = 5) -> bool:
+    """New connections to ``url`` reach ``version`` of ``model_name`` (several in a row, each a
+    new connection): ``GET <url>/models/<name>/metadata`` reports it."""
     for _ in range(tries):
-        answer = http.try_json(url + "/ready", timeout=5)
+        answer = http.try_json(model_url(url, model_name) + "/metadata", timeout=5,
+                               headers=http.serving_headers())
         if not answer or answer.get("model_version") != str(version):
             return False
     return True
 
 
 def stop_endpoint(config: PipelineConfig, *, client=None) -> None:
-    """Stop and remove the router of ``serving_port`` and every model container behind it."""
+    """Stop and remove the router of ``serving_port`` and every model container behind it
+    (every model of the port stops answering)."""
     client = client or docker_client()
     port = str(config.serving_port)
     for container in client.containers.list(all=True, filters={"label": f"{LABEL_PORT}={port}"}):

@@ -2,10 +2,15 @@
 
 One supervisor per stable port (``serving_host:serving_port``) runs detached
 (``python -m pipeline_tasks.deploy.local``). It holds the stable port's listening socket
-for its whole life and hands it to every model server it starts (``--stable-fd``). Blue/green:
+for its whole life and hands it to every model server it starts (``--stable-fd``).
+
+A server serves the endpoint's whole set of models (``{name: version}``, the first one deployed
+is the default of ``/predict``); each answers by name. Deploying one model starts a server with
+the live set where only that model's version differs, so the other models keep their versions
+and never stop answering: both servers serve them during the switch. Blue/green:
 
 1. ``start``: a new server starts beside the current one on a private port of its own, serving
-   nothing on the stable port yet. The supervisor answers once its ``/ready`` does.
+   nothing on the stable port yet. The supervisor answers once its ``/ready`` reports the set.
 2. The deployer validates it on its private port (canary requests).
 3. ``activate``: SIGUSR2 makes the new server accept on the shared socket too; once its
    ``/ready`` says so, SIGUSR1 makes the old one stop accepting there (``DRAIN_S`` to answer
@@ -14,8 +19,8 @@ for its whole life and hands it to every model server it starts (``--stable-fd``
    accept from it.
 4. ``stop``: a candidate that failed validation is stopped; the old one never stopped serving.
 
-The active server is supervised: if it dies, the supervisor starts the same version again and
-puts it back on the stable port. Children die with the supervisor (PR_SET_PDEATHSIG).
+The active server is supervised: if it dies, the supervisor starts the same set again and puts
+it back on the stable port. Children die with the supervisor (PR_SET_PDEATHSIG).
 
 Control: JSON lines over the unix socket ``<serving_dir>/<port>/control.sock``. State (the active
 server) is kept in ``state.json`` beside it. ``SupervisorClient`` is the caller's side;
@@ -45,6 +50,7 @@ from typing import Any
 
 from pipeline_tasks.core import http, storage
 from pipeline_tasks.core.config import PipelineConfig, load_config
+from pipeline_tasks.core.names import safe_name
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +68,7 @@ class SupervisorError(RuntimeError):
 @dataclass
 class Child:
     pid: int
-    model: str
-    version: str
+    models: dict[str, str]  # name -> version, in the order served (the first is the default)
     private_port: int
     started_at: float
     log_path: str
@@ -72,6 +77,10 @@ class Child:
     owner: int | None = None
     owner_started: str | None = None
     proc: subprocess.Popen | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{name} v{version}" for name, version in self.models.items())
 
     def public(self) -> dict:
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "proc"}
@@ -122,14 +131,21 @@ class Supervisor:
         self.stable.set_inheritable(True)
 
     # -- children ------------------------------------------------------------------------------
-    def start(self, model: str, version: str, owner: int | None = None) -> Child:
-        """Start a candidate server. ``owner`` is the deployer's pid: if it dies before the
-        candidate is activated (a killed deploy task), the watcher stops the candidate."""
+    def start(self, models: dict[str, str], owner: int | None = None) -> Child:
+        """Start a candidate server of ``models`` (name -> version; the first is the default).
+        ``owner`` is the deployer's pid: if it dies before the candidate is activated (a killed
+        deploy task), the watcher stops the candidate."""
+        if not models:
+            raise SupervisorError("a server needs at least one model")
+        models = {str(name): str(version) for name, version in models.items()}
         owner_started = process_started(owner) if owner else None
         port = http.free_port()
-        log_path = str(self.dir / f"server-{model}-v{version}-{port}.log")
-        argv = [sys.executable, "-m", "pipeline_tasks.serving", "--model", model, "--ref",
-                str(version), "--host", "127.0.0.1", "--port", str(port),
+        first, version = next(iter(models.items()))
+        more = f"+{len(models) - 1}" if len(models) > 1 else ""
+        log_path = str(self.dir / f"server-{safe_name(first, '_')}-v{version}{more}-{port}.log")
+        argv = [sys.executable, "-m", "pipeline_tasks.serving",
+                *[arg for name, ref in models.items() for arg in ("--model", f"{name}@{ref}")],
+                "--host", "127.0.0.1", "--port", str(port),
                 "--stable-fd", str(self.stable.fileno()),
                 "--workdir", str(self.dir / "models")]
         with open(log_path, "ab") as out:
@@ -140,7 +156,7 @@ class Supervisor:
                 pass_fds=(self.stable.fileno(),), preexec_fn=_die_with_parent,
                 env={**os.environ, "MLOPS_HOME": self.config.home},
             ).result()
-        child = Child(proc.pid, model, str(version), port, time.time(), log_path, owner=owner,
+        child = Child(proc.pid, models, port, time.time(), log_path, owner=owner,
                       owner_started=owner_started, proc=proc)
         with self.lock:
             self.children[proc.pid] = child
@@ -149,16 +165,16 @@ class Supervisor:
             if proc.poll() is not None:
                 with self.lock:
                     self.children.pop(proc.pid, None)
-                raise SupervisorError(f"the server for {model} v{version} exited with code "
+                raise SupervisorError(f"the server for {child.label} exited with code "
                                       f"{proc.returncode} before it was ready:\n"
                                       f"{_tail(log_path)}")
             ready = http.try_json(f"http://127.0.0.1:{port}/ready", timeout=2.0)
-            if ready and ready.get("model_version") == str(version):
-                log.info("started %s v%s: pid %s, port %s", model, version, proc.pid, port)
+            if ready and ready.get("models") == models:
+                log.info("started %s: pid %s, port %s", child.label, proc.pid, port)
                 return child
             time.sleep(0.2)
         self._terminate(child)
-        raise SupervisorError(f"the server for {model} v{version} was not ready after "
+        raise SupervisorError(f"the server for {child.label} was not ready after "
                               f"{READY_TIMEOUT_S:.0f} s:\n{_tail(log_path)}")
 
     def activate(self, pid: int) -> dict:
@@ -188,8 +204,7 @@ class Supervisor:
         for old in previous:
             self._terminate(old)
         self._save()
-        log.info("pid %s (%s v%s) is live; stopped %s", pid, child.model, child.version,
-                 [c.pid for c in previous])
+        log.info("pid %s (%s) is live; stopped %s", pid, child.label, [c.pid for c in previous])
         return {"active": child.public(), "stopped": [c.public() for c in previous]}
 
     def stop(self, pid: int) -> dict:
@@ -238,18 +253,18 @@ class Supervisor:
         stop candidates whose deployer died (a killed deploy task must not leak a server)."""
         while not self.stopping.wait(1.0):
             for child in self.orphans():
-                log.warning("stopping candidate pid %s (%s v%s): its deployer, pid %s, is gone",
-                            child.pid, child.model, child.version, child.owner)
+                log.warning("stopping candidate pid %s (%s): its deployer, pid %s, is gone",
+                            child.pid, child.label, child.owner)
                 self._terminate(child)
             with self.lock:
                 dead = [c for c in self.children.values() if c.active and c.proc.poll() is not None]
             for child in dead:
                 with self.lock:
                     self.children.pop(child.pid, None)
-                log.error("live server pid %s (%s v%s) exited with %s; restarting it", child.pid,
-                          child.model, child.version, child.proc.returncode)
+                log.error("live server pid %s (%s) exited with %s; restarting it", child.pid,
+                          child.label, child.proc.returncode)
                 try:
-                    again = self.start(child.model, child.version)
+                    again = self.start(child.models)
                     self.activate(again.pid)
                 except SupervisorError as exc:
                     log.error("restart failed: %s", exc)
@@ -267,8 +282,10 @@ class Supervisor:
         cmd = request.get("cmd")
         if cmd == "start":
             owner = request.get("owner")
-            return {"child": self.start(str(request["model"]), str(request["version"]),
-                                        owner=int(owner) if owner else None).public()}
+            models = request["models"]
+            if not isinstance(models, dict):
+                raise SupervisorError("'models' must map model names to versions")
+            return {"child": self.start(models, owner=int(owner) if owner else None).public()}
         if cmd == "activate":
             return self.activate(int(request["pid"]))
         if cmd == "stop":

@@ -1,8 +1,10 @@
 """The ``local`` deploy target: the serving supervisor (``deploy.local``) owns the endpoint.
 
-The candidate starts beside the live server on a private port (its files' sha256 checked at
-load); ``switch`` makes it accept on the stable socket and stops the old one; ``verify`` asks the
-endpoint's ``/metadata``. A failed switch starts the previous version again.
+The endpoint serves a set of models, one server process for all of them. The candidate is a
+server of the live set with the deployed model at its new version (the others at theirs),
+started beside the live server on a private port (every model's files checked at load);
+``switch`` makes it accept on the stable socket and stops the old one; ``verify`` asks the
+endpoint's ``/models/<name>/metadata``. A failed switch starts the previous set again.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import urllib.parse
 
 from pipeline_tasks.core import http
 from pipeline_tasks.core.config import PipelineConfig
@@ -30,32 +33,38 @@ class LocalTarget:
         self.endpoint = config.serving_url
         self.supervisor = SupervisorClient(config)
         self._status: dict = {}
+        self._model = ""
 
     def prepare(self, model_name: str, version: str) -> None:
         self._status = self.supervisor.ensure_running()
         self.endpoint = self._status["stable_url"]
+        self._model = model_name
 
     def current(self) -> Live | None:
+        """The live server, with the deployed model's version in it (None: not served yet)."""
         active = self._status.get("active")
         if not active:
             return None
-        return Live(model_name=active["model"], version=active["version"],
-                    record={"model_name": active["model"], "version": active["version"],
-                            "pid": active["pid"]}, handle=active)
+        version = active["models"].get(self._model)
+        return Live(model_name=self._model, version=version,
+                    record={"model_name": self._model, "version": version,
+                            "models": active["models"], "pid": active["pid"]}, handle=active)
 
     def start_candidate(self, model_name: str, version: str, live: Live | None) -> Candidate:
         if live and (live.model_name, live.version) == (model_name, version):
             return Candidate(url=self.endpoint, unchanged=True, handle=live.handle,
                              record={"pid": live.handle["pid"],
-                                     "private_port": live.handle["private_port"]})
+                                     "private_port": live.handle["private_port"],
+                                     "models": live.handle["models"]})
+        models = {**(live.handle["models"] if live else {}), model_name: str(version)}
         try:
             # owner: if this task is killed before the switch, the supervisor stops the candidate
-            child = self.supervisor.call("start", model=model_name, version=version,
-                                         owner=os.getpid())["child"]
+            child = self.supervisor.call("start", models=models, owner=os.getpid())["child"]
         except SupervisorError as exc:
             raise DeployRejected(str(exc)) from exc
         return Candidate(url=child["private_url"], handle=child,
-                         record={"pid": child["pid"], "private_port": child["private_port"]})
+                         record={"pid": child["pid"], "private_port": child["private_port"],
+                                 "models": child["models"]})
 
     def switch(self, candidate: Candidate) -> None:
         try:
@@ -64,23 +73,26 @@ class LocalTarget:
             raise DeployRejected(str(exc)) from exc
 
     def verify(self, candidate: Candidate, version: str) -> str | None:
-        served = _get_json(self.endpoint + "/metadata")
+        served = _get_json(f"{self.endpoint}/models/{urllib.parse.quote(self._model, safe='')}"
+                           "/metadata")
         if not served or served.get("model_version") != version:
             return f"it answered {served and served.get('model_version')}"
         return None
 
     def restore(self, live: Live | None, candidate: Candidate) -> str:
-        """Start ``live`` (it was stopped at the switch) and give it the endpoint back."""
+        """Start the set ``live`` served (it was stopped at the switch) and give it the
+        endpoint back."""
         if live is None:
             return "nothing served before it"
+        models = live.handle["models"]
+        what = ", ".join(f"{name} v{v}" for name, v in models.items())
         try:
-            child = self.supervisor.call("start", model=live.model_name, version=live.version,
-                                         owner=os.getpid())["child"]
+            child = self.supervisor.call("start", models=models, owner=os.getpid())["child"]
             self.supervisor.call("activate", pid=child["pid"])
         except SupervisorError as exc:
-            log.error("could not restore %s v%s: %s", live.model_name, live.version, exc)
-            return f"restoring {live.model_name} v{live.version} failed too: {exc}"
-        return f"{live.model_name} v{live.version} serves again"
+            log.error("could not restore %s: %s", what, exc)
+            return f"restoring {what} failed too: {exc}"
+        return f"{what} serve{'s' if len(models) == 1 else ''} again"
 
     def stop(self, candidate: Candidate) -> None:
         self.supervisor.call("stop", pid=candidate.handle["pid"])

@@ -22,8 +22,9 @@ from pipeline_tasks.core.errors import ConfigError
 from pipeline_tasks.core.names import safe_name
 from pipeline_tasks.core.results import XComResult
 
-#: Keys written only when set: the docker target's container, image and router.
-_OPTIONAL_KEYS = ("container", "image", "router")
+#: Keys written only when set: the docker target's container, image and router, and the set of
+#: models the endpoint serves.
+_OPTIONAL_KEYS = ("container", "image", "router", "models")
 #: Fields that are not part of the JSON document.
 _NOT_IN_DOCUMENT = ("record_uri", "approval")
 #: The deploy stage's result: these keys, as before the record type was one.
@@ -57,6 +58,9 @@ class DeploymentRecord(XComResult):
     container: dict | None = None  # docker: id, name, host_port
     image: dict | None = None  # docker: tag, id, model_sha256
     router: str | None = None  # docker: the router container of the stable port
+    # the models the endpoint's server holds with this deployment (name -> version; the first
+    # is the default of /predict): the deployed model's version, the others' unchanged
+    models: dict | None = None
     finished_at: str = ""
     record_uri: str = field(default="", compare=False)
     # the deploy stage's champion confirmation of a version a person approved

@@ -1,12 +1,13 @@
 """Where a model version serves: the small protocol every deploy target implements.
 
 The blue/green orchestrator (``deploy.bluegreen``) drives any target through the same steps:
-``prepare`` -> ``current`` -> ``start_candidate`` (beside the live version) -> canary on the
-candidate's private URL -> ``switch`` -> ``verify``, then ``retire`` the old version; a candidate
+``prepare`` -> ``current`` -> ``start_candidate`` (beside the live server) -> canary on the
+candidate's private URL -> ``switch`` -> ``verify``, then ``retire`` the old server; a candidate
 that fails before the switch is ``stop``-ped, and after the switch ``restore`` puts the previous
-version back. Implementations: ``local_target.LocalTarget`` (the serving supervisor) and
-``docker_target.DockerTarget`` (a container per version behind a router). A target object is
-made for one deployment.
+server back. An endpoint serves a set of models by name; a candidate serves the live set with
+the deployed model's version changed, so the other models keep theirs. Implementations:
+``local_target.LocalTarget`` (the serving supervisor) and ``docker_target.DockerTarget`` (a
+container per model set behind a router). A target object is made for one deployment.
 """
 
 from __future__ import annotations

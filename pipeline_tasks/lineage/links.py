@@ -74,8 +74,13 @@ def _model_version(result, config, base_url):
 
 
 def _endpoint(result, config, base_url):
+    """The deployed model's metadata on its endpoint (which may serve other models too)."""
     endpoint = result.get("endpoint")
-    return endpoint.rstrip("/") + "/metadata" if endpoint else None
+    if not endpoint:
+        return None
+    name = result.get("model_name")
+    where = f"/models/{quote(str(name), safe='')}" if name else ""
+    return f"{endpoint.rstrip('/')}{where}/metadata"
 
 
 def _drift_report(result, config, base_url):

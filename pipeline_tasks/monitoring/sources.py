@@ -121,7 +121,8 @@ def read_prediction_log(config: PipelineConfig, model_name: str, start: datetime
                         end: datetime) -> pd.DataFrame:
     """The logged predictions of ``model_name`` with ``start <= event_time < end``.
 
-    Only the ``date=`` partitions of the interval are read. A file that cannot be read fails the
+    Only the model's partitions of the interval's days are read (``date=<day>/model=<name>``;
+    files directly under ``date=<day>``, from before the log had a partition per model, too). A file that cannot be read fails the
     call with its name; nothing is deleted or moved, so the other partitions stay as they are.
     """
     import pandas as pd
@@ -133,7 +134,11 @@ def read_prediction_log(config: PipelineConfig, model_name: str, start: datetime
         fs, folder = storage.url_to_fs(layout.predictions_day_dir(config, day))
         if not fs.exists(folder):
             continue
-        for path in sorted(fs.glob(folder.rstrip("/") + "/*.parquet")):
+        _, own = storage.url_to_fs(layout.predictions_model_dir(config, day, model_name))
+        # the model's partition, and files logged before partitions per model (filtered below)
+        paths = sorted(fs.glob(own.rstrip("/") + "/*.parquet")) + sorted(
+            fs.glob(folder.rstrip("/") + "/*.parquet"))
+        for path in paths:
             try:
                 with fs.open(path, "rb") as handle:
                     frame = pd.read_parquet(handle, engine="pyarrow")

@@ -1,7 +1,13 @@
 """Run the model server: ``python -m pipeline_tasks.serving --model NAME [--ref champion]``.
 
-Or, for a model folder baked in beforehand (the docker image): ``--model-dir DIR
---expected-sha256 HEX [--model-meta FILE]``: the folder's sha256 must equal HEX (else exit 2).
+Several models: ``--model NAME[@REF]`` once per model (``REF`` defaults to ``--ref``); the first
+is the default model (``/predict``, ``/metadata``), every one answers by name
+(``/models/<name>/...``, ``/v2/models/<name>/...``).
+
+Or, for model folders baked in beforehand (the docker image): ``--models-manifest FILE``, JSON
+``{"models": [{"dir", "sha256", "model_name", "model_version", "run_id", "tags"}, ...]}`` (``dir``
+relative to FILE's folder), or one folder: ``--model-dir DIR --expected-sha256 HEX
+[--model-meta FILE]``. Each folder's sha256 must equal the one given (else exit 2).
 
 It resolves the version, checks its files against the sha256 recorded at registration (and
 exits with the reason if they differ), loads it, then serves on ``--host``/``--port`` (default
@@ -30,9 +36,12 @@ log = logging.getLogger("pipeline_tasks.serving")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline_tasks.serving",
-                                     description="Serve one registered model version over HTTP.")
-    parser.add_argument("--model", help="registered model name")
-    parser.add_argument("--ref", default="champion", help="alias or version number")
+                                     description="Serve registered model versions over HTTP.")
+    parser.add_argument("--model", action="append", default=[],
+                        help="registered model name, or NAME@REF; once per model (the first is "
+                             "the default model)")
+    parser.add_argument("--ref", default="champion",
+                        help="alias or version number of a --model given without @REF")
     parser.add_argument("--host", help="address to listen on (default: serving_host)")
     parser.add_argument("--port", type=int, help="port to listen on (default: serving_port)")
     parser.add_argument("--workdir", help="where the model's files go (default: a temp dir)")
@@ -42,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--expected-sha256", help="with --model-dir: the folder's sha256")
     parser.add_argument("--model-meta", help="with --model-dir: JSON with model_name, "
                         "model_version, run_id, tags")
+    parser.add_argument("--models-manifest",
+                        help="serve the model folders this JSON file lists, each with its sha256")
     parser.add_argument("--stable-fd", type=int,
                         help="listening socket shared by the supervisor (serve it on SIGUSR2)")
     return parser
@@ -50,8 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.model_dir is None and not args.model:
-        parser.error("give --model NAME or --model-dir DIR --expected-sha256 HEX")
+    sources = [bool(args.model), args.model_dir is not None, args.models_manifest is not None]
+    if sum(sources) != 1:
+        parser.error("give --model NAME[@REF] (once per model), --models-manifest FILE, or "
+                     "--model-dir DIR --expected-sha256 HEX")
     if args.model_dir is not None and not args.expected_sha256:
         parser.error("--model-dir needs --expected-sha256")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -63,15 +76,19 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline_tasks.serving.app import create_app
     from pipeline_tasks.serving.predlog import PredictionLog
 
+    wanted = [_name_ref(given, args.ref) for given in args.model]
+    what = args.models_manifest or args.model_dir or ", ".join(f"{n}@{r}" for n, r in wanted)
     try:
-        if args.model_dir is not None:
+        if args.models_manifest is not None:
+            served = model.load_manifest(config, args.models_manifest)
+        elif args.model_dir is not None:
             meta = json.loads(Path(args.model_meta).read_text()) if args.model_meta else None
-            served = model.load_dir(config, args.model_dir, args.expected_sha256, meta)
+            served = [model.load_dir(config, args.model_dir, args.expected_sha256, meta)]
         else:
             workdir = args.workdir or tempfile.mkdtemp(prefix="mlops-serving-")
-            served = model.load(config, args.model, args.ref, workdir)
+            served = [model.load(config, name, ref, workdir) for name, ref in wanted]
     except PipelineInputError as exc:
-        log.error("refusing to serve %s: %s", args.model_dir or f"{args.model}@{args.ref}", exc)
+        log.error("refusing to serve %s: %s", what, exc)
         return 2
     plog = None
     if not args.no_prediction_log:
@@ -90,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         workers=1, access_log=False, log_level="warning", server_header=False,
         limit_concurrency=1024, timeout_keep_alive=30,
     ))
-    log.info("serving %s v%s on http://%s:%s", served.name, served.version, server.config.host,
-             server.config.port)
+    log.info("serving %s on http://%s:%s", ", ".join(f"{m.name} v{m.version}" for m in served),
+             server.config.host, server.config.port)
     try:
         # the loop uvicorn would pick itself (uvloop when installed)
         with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
@@ -100,6 +117,13 @@ def main(argv: list[str] | None = None) -> int:
         if plog is not None:
             plog.close()
     return 0 if server.started else 1
+
+
+def _name_ref(given: str, default_ref: str) -> tuple[str, str]:
+    """``NAME@REF`` (the last ``@``: a version or alias has none) or ``NAME`` at
+    ``default_ref``."""
+    name, sep, ref = given.rpartition("@")
+    return (name, ref or default_ref) if sep else (given, default_ref)
 
 
 async def _serve(server, app, stable_fd: int | None) -> None:

@@ -1,18 +1,24 @@
 """The model server's ASGI app (Starlette): strict input, no leaks, measured.
 
-Endpoints:
+One app serves one or several models, each by name with its own contract, micro-batcher,
+metrics labels and prediction-log partition; the first is the default of ``/predict`` and
+``/metadata``. Endpoints:
 
-- ``POST /predict``: a batch in records or columnar form (see ``contract``); answers
+- ``POST /predict`` (default model), ``POST /models/{name}/predict``: a batch in records or
+  columnar form (see ``contract``); answers
   ``{"request_id", "model_name", "model_version", "predictions", "scores"?}``.
-- ``GET /health``: the process is alive. ``GET /ready``: the model is loaded (503 until then).
-- ``GET /metadata``: model name, version, run id, dataset version, artifact sha256, signature.
-- ``GET /metrics``: Prometheus text: requests by endpoint and status, latency histogram, errors by
-  kind, rows predicted, and the served version as ``mlops_serving_model_info``.
+- ``GET /health``: the process is alive. ``GET /ready``: the models are loaded, with ``models``
+  (name -> version).
+- ``GET /metadata``, ``GET /models/{name}/metadata``: model name, version, run id, dataset
+  version, artifact sha256, signature. ``GET /models``: that of each model.
+- ``GET /metrics``: Prometheus text: requests by endpoint, status and model, latency histogram,
+  errors by kind and model, rows predicted, and the served versions as
+  ``mlops_serving_model_info``.
 - The Open Inference Protocol (V2, see ``oip``): ``GET /v2``, ``/v2/health/live``,
   ``/v2/health/ready``, ``/v2/models/{name}[/versions/{version}][/ready]`` and
   ``POST /v2/models/{name}[/versions/{version}]/infer``: the same contract, micro-batcher and
   prediction log as ``/predict``; errors are ``{"error": ...}`` with the same status codes.
-- ``GET /openapi.json``: the OpenAPI document of every endpoint, with the model's columns.
+- ``GET /openapi.json``: the OpenAPI document of every endpoint, with the models' columns.
 
 When ``MLOPS_SERVING_TOKEN`` is set, every endpoint but ``/health`` and ``/ready`` needs
 ``Authorization: Bearer <token>`` and answers 401 without it (``/v2/health/*`` are open too). Error answers are
@@ -153,24 +159,29 @@ def _no_constants(name: str):
 
 
 class Metrics:
-    def __init__(self, served: ServedModel):
+    """The server's Prometheus metrics. ``model`` labels the model a request named (empty for
+    server-wide endpoints and for names the server does not serve: clients cannot add labels)."""
+
+    def __init__(self, models: list[ServedModel]):
         self.registry = CollectorRegistry()
-        self.requests = Counter("mlops_serving_requests", "Requests by endpoint and status",
-                                ["endpoint", "status"], registry=self.registry)
+        self.requests = Counter("mlops_serving_requests", "Requests by endpoint, status and model",
+                                ["endpoint", "status", "model"], registry=self.registry)
         self.latency = Histogram(
-            "mlops_serving_request_seconds", "Request latency by endpoint", ["endpoint"],
+            "mlops_serving_request_seconds", "Request latency by endpoint and model",
+            ["endpoint", "model"],
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=self.registry)
-        self.errors = Counter("mlops_serving_errors", "Refused or failed requests by kind",
-                              ["kind"], registry=self.registry)
-        self.rows = Counter("mlops_serving_rows_predicted", "Rows predicted",
+        self.errors = Counter("mlops_serving_errors", "Refused or failed requests by kind and "
+                              "model", ["kind", "model"], registry=self.registry)
+        self.rows = Counter("mlops_serving_rows_predicted", "Rows predicted by model", ["model"],
                             registry=self.registry)
         self.batch_requests = Histogram(
             "mlops_serving_batch_requests", "Requests per model call (micro-batching)",
-            buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
-        info = Gauge("mlops_serving_model_info", "The served model version (value 1)",
+            ["model"], buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
+        info = Gauge("mlops_serving_model_info", "The served model versions (value 1)",
                      ["model_name", "model_version", "artifact_sha256"], registry=self.registry)
-        info.labels(served.name, served.version, served.digest[:16]).set(1)
+        for served in models:
+            info.labels(served.name, served.version, served.digest[:16]).set(1)
         self.log_dropped = Counter(
             "mlops_serving_prediction_log_dropped_rows",
             "Predicted rows the prediction log dropped because its queue was full",
@@ -319,19 +330,41 @@ class MicroBatcher:
                     future.set_result(result)
 
 
-def create_app(served: ServedModel, *, max_body_bytes: int, prediction_log: PredictionLog | None,
-               token: str | None = None,
+@dataclass(frozen=True)
+class Slot:
+    """One model of the server, with what is its own: its contract (in ``served``), and its
+    micro-batcher, whose single predict thread runs this model only."""
+
+    served: ServedModel
+    batcher: MicroBatcher
+
+
+def create_app(models: ServedModel | list[ServedModel], *, max_body_bytes: int,
+               prediction_log: PredictionLog | None, token: str | None = None,
                event_time_window: EventTimeWindow | None = None) -> Starlette:
-    """The app serving ``served``. ``token`` defaults to ``$MLOPS_SERVING_TOKEN``,
+    """The app serving ``models`` (one, or several by name; the first is the default model of
+    ``/predict`` and ``/metadata``). A name given at several versions answers at the first
+    one unless the path names a version (``/v2/models/{name}/versions/{version}/...``). ``token`` defaults to ``$MLOPS_SERVING_TOKEN``,
     ``event_time_window`` to ``$MLOPS_SERVING_EVENT_TIME_WINDOW`` (else 7 days back to 5 minutes
     ahead)."""
+    served_models = [models] if isinstance(models, ServedModel) else list(models)
+    if not served_models:
+        raise ConfigError("give the model server at least one model")
+    given = [(m.name, m.version) for m in served_models]
+    if len(set(given)) != len(given):
+        raise ConfigError("each model version is served once; given: "
+                          + ", ".join(f"{name} v{version}" for name, version in given))
     token = (token if token is not None else os.environ.get(TOKEN_ENV)) or None
     window = event_time_window if event_time_window is not None else EventTimeWindow.from_env()
-    metrics = Metrics(served)
+    metrics = Metrics(served_models)
     metrics.watch(prediction_log)
-    contract = served.contract
-    batcher = MicroBatcher(served, max_rows=contract.max_rows)
-    batcher.on_call = metrics.batch_requests.observe
+    versions: dict[str, dict[str, Slot]] = {}  # name -> version -> slot, the first the name's own
+    for served in served_models:
+        batcher = MicroBatcher(served, max_rows=served.contract.max_rows)
+        batcher.on_call = metrics.batch_requests.labels(served.name).observe
+        versions.setdefault(served.name, {})[served.version] = Slot(served, batcher)
+    slots = {name: next(iter(by_version.values())) for name, by_version in versions.items()}
+    default = slots[served_models[0].name]
 
     def authorized(request: Request) -> bool:
         if token is None or request.url.path in _OPEN_PATHS:
@@ -341,29 +374,38 @@ def create_app(served: ServedModel, *, max_body_bytes: int, prediction_log: Pred
         return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(),
                                                                    token.encode())
 
-    def endpoint(name: str, handler: Callable, *, v2: bool = False) -> Callable:
+    def model_label(request: Request, uses_default: bool) -> str:
+        """The served model a request is about ("" for none, or a name not served here)."""
+        name = request.path_params.get("model_name")
+        if name is None:
+            return default.served.name if uses_default else ""
+        return name if name in slots else ""
+
+    def endpoint(name: str, handler: Callable, *, v2: bool = False,
+                 uses_default: bool = False) -> Callable:
         async def wrapped(request: Request) -> Response:
             started = time.perf_counter()
             given_id = request.headers.get("x-request-id", "")
             request_id = given_id if _REQUEST_ID.fullmatch(given_id) else uuid.uuid4().hex
+            model = model_label(request, uses_default)
             try:
                 if not authorized(request):
                     raise BadInput(401, "missing or invalid bearer token", "auth")
                 response = await handler(request, request_id)
             except BadInput as exc:
-                metrics.errors.labels(exc.kind).inc()
+                metrics.errors.labels(exc.kind, model).inc()
                 headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
                 response = _json({"error": exc.message} if v2 else
                                  {"error": exc.message, "request_id": request_id}, exc.status,
                                  headers)
             except Exception:
-                metrics.errors.labels("internal").inc()
+                metrics.errors.labels("internal", model).inc()
                 log.exception("request %s on %s failed", request_id, name)
                 response = _json({"error": "internal error"} if v2 else
                                  {"error": "internal error", "request_id": request_id}, 500)
             response.headers["X-Request-Id"] = request_id
-            metrics.requests.labels(name, str(response.status_code)).inc()
-            metrics.latency.labels(name).observe(time.perf_counter() - started)
+            metrics.requests.labels(name, str(response.status_code), model).inc()
+            metrics.latency.labels(name, model).observe(time.perf_counter() - started)
             return response
 
         return wrapped
@@ -397,51 +439,61 @@ def create_app(served: ServedModel, *, max_body_bytes: int, prediction_log: Pred
         except (ValueError, RecursionError):
             raise BadInput(400, "body is not valid JSON", "invalid_json") from None
 
-    async def run(payload, request_id: str) -> dict[str, list]:
-        """``payload`` (``/predict``'s body form) checked, predicted and logged."""
-        checked = contract.request(payload)
+    async def run(slot: Slot, payload, request_id: str) -> dict[str, list]:
+        """``payload`` (``/predict``'s body form) checked against ``slot``'s contract,
+        predicted and logged under its model."""
+        served = slot.served
+        checked = served.contract.request(payload)
         if checked.event_time is not None:
             window.check(checked.event_time)
-        output = await batcher.predict(checked)
-        metrics.rows.inc(checked.rows)
+        output = await slot.batcher.predict(checked)
+        metrics.rows.labels(served.name).inc(checked.rows)
         if prediction_log is not None:
             prediction_log.add(request_id, served.name, served.version, checked.rows, output,
                                ids=checked.ids, event_time=checked.event_time,
                                columns=checked.columns)
         return output
 
-    async def predict(request: Request, request_id: str) -> Response:
-        with batcher.client():
-            output = await run(await read_json(request), request_id)
-            return _json({"request_id": request_id, "model_name": served.name,
-                          "model_version": served.version, **output})
-
-    def v2_model(request: Request) -> None:
-        """404 unless the path names the served model (and version): never echoes the name."""
+    def named(request: Request) -> Slot:
+        """The model the path names, at the version it names if any (404 otherwise; the
+        answer never echoes the name)."""
         params = request.path_params
-        if params.get("model_name") != served.name:
+        name = params.get("model_name", default.served.name)
+        if name not in versions:
             raise BadInput(404, "no such model", "not_found")
-        if "model_version" in params and params["model_version"] != served.version:
+        if "model_version" not in params:
+            return slots[name]
+        slot = versions[name].get(params["model_version"])
+        if slot is None:
             raise BadInput(404, "no such model version", "not_found")
+        return slot
+
+    async def predict(request: Request, request_id: str) -> Response:
+        slot = named(request)
+        with slot.batcher.client():
+            output = await run(slot, await read_json(request), request_id)
+            return _json({"request_id": request_id, "model_name": slot.served.name,
+                          "model_version": slot.served.version, **output})
 
     async def v2_infer(request: Request, request_id: str) -> Response:
-        v2_model(request)
+        slot = named(request)
         declared = request.headers.get("inference-header-content-length")
         if declared is not None and declared != request.headers.get("content-length"):
             raise BadInput(415, "binary tensor data is not supported: send JSON tensors",
                            "shape")
-        with batcher.client():
-            body, requested, given_id = oip.request_body(contract, await read_json(request))
-            output = await run(body, request_id)
-            return _json(oip.response(served, output, requested, given_id or request_id))
+        with slot.batcher.client():
+            body, requested, given_id = oip.request_body(slot.served.contract,
+                                                         await read_json(request))
+            output = await run(slot, body, request_id)
+            return _json(oip.response(slot.served, output, requested, given_id or request_id))
 
     async def v2_metadata(request: Request, request_id: str) -> Response:
-        v2_model(request)
-        return _json(oip.model_metadata(served))
+        slot = named(request)
+        return _json(oip.model_metadata(slot.served, list(versions[slot.served.name])))
 
     async def v2_ready(request: Request, request_id: str) -> Response:
         if "model_name" in request.path_params:
-            v2_model(request)
+            named(request)
         return _json({"ready": True})
 
     async def v2_server(request: Request, request_id: str) -> Response:
@@ -450,7 +502,7 @@ def create_app(served: ServedModel, *, max_body_bytes: int, prediction_log: Pred
     async def v2_live(request: Request, request_id: str) -> Response:
         return _json({"live": True})
 
-    document = oip.openapi(served)
+    document = oip.openapi(served_models)
 
     async def openapi(request: Request, request_id: str) -> Response:
         return _json(document)
@@ -459,13 +511,20 @@ def create_app(served: ServedModel, *, max_body_bytes: int, prediction_log: Pred
         return _json({"status": "alive"})
 
     async def ready(request: Request, request_id: str) -> Response:
-        return _json({"status": "ready", "model_name": served.name,
-                      "model_version": served.version,
+        return _json({"status": "ready", "model_name": default.served.name,
+                      "model_version": default.served.version,
+                      "models": {name: slot.served.version for name, slot in slots.items()},
+                      "versions": {name: list(by_version) for name, by_version in
+                                   versions.items()},
                       "stable_endpoint": bool(getattr(request.app.state, "stable_active",
                                                       False))})
 
     async def metadata(request: Request, request_id: str) -> Response:
-        return _json(served.metadata())
+        return _json(named(request).served.metadata())
+
+    async def every_model(request: Request, request_id: str) -> Response:
+        return _json({"models": [slot.served.metadata() for by_version in versions.values()
+                                 for slot in by_version.values()]})
 
     async def prometheus(request: Request, request_id: str) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -476,10 +535,14 @@ def create_app(served: ServedModel, *, max_body_bytes: int, prediction_log: Pred
         return _json({"error": message}, status)
 
     routes = [
-        Route("/predict", endpoint("predict", predict), methods=["POST"]),
+        Route("/predict", endpoint("predict", predict, uses_default=True), methods=["POST"]),
         Route("/health", endpoint("health", health), methods=["GET"]),
         Route("/ready", endpoint("ready", ready), methods=["GET"]),
-        Route("/metadata", endpoint("metadata", metadata), methods=["GET"]),
+        Route("/metadata", endpoint("metadata", metadata, uses_default=True), methods=["GET"]),
+        Route("/models", endpoint("models", every_model), methods=["GET"]),
+        Route("/models/{model_name}/predict", endpoint("predict", predict), methods=["POST"]),
+        Route("/models/{model_name}/metadata", endpoint("metadata", metadata),
+              methods=["GET"]),
         Route("/metrics", endpoint("metrics", prometheus), methods=["GET"]),
         Route("/openapi.json", endpoint("openapi", openapi), methods=["GET"]),
         Route("/v2", endpoint("v2_server", v2_server, v2=True), methods=["GET"]),
@@ -509,6 +572,7 @@ def create_app(served: ServedModel, *, max_body_bytes: int, prediction_log: Pred
     app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found},
                     lifespan=lifespan)
     app.state.metrics = metrics
-    app.state.batcher = batcher
-    app.state.served = served
+    app.state.slots = slots
+    app.state.batcher = default.batcher
+    app.state.served = default.served
     return app

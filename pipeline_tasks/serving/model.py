@@ -113,6 +113,26 @@ def load_dir(config: PipelineConfig, folder: str | Path, expected_sha256: str,
                    run_id=str(meta.get("run_id") or ""), tags=tags)
 
 
+def load_manifest(config: PipelineConfig, manifest: str | Path) -> list[ServedModel]:
+    """Verify and load every model folder a manifest lists (the multi-model docker image's
+    ``/opt/models/manifest.json``): ``{"models": [{"dir", "sha256", "model_name",
+    "model_version", "run_id", "tags"}, ...]}``, ``dir`` relative to the manifest's folder.
+    A folder whose sha256 differs refuses the whole server (``ArtifactMismatch``)."""
+    import json
+
+    path = Path(manifest)
+    try:
+        entries = json.loads(path.read_text())["models"]
+        if not isinstance(entries, list) or not entries:
+            raise ValueError("'models' must be a non-empty list")
+        return [load_dir(config, path.parent / str(entry["dir"]), str(entry["sha256"]),
+                         {k: entry.get(k) for k in ("model_name", "model_version", "run_id",
+                                                     "tags")})
+                for entry in entries]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"models manifest {path}: {type(exc).__name__}: {exc}") from exc
+
+
 def _served(config: PipelineConfig, loaded: model_artifacts.VerifiedModel, *, name: str,
             version: str, run_id: str, tags: dict) -> ServedModel:
     """Serve the verified and loaded model as ``name`` v``version``."""

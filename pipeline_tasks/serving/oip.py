@@ -77,14 +77,15 @@ def output_names(served: ServedModel) -> list[str]:
         else ["predictions"]
 
 
-def model_metadata(served: ServedModel) -> dict:
-    """The V2 model metadata: one input tensor per column, the outputs."""
+def model_metadata(served: ServedModel, versions: list[str] | None = None) -> dict:
+    """The V2 model metadata: one input tensor per column, the outputs; ``versions``: every
+    version of the model the server holds (default: ``served``'s)."""
     inputs = [{"name": c.name, "datatype": DATATYPES[c.kind][0], "shape": [-1]}
               for c in served.contract.columns]
     outputs = [{"name": "predictions", "datatype": output_datatype(served), "shape": [-1]}]
     if "scores" in output_names(served):
         outputs.append({"name": "scores", "datatype": "FP64", "shape": [-1]})
-    return {"name": served.name, "versions": [served.version], "platform": "sklearn",
+    return {"name": served.name, "versions": versions or [served.version], "platform": "sklearn",
             "inputs": inputs, "outputs": outputs}
 
 
@@ -236,9 +237,9 @@ def _ok(description: str, schema: dict | None = None, media: str = "application/
                     "content": {media: {"schema": schema or {"type": "object"}}}}}
 
 
-def openapi(served: ServedModel) -> dict:
-    """OpenAPI 3.1 for every endpoint, with the model's columns in the request schemas (so a
-    generated request is a realistic one)."""
+def _bodies(served: ServedModel) -> tuple[dict, dict]:
+    """The request schemas of ``served``: ``/predict``'s body and the V2 inference body, with
+    the model's columns (so a generated request is a realistic one)."""
     contract = served.contract
     limit = contract.max_rows
     names = [c.name for c in contract.columns]
@@ -262,13 +263,6 @@ def openapi(served: ServedModel) -> dict:
         {"type": "object", "additionalProperties": False, "required": ["columns"],
          "properties": {"columns": columns, **extras}},
     ]}
-    outputs = {"predictions": {"type": "array"}, "scores": {"type": "array",
-                                                            "items": {"type": "number"}}}
-    predict_answer = {"type": "object", "required": ["request_id", "model_name", "model_version",
-                                                     "predictions"],
-                      "properties": {"request_id": {"type": "string"},
-                                     "model_name": {"type": "string"},
-                                     "model_version": {"type": "string"}, **outputs}}
     tensors = []
     for c in contract.columns:
         datatypes = list(DATATYPES[c.kind][1])
@@ -295,6 +289,21 @@ def openapi(served: ServedModel) -> dict:
                       "parameters": {"type": "object", "properties": {
                           "content_type": {"const": "pd"},
                           "event_time": {"type": "string", "format": "date-time"}}}}}
+    return predict_body, infer_body
+
+
+def openapi(models: list[ServedModel]) -> dict:
+    """OpenAPI 3.1 for every endpoint, with the models' columns in the request schemas:
+    ``/predict`` takes the first (default) model's body, the routes naming a model any served
+    model's body."""
+    default = models[0]
+    outputs = {"predictions": {"type": "array"}, "scores": {"type": "array",
+                                                            "items": {"type": "number"}}}
+    predict_answer = {"type": "object", "required": ["request_id", "model_name", "model_version",
+                                                     "predictions"],
+                      "properties": {"request_id": {"type": "string"},
+                                     "model_name": {"type": "string"},
+                                     "model_version": {"type": "string"}, **outputs}}
     tensor_out = {"type": "object", "required": ["name", "datatype", "shape", "data"],
                   "properties": {"name": {"type": "string"}, "datatype": {"type": "string"},
                                  "shape": {"type": "array", "items": {"type": "integer"}},
@@ -313,10 +322,6 @@ def openapi(served: ServedModel) -> dict:
                                  "platform": {"type": "string"},
                                  "inputs": {"type": "array", "items": meta_tensor},
                                  "outputs": {"type": "array", "items": meta_tensor}}}
-    model_name = {"name": "model_name", "in": "path", "required": True,
-                  "schema": {"type": "string", "enum": [served.name]}}
-    model_version = {"name": "model_version", "in": "path", "required": True,
-                     "schema": {"type": "string", "enum": [served.version]}}
     secured = [{"bearer": []}]
 
     def op(op_id: str, summary: str, responses: dict, *, body: dict | None = None,
@@ -330,15 +335,37 @@ def openapi(served: ServedModel) -> dict:
         out["security"] = [] if open_ else secured
         return out
 
+    bodies = [_bodies(served) for served in models]
+
+    def either(schemas: list[dict]) -> dict:
+        return schemas[0] if len(schemas) == 1 else {"anyOf": schemas}
+
+    any_predict, any_infer = either([b[0] for b in bodies]), either([b[1] for b in bodies])
+    model_name = {"name": "model_name", "in": "path", "required": True,
+                  "schema": {"type": "string", "enum": [m.name for m in models]}}
+    model_version = {"name": "model_version", "in": "path", "required": True,
+                     "schema": {"type": "string",
+                                "enum": sorted({m.version for m in models})}}
     infer_errors = _errors(400, 401, 404, 413, 415, 422, 500)
+    predict_errors = _errors(400, 401, 413, 415, 422, 500)
     paths = {
-        "/predict": {"post": op("predict", "Predict a batch (records or columns)",
+        "/predict": {"post": op("predict", f"Predict a batch (records or columns) with the "
+                                           f"default model, {default.name}",
                                 {**_ok("predictions (and scores)", predict_answer),
-                                 **_errors(400, 401, 413, 415, 422, 500)}, body=predict_body)},
+                                 **predict_errors}, body=bodies[0][0])},
         "/health": {"get": op("health", "The process is alive", _ok("alive"), open_=True)},
-        "/ready": {"get": op("ready", "The model is loaded", _ok("ready"), open_=True)},
-        "/metadata": {"get": op("metadata", "Model version, lineage and signature",
+        "/ready": {"get": op("ready", "The models are loaded", _ok("ready"), open_=True)},
+        "/metadata": {"get": op("metadata", "The default model's version, lineage and signature",
                                 {**_ok("metadata"), **_errors(401)})},
+        "/models": {"get": op("models", "The metadata of every model served",
+                              {**_ok("metadata of each model"), **_errors(401)})},
+        "/models/{model_name}/predict": {"post": op(
+            "model_predict", "Predict a batch with the model named",
+            {**_ok("predictions (and scores)", predict_answer), **predict_errors,
+             **_errors(404)}, body=any_predict, params=[model_name])},
+        "/models/{model_name}/metadata": {"get": op(
+            "model_metadata", "The named model's version, lineage and signature",
+            {**_ok("metadata"), **_errors(401, 404)}, params=[model_name])},
         "/metrics": {"get": op("metrics", "Prometheus metrics",
                                {**_ok("metrics", {"type": "string"}, "text/plain"),
                                 **_errors(401)})},
@@ -363,17 +390,18 @@ def openapi(served: ServedModel) -> dict:
             {**_ok("ready"), **_errors(401, 404)}, params=[model_name, model_version])},
         "/v2/models/{model_name}/infer": {"post": op(
             "v2_infer", "V2 inference: one tensor per input column",
-            {**_ok("output tensors", infer_answer), **infer_errors}, body=infer_body,
+            {**_ok("output tensors", infer_answer), **infer_errors}, body=any_infer,
             params=[model_name])},
         "/v2/models/{model_name}/versions/{model_version}/infer": {"post": op(
             "v2_version_infer", "V2 inference on a named version",
-            {**_ok("output tensors", infer_answer), **infer_errors}, body=infer_body,
+            {**_ok("output tensors", infer_answer), **infer_errors}, body=any_infer,
             params=[model_name, model_version])},
     }
     return {
         "openapi": "3.1.0",
-        "info": {"title": f"mlops-pipeline model server: {served.name}",
-                 "version": served.version or "0"},
+        "info": {"title": "mlops-pipeline model server: "
+                          + ", ".join(f"{m.name} v{m.version}" for m in models),
+                 "version": default.version or "0"},
         "paths": paths,
         "components": {"schemas": {"Error": _ERROR},
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},

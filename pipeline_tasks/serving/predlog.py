@@ -1,6 +1,7 @@
 """The prediction log: every served row, for monitoring, as partitioned Parquet in the lake.
 
-``lake/predictions/date=YYYY-MM-DD/part-<time>-<id>.parquet``, one file per flush and day. Each
+``lake/predictions/date=YYYY-MM-DD/model=<model>/part-<time>-<id>.parquet``, one file per flush,
+day and model (each model of a multi-model server has its own partition and columns). Each
 row holds the request id, the UTC time it was predicted (``predicted_at``), the time of the event
 it is about (``event_time``: the request's ``event_time`` if it gave one, else ``predicted_at``;
 the ``date=`` partition is its day), the row's key (``row_id``, from the request's ``ids``, else
@@ -38,7 +39,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipeline_tasks.core import storage
+from pipeline_tasks.core import layout, storage
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +87,11 @@ class PredictionLog:
         self.queue_rows = queue_rows or 10 * max_rows
         self._queue: deque[_Entry] = deque()
         self._queued = 0
-        self._open: dict[str, _OpenFile] = {}  # day -> the file being encoded, in memory
+        # (day, model) -> the file being encoded, in memory
+        self._open: dict[tuple[str, str], _OpenFile] = {}
         self._open_rows = 0  # rows encoded (or finished) and not yet written
-        self._done: list[tuple[str, pa.Buffer, int]] = []  # finished files not yet written
+        # finished files not yet written: (day, model), contents, rows
+        self._done: list[tuple[tuple[str, str], pa.Buffer, int]] = []
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()  # one flush at a time (the thread, close, a test)
         self._wake = threading.Event()
@@ -154,8 +157,8 @@ class PredictionLog:
                         self.dropped_rows)
 
     def encode(self) -> int:
-        """Turn what is queued now into row groups of the open (in-memory) file of each day;
-        returns the rows encoded. The thread does this every ``ENCODE_EVERY_S``, so the work of
+        """Turn what is queued now into row groups of the open (in-memory) file of each day and
+        model; returns the rows encoded. The thread does this every ``ENCODE_EVERY_S``, so the work of
         a flush is spread thin instead of taking the core for one long moment."""
         with self._write_lock:
             return self._encode()
@@ -166,10 +169,13 @@ class PredictionLog:
             self._queue.clear()
         if not entries:
             return 0
+        by_model: dict[str, list[_Entry]] = {}
+        for entry in entries:  # models have columns of their own: a table each
+            by_model.setdefault(entry.model_name, []).append(entry)
         try:
-            table = _table(entries)
-            for day, rows in _by_day(table):
-                self._append(day, rows)
+            for model, group in by_model.items():
+                for day, rows in _by_day(_table(group)):
+                    self._append((day, model), rows)
         except Exception:
             with self._lock:  # back to the front of the queue: nothing is lost
                 self._queue.extendleft(reversed(entries))
@@ -180,41 +186,44 @@ class PredictionLog:
             self._open_rows += rows
         return rows
 
-    def _append(self, day: str, rows: pa.Table) -> None:
-        """``rows`` as a row group of ``day``'s open file; a file whose columns or types they
-        do not fit (a column that was all nulls so far, say) is finished and a new one begun."""
+    def _append(self, key: tuple[str, str], rows: pa.Table) -> None:
+        """``rows`` as a row group of the open file of ``key`` (day, model); a file whose
+        columns or types they do not fit (a column that was all nulls so far, say) is finished
+        and a new one begun."""
         import pyarrow.parquet as pq
 
-        current = self._open.get(day)
+        current = self._open.get(key)
         if current is not None and not rows.schema.equals(current.schema):
             try:  # other column names are a ValueError, a type it cannot take an ArrowException
                 rows = rows.cast(current.schema)
             except (ValueError, pa.ArrowException):
-                self._finish(day)
+                self._finish(key)
                 current = None
         if current is None:
             sink = pa.BufferOutputStream()
-            current = self._open[day] = _OpenFile(sink, pq.ParquetWriter(sink, rows.schema),
+            current = self._open[key] = _OpenFile(sink, pq.ParquetWriter(sink, rows.schema),
                                                   rows.schema)
         current.writer.write_table(rows)
         current.rows += rows.num_rows
 
-    def _finish(self, day: str) -> None:
-        current = self._open.pop(day)
+    def _finish(self, key: tuple[str, str]) -> None:
+        current = self._open.pop(key)
         current.writer.close()
-        self._done.append((day, current.sink.getvalue(), current.rows))
+        self._done.append((key, current.sink.getvalue(), current.rows))
 
     def flush(self) -> int:
-        """Write what is queued or encoded now, one file per day; returns the rows written."""
+        """Write what is queued or encoded now, one file per day and model; returns the rows
+        written."""
         with self._write_lock:
             self._encode()
-            for day in list(self._open):
-                self._finish(day)
+            for key in list(self._open):
+                self._finish(key)
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
             written = 0
             while self._done:  # a failed write stays at the front, for the next flush
-                day, data, rows = self._done[0]
-                path = f"{self.uri}/date={day}/part-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
+                (day, model), data, rows = self._done[0]
+                path = storage.join(layout.prediction_partition(self.uri, day, model),
+                                    f"part-{stamp}-{uuid.uuid4().hex[:8]}.parquet")
                 storage.atomic_write_bytes(path, data.to_pybytes())
                 self._done.pop(0)
                 written += rows

@@ -13,6 +13,10 @@ the alias resolves to the concrete asset of the run's model (``asset_for``):
 | ``deploy`` (training), ``rollback`` | ``mlops_champions`` | ``mlops://models/<model>/champion`` |
 | ``check_drift`` (monitoring) | ``mlops_drift_reports`` | ``mlops://models/<model>/drift-reports`` |
 
+``check_drift`` and ``check_performance`` read the monitored model's champion: it is in their
+``inlets`` (``champion_asset`` of the monitoring DAG's default model), which the asset view's
+data graph draws as champion -> monitoring.
+
 The asset's name is ``mlops.<kind>.<model>``. Schedule on a new champion of ``flights_is_late``
 with ``schedule=[Asset(name="mlops.champion.flights_is_late",
 uri="mlops://models/flights_is_late/champion")]`` (or ``champion_asset("flights_is_late")``);

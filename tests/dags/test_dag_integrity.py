@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_tasks.core.config import load_config
+from pipeline_tasks.core.config import DEMO_MODEL, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
@@ -56,7 +56,10 @@ for value in bag.dags.values():
         "doc_md": bool(value.doc_md and len(value.doc_md) > 100),
         "start_date_tz": value.start_date is not None and value.start_date.tzinfo is not None,
         "schedule": getattr(value.timetable, "_expression", None) or str(value.timetable),
-        "tasks": {t.task_id: {"retries": t.retries} for t in value.tasks},
+        "tasks": {t.task_id: {"retries": t.retries,
+                              "inlets": sorted(getattr(i, "name", str(i)) for i in t.inlets),
+                              "outlets": sorted(getattr(o, "name", str(o)) for o in t.outlets)}
+                  for t in value.tasks},
         "order": [t.task_id for t in value.topological_sort()]
                  if hasattr(value, "topological_sort") else None,
         "params": {k: {"title": bool(p.schema.get("title")),
@@ -125,6 +128,19 @@ def test_training_pipeline_shape(tmp_path):
     assert {"source", "target", "task_type", "training_window_days", "model_name",
             "hyperparameter_search", "force_promote", "min_baseline_lift",
             "min_champion_delta"} <= set(dag["params"])
+
+
+def test_the_monitoring_checks_read_the_champion_and_announce_their_reports(tmp_path):
+    """Inlets and outlets are what Airflow's asset view draws: training -> champion ->
+    monitoring (the checks read the monitored model's champion) -> drift reports."""
+    dag = parse(ROOT / "dags" / "ml_drift_monitoring.py", tmp_path)["dags"]["ml_drift_monitoring"]
+    champion = f"mlops.champion.{DEMO_MODEL}"
+    assert dag["tasks"]["check_drift"]["inlets"] == [champion]
+    assert dag["tasks"]["check_performance"]["inlets"] == [champion]
+    assert dag["tasks"]["check_drift"]["outlets"] == ["mlops_drift_reports"]
+    training = parse(ROOT / "dags" / "ml_training_pipeline.py",
+                     tmp_path)["dags"]["ml_training_pipeline"]
+    assert training["tasks"]["deploy"]["outlets"] == ["mlops_champions"]
 
 
 def test_batch_scoring_shape(tmp_path):

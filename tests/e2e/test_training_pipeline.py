@@ -231,6 +231,24 @@ def test_another_teams_dag_runs_on_the_new_champion(pipeline):
     assert {"uri": f"mlops://models/{MODEL}/champion", "version": "1",
             "model_uri": f"models:/{MODEL}/1", "source_dag_id": "ml_training_pipeline"} in events
 
+    # Airflow's asset view: training -> champion (through the alias) -> monitoring, and the
+    # other team's DAG scheduled on it
+    name = f"mlops.champion.{MODEL}"
+    [asset] = [a for a in pipeline.api.get(f"/api/v2/assets?name_pattern={name}")["assets"]
+               if a["name"] == name]
+    assert "mlops_champions" in {alias["name"] for alias in asset["aliases"]}
+    assert dag_id in {ref["dag_id"] for ref in asset["scheduled_dags"]}
+    readers = {(ref["dag_id"], ref["task_id"]) for ref in asset["consuming_tasks"]}
+    assert {("ml_drift_monitoring", "check_drift"),
+            ("ml_drift_monitoring", "check_performance")} <= readers
+    node = f"asset:{asset['id']}"
+    data = pipeline.api.get(f"/ui/dependencies?node_id={node}&dependency_type=data")
+    edges = {(edge["source_id"], edge["target_id"]) for edge in data["edges"]}
+    assert (node, "task:ml_drift_monitoring__SEPARATOR__check_drift") in edges, data
+    scheduling = pipeline.api.get(f"/ui/dependencies?node_id={node}")
+    ids = {n["id"] for n in scheduling["nodes"]}
+    assert {"dag:ml_training_pipeline", f"dag:{dag_id}", node} <= ids, scheduling
+
 
 def test_the_demo_champion_rebuilds_identically_from_its_lineage(pipeline, client):
     """``python -m pipeline_tasks reproduce`` on the demo model: refit from the snapshot, params,
@@ -519,20 +537,34 @@ def test_bad_data_stops_the_run(pipeline, tmp_path, client, case):
 
 
 def test_rollback_dag_puts_a_version_back_in_service(pipeline, client):
-    # the regression test above deployed diamonds_price on the same endpoint
-    assert http.fetch_json(pipeline.config.serving_url + "/metadata")["model_name"] == "diamonds_price"
+    # the regression test above deployed diamonds_price on the same endpoint, beside flights:
+    # one server, both models by name, the first deployed still the default of /predict
+    url = pipeline.config.serving_url
+    diamonds = http.fetch_json(url + "/models/diamonds_price/metadata")
+    assert diamonds["model_name"] == "diamonds_price"
+    ready = http.fetch_json(url + "/ready")
+    assert set(ready["models"]) == {MODEL, "diamonds_price"}
+    assert http.fetch_json(url + "/metadata")["model_name"] == MODEL
     refused = pipeline.trigger("ml_model_rollback", {"model_name": MODEL, "version": "previous",
                                                      "reason": "e2e: nothing earlier"})
     assert refused["state"] == "failed" and refused["tasks"]["rollback"]["try_number"] == 1
     assert "there is no previous version" in pipeline.log(refused, "rollback")
 
-    run = pipeline.trigger("ml_model_rollback", {"model_name": MODEL, "version": "1",
-                                                 "reason": "e2e: flights back on the endpoint"})
-    assert run["state"] == "success", {k: v["state"] for k, v in run["tasks"].items()}
-    result = pipeline.xcom(run, "rollback")
-    assert result["status"] == "live" and result["version"] == "1"
-    served = http.fetch_json(pipeline.config.serving_url + "/metadata")
-    assert (served["model_name"], served["model_version"]) == (MODEL, "1")
+    # roll flights to another version and back: each switches flights only, through the DAG,
+    # while diamonds_price keeps serving its version
+    other = str(max(int(v.version) for v in versions(client, MODEL) if v.version != "1"))
+    for version, why in ((other, "e2e: another flights version"),
+                         ("1", "e2e: flights back on the endpoint")):
+        run = pipeline.trigger("ml_model_rollback", {"model_name": MODEL, "version": version,
+                                                     "reason": why})
+        assert run["state"] == "success", {k: v["state"] for k, v in run["tasks"].items()}
+        result = pipeline.xcom(run, "rollback")
+        assert result["status"] == "live" and result["version"] == version, result
+        served = http.fetch_json(url + f"/models/{MODEL}/metadata")
+        assert (served["model_name"], served["model_version"]) == (MODEL, version)
+        now = http.fetch_json(url + "/ready")["models"]
+        assert now == {MODEL: version, "diamonds_price": diamonds["model_version"]}
+        assert str(client.get_registered_model(MODEL).aliases["champion"]) == version
     assert client.get_model_version(MODEL, "1").tags["promotion_reason"] == \
         "rollback to v1: e2e: flights back on the endpoint"
 
@@ -556,7 +588,9 @@ def test_docker_target_serves_after_a_full_run(pipeline, landed, client):
             ("docker", "live", "1")
         assert deployed["endpoint"] == config.serving_url and deployed["canary_rows"] > 0
         record = storage.read_json(deployed["record_uri"])
-        assert record["image"]["tag"] == docker_target.image_tag(name, "1")
+        assert record["models"] == {name: "1"}
+        assert record["image"]["tag"] == docker_target.image_tag(
+            docker_target.resolve_set(pipeline.config, {name: "1"}))
         assert record["image"]["model_sha256"] == \
             client.get_model_version(name, "1").tags["artifact_sha256"]
 

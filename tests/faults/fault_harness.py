@@ -139,8 +139,8 @@ def check_invariants(config: PipelineConfig, since: float) -> dict:
 
     client = MlflowClient(config.mlflow_tracking_uri, config.mlflow_registry_uri)
     champion = current_champion(MODEL, client)
-    served = http.try_json(config.serving_url + "/metadata", timeout=10) or {}
-    # 1. champion equals the version /metadata reports
+    served = http.try_json(f"{config.serving_url}/models/{MODEL}/metadata", timeout=10) or {}
+    # 1. champion equals the version the endpoint reports for the model
     assert champion == served.get("model_version"), (champion, served)
     # 2. no process outlives its owner: the supervisor runs exactly the live server
     status = SupervisorClient(config).call("status")

@@ -95,7 +95,7 @@ def test_a_killed_live_server_is_restarted(served, campaign):
         wait_for(lambda: http.try_json(served.config.serving_url + "/ready", timeout=2), 60,
                  "the endpoint")
         check_invariants(served.config, served.since)
-        campaign.record("live server SIGKILL", "", f"restarted v{live['version']}")
+        campaign.record("live server SIGKILL", "", f"restarted v{live['models'][MODEL]}")
 
 
 def test_a_killed_supervisor_is_brought_back(served, campaign):

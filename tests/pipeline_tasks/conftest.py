@@ -94,9 +94,9 @@ def train_and_register(flights_frame, write_snapshot):
     from pipeline_tasks.model.train import train_model
 
     def make(frame, key: str, config, *, blessed: bool, champion_version: str | None = None,
-             model_name: str = MODEL, lineage: dict | None = None):
+             model_name: str = MODEL, lineage: dict | None = None, target: str = "is_late"):
         uri = write_snapshot(frame, key)
-        trained = train_model(uri, dataset_version=f"sha-{key}", target="is_late",
+        trained = train_model(uri, dataset_version=f"sha-{key}", target=target,
                               model_name=model_name, config=config, run_key=key)
         decision = EvaluationDecision(
             blessed=blessed, reason="blessed: test" if blessed else "rejected: test",
@@ -119,3 +119,22 @@ def train_and_register(flights_frame, write_snapshot):
 def registered(flights_frame, train_and_register, serving_config):
     trained, _ = train_and_register(flights_frame, "serving", serving_config, blessed=True)
     return trained
+
+
+OTHER_MODEL = "diamonds_serving"
+
+
+@pytest.fixture(scope="session")
+def other_registered(regression_frame, train_and_register, serving_config):
+    """A second model in the same registry, with columns of its own (a diamonds price
+    regression): the multi-model server's and deploy targets' tests serve it beside MODEL."""
+    trained, _ = train_and_register(regression_frame, "serving-diamonds", serving_config,
+                                    blessed=True, model_name=OTHER_MODEL, target="price")
+    return trained
+
+
+@pytest.fixture(scope="session")
+def other_rows(regression_frame, other_registered):
+    """Feature rows of OTHER_MODEL as a client sends them."""
+    rows = regression_frame[other_registered.feature_columns].head(200).reset_index(drop=True)
+    return rows.astype(object).where(rows.notna(), None)

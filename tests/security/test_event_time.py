@@ -123,7 +123,7 @@ def test_the_real_server_refuses_event_times_outside_the_window(config, rows, tm
             assert abs(datetime.fromisoformat(high) - (now + timedelta(minutes=5))) \
                 < timedelta(minutes=1)
         metrics = urllib_text(url + "/metrics")
-        assert 'mlops_serving_errors_total{kind="event_time"} 4.0' in metrics
+        assert 'mlops_serving_errors_total{kind="event_time",model="sec_event_time"} 4.0' in metrics
     finally:
         stop(server)
     # nothing was filed under a refused day

@@ -39,7 +39,7 @@ def test_the_lake_paths_are_the_documented_ones(config):
     assert layout.scores_partition(config, "m", "2013-03-02") == \
         f"{lake}/scores/m/interval_end=2013-03-02"
     assert layout.batch_predictions_file(config, "2013-03-01", "m", "2013-03-02") == \
-        f"{lake}/predictions/date=2013-03-01/part-batch-m-2013-03-02.parquet"
+        f"{lake}/predictions/date=2013-03-01/model=m/part-batch-m-2013-03-02.parquet"
 
 
 @pytest.mark.parametrize("name", ["../../etc", "a/b", "..", "x..y", "/abs"])

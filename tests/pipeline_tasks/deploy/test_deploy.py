@@ -142,7 +142,7 @@ def test_the_live_server_is_restarted_when_it_dies(supervisor, config):
         if active and active["pid"] != pid:
             break
         time.sleep(0.5)
-    assert active["pid"] != pid and active["version"] == "2"
+    assert active["pid"] != pid and active["models"][MODEL] == "2"
     assert served_version(config) == "2"
 
 
@@ -218,7 +218,7 @@ def test_a_deployer_killed_while_its_candidate_starts_leaks_no_server(supervisor
             "from pipeline_tasks.deploy.local import SupervisorClient\n"
             f"config = load_config(home={config.home!r}, serving_port={config.serving_port})\n"
             "import os\n"
-            f"SupervisorClient(config).call('start', model={MODEL!r}, version='1',"
+            f"SupervisorClient(config).call('start', models={{{MODEL!r}: '1'}},"
             " owner=os.getpid())\n")
     deployer = subprocess.Popen([sys.executable, "-c", code], env={**os.environ})
     deadline = time.monotonic() + 60
@@ -235,7 +235,7 @@ def test_a_deployer_killed_while_its_candidate_starts_leaks_no_server(supervisor
         time.sleep(0.5)
     stat = Path(f"/proc/{candidate['pid']}/stat")
     assert not stat.exists() or stat.read_text().split()[2] == "Z"
-    assert served_version(config) == supervisor.call("status")["active"]["version"]
+    assert served_version(config) == supervisor.call("status")["active"]["models"][MODEL]
 
 
 def test_a_killed_supervisor_is_noticed_and_its_live_version_restored(supervisor, config):
@@ -245,7 +245,7 @@ def test_a_killed_supervisor_is_noticed_and_its_live_version_restored(supervisor
     from pipeline_tasks.deploy.bluegreen import restore_serving
 
     status = supervisor.call("status")
-    live = status["active"]["version"]
+    live = status["active"]["models"][MODEL]
     assert restore_serving(config) == [{"endpoint": config.serving_url, "model_name": MODEL,
                                         "version": live, "answered": live, "action": "none"}]
     os.kill(status["pid"], signal.SIGKILL)
@@ -278,7 +278,7 @@ def test_a_switch_the_endpoint_does_not_confirm_puts_the_old_version_back(superv
                                              f"{MODEL} v{live} serves again"):
         deploy(config, trained, other)
     assert served_version(config) == live
-    assert supervisor.call("status")["active"]["version"] == live
+    assert supervisor.call("status")["active"]["models"][MODEL] == live
     assert supervisor.call("status")["candidates"] == []
 
 
@@ -291,3 +291,83 @@ def test_a_traversal_model_name_never_reaches_a_path(config, name):
         deployment_history(name, config)
     with pytest.raises(ConfigError, match="cannot name a folder"):
         rollback(model_name=name, to="1", config=config, reason="security test")
+
+
+# -- several models behind one endpoint (last: the tests above assume flights alone) ---------
+
+OTHER = "diamonds_serving"  # registered (v1) by conftest.py, with columns of its own
+
+
+def test_a_second_model_joins_the_endpoint_and_switches_leave_it_alone(
+        supervisor, config, registered, second, other_registered, other_rows, flights_rows):
+    live = served_version(config)
+    added = deploy_version(model_name=OTHER, version="1",
+                           holdout_uri=other_registered.holdout_uri,
+                           feature_columns=other_registered.feature_columns, config=config,
+                           reason="a second model", lineage={})
+    assert added.status == "live" and added.previous_version is None
+    assert added.models == {MODEL: live, OTHER: "1"}  # flights first: still the default
+    assert served_version(config) == live and predict(config, flights_rows.head(2).to_dict(
+        orient="records"))["model_name"] == MODEL
+    ready = http.fetch_json(config.serving_url + "/ready")
+    assert ready["models"] == {MODEL: live, OTHER: "1"}
+    other_url = config.serving_url + f"/models/{OTHER}/predict"
+    diamonds = other_rows.head(3).to_dict(orient="records")
+    assert http.fetch_json(other_url, {"records": diamonds})["model_version"] == "1"
+
+    # switch flights while clients call both models by name: no failure, diamonds untouched
+    flights = flights_rows.head(3).to_dict(orient="records")
+    flights_url = config.serving_url + f"/models/{MODEL}/predict"
+    outcomes: dict[str, list] = {MODEL: [], OTHER: []}
+    stop = threading.Event()
+
+    def hammer(model: str, url: str, rows: list) -> None:
+        while not stop.is_set():
+            try:
+                outcomes[model].append(http.fetch_json(url, {"records": rows},
+                                                       timeout=10)["model_version"])
+            except Exception as exc:  # noqa: BLE001 (any failure is what we look for)
+                outcomes[model].append(exc)
+
+    threads = [threading.Thread(target=hammer, args=(MODEL, flights_url, flights)),
+               threading.Thread(target=hammer, args=(OTHER, other_url, diamonds))]
+    for thread in threads:
+        thread.start()
+    other_version = "1" if live == "2" else "2"
+    try:
+        switched = deploy(config, registered if other_version == "1" else second,
+                          other_version, reason="switch flights only")
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert switched.status == "live" and switched.previous_version == live
+    assert switched.models == {MODEL: other_version, OTHER: "1"}
+    failures = [o for calls in outcomes.values() for o in calls if isinstance(o, Exception)]
+    assert not failures, failures[:3]
+    assert set(outcomes[OTHER]) == {"1"} and len(outcomes[OTHER]) > 10
+    assert outcomes[MODEL][0] == live and outcomes[MODEL][-1] == other_version
+    # the second model's records and tags never saw the flights switch
+    history = [r for r in deployment_history_of(OTHER, config) if r.status == "live"]
+    assert [r.version for r in history] == ["1"]
+
+
+def test_a_rejected_candidate_for_one_model_changes_no_model(supervisor, config, registered,
+                                                              second):
+    before = http.fetch_json(config.serving_url + "/ready")["models"]
+    pid = supervisor.call("status")["active"]["pid"]
+    wrong = second if before[MODEL] == "2" else registered  # the other version's holdout rows
+    version = "1" if before[MODEL] == "2" else "2"
+    with pytest.raises(DeployRejected, match="failed validation"):
+        deploy_version(model_name=MODEL, version=version, holdout_uri=wrong.holdout_uri,
+                       feature_columns=["no_such_column"], config=config, reason="bad",
+                       lineage={})
+    assert http.fetch_json(config.serving_url + "/ready")["models"] == before
+    assert supervisor.call("status")["active"]["pid"] == pid
+
+
+def deployment_history_of(model: str, config):
+    from pipeline_tasks.deploy.records import deployment_history
+
+    return deployment_history(model, config)

@@ -214,3 +214,39 @@ def test_an_infrastructure_error_after_the_switch_restores_and_propagates(deploy
 def test_an_unknown_target_is_a_config_error(config):
     with pytest.raises(ConfigError, match="is not one of"):
         bluegreen.make_target("kubernetes", config)
+
+
+def test_one_deployment_at_a_time_per_endpoint(deploy, config):
+    """A deployment holds its endpoint's lock from ``prepare`` to the end: another one on the
+    same endpoint (a second model, say, whose candidate would be built on the same live set)
+    waits; one on another port does not."""
+    import threading
+
+    from pipeline_tasks.core.locks import LockTimeout, named_lock
+
+    seen: dict[str, object] = {}
+
+    class Probe(FakeTarget):
+        def prepare(self, model_name, version):
+            super().prepare(model_name, version)
+            for port in (8123, 8124):  # from another thread: another holder, as another task
+                name = f"serving-endpoint-fake-{config.serving_host}-{port}"
+                worker = threading.Thread(target=self._try, args=(name, port))
+                worker.start()
+                worker.join()
+
+        def _try(self, name, port):
+            try:
+                with named_lock(config.with_overrides(serving_port=port), name, timeout=0.2):
+                    seen[str(port)] = "free"
+            except LockTimeout:
+                seen[str(port)] = "held"
+
+    config_port = config.with_overrides(serving_port=8123)
+    target = Probe()
+    bluegreen.deploy_to(target, model_name="m", version="2", holdout_uri="h",
+                        feature_columns=["a"], config=config_port, reason="test")
+    assert seen == {"8123": "held", "8124": "free"}
+    with named_lock(config_port, f"serving-endpoint-fake-{config.serving_host}-8123",
+                    timeout=0.2):
+        pass  # released once the deployment is done

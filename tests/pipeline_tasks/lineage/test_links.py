@@ -20,7 +20,8 @@ def test_each_task_links_its_own_artifact(tmp_path):
         "train": ({"run_id": "abc", "experiment_id": "3"},
                   "http://127.0.0.1:5055/#/experiments/3/runs/abc"),
         "register": ({"model_name": "m", "version": "2"}, "http://127.0.0.1:5055/#/models/m/versions/2"),
-        "deploy": ({"endpoint": "http://127.0.0.1:8800"}, "http://127.0.0.1:8800/metadata"),
+        "deploy": ({"endpoint": "http://127.0.0.1:8800", "model_name": "m"},
+                   "http://127.0.0.1:8800/models/m/metadata"),
         "check_drift": ({"report_uri": drift}, f"{base}/mlops/reports/monitoring/m/d/report.html"),
     }
     for task_id, (result, url) in expected.items():

@@ -199,12 +199,13 @@ def test_v2_requests_are_logged_and_counted_like_predict(client, predlog, served
     assert out["predictions"]["data"] == same["predictions"]
     assert out["scores"]["data"] == pytest.approx(same["scores"], abs=1e-12)
     predlog.flush()
-    files = sorted(storage.local_path(serving_config.predictions_uri).glob("date=*/*.parquet"))
+    files = sorted(storage.local_path(serving_config.predictions_uri).glob("date=*/model=*/*.parquet"))
     logged = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     mine = logged[logged["request_id"] == "v2-log-1"]
     assert mine["prediction"].tolist() == same["predictions"]
     metrics = client.get("/metrics").text
-    assert 'mlops_serving_requests_total{endpoint="v2_infer",status="200"}' in metrics
+    assert ('mlops_serving_requests_total{endpoint="v2_infer",model="flights_serving",'
+            'status="200"}') in metrics
 
 
 def test_openapi_documents_every_route(client, app, served):

@@ -17,7 +17,7 @@ from pipeline_tasks.serving.predlog import PredictionLog
 
 
 def logged(uri: str) -> pd.DataFrame:
-    files = sorted(storage.local_path(uri).glob("date=*/part-*.parquet"))
+    files = sorted(storage.local_path(uri).glob("date=*/model=*/part-*.parquet"))
     if not files:
         return pd.DataFrame()
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
@@ -84,7 +84,7 @@ def test_encoded_row_groups_become_one_file_per_day_and_nothing_is_lost(tmp_path
     assert log.encode() == 4
     log.add("d", "m", "1", unknown, {"predictions": [0, 0]}, event_time=day1)  # fits the file
     assert log.encode() == 2
-    assert not list(storage.local_path(uri).glob("date=*/part-*.parquet"))  # nothing visible yet
+    assert not list(storage.local_path(uri).glob("date=*/model=*/part-*.parquet"))  # nothing visible yet
     broken = storage.atomic_write_bytes
 
     def failing(path, data):
@@ -96,9 +96,10 @@ def test_encoded_row_groups_become_one_file_per_day_and_nothing_is_lost(tmp_path
     assert log.queued_rows == 8
     monkeypatch.setattr(storage, "atomic_write_bytes", broken)
     assert log.flush() == 8 and log.queued_rows == 0
-    files = sorted(storage.local_path(uri).glob("date=*/part-*.parquet"))
-    assert sorted(f.parent.name for f in files) == ["date=2013-03-01", "date=2013-03-01",
-                                                    "date=2013-03-02"]
+    files = sorted(storage.local_path(uri).glob("date=*/model=*/part-*.parquet"))
+    assert sorted(f.parent.parent.name for f in files) == ["date=2013-03-01", "date=2013-03-01",
+                                                           "date=2013-03-02"]
+    assert {f.parent.name for f in files} == {"model=m"}
     rows = logged(uri)
     assert sorted(rows["row_id"]) == ["a-0", "a-1", "b-0", "b-1", "b-2", "c-0", "d-0", "d-1"]
     by_id = rows.set_index("row_id")

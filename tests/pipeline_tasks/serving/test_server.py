@@ -138,8 +138,9 @@ def test_metrics_count_requests_errors_and_rows(client, flights_rows):
     client.post("/predict", json={"records": [{}]})
     text = client.get("/metrics").text
     assert 'mlops_serving_model_info{artifact_sha256=' in text and 'model_version="1"' in text
-    assert 'mlops_serving_requests_total{endpoint="predict",status="200"}' in text
-    assert 'mlops_serving_errors_total{kind="missing_column"}' in text
+    assert ('mlops_serving_requests_total{endpoint="predict",model="flights_serving",'
+            'status="200"}') in text
+    assert 'mlops_serving_errors_total{kind="missing_column",model="flights_serving"}' in text
     assert "mlops_serving_request_seconds_bucket" in text
     rows = [line for line in text.splitlines()
             if line.startswith("mlops_serving_rows_predicted_total")]
@@ -166,7 +167,7 @@ def test_prediction_log_holds_every_served_row(client, predlog, flights_rows, se
                          headers={"X-Request-Id": "log-check-1"}).json()
     predlog.flush()
     root = storage.local_path(serving_config.predictions_uri)
-    files = sorted(root.glob("date=*/part-*.parquet"))
+    files = sorted(root.glob("date=*/model=*/part-*.parquet"))
     assert files
     logged = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     mine = logged[logged["request_id"] == "log-check-1"].reset_index(drop=True)
@@ -179,7 +180,8 @@ def test_prediction_log_holds_every_served_row(client, predlog, flights_rows, se
     assert (mine["event_time"] == mine["predicted_at"]).all()  # no event_time given: now
     assert mine["row_id"].tolist() == [f"log-check-1-{i}" for i in range(25)]
     day = mine["predicted_at"].iloc[0].strftime("%Y-%m-%d")
-    assert any(f.parent.name == f"date={day}" for f in files)
+    assert any(f.parent.parent.name == f"date={day}" and f.parent.name == f"model={MODEL}"
+               for f in files)
 
 
 def test_row_keys_and_event_time_file_rows_under_their_day(client, predlog, flights_rows,
@@ -194,7 +196,8 @@ def test_row_keys_and_event_time_file_rows_under_their_day(client, predlog, flig
                          headers={"X-Request-Id": "log-check-2"})
     assert answer.status_code == 200, answer.text
     predlog.flush()
-    part = storage.local_path(serving_config.predictions_uri) / f"date={when:%Y-%m-%d}"
+    part = storage.local_path(serving_config.predictions_uri) / f"date={when:%Y-%m-%d}" / \
+        f"model={MODEL}"
     logged = pd.concat([pd.read_parquet(f) for f in part.glob("part-*.parquet")])
     mine = logged[logged["request_id"] == "log-check-2"]
     assert mine["row_id"].tolist() == ["UA-1545-2013-01-01", "AA-1141-2013-01-01", "7"]
@@ -325,7 +328,7 @@ def test_sigterm_writes_every_answered_row(registered, serving_config, flights_r
         if server.poll() is None:
             server.kill()
     logged = pd.concat(pd.read_parquet(p) for p in
-                       storage.local_path(lake).glob("predictions/date=2013-01-01/*.parquet"))
+                       storage.local_path(lake).glob("predictions/date=2013-01-01/model=*/*.parquet"))
     assert sorted(logged["row_id"]) == sorted(f"row-{i}" for i in range(100))
 
 
