@@ -78,6 +78,6 @@ def test_a_scheduler_crash_inside_a_run_ends_consistent(pipeline, source, port, 
     from pipeline_tasks.deploy.local import SupervisorClient
 
     status = SupervisorClient(config.with_overrides(serving_port=port)).call("status")
-    assert status["candidates"] == [] and status["active"]["version"] == champion
+    assert status["candidates"] == [] and status["active"]["models"][MODEL] == champion
     tries = ", ".join(f"{k}={v['try_number']}" for k, v in tis.items())
     print(f"scheduler crash {delay:.2f} s into {stage}: run succeeded (tries: {tries})")
