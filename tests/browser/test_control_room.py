@@ -185,8 +185,8 @@ def test_each_extra_link_opens_what_that_task_produced(ui_stack, browser):
     d.get(opened["register"])
     wait(d, 60).until(lambda drv: MODEL in drv.find_element(By.TAG_NAME, "body").text
                       and "Version 1" in drv.find_element(By.TAG_NAME, "body").text)
-    # deploy -> the live endpoint's /metadata
-    assert opened["deploy"] == results["deploy"]["endpoint"] + "/metadata"
+    # deploy -> the model's metadata on the live endpoint (which may serve other models too)
+    assert opened["deploy"] == results["deploy"]["endpoint"] + f"/models/{MODEL}/metadata"
     d.get(opened["deploy"])
     metadata = json.loads(d.find_element(By.TAG_NAME, "body").text)
     assert metadata["model_name"] == MODEL and metadata["model_version"] == "1"
