@@ -26,6 +26,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def model_url(endpoint: str, model_name: str) -> str:
+    """Where one model of a model server answers: ``<endpoint>/models/<name>`` (its
+    ``/predict`` and ``/metadata`` are below it; the server may serve other models too)."""
+    return f"{endpoint.rstrip('/')}/models/{quote(model_name, safe='')}"
+
+
 def opener() -> urllib.request.OpenerDirector:
     return urllib.request.build_opener(urllib.request.ProxyHandler({}))
 

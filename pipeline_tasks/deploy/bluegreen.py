@@ -210,8 +210,8 @@ def restore_serving(config: PipelineConfig) -> list[dict[str, Any]]:
     for (port, _), record in sorted(newest.items(), key=lambda item: (item[0][0],
                                                                       item[1].finished_at)):
         here = config.with_overrides(serving_port=port)
-        named = urllib.parse.quote(record.model_name, safe="")
-        answer = http.try_json(f"{here.serving_url}/models/{named}/metadata", timeout=5) or {}
+        answer = http.try_json(http.model_url(here.serving_url, record.model_name) + "/metadata",
+                               timeout=5) or {}
         entry = {"endpoint": here.serving_url, "model_name": record.model_name,
                  "version": record.version, "answered": answer.get("model_version")}
         if (answer.get("model_name"), answer.get("model_version")) == (record.model_name,

@@ -7,7 +7,6 @@ candidate may take the stable endpoint; ``version_inputs`` finds the rows and co
 from __future__ import annotations
 
 import logging
-import urllib.parse
 
 from pipeline_tasks.core import http, storage, tracking
 from pipeline_tasks.core.config import PipelineConfig
@@ -40,7 +39,7 @@ def canary_check(url: str, model_name: str, version: str, holdout_uri: str | Non
     expected = offline.predict(frame).tolist()
     body = {"columns": {c: json_values(frame[c]) for c in feature_columns}}
     # by name: the candidate serves the endpoint's other models too
-    path = f"{url}/models/{urllib.parse.quote(model_name, safe='')}/predict"
+    path = http.model_url(url, model_name) + "/predict"
     answer = _post_json(path, body)
     if answer is None or "predictions" not in answer:
         raise DeployRejected(f"POST {path} gave no predictions: {answer}")

@@ -16,7 +16,6 @@ import shutil
 import socket
 import tempfile
 import time
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -173,17 +172,11 @@ def _port_accepts(host: str, port: int) -> bool:
         return False
 
 
-def model_url(url: str, model_name: str) -> str:
-    """The base URL of one model of a server: ``<url>/models/<name>`` (its ``/predict`` and
-    ``/metadata`` are below it)."""
-    return f"{url}/models/{urllib.parse.quote(model_name, safe='')}"
-
-
 def serves(url: str, model_name: str, version: str, tries: int = 5) -> bool:
     """New connections to ``url`` reach ``version`` of ``model_name`` (several in a row, each a
     new connection): ``GET <url>/models/<name>/metadata`` reports it."""
     for _ in range(tries):
-        answer = http.try_json(model_url(url, model_name) + "/metadata", timeout=5,
+        answer = http.try_json(http.model_url(url, model_name) + "/metadata", timeout=5,
                                headers=http.serving_headers())
         if not answer or answer.get("model_version") != str(version):
             return False

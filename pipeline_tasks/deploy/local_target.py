@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import urllib.parse
 
 from pipeline_tasks.core import http
 from pipeline_tasks.core.config import PipelineConfig
@@ -73,8 +72,7 @@ class LocalTarget:
             raise DeployRejected(str(exc)) from exc
 
     def verify(self, candidate: Candidate, version: str) -> str | None:
-        served = _get_json(f"{self.endpoint}/models/{urllib.parse.quote(self._model, safe='')}"
-                           "/metadata")
+        served = _get_json(http.model_url(self.endpoint, self._model) + "/metadata")
         if not served or served.get("model_version") != version:
             return f"it answered {served and served.get('model_version')}"
         return None

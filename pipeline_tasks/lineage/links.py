@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from pipeline_tasks.core.config import PipelineConfig
-from pipeline_tasks.core.http import strip_userinfo
+from pipeline_tasks.core.http import model_url, strip_userinfo
 from pipeline_tasks.lineage.reports import page_url, report_url
 
 
@@ -79,8 +79,7 @@ def _endpoint(result, config, base_url):
     if not endpoint:
         return None
     name = result.get("model_name")
-    where = f"/models/{quote(str(name), safe='')}" if name else ""
-    return f"{endpoint.rstrip('/')}{where}/metadata"
+    return (model_url(endpoint, str(name)) if name else endpoint.rstrip("/")) + "/metadata"
 
 
 def _drift_report(result, config, base_url):
