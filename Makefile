@@ -14,7 +14,7 @@ PROFILE ?=
 WITH_PROFILE := $(if $(PROFILE),set -a && . "$(abspath $(PROFILE))" && set +a &&,)
 
 .PHONY: setup demo demo-monitoring test test-integration test-faults replay airflow bench \
-	bench-backfill bench-serving bench-serving-venv bench-cache reproduce bench-drift bench-batch bench-evaluate bench-parse lock lint clean-home production-env production-db compose-env \
+	bench-backfill bench-serving bench-serving-log bench-serving-venv bench-cache reproduce bench-drift bench-batch bench-evaluate bench-parse lock lint clean-home production-env production-db compose-env \
 	image-wheels browser screenshots test-deps docs
 
 # Install from the lock into .venv. Idempotent: does nothing when the lock and pyproject are unchanged.
@@ -136,6 +136,10 @@ bench: setup
 MLSERVER_VENV ?= .venv-mlserver
 bench-serving: setup bench-serving-venv
 	$(PY) benchmarks/bench_serving.py --mlserver-venv $(MLSERVER_VENV) $(ARGS)
+
+# only what the prediction log costs: the server with the log on and off, paired bursts (~6 min)
+bench-serving-log: setup
+	$(PY) benchmarks/bench_serving.py --log-cost-only $(ARGS)
 
 bench-serving-venv:
 	@test -x $(MLSERVER_VENV)/bin/mlserver || { python3 -m venv $(MLSERVER_VENV) && \

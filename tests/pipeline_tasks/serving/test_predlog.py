@@ -5,6 +5,9 @@ everything queued."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -135,3 +138,46 @@ def test_a_feature_named_like_a_log_column_is_prefixed(tmp_path, clash):
     if clash:
         assert rows["feature_score"].tolist() == [1.0, 2.0] and rows["feature_x"].tolist() == [3, 4]
     assert rows["score"].tolist() == [0.1, 0.9]
+
+
+def _nice(tid: int) -> int:
+    """A thread's niceness, from ``/proc`` (field 19 of its ``stat``)."""
+    stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+    return int(stat.rpartition(")")[2].split()[16])
+
+
+def test_the_writer_yields_the_core_and_writes_big_row_groups(tmp_path, monkeypatch):
+    """The writer thread runs at a lower CPU priority than the threads that answer requests,
+    and encodes what waits as one Parquet row group per ``ROW_GROUP_ROWS`` rows (not one per
+    step), with dictionaries only on the columns whose values repeat."""
+    import pyarrow.parquet as pq
+
+    from pipeline_tasks.serving import predlog
+
+    monkeypatch.setattr(predlog, "ROW_GROUP_ROWS", 40)
+    uri = (tmp_path / "predictions").as_uri()
+    running = PredictionLog((tmp_path / "other").as_uri(), flush_s=3600, max_rows=10_000)
+    running.start()
+    try:
+        wanted = min(19, _nice(threading.get_native_id()) + predlog.WRITER_NICE)
+        deadline = time.monotonic() + 10  # the thread lowers its priority as it starts
+        while time.monotonic() < deadline and (
+                running._thread.native_id is None or _nice(running._thread.native_id) != wanted):
+            time.sleep(0.01)
+        assert _nice(running._thread.native_id) == wanted
+    finally:
+        running.close()
+    log = PredictionLog(uri, flush_s=3600, max_rows=10_000)  # no thread: encoded by hand
+    for step in range(5):  # 5 steps of 20 rows: row groups of 40, 40 and the last 20
+        log.add(f"r{step}", "m", "1", features(20, 20 * step), {"predictions": [1] * 20})
+        assert log.encode() == 20
+    assert log.flush() == 100
+    [file] = storage.local_path(uri).glob("date=*/model=*/part-*.parquet")
+    meta = pq.ParquetFile(file).metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [40, 40, 20]
+    encodings = {meta.schema.column(i).name: meta.row_group(0).column(i).encodings
+                 for i in range(meta.num_columns)}
+    assert any("DICTIONARY" in e for e in encodings["carrier"])
+    assert not any("DICTIONARY" in e for e in encodings["row_id"])
+    assert not any("DICTIONARY" in e for e in encodings["distance"])
+    assert sorted(logged(uri)["distance"]) == [float(i) for i in range(100)]
