@@ -19,8 +19,8 @@ memory, by pyarrow without the GIL (big row groups cost a quarter of small ones 
 wait, it finishes the files and writes them. The work is spread thin instead of 0.2 CPU seconds
 of Python at once every 5 s, which would hold up every request on the same core, and the thread
 runs at a lower CPU priority (``WRITER_NICE``), so the threads that answer go first. At most
-``queue_rows`` rows wait: beyond that a request's rows are dropped, counted (``dropped_rows``, the server's ``mlops_serving_prediction_log_dropped_rows``
-counter) and warned about, never waited for. Files are written atomically, so readers never see
+``queue_rows`` rows wait: beyond that a request's rows are dropped, counted (``dropped_rows``,
+the server's ``mlops_serving_prediction_log_dropped_rows`` counter) and warned about, never waited for. Files are written atomically, so readers never see
 a partial one. ``close`` (the server's shutdown, SIGTERM included) writes what is queued before
 the process exits; a crash loses at most the rows queued since the last flush.
 """
@@ -215,10 +215,9 @@ class PredictionLog:
         return rows
 
     def _append(self, key: tuple[str, str], rows: pa.Table) -> None:
-        """``rows`` as a row group of the open file of ``key`` (day, model); a file whose
-        columns or types they do not fit (a column that was all nulls so far, say) is finished
-        and a new one begun."""
-
+        """``rows`` added to the open file of ``key`` (day, model), to be encoded with what
+        waits there; a file whose columns or types they do not fit (a column that was all nulls
+        so far, say) is finished and a new one begun."""
         current = self._open.get(key)
         if current is not None and not rows.schema.equals(current.schema):
             try:  # other column names are a ValueError, a type it cannot take an ArrowException
@@ -309,8 +308,8 @@ def _nicer(step: int) -> None:
         log.debug("prediction log: could not lower the writer's priority: %s", exc)
 
 
-#: Columns unique per row: a dictionary would only cost time.
-_UNIQUE = ("request_id", "row_id", "predicted_at", "event_time", "score")
+#: Columns unique per row: a dictionary would only cost time (the score is a float, below).
+_UNIQUE = ("request_id", "row_id", "predicted_at", "event_time")
 
 
 def _writer(sink: pa.BufferOutputStream, schema: pa.Schema):
