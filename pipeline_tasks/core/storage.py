@@ -118,14 +118,19 @@ def _writer_dead(tmp_name: str) -> bool:
     return False
 
 
-def sweep_partial_writes(fs, path: str) -> list[str]:
+def sweep_partial_writes(fs, path: str, *, any_name: bool = False) -> list[str]:
     """Remove the temporary files of earlier writes of ``path`` whose writer died (a task killed
-    mid-write): its own machine's dead processes at once, any writer's after ``STALE_TMP_S``."""
+    mid-write): its own machine's dead processes at once, any writer's after ``STALE_TMP_S``.
+    ``any_name``: those of every file in ``path``'s folder (``path`` is then the folder)."""
     import time
 
-    parent, _, name = path.rpartition("/")
+    if any_name:
+        pattern = f"{glob_escape(path.rstrip('/'))}/.*.tmp-*"
+    else:
+        parent, _, name = path.rpartition("/")
+        pattern = f"{parent}/.{glob_escape(name)}.tmp-*"
     removed = []
-    for tmp in fs.glob(f"{parent}/.{glob_escape(name)}.tmp-*"):
+    for tmp in fs.glob(pattern):
         try:
             modified = fs.modified(tmp).timestamp()
         except (OSError, NotImplementedError, AttributeError):
@@ -146,14 +151,24 @@ def glob_escape(name: str) -> str:
     return re.sub(r"([*?\[\]])", r"[\1]", name)
 
 
-def atomic_write_bytes(uri: str, data: bytes) -> str:
+def sweep_partial_writes_in(folder_uri: str) -> list[str]:
+    """``sweep_partial_writes`` for every file of the folder ``folder_uri`` (nothing if it does
+    not exist yet)."""
+    fs, path = url_to_fs(folder_uri)
+    return sweep_partial_writes(fs, path, any_name=True) if fs.exists(path) else []
+
+
+def atomic_write_bytes(uri: str, data: bytes, *, sweep: bool = True) -> str:
     """Write ``data`` to ``uri`` through a temporary name and a rename. Returns ``uri``.
 
-    Partial files a killed earlier writer of the same target left behind are removed first.
+    Partial files a killed earlier writer of the same target left behind are removed first
+    (``sweep``; a caller whose names are never reused sweeps the folder itself, once:
+    ``sweep_partial_writes_in``, since listing a big folder on every write is slow).
     """
     fs, path = url_to_fs(uri)
     fs.makedirs(path.rpartition("/")[0], exist_ok=True)
-    sweep_partial_writes(fs, path)
+    if sweep:
+        sweep_partial_writes(fs, path)
     tmp = _tmp_name(path)
     try:
         with fs.open(tmp, "wb") as handle:

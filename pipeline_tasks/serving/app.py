@@ -198,17 +198,23 @@ class Metrics:
         self.log_queued.set_function(lambda: prediction_log.queued_rows)
 
 
-def _frame(batch: list[Checked]) -> pd.DataFrame:
+def _combined(batch: list[Checked]) -> tuple[dict[str, Any], pd.DataFrame]:
     """The rows of the batch's requests as one DataFrame, built once from their columns (one
-    concatenation per column, not a DataFrame per request)."""
+    concatenation per column, not a DataFrame per request), and those concatenated columns
+    (the prediction log takes them as they are)."""
     if len(batch) == 1:
-        return batch[0].frame
+        return batch[0].columns, batch[0].frame
     data = {}
     for name, first in batch[0].columns.items():
         parts = [checked.columns[name] for checked in batch]
         data[name] = pd.concat(parts, ignore_index=True) if isinstance(first, pd.Series) \
             else np.concatenate(parts)
-    return pd.DataFrame(data)
+    return data, pd.DataFrame(data)
+
+
+#: What the batcher hands on after a model call: the requests it answered (checked, request
+#: id), their rows' columns, concatenated, and the answer for all those rows.
+Predicted = Callable[[list[tuple[Checked, str]], dict[str, Any], dict[str, list]], Any]
 
 
 class MicroBatcher:
@@ -224,13 +230,15 @@ class MicroBatcher:
     Requests that arrive while the model runs queue for the next call. The model runs in one
     worker thread, so the event loop keeps reading requests meanwhile. If a combined call fails,
     each request of the batch is predicted on its own, so one bad request cannot fail the others.
+    After each call, ``on_predicted`` (the prediction log) gets the requests it answered with
+    their combined columns and answer.
     """
 
     def __init__(self, served: ServedModel, max_rows: int, max_wait_s: float = BATCH_WAIT_S):
         self.served = served
         self.max_rows = max_rows
         self.max_wait_s = max_wait_s
-        self.pending: list[tuple[Checked, asyncio.Future]] = []
+        self.pending: list[tuple[Checked, str, asyncio.Future]] = []  # (request, its id, answer)
         self.pending_rows = 0
         self.running = False
         self.active = 0  # requests inside the server now
@@ -239,6 +247,7 @@ class MicroBatcher:
         self.calls = 0  # model calls
         self.waits = 0  # calls that waited for other requests to join
         self.on_call: Callable[[int], Any] | None = None  # the server's batch-size histogram
+        self.on_predicted: Predicted | None = None  # the prediction log
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
 
     @contextlib.contextmanager
@@ -252,10 +261,10 @@ class MicroBatcher:
             self.active -= 1
             self.arrived.set()  # a batch waiting for it stops waiting
 
-    async def predict(self, checked: Checked) -> dict[str, list]:
+    async def predict(self, checked: Checked, request_id: str = "") -> dict[str, list]:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self.pending.append((checked, future))
+        self.pending.append((checked, request_id, future))
         self.pending_rows += checked.rows
         self.arrived.set()
         if not self.running:
@@ -263,7 +272,7 @@ class MicroBatcher:
             loop.create_task(self._drain())
         return await future
 
-    def _take(self) -> list[tuple[Checked, asyncio.Future]]:
+    def _take(self) -> list[tuple[Checked, str, asyncio.Future]]:
         batch, rows = [], 0
         while self.pending and (not batch or rows + self.pending[0][0].rows <= self.max_rows):
             item = self.pending.pop(0)
@@ -300,14 +309,15 @@ class MicroBatcher:
                 if self.on_call is not None:
                     self.on_call(len(batch))
                 try:
-                    combined = _frame([checked for checked, _ in batch])
+                    columns, combined = _combined([checked for checked, _, _ in batch])
                     output = await loop.run_in_executor(self.executor, self.served.predict,
                                                         combined)
                 except Exception:  # noqa: BLE001 (retried one by one, errors reach each caller)
                     await self._one_by_one(batch)
                     continue
+                self._predicted([(checked, rid) for checked, rid, _ in batch], columns, output)
                 start = 0
-                for checked, future in batch:
+                for checked, _, future in batch:
                     end = start + checked.rows
                     if not future.done():
                         future.set_result({key: values[start:end]
@@ -318,7 +328,7 @@ class MicroBatcher:
 
     async def _one_by_one(self, batch) -> None:
         loop = asyncio.get_running_loop()
-        for checked, future in batch:
+        for checked, request_id, future in batch:
             try:
                 result = await loop.run_in_executor(self.executor, self.served.predict,
                                                     checked.frame)
@@ -326,8 +336,32 @@ class MicroBatcher:
                 if not future.done():
                     future.set_exception(exc)
             else:
+                self._predicted([(checked, request_id)], checked.columns, result)
                 if not future.done():
                     future.set_result(result)
+
+    def _predicted(self, answered: list[tuple[Checked, str]], columns: dict[str, Any],
+                   output: dict[str, list]) -> None:
+        """``on_predicted``, which never fails the answers (a log that cannot take the rows
+        says so; the clients still get their predictions)."""
+        if self.on_predicted is None:
+            return
+        try:
+            self.on_predicted(answered, columns, output)
+        except Exception:
+            log.exception("could not hand %d answered request(s) of %s to the prediction log",
+                          len(answered), self.served.name)
+
+
+def _logger(prediction_log: PredictionLog, served: ServedModel) -> Predicted:
+    """The batcher's ``on_predicted`` for ``served``: one log entry per model call."""
+    def logged(answered: list[tuple[Checked, str]], columns: dict[str, Any],
+               output: dict[str, list]) -> None:
+        prediction_log.add_batch(served.name, served.version, [rid for _, rid in answered],
+                                 [checked.rows for checked, _ in answered], columns, output,
+                                 ids=[checked.ids for checked, _ in answered],
+                                 event_times=[checked.event_time for checked, _ in answered])
+    return logged
 
 
 @dataclass(frozen=True)
@@ -362,6 +396,8 @@ def create_app(models: ServedModel | list[ServedModel], *, max_body_bytes: int,
     for served in served_models:
         batcher = MicroBatcher(served, max_rows=served.contract.max_rows)
         batcher.on_call = metrics.batch_requests.labels(served.name).observe
+        if prediction_log is not None:
+            batcher.on_predicted = _logger(prediction_log, served)
         versions.setdefault(served.name, {})[served.version] = Slot(served, batcher)
     slots = {name: next(iter(by_version.values())) for name, by_version in versions.items()}
     default = slots[served_models[0].name]
@@ -446,12 +482,8 @@ def create_app(models: ServedModel | list[ServedModel], *, max_body_bytes: int,
         checked = served.contract.request(payload)
         if checked.event_time is not None:
             window.check(checked.event_time)
-        output = await slot.batcher.predict(checked)
+        output = await slot.batcher.predict(checked, request_id)  # logged by the batcher
         metrics.rows.labels(served.name).inc(checked.rows)
-        if prediction_log is not None:
-            prediction_log.add(request_id, served.name, served.version, checked.rows, output,
-                               ids=checked.ids, event_time=checked.event_time,
-                               columns=checked.columns)
         return output
 
     def named(request: Request) -> Slot:

@@ -10,19 +10,27 @@ the prediction and, for binary classifiers, the score.
 
 Off the request path: ``add`` only puts a reference to the request's columns (the arrays the
 contract already made) and its answer on a queue, a few microseconds under a lock, never a
-DataFrame or I/O. A background thread turns the queued requests into an Arrow table every
-``ENCODE_EVERY_S`` (0.1 s; one concatenation per column, no Python loop over rows, no pandas),
-the only part that holds the GIL, about a millisecond at a time; once ``ROW_GROUP_ROWS`` rows of
-a day's file wait (and at the flush) they are encoded as one row group of that Parquet file, in
-memory, by pyarrow without the GIL (big row groups cost a quarter of small ones per row). Every
-``prediction_log_flush_s`` seconds (5 s by default), sooner when ``prediction_log_max_rows`` rows
-wait, it finishes the files and writes them. The work is spread thin instead of 0.2 CPU seconds
-of Python at once every 5 s, which would hold up every request on the same core, and the thread
-runs at a lower CPU priority (``WRITER_NICE``), so the threads that answer go first. At most
-``queue_rows`` rows wait: beyond that a request's rows are dropped, counted (``dropped_rows``,
-the server's ``mlops_serving_prediction_log_dropped_rows`` counter) and warned about, never waited for. Files are written atomically, so readers never see
-a partial one. ``close`` (the server's shutdown, SIGTERM included) writes what is queued before
-the process exits; a crash loses at most the rows queued since the last flush.
+DataFrame or I/O. Two background threads do the rest:
+
+- the collector turns the queued requests into Arrow tables every ``ENCODE_EVERY_S`` (0.1 s; one
+  concatenation per column, no Python loop over rows, no pandas), the only part that holds the
+  GIL, about a millisecond at a time. It runs at the server's own priority: a thread the
+  scheduler holds back while it holds the GIL would stall the event loop;
+- the writer, at a lower CPU priority (``WRITER_NICE``, so the threads that answer go first),
+  encodes those tables as row groups of each day's Parquet file in memory, by pyarrow without
+  the GIL, once ``ROW_GROUP_ROWS`` rows of a file wait (big row groups cost a quarter of small
+  ones per row), and every ``prediction_log_flush_s`` seconds (5 s by default; sooner when
+  ``prediction_log_max_rows`` rows wait) finishes the files and writes them.
+
+The work is spread thin instead of 0.2 CPU seconds of Python at once every 5 s, which would hold
+up every request on the same core. At most ``queue_rows`` rows wait: beyond that a request's
+rows are dropped, counted (``dropped_rows``, the server's
+``mlops_serving_prediction_log_dropped_rows`` counter) and warned about, never waited for.
+Files are written atomically, so readers never see a partial one; what a killed server left
+half written is swept once per folder and process (a day's folder gains a file per flush:
+listing it at every flush would cost more each time). ``close`` (the server's shutdown, SIGTERM
+included) writes what is queued before the process exits; a crash loses at most the rows queued
+since the last flush.
 """
 
 from __future__ import annotations
@@ -63,20 +71,25 @@ ROW_GROUP_ROWS = 16_384
 WRITER_NICE = 5
 #: A warning about dropped rows at most this often (seconds).
 DROP_WARNING_EVERY_S = 10.0
+#: In the writer's hand-off: write the files (once the tables before it are encoded).
+_FLUSH = object()
 
 
 @dataclass(frozen=True)
 class _Entry:
-    """One request's rows as queued: references only, nothing copied on the request path."""
+    """The rows of one request, or of the requests one model call answered together, as queued:
+    references only, nothing copied on the request path. Per request: its id, rows, row keys
+    and event time; the columns and the answer hold all the requests' rows, in that order."""
 
-    request_id: str
+    request_ids: list[str]
+    counts: list[int]
     model_name: str
     model_version: str
     columns: Mapping[str, Any]  # feature name -> array (the contract's own arrays)
     rows: int
     output: dict[str, list]
-    ids: list[str] | None
-    event_time: pd.Timestamp | None
+    ids: list[list[str] | None]
+    event_times: list[pd.Timestamp | None]
     predicted_at: float
 
 
@@ -120,11 +133,18 @@ class PredictionLog:
         self._open_rows = 0  # rows encoded (or finished) and not yet written
         # finished files not yet written: (day, model), contents, rows
         self._done: list[tuple[tuple[str, str], pa.Buffer, int]] = []
+        #: partition folders whose partial files (a killed server's) were swept by this log
+        self._swept: set[str] = set()
+        # Arrow tables the collector made, in order, for the writer: ((day, model), table), or
+        # _FLUSH (write the files once what comes before is encoded)
+        self._tables: deque[tuple[tuple[str, str], pa.Table] | object] = deque()
         self._lock = threading.Lock()
-        self._write_lock = threading.Lock()  # one flush at a time (the thread, close, a test)
-        self._wake = threading.Event()
+        self._write_lock = threading.Lock()  # one writer at a time (the thread, close, a test)
+        self._wake = threading.Event()  # the collector: rows to take now
+        self._handed = threading.Event()  # the writer: tables (or a flush) to take
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None  # the collector
+        self._writer: threading.Thread | None = None
         self._last_drop_warning = 0.0
         self.on_drop: Callable[[int], Any] | None = None  # the server's counter
         self.rows_written = 0
@@ -139,7 +159,10 @@ class PredictionLog:
         return self._queued + self._open_rows
 
     def start(self) -> None:
+        self._writer = threading.Thread(target=self._write_loop, name="prediction-log-writer",
+                                        daemon=True)
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._writer.start()
         self._thread.start()
 
     def add(self, request_id: str, model_name: str, model_version: str,
@@ -153,13 +176,27 @@ class PredictionLog:
         rows = features if isinstance(features, int) else len(features)
         if columns is None and isinstance(features, int):
             raise TypeError("give the features as a DataFrame, or their number and columns")
-        entry = _Entry(request_id, model_name, model_version,
-                       columns if columns is not None else features, rows, output, ids,
-                       event_time, time.time())
+        return self.add_batch(model_name, model_version, [request_id], [rows],
+                              columns if columns is not None else features, output,
+                              ids=[ids], event_times=[event_time])
+
+    def add_batch(self, model_name: str, model_version: str, request_ids: list[str],
+                  counts: list[int], columns: Mapping[str, Any], output: dict[str, list], *,
+                  ids: list[list[str] | None] | None = None,
+                  event_times: list[pd.Timestamp | None] | None = None) -> bool:
+        """Queue the rows of the requests one model call answered: ``counts`` rows each, in
+        ``columns`` and ``output`` one after the other (the batcher's combined columns, so
+        nothing is concatenated twice); ``ids`` and ``event_times`` per request. False: the
+        queue was full and all their rows were dropped (counted and warned about)."""
+        rows = sum(counts)
+        entry = _Entry(request_ids, counts, model_name, model_version, columns, rows, output,
+                       ids if ids is not None else [None] * len(counts),
+                       event_times if event_times is not None else [None] * len(counts),
+                       time.time())
         with self._lock:
             if self._queued + self._open_rows + rows > self.queue_rows:
                 self.dropped_rows += rows
-                self.dropped_requests += 1
+                self.dropped_requests += len(counts)
                 full = True
             else:
                 self._queue.append(entry)
@@ -186,12 +223,18 @@ class PredictionLog:
 
     def encode(self) -> int:
         """Turn what is queued now into row groups of the open (in-memory) file of each day and
-        model; returns the rows encoded. The thread does this every ``ENCODE_EVERY_S``, so the work of
-        a flush is spread thin instead of taking the core for one long moment."""
+        model; returns the rows taken. (The threads do this in two steps: ``_collect`` every
+        ``ENCODE_EVERY_S``, then the writer.)"""
         with self._write_lock:
-            return self._encode()
+            rows = self._collect()
+            self._drain_tables()
+            return rows
 
-    def _encode(self) -> int:
+    def _collect(self) -> int:
+        """The queued requests as Arrow tables, a table per day and model, handed to the
+        writer (``_tables``); returns their rows. The part that holds the GIL: the collector
+        thread does it at the server's own priority, so it never keeps the GIL while the
+        scheduler holds it back."""
         with self._lock:
             entries = list(self._queue)
             self._queue.clear()
@@ -201,9 +244,8 @@ class PredictionLog:
         for entry in entries:  # models have columns of their own: a table each
             by_model.setdefault(entry.model_name, []).append(entry)
         try:
-            for model, group in by_model.items():
-                for day, rows in _by_day(_table(group)):
-                    self._append((day, model), rows)
+            tables = [((day, model), rows) for model, group in by_model.items()
+                      for day, rows in _by_day(_table(group))]
         except Exception:
             with self._lock:  # back to the front of the queue: nothing is lost
                 self._queue.extendleft(reversed(entries))
@@ -212,7 +254,26 @@ class PredictionLog:
         with self._lock:
             self._queued -= rows
             self._open_rows += rows
+            self._tables.extend(tables)
+        self._handed.set()
         return rows
+
+    def _drain_tables(self) -> bool:
+        """The handed tables added to their open files, in order (with ``_write_lock`` held);
+        a table leaves the hand-off only once added, so a failure loses nothing. True when a
+        flush was asked for among them."""
+        flush = False
+        while True:
+            with self._lock:
+                if not self._tables:
+                    return flush
+                item = self._tables[0]
+            if item is _FLUSH:
+                flush = True
+            else:
+                self._append(*item)
+            with self._lock:
+                self._tables.popleft()
 
     def _append(self, key: tuple[str, str], rows: pa.Table) -> None:
         """``rows`` added to the open file of ``key`` (day, model), to be encoded with what
@@ -240,45 +301,76 @@ class PredictionLog:
         """Write what is queued or encoded now, one file per day and model; returns the rows
         written."""
         with self._write_lock:
-            self._encode()
-            for key in list(self._open):
-                self._finish(key)
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-            written = 0
-            while self._done:  # a failed write stays at the front, for the next flush
-                (day, model), data, rows = self._done[0]
-                path = storage.join(layout.prediction_partition(self.uri, day, model),
-                                    f"part-{stamp}-{uuid.uuid4().hex[:8]}.parquet")
-                storage.atomic_write_bytes(path, data.to_pybytes())
-                self._done.pop(0)
-                written += rows
-                self.rows_written += rows
-                self.files_written += 1
-                with self._lock:
-                    self._open_rows -= rows
-            return written
+            self._collect()
+            return self._write_files()
+
+    def _write_files(self) -> int:
+        """What was handed over encoded, the open files finished and written (with
+        ``_write_lock`` held); returns the rows written."""
+        self._drain_tables()
+        for key in list(self._open):
+            self._finish(key)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        written = 0
+        while self._done:  # a failed write stays at the front, for the next flush
+            (day, model), data, rows = self._done[0]
+            folder = layout.prediction_partition(self.uri, day, model)
+            if folder not in self._swept:  # once: a day's folder grows a file per flush
+                storage.sweep_partial_writes_in(folder)
+                self._swept.add(folder)
+            path = storage.join(folder, f"part-{stamp}-{uuid.uuid4().hex[:8]}.parquet")
+            storage.atomic_write_bytes(path, data.to_pybytes(), sweep=False)  # a new name
+            self._done.pop(0)
+            written += rows
+            self.rows_written += rows
+            self.files_written += 1
+            with self._lock:
+                self._open_rows -= rows
+        return written
 
     def _run(self) -> None:
-        _nicer(WRITER_NICE)
+        """The collector: every ``ENCODE_EVERY_S`` the queue becomes Arrow tables for the
+        writer; every ``flush_s`` (or when ``max_rows`` rows wait) a flush is asked for."""
         next_flush = time.monotonic() + self.flush_s
         while not self._stop.is_set():
             woken = self._wake.wait(max(0.0, min(ENCODE_EVERY_S,
                                                  next_flush - time.monotonic())))
             self._wake.clear()
-            if woken or time.monotonic() >= next_flush:
-                self._flush_logged()
+            flush = woken or time.monotonic() >= next_flush
+            try:
+                self._collect()
+            except Exception:  # the rows stay queued and are tried again; said at a flush
+                log.log(logging.ERROR if flush else logging.DEBUG, "could not turn the "
+                        "prediction log's rows into a table; tried again", exc_info=True)
+            if flush:
+                with self._lock:
+                    self._tables.append(_FLUSH)
+                self._handed.set()
                 next_flush = time.monotonic() + self.flush_s
-            else:
-                try:
-                    self.encode()
-                except Exception:  # the rows stay queued; the flush retries and logs it
-                    log.debug("encoding the prediction log failed; retried", exc_info=True)
-        self._flush_logged()
 
-    def _flush_logged(self) -> None:
+    def _write_loop(self) -> None:
+        """The writer, at a lower CPU priority: encodes the handed tables as row groups
+        (without the GIL) and writes the files when a flush comes."""
+        _nicer(WRITER_NICE)
+        while True:
+            self._handed.wait()
+            self._handed.clear()
+            with self._write_lock:
+                try:
+                    flush = self._drain_tables()
+                except Exception:  # the table stays handed over; the next turn retries
+                    log.debug("encoding the prediction log failed; retried", exc_info=True)
+                    flush = False
+                if flush:
+                    self._logged(self._write_files)
+            if self._stop.is_set() and self._thread is not None and \
+                    not self._thread.is_alive():
+                return
+
+    def _logged(self, write: Callable[[], int]) -> None:
         started = time.perf_counter()
         try:
-            written = self.flush()
+            written = write()
         except Exception:  # keep serving; the next flush retries with the same rows
             self.write_errors += 1
             log.exception("could not write the prediction log to %s", self.uri)
@@ -287,13 +379,16 @@ class PredictionLog:
             log.debug("prediction log: %d rows in %.3f s", written, time.perf_counter() - started)
 
     def close(self, timeout: float = 30.0) -> None:
-        """Stop the thread after a last flush (everything queued is written)."""
+        """Stop the threads after a last flush (everything queued is written)."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._writer is not None:
+            self._handed.set()
+            self._writer.join(timeout)
         if self._queued or self._open_rows:
-            self._flush_logged()
+            self._logged(self.flush)
 
 
 def _nicer(step: int) -> None:
@@ -348,46 +443,51 @@ def _column(values: np.ndarray) -> pa.Array:
 
 
 def _table(entries: list[_Entry]) -> pa.Table:
-    """The queued requests as one Arrow table, built column by column: one concatenation per
-    feature, the per-request columns (request id, model, times) repeated with ``take`` and
-    ``numpy.repeat``, and generated row ids joined in Arrow, with no Python loop over rows
-    (given ``ids`` are only flattened)."""
+    """The queued entries as one Arrow table, built column by column: one concatenation per
+    feature, the per-request columns (request id, times) and the per-entry ones (model) repeated
+    with ``take`` and ``numpy.repeat``, and generated row ids joined in Arrow, with no Python
+    loop over rows (given ``ids`` are only flattened)."""
     import pyarrow.compute as pc
 
     keys = list(entries[0].columns)
     names = [str(c) for c in keys]
     clash = {c for c in names if c in META_COLUMNS}
-    counts = np.fromiter((e.rows for e in entries), dtype=np.int64, count=len(entries))
-    owner = pa.array(np.repeat(np.arange(len(entries)), counts))  # each row's request
+    counts = np.fromiter((n for e in entries for n in e.counts), dtype=np.int64)
+    owner = pa.array(np.repeat(np.arange(len(counts)), counts))  # each row's request
     columns: dict[str, pa.Array] = {}
-    get = operator.itemgetter(*keys)  # each request's columns at once, then per column
-    per_request = (get(e.columns) for e in entries)
-    by_column = zip(*per_request) if len(keys) > 1 else [tuple(per_request)]
+    get = operator.itemgetter(*keys)  # each entry's columns at once, then per column
+    per_entry = (get(e.columns) for e in entries)
+    by_column = zip(*per_entry) if len(keys) > 1 else [tuple(per_entry)]
     for name, parts in zip(names, by_column, strict=True):
-        columns[f"feature_{name}" if clash else name] = _column(np.concatenate(parts))
-    request_ids = pa.array([e.request_id for e in entries], pa.string())
+        columns[f"feature_{name}" if clash else name] = _column(
+            np.concatenate(parts) if len(parts) > 1 else np.asarray(parts[0]))
+    request_ids = pa.array([r for e in entries for r in e.request_ids], pa.string())
     columns["request_id"] = request_ids.take(owner)
-    if all(e.ids is None for e in entries):  # ``<request id>-<row number>``
+    ids = [(rid, given, n) for e in entries
+           for rid, given, n in zip(e.request_ids, e.ids, e.counts, strict=True)]
+    if all(given is None for _, given, _ in ids):  # ``<request id>-<row number>``
         starts = np.repeat(np.cumsum(counts) - counts, counts)
         number = pa.array(np.arange(int(counts.sum())) - starts)
         columns["row_id"] = pc.binary_join_element_wise(
             columns["request_id"], pc.cast(number, pa.string()), "-")
     else:
-        columns["row_id"] = pa.array([key for e in entries for key in (
-            e.ids if e.ids is not None else [f"{e.request_id}-{i}" for i in range(e.rows)])],
-            pa.string())
-    predicted_ns = np.repeat(np.array([round(e.predicted_at * 1e9) for e in entries],
-                                      dtype=np.int64), counts)
-    columns["predicted_at"] = pa.array(predicted_ns, pa.timestamp("ns", tz="UTC"))
-    if all(e.event_time is None for e in entries):
+        columns["row_id"] = pa.array([key for rid, given, n in ids for key in (
+            given if given is not None else [f"{rid}-{i}" for i in range(n)])], pa.string())
+    predicted = np.array([round(e.predicted_at * 1e9) for e in entries for _ in e.counts],
+                         dtype=np.int64)
+    columns["predicted_at"] = pa.array(np.repeat(predicted, counts), pa.timestamp("ns", tz="UTC"))
+    events = [(t, e.predicted_at) for e in entries for t in e.event_times]
+    if all(t is None for t, _ in events):
         columns["event_time"] = columns["predicted_at"]
     else:
-        stamps = np.array([_utc(e.event_time).value if e.event_time is not None
-                           else round(e.predicted_at * 1e9) for e in entries], dtype=np.int64)
+        stamps = np.array([_utc(t).value if t is not None else round(at * 1e9)
+                           for t, at in events], dtype=np.int64)
         columns["event_time"] = pa.array(np.repeat(stamps, counts), pa.timestamp("ns", tz="UTC"))
-    columns["model_name"] = pa.array([e.model_name for e in entries], pa.string()).take(owner)
+    entry_of_row = pa.array(np.repeat(np.arange(len(entries)), [e.rows for e in entries]))
+    columns["model_name"] = pa.array([e.model_name for e in entries],
+                                     pa.string()).take(entry_of_row)
     columns["model_version"] = pa.array([e.model_version for e in entries],
-                                        pa.string()).take(owner)
+                                        pa.string()).take(entry_of_row)
     columns["prediction"] = _column(np.concatenate([np.asarray(e.output["predictions"])
                                                     for e in entries]))
     if all("scores" in e.output for e in entries):

@@ -71,6 +71,25 @@ def test_closing_writes_everything_queued(tmp_path):
     assert "score" not in rows.columns  # no scores given: no score column
 
 
+def test_a_running_log_writes_on_its_own(tmp_path):
+    """The collector hands tables to the writer and asks for a flush every ``flush_s``: the
+    rows reach the lake while the server runs, not only when it closes."""
+    uri = (tmp_path / "predictions").as_uri()
+    log = PredictionLog(uri, flush_s=0.2, max_rows=10_000)
+    log.start()
+    try:
+        for i in range(5):
+            log.add(f"q{i}", "m", "1", features(2, 2 * i), {"predictions": [0, 1]})
+        deadline = time.monotonic() + 60  # a loaded machine: wait on the state, not a time
+        while time.monotonic() < deadline and log.rows_written < 10:
+            time.sleep(0.05)
+        assert log.rows_written == 10 and log.queued_rows == 0 and log.write_errors == 0
+        assert sorted(logged(uri)["distance"]) == [float(i) for i in range(10)]
+    finally:
+        log.close()
+    assert log.rows_written == 10  # nothing written twice at the close
+
+
 def test_encoded_row_groups_become_one_file_per_day_and_nothing_is_lost(tmp_path, monkeypatch):
     """The writer encodes what is queued as row groups of the day's in-memory file (``encode``)
     and writes whole files at the flush: a chunk whose types do not fit the open file (a column
@@ -90,7 +109,7 @@ def test_encoded_row_groups_become_one_file_per_day_and_nothing_is_lost(tmp_path
     assert not list(storage.local_path(uri).glob("date=*/model=*/part-*.parquet"))  # nothing visible yet
     broken = storage.atomic_write_bytes
 
-    def failing(path, data):
+    def failing(path, data, **options):
         raise OSError("store down")
 
     monkeypatch.setattr(storage, "atomic_write_bytes", failing)
@@ -108,6 +127,35 @@ def test_encoded_row_groups_become_one_file_per_day_and_nothing_is_lost(tmp_path
     by_id = rows.set_index("row_id")
     assert by_id.loc["b-1", "carrier"] == "AA" and by_id.loc["c-0", "distance"] == 9.0
     assert by_id.loc["d-1", "carrier"] is None and by_id.loc["a-0", "carrier"] is None
+
+
+def test_a_killed_servers_half_written_part_is_swept_once_per_folder(tmp_path, monkeypatch):
+    import os
+    import subprocess
+
+    from pipeline_tasks.core import layout
+
+    uri = (tmp_path / "predictions").as_uri()
+    day = pd.Timestamp("2013-03-01T10:00:00Z")
+    folder = storage.local_path(layout.prediction_partition(uri, "2013-03-01", "m"))
+    folder.mkdir(parents=True)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    name = storage._tmp_name(str(folder / "part-x.parquet")).rpartition("/")[2]
+    left = folder / name.replace(f".{os.getpid()}.", f".{gone.pid}.")
+    left.write_bytes(b"half a part")
+    sweeps = []
+    sweep = storage.sweep_partial_writes_in
+    monkeypatch.setattr(storage, "sweep_partial_writes_in",
+                        lambda f: sweeps.append(f) or sweep(f))
+    log = PredictionLog(uri, flush_s=3600, max_rows=1000)
+    for n in range(3):
+        log.add(f"r{n}", "m", "1", features(2), {"predictions": [1, 0]}, event_time=day)
+        assert log.flush() == 2
+    assert not left.exists()  # the dead writer's part is gone, the three flushes' are whole
+    assert sorted(p.name.startswith("part-") for p in folder.iterdir()) == [True] * 3
+    assert len(logged(uri)) == 6
+    assert len(sweeps) == 1  # the folder was listed for leftovers once, not at every flush
 
 
 def test_the_server_answers_while_the_log_drops_and_says_so(registered, serving_config,
@@ -147,9 +195,10 @@ def _nice(tid: int) -> int:
 
 
 def test_the_writer_yields_the_core_and_writes_big_row_groups(tmp_path, monkeypatch):
-    """The writer thread runs at a lower CPU priority than the threads that answer requests,
-    and encodes what waits as one Parquet row group per ``ROW_GROUP_ROWS`` rows (not one per
-    step), with dictionaries only on the columns whose values repeat."""
+    """The writer thread runs at a lower CPU priority than the threads that answer requests
+    (the collector, which holds the GIL, does not), and encodes what waits as one Parquet row
+    group per ``ROW_GROUP_ROWS`` rows (not one per step), with dictionaries only on the columns
+    whose values repeat."""
     import pyarrow.parquet as pq
 
     from pipeline_tasks.serving import predlog
@@ -159,12 +208,14 @@ def test_the_writer_yields_the_core_and_writes_big_row_groups(tmp_path, monkeypa
     running = PredictionLog((tmp_path / "other").as_uri(), flush_s=3600, max_rows=10_000)
     running.start()
     try:
-        wanted = min(19, _nice(threading.get_native_id()) + predlog.WRITER_NICE)
+        ours = _nice(threading.get_native_id())
+        wanted = min(19, ours + predlog.WRITER_NICE)
         deadline = time.monotonic() + 10  # the thread lowers its priority as it starts
         while time.monotonic() < deadline and (
-                running._thread.native_id is None or _nice(running._thread.native_id) != wanted):
+                running._writer.native_id is None or _nice(running._writer.native_id) != wanted):
             time.sleep(0.01)
-        assert _nice(running._thread.native_id) == wanted
+        assert _nice(running._writer.native_id) == wanted
+        assert _nice(running._thread.native_id) == ours  # the collector: the server's own
     finally:
         running.close()
     log = PredictionLog(uri, flush_s=3600, max_rows=10_000)  # no thread: encoded by hand

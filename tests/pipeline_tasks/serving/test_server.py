@@ -259,6 +259,54 @@ def test_concurrent_requests_batched_together_get_their_own_answers(served, regi
         assert answer.json()["predictions"] == offline.predict(serving_model_frame(rows)).tolist()
 
 
+def test_requests_answered_by_one_call_are_logged_each_as_its_own(served, registered,
+                                                                  flights_rows, tmp_path):
+    """The batcher hands the log a whole model call at once (its combined columns): every
+    request's rows still carry its own request id, row keys, event time and answer."""
+    import asyncio
+
+    import httpx
+
+    from pipeline_tasks.serving.predlog import PredictionLog
+
+    uri = (tmp_path / "predictions").as_uri()
+    log = PredictionLog(uri, flush_s=3600, max_rows=10_000)
+    app = create_app(served, max_body_bytes=10**7, prediction_log=log, token="")
+    app.state.batcher.max_wait_s = 30.0  # the 12 requests in flight together share calls
+    when = (pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=1)).floor("h")
+    slices = [flights_rows.iloc[i * 5:i * 5 + 1 + i % 3] for i in range(12)]
+
+    def body(i: int, rows: pd.DataFrame) -> dict:
+        out: dict = {"records": records(rows)}
+        if i % 2:  # half give their row keys and an event time, half do not
+            out["ids"] = [f"key-{i}-{k}" for k in range(len(rows))]
+            out["event_time"] = when.isoformat()
+        return out
+
+    async def fire():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            return await asyncio.gather(*[
+                http.post("/predict", json=body(i, rows), headers={"X-Request-Id": f"req-{i}"})
+                for i, rows in enumerate(slices)])
+
+    answers = asyncio.run(fire())
+    assert app.state.batcher.calls < len(slices)  # some calls answered several requests
+    assert log.flush() == sum(len(rows) for rows in slices)
+    files = sorted(storage.local_path(uri).glob("date=*/model=*/part-*.parquet"))
+    logged = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    for i, (rows, answer) in enumerate(zip(slices, answers, strict=True)):
+        mine = logged[logged["request_id"] == f"req-{i}"].sort_values("row_id")
+        assert mine["prediction"].tolist() == answer.json()["predictions"]
+        assert mine["distance"].tolist() == rows["distance"].tolist()
+        if i % 2:
+            assert mine["row_id"].tolist() == [f"key-{i}-{k}" for k in range(len(rows))]
+            assert (mine["event_time"] == when).all()
+        else:
+            assert mine["row_id"].tolist() == [f"req-{i}-{k}" for k in range(len(rows))]
+            assert (mine["event_time"] == mine["predicted_at"]).all()
+
+
 def test_a_lone_client_never_waits_and_concurrent_requests_share_calls(served, registered,
                                                                         flights_rows):
     """Adaptive batching: with a waiting window far longer than any test, one client sending
