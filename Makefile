@@ -137,7 +137,8 @@ MLSERVER_VENV ?= .venv-mlserver
 bench-serving: setup bench-serving-venv
 	$(PY) benchmarks/bench_serving.py --mlserver-venv $(MLSERVER_VENV) $(ARGS)
 
-# only what the prediction log costs: the server with the log on and off, paired bursts (~6 min)
+# only what the prediction log costs: the server with the log on and off, paired bursts, and
+# at c=1 against the log-off server of the day that goal was set (~7 min)
 bench-serving-log: setup
 	$(PY) benchmarks/bench_serving.py --log-cost-only $(ARGS)
 
