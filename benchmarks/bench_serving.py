@@ -785,8 +785,13 @@ def baseline_c1(procs: Procs, argv_for, env: dict, shared: dict, args, pin: bool
     from pipeline_tasks.core.http import free_port
 
     tree = Path(tempfile.mkdtemp(prefix="bench-serving-baseline-")) / "tree"
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(tree),
-                    args.baseline_rev], check=True)
+    added = subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q",
+                            str(tree), args.baseline_rev], capture_output=True, text=True,
+                           check=False)
+    if added.returncode != 0:
+        raise SystemExit(f"--baseline-rev {args.baseline_rev}: cannot check it out of {ROOT} "
+                         f"({added.stderr.strip()[:300]}); a shallow clone lacks it: fetch it, "
+                         "name another revision, or give --baseline-rev '' to skip")
     ports = {"on": free_port(), "off": free_port()}
     servers = {}
     print(f"\nat c=1, ours (log on, port {ports['on']}) against the server of "
