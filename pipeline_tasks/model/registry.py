@@ -49,8 +49,11 @@ CHALLENGER = "challenger"
 #: promotion_status of a candidate whose inputs break the champion's clients
 BLOCKED_BREAKING = "blocked_breaking_change"
 LOCK_TIMEOUT_S = 120.0
-#: How many times a stale decision is compared again with a champion that keeps moving.
-REEVALUATIONS = 3
+#: How many times a stale decision is compared again with a champion that keeps moving. Each
+#: time means another run was promoted meanwhile, and the champion only ever moves to a better
+#: version, so with N runs registering at once (a backfill's parallel runs) the best one needs up
+#: to N - 1: 3 let it lose to a worse champion with 8 at once on a loaded machine.
+REEVALUATIONS = 16
 _REQUIRED_DECISION_KEYS = ("blessed", "reason", "primary_metric", "candidate_metrics")
 
 
