@@ -162,7 +162,8 @@ def child_profile(source: str, chunk_rows: int) -> int:
     """Ours with its pieces timed (library code untouched: wrappers set in this process only).
     The chunks are scored on several threads: pieces inside a chunk are summed over them."""
     from pipeline_tasks.core.config import load_config
-    from pipeline_tasks.scoring import batch, outputs, predictor, reader, rows
+    from pipeline_tasks.scoring import batch, outputs, reader, rows
+    from pipeline_tasks.serving import predictor
 
     timer = _Timer()
     timer.wrap_generator(reader.Source, "batches", "read (pyarrow batches)")

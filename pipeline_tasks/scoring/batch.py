@@ -10,8 +10,8 @@ version, even if the alias moves meanwhile. ``score_interval`` then
 2. checks every file's columns against the signature before any row is scored
    (``reader.check_columns``): a missing or retyped input fails the run naming the column;
 3. streams the source a chunk at a time: each chunk's rows are sorted (``rows.sort_rows``), the
-   accepted ones scored (``predictor.ChunkPredictor``: the model's own predictions, bit for bit),
-   and the scores, the rejects and the prediction-log rows written to the attempt's staging
+   accepted ones scored (``serving.predictor.ChunkPredictor``: the model's own predictions, bit
+   for bit), and the scores, the rejects and the prediction-log rows written to the attempt's staging
    folder (``outputs.Staging``) in the source's order; up to ``scoring_threads()`` chunks are
    checked and scored at once while this thread reads and writes;
 4. fails, publishing nothing, when rejected rows exceed ``max_reject_share`` of the rows (the
@@ -36,7 +36,6 @@ from pipeline_tasks.core import layout, storage
 from pipeline_tasks.core.errors import PipelineInputError
 from pipeline_tasks.core.names import safe_name
 from pipeline_tasks.core.results import XComResult
-from pipeline_tasks.scoring.predictor import ChunkPredictor
 from pipeline_tasks.scoring.reader import BatchInputError, Needed, Source
 
 if TYPE_CHECKING:
@@ -374,7 +373,7 @@ def _score_chunks(reader: Source, chunker: _Chunker, write) -> None:
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
-    from pipeline_tasks.scoring.predictor import one_openmp_thread
+    from pipeline_tasks.serving.predictor import one_openmp_thread
 
     threads = scoring_threads()
     first_row = 0
@@ -471,7 +470,7 @@ class _Chunker:
         self.run_id, self.key = run_id, key
         self.start, self.end = start, end
         self.id_column, self.time_column, self.filter_time = id_column, time_column, filter_time
-        self.predictor = ChunkPredictor(served.model)
+        self.predictor = served.predictor
 
     def score(self, origin: str, batch: pa.RecordBatch, first_row: int = 0) -> _Scored:
         """One chunk, whose first row is the source's ``first_row`` (0-based, for the row ids

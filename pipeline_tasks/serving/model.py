@@ -19,6 +19,7 @@ from pipeline_tasks.core import model_artifacts, tracking
 from pipeline_tasks.core.config import PipelineConfig
 from pipeline_tasks.core.errors import ConfigError
 from pipeline_tasks.serving.contract import Contract
+from pipeline_tasks.serving.predictor import ChunkPredictor
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,17 @@ class ServedModel:
     signature: dict
     classes: list | None = None  # classifiers: the labels, in predict_proba's column order
     tags: dict = field(default_factory=dict)
+    #: the model's own predictions, computed faster where that is exact (``predictor``)
+    predictor: ChunkPredictor = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        self.predictor = ChunkPredictor(self.model)
 
     def predict(self, frame) -> dict[str, list]:
         """``predictions`` (labels or values) and, for binary classifiers, ``scores``."""
         if self.classes is None:
-            return {"predictions": self.model.predict(frame).tolist()}
-        proba = self.model.predict_proba(frame)
+            return {"predictions": self.predictor.predict(frame).tolist()}
+        proba = self.predictor.predict_proba(frame)
         labels = [self.classes[i] for i in proba.argmax(axis=1)]
         out: dict[str, list] = {"predictions": labels}
         if len(self.classes) == 2:

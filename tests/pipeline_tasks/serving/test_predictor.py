@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline_tasks.scoring.predictor import FAST, PLAIN, ChunkPredictor
+from pipeline_tasks.serving.predictor import FAST, PLAIN, ChunkPredictor
 
 
 def identical(a, b) -> bool:
@@ -130,7 +130,7 @@ def test_missing_and_unseen_text_values_score_exactly_as_the_model(flights, conf
 def test_chunks_scored_from_several_threads_at_once_are_exact(flights, config):
     from concurrent.futures import ThreadPoolExecutor
 
-    from pipeline_tasks.scoring.predictor import one_openmp_thread
+    from pipeline_tasks.serving.predictor import one_openmp_thread
 
     model, X = fit(flights, "is_late", "classification", config)
     predictor = ChunkPredictor(model)
@@ -167,3 +167,81 @@ def test_other_models_fall_back_to_their_own_predict(flights, config):
     wrapped = Pipeline([("keep", "passthrough"), ("model", HistGradientBoostingClassifier(
         categorical_features="from_dtype", max_iter=20))]).fit(native, y)
     check(wrapped, native, PLAIN)
+
+
+def test_requests_of_one_row_score_exactly_as_the_model(flights, config, monkeypatch):
+    """The model server's calls: one row (or a few) at a time, each text value encoded once and
+    kept; rows with new, unseen or missing text values, missing numbers, and booleans."""
+    from pipeline_tasks.serving import predictor as module
+
+    frame = flights.assign(morning=flights["hour"] < 12)  # a bool input
+    model, X = fit(frame, "is_late", "classification", config)
+    assert X["morning"].dtype == bool
+    predictor = ChunkPredictor(model)
+    odd = X.iloc[:400].copy()
+    odd.loc[odd.index[::9], "carrier"] = "ZZ-never-seen"
+    odd.loc[odd.index[::11], "dest"] = np.nan  # the pipeline's own path for that call
+    odd.loc[odd.index[::13], "distance"] = np.nan  # the imputer's median
+    for i in range(len(odd)):
+        row = odd.iloc[[i]]
+        assert identical(predictor.predict_proba(row), model.predict_proba(row)), i
+        assert identical(predictor.predict(row), model.predict(row)), i
+    assert predictor._checked.is_set() and predictor._checks == module.CHECK_CALLS
+    assert predictor.columns_path and predictor.binned_path  # nothing was dropped
+    text = next(b for *_, b in predictor._columns.blocks if isinstance(b, module._TextBlock))
+    known = dict(zip(text.columns, text.known, strict=True))
+    assert "ZZ-never-seen" in known["carrier"]  # encoded once, then looked up
+    assert set(known["origin"]) == set(odd["origin"].dropna())
+    for part in (X.iloc[400:403], X.iloc[[7]]):
+        assert identical(predictor.predict_proba(part), model.predict_proba(part))
+    for call in (predictor.predict_proba, model.predict_proba):  # no rows: refused alike
+        with pytest.raises(ValueError, match="0 sample"):
+            call(X.iloc[:0])
+
+    # the cache is bounded: past it, values are encoded per call, still exactly
+    monkeypatch.setattr(module, "CACHED_VALUES", 5)
+    small = ChunkPredictor(model)
+    many = X.iloc[:3000:7].copy()
+    many["dest"] = [f"D{i}XX" for i in range(len(many))]
+    for i in range(0, 60):
+        row = many.iloc[[i]]
+        assert identical(small.predict_proba(row), model.predict_proba(row)), i
+    assert identical(small.predict_proba(many), model.predict_proba(many))
+    small_text = next(b for *_, b in small._columns.blocks if isinstance(b, module._TextBlock))
+    assert all(len(known) <= 5 for known in small_text.known)
+
+
+def test_numbers_the_imputer_would_refuse_or_convert_take_its_own_path(flights, config):
+    model, X = fit(flights, "is_late", "classification", config)
+    predictor = ChunkPredictor(model)
+    predictor.predict_proba(X)  # checked
+    infinite = X.iloc[:50].astype({"distance": "float64"})
+    infinite.loc[infinite.index[3], "distance"] = np.inf
+    with pytest.raises(ValueError, match="infinity") as got:
+        predictor.predict_proba(infinite)
+    with pytest.raises(ValueError, match="infinity") as own:
+        model.predict_proba(infinite)
+    assert str(got.value) == str(own.value)
+    single = X.iloc[:50].astype({"distance": "float32", "hour": "float32"})
+    single.loc[single.index[::4], "distance"] = np.nan  # float32 NaN: the imputer's own rounding
+    assert identical(predictor.predict_proba(single), model.predict_proba(single))
+    assert identical(predictor.predict_proba(single.iloc[[0]]),
+                     model.predict_proba(single.iloc[[0]]))
+
+
+def test_a_served_model_predicts_through_the_predictor(flights, config):
+    """What the model server answers: the fast path's predictions, equal to the model's."""
+    from pipeline_tasks.serving.contract import Contract
+    from pipeline_tasks.serving.model import ServedModel
+
+    model, X = fit(flights, "is_late", "classification", config)
+    served = ServedModel(name="m", version="1", run_id="r", dataset_version="d", digest="x",
+                         model=model, contract=Contract((), 100, 1e9), signature={},
+                         classes=[bool(c) for c in model.classes_])
+    assert served.predictor.kind == FAST and served.predictor.model is model
+    for i in (0, 1, 2, 50):
+        row = X.iloc[[i]]
+        got = served.predict(row)
+        proba = model.predict_proba(row)
+        assert got["scores"] == proba[:, 1].tolist()
+        assert got["predictions"] == [bool(model.classes_[proba.argmax(axis=1)[0]])]
