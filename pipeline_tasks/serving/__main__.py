@@ -32,6 +32,8 @@ from pipeline_tasks.core.config import load_config
 from pipeline_tasks.core.errors import PipelineInputError
 
 log = logging.getLogger("pipeline_tasks.serving")
+#: The server's GIL switch interval (``sys.setswitchinterval``), in seconds.
+SWITCH_INTERVAL_S = 0.0005
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     # of a stalled event loop every few thousand requests)
     gc.collect()
     gc.freeze()
+    # The event loop waits for the GIL whenever the prediction log's collector or the model's
+    # thread holds it, and CPython makes a waiting thread wait a whole switch interval (5 ms by
+    # default) before it asks for it: a request that meets the collector would wait that long
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     server = uvicorn.Server(uvicorn.Config(
         app, host=args.host or config.serving_host, port=args.port or config.serving_port,
         workers=1, access_log=False, log_level="warning", server_header=False,

@@ -203,7 +203,7 @@ def test_requests_of_one_row_score_exactly_as_the_model(flights, config, monkeyp
     small = ChunkPredictor(model)
     many = X.iloc[:3000:7].copy()
     many["dest"] = [f"D{i}XX" for i in range(len(many))]
-    for i in range(0, 60):
+    for i in range(60):
         row = many.iloc[[i]]
         assert identical(small.predict_proba(row), model.predict_proba(row)), i
     assert identical(small.predict_proba(many), model.predict_proba(many))

@@ -232,3 +232,49 @@ def test_the_writer_yields_the_core_and_writes_big_row_groups(tmp_path, monkeypa
     assert not any("DICTIONARY" in e for e in encodings["row_id"])
     assert not any("DICTIONARY" in e for e in encodings["distance"])
     assert sorted(logged(uri)["distance"]) == [float(i) for i in range(100)]
+
+
+def test_the_collector_takes_the_queue_by_amount_or_at_the_latest_after_a_while(tmp_path,
+                                                                                 monkeypatch):
+    """A turn of the collector has a fixed cost: a lone client's requests wait for a turn per
+    ``COLLECT_EVERY_S``, busy traffic's for one per ``COLLECT_REQUESTS`` requests."""
+    from pipeline_tasks.serving import predlog
+
+    monkeypatch.setattr(predlog, "COLLECT_REQUESTS", 20)
+    monkeypatch.setattr(predlog, "COLLECT_EVERY_S", 3600.0)
+    log = PredictionLog((tmp_path / "predictions").as_uri(), flush_s=3600, max_rows=10_000)
+    log.start()
+    try:
+        answer = {"predictions": [1], "scores": [0.5]}
+        for i in range(19):
+            assert log.add(f"r{i}", "m", "1", features(1, i), answer)
+        time.sleep(0.3)  # ample for a turn, had one been due
+        assert len(log._queue) == 19  # not taken: 19 requests wait, the next turn in an hour
+        assert log.add("r19", "m", "1", features(1, 19), answer)  # the 20th: a turn now
+        deadline = time.monotonic() + 60
+        while log._queue and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not log._queue and log.queued_rows == 20  # taken, waiting for the flush
+        assert log._queued_requests == 0
+    finally:
+        log.close()
+    assert log.rows_written == 20
+
+
+def test_object_columns_keep_their_types_and_nulls():
+    """Text goes to Arrow as strings at once; anything else in an object column is inferred as
+    pandas would write it."""
+    import numpy as np
+    import pyarrow as pa
+
+    from pipeline_tasks.serving.predlog import _column
+
+    text = _column(np.array(["AA", None, "B6"], dtype=object))
+    assert text.type == pa.string() and text.to_pylist() == ["AA", None, "B6"]
+    missing = _column(np.array(["AA", np.nan, "B6"], dtype=object))  # the contract's null
+    assert missing.type == pa.string() and missing.to_pylist() == ["AA", None, "B6"]
+    flags = _column(np.array([True, None, False], dtype=object))
+    assert flags.type == pa.bool_() and flags.to_pylist() == [True, None, False]
+    assert _column(np.array([None, None], dtype=object)).type == pa.null()
+    assert _column(np.array([None, "AA"], dtype=object)).type == pa.string()
+    assert _column(np.array([1.5, np.nan])).to_pylist() == [1.5, None]
