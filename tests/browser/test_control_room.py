@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
@@ -62,10 +63,21 @@ def links(ui, run_id: str, task_id: str) -> dict:
                       "/links")["extra_links"]
 
 
-def set_text(element, text: str) -> None:
-    element.send_keys(Keys.CONTROL, "a")
-    element.send_keys(Keys.DELETE)
-    element.send_keys(text)
+def set_text(element, text: str, tries: int = 3) -> None:
+    """Replace the input's value with ``text`` and wait until it holds it: a React form that
+    re-renders under CPU load can drop keystrokes (a CI run's form sent 1 for "0.01"), so a
+    value that did not take is typed again."""
+    for _ in range(tries):
+        element.send_keys(Keys.CONTROL, "a")
+        element.send_keys(Keys.DELETE)
+        element.send_keys(text)
+        try:
+            WebDriverWait(element.parent, 5).until(
+                lambda _: element.get_attribute("value") == text)
+            return
+        except TimeoutException:
+            continue
+    raise AssertionError(f"the input holds {element.get_attribute('value')!r}, not {text!r}")
 
 
 def dialog_button(driver, text: str):
