@@ -11,8 +11,8 @@ version, even if the alias moves meanwhile. ``score_interval`` then
    (``reader.check_columns``): a missing or retyped input fails the run naming the column;
 3. streams the source a chunk at a time: each chunk's rows are sorted (``rows.sort_rows``), the
    accepted ones scored (``serving.predictor.ChunkPredictor``: the model's own predictions, bit
-   for bit), and the scores, the rejects and the prediction-log rows written to the attempt's staging
-   folder (``outputs.Staging``) in the source's order; up to ``scoring_threads()`` chunks are
+   for bit), and the scores, the rejects and the prediction-log rows written to the attempt's
+   staging folder (``outputs.Staging``) in the source's order; up to ``scoring_threads()`` chunks are
    checked and scored at once while this thread reads and writes;
 4. fails, publishing nothing, when rejected rows exceed ``max_reject_share`` of the rows (the
    rejects and the summary are kept in the run's quarantine folder to look at); otherwise

@@ -13,10 +13,10 @@ contract already made) and its answer on a queue, a few microseconds under a loc
 DataFrame or I/O. Two background threads do the rest:
 
 - the collector turns the queued requests into Arrow tables once ``COLLECT_REQUESTS`` (512)
-  requests or ``COLLECT_ROWS`` (4,096) rows wait, and at the latest every ``COLLECT_EVERY_S`` (1 s):
-  one concatenation per column, no Python loop over rows, no pandas, the only part that holds
-  the GIL, a few milliseconds at most at a time. It runs at the server's own priority: a thread the
-  scheduler holds back while it holds the GIL would stall the event loop;
+  requests or ``COLLECT_ROWS`` (4,096) rows wait, and at the latest every ``COLLECT_EVERY_S``
+  (1 s): one concatenation per column, no Python loop over rows, no pandas, the only part that
+  holds the GIL, a few milliseconds at most at a time. It runs at the server's own priority: a
+  thread the scheduler holds back while it holds the GIL would stall the event loop;
 - the writer, at a lower CPU priority (``WRITER_NICE``, so the threads that answer go first),
   encodes those tables as row groups of each day's Parquet file in memory, by pyarrow without
   the GIL, once ``ROW_GROUP_ROWS`` rows of a file wait (big row groups cost a quarter of small

@@ -245,3 +245,4 @@ def test_a_served_model_predicts_through_the_predictor(flights, config):
         proba = model.predict_proba(row)
         assert got["scores"] == proba[:, 1].tolist()
         assert got["predictions"] == [bool(model.classes_[proba.argmax(axis=1)[0]])]
+    assert served.predictor._checks == 4  # each answer came through the predictor
