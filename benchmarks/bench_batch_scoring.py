@@ -5,7 +5,7 @@ A fresh ``MLOPS_HOME`` gets February 2013 of the flights feed, and the pipeline'
 (alias ``champion``). The rows of the landed feed, only the model's input columns (its signature),
 are repeated to 1M and 10M rows and written, streaming, once as Parquet (row groups of
 ``--row-group-rows``, pyarrow's default) and once as CSV (as pandas writes it). Per size, each
-competitor runs alone in a fresh process, in interleaved rounds (A B C D A B C D):
+competitor runs alone in a fresh process, in interleaved rounds (each one once per round):
 
 - A ``ours parquet``: ``scoring.batch.resolve_model`` + ``score_interval`` on the Parquet file
   (``chunk_rows`` = ``config.batch_chunk_rows`` unless ``--chunk-rows``), which also writes the
@@ -14,11 +14,15 @@ competitor runs alone in a fresh process, in interleaved rounds (A B C D A B C D
 - C ``mlflow models predict -m models:/flights_is_late/<v> -i <csv> -o out.json --content-type
   csv --env-manager local`` (the registry of the temp home through ``MLFLOW_TRACKING_URI``);
 - D the obvious script: ``pd.read_parquet`` + ``mlflow.pyfunc.load_model(...).predict`` on the
-  whole frame, the predictions written to Parquet.
+  whole frame, the predictions written to Parquet;
+- E and F ``ours parquet`` and the obvious script *as a task*: a process imports
+  ``pipeline_tasks.ops.preload`` (what the LocalExecutor's forkserver and the Celery workers
+  import once, not per task) and forks; the forked process runs A (or D) and ends with
+  ``os._exit``, as Airflow's task process does. Its figures are from fork to exit.
 
-Each figure is that of the whole process, from spawn to exit (Python start, imports and model
-load included, as a user running the command sees it): wall time, rows/s, CPU time and peak RSS
-(``ru_maxrss`` of ``os.wait4`` on the child: the largest process of its tree). Ours also reports
+Each other figure is that of the whole process, from spawn to exit (Python start, imports and
+model load included, as a user running the command sees it): wall time, rows/s, CPU time and peak
+RSS (``ru_maxrss`` of ``os.wait4`` on the child: the largest process of its tree). Ours also reports
 the time inside ``score_interval``. Medians over rounds; ratios against ``mlflow models predict``.
 Optional extras: ``--sweep`` runs ours at other chunk sizes on the smallest size, ``--profile``
 times the pieces of our scorer per chunk (reading, row checks, predict_proba split into the
@@ -57,9 +61,10 @@ FEED_DAYS = (date(2013, 2, 1), date(2013, 3, 3))
 TRAIN_INTERVAL = ("2013-03-01T00:00:00+00:00", "2013-03-02T00:00:00+00:00")
 SCORE_INTERVAL = ("2013-03-02T00:00:00+00:00", "2013-03-03T00:00:00+00:00")
 GOAL_SPEEDUP, GOAL_MEMORY_GROWTH = 3.0, 1.5
-COMPETITORS = ("ours_parquet", "ours_csv", "mlflow_cli", "script")
+COMPETITORS = ("ours_parquet", "ours_csv", "ours_task", "mlflow_cli", "script", "script_task")
 LABELS = {"ours_parquet": "ours, Parquet", "ours_csv": "ours, CSV",
-          "mlflow_cli": "mlflow models predict", "script": "obvious script"}
+          "ours_task": "ours, Parquet, as task", "mlflow_cli": "mlflow models predict",
+          "script": "obvious script", "script_task": "obvious script, as task"}
 
 
 # --------------------------------------------------------------------------- children
@@ -227,8 +232,43 @@ def child_setup(work: Path, sizes: list[int], row_group_rows: int, out: Path) ->
     return 0
 
 
+def child_task(argv: list[str]) -> int:
+    """Run the child ``argv`` as an Airflow task runs: forked from a worker that imported the
+    heavy libraries once (``pipeline_tasks.ops.preload``: the LocalExecutor's forkserver preload,
+    the Celery workers' ``imports``), exiting with ``os._exit`` as Airflow's task process does.
+    Prints the forked process's own figures (fork to exit) on a ``TASK`` line."""
+    import gc
+
+    import pipeline_tasks.ops.preload  # noqa: F401  (once per worker, not per task)
+
+    gc.freeze()  # as the LocalExecutor does before it forks
+    sys.stdout.flush()
+    t0 = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:  # the task
+        code = 1
+        try:
+            code = child_main(argv)
+        except BaseException:  # noqa: BLE001 (os._exit skips the usual traceback)
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    _, status, usage = os.wait4(pid, 0)
+    wall = time.perf_counter() - t0
+    code = os.waitstatus_to_exitcode(status)
+    print("TASK " + json.dumps({"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+                                "peak_rss_mb": usage.ru_maxrss / 1024}), flush=True)
+    return code
+
+
 def child_main(argv: list[str]) -> int:
     mode, args = argv[0], argv[1:]
+    if mode == "task":
+        return child_task(args)
     if mode == "setup":
         return child_setup(Path(args[0]), [int(s) for s in args[1].split(",") if s.strip()],
                            int(args[2]), Path(args[3]))
@@ -360,10 +400,15 @@ def run_child(name: str, argv: list[str], env: dict, logdir: Path) -> dict:
     if proc.returncode != 0:
         tail = err_path.read_text()[-3000:]
         raise SystemExit(f"{name} failed (exit {proc.returncode}): {' '.join(argv)}\n{tail}")
-    line = next((x for x in out_path.read_text().splitlines() if x.startswith("RESULT ")), None)
+    lines = out_path.read_text().splitlines()
+    line = next((x for x in lines if x.startswith("RESULT ")), None)
     result = json.loads(line[len("RESULT "):]) if line else {}
     result.update({"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": usage.ru_maxrss / 1024,
                    "other_cpu_cores": max(0.0, busy - cpu) / wall if wall else 0.0})
+    task = next((x for x in lines if x.startswith("TASK ")), None)
+    if task:  # a task forked from a warm worker: its own figures, the worker's start apart
+        result.update({f"worker_{k}": result[k] for k in ("wall_s", "cpu_s", "peak_rss_mb")})
+        result.update(json.loads(task[len("TASK "):]))
     return result
 
 
@@ -386,6 +431,9 @@ def competitor(name: str, size: int, files: dict, ctx: dict) -> dict:
     if name == "ours_csv":
         return run_child(name, [py, __file__, "--child", "ours", str(csv),
                                 str(ctx["chunk_rows"])], env, logdir)
+    if name == "ours_task":
+        return run_child(name, [py, __file__, "--child", "task", "ours", str(parquet),
+                                str(ctx["chunk_rows"])], env, logdir)
     model_uri = f"models:/{MODEL}/{ctx['version']}"
     out = ctx["work"] / "out" / f"{name}.{'json' if name == 'mlflow_cli' else 'parquet'}"
     out.parent.mkdir(exist_ok=True)
@@ -398,8 +446,9 @@ def competitor(name: str, size: int, files: dict, ctx: dict) -> dict:
         result["rows"] = size
         result["rows_scored"] = _mlflow_predictions(out)
     else:
-        result = run_child(name, [py, __file__, "--child", "script", str(parquet), model_uri,
-                                  str(out)], env, logdir)
+        task = ["task"] if name == "script_task" else []
+        result = run_child(name, [py, __file__, "--child", *task, "script", str(parquet),
+                                  model_uri, str(out)], env, logdir)
     out.unlink(missing_ok=True)
     return result
 
@@ -435,7 +484,7 @@ def report_size(size: int, rounds: int, res: dict) -> None:
         if name.startswith("ours"):
             note = (f"in score_interval {r['call_s']:.1f} s = {r['call_rows_per_s']:,.0f} rows/s;"
                     f" {r['rows_rejected']:,} rejected")
-        elif name == "script":
+        elif name.startswith("script"):
             note = (f"read {r['read_s']:.1f} s, load {r['load_s']:.1f} s, predict "
                     f"{r['predict_s']:.1f} s, write {r['write_s']:.1f} s")
         else:
@@ -457,7 +506,7 @@ def report_goals(results: dict) -> dict:
     sizes = sorted(int(s) for s in results["sizes"])
     for size in sizes:
         res = results["sizes"][str(size)]
-        for name in ("ours_parquet", "ours_csv"):
+        for name in ("ours_parquet", "ours_csv", "ours_task"):
             if name not in res or "mlflow_cli" not in res:
                 continue
             ratio = res[name]["rows_per_s"] / res["mlflow_cli"]["rows_per_s"]
@@ -605,8 +654,10 @@ def main() -> int:
         rounds = args.rounds_small if size < 5_000_000 else args.rounds_large
         report_size(size, rounds, results["sizes"][str(size)])
     print("(rows/s: rows of the file / wall time of the whole process, Python start, imports and "
-          "model load included; peak MB: ru_maxrss of the process tree; 'scored': rows given a "
-          "prediction, ours rejects the rows its contract refuses)")
+          "model load included; 'as task': of the task process forked from a worker that "
+          "imported the libraries once, as Airflow runs a task, fork to exit; peak MB: ru_maxrss "
+          "of the process tree; 'scored': rows given a prediction, ours rejects the rows its "
+          "contract refuses)")
     results["goals"] = report_goals(results)
     if args.sweep:
         report_sweep(sizes[0], results["sweep"]["runs"], chunk_rows)
