@@ -425,14 +425,10 @@ def _mlflow_predictions(path: Path) -> int:
 def competitor(name: str, size: int, files: dict, ctx: dict) -> dict:
     py, env, logdir = sys.executable, ctx["env"], ctx["work"] / "logs"
     parquet, csv = files[size]
-    if name == "ours_parquet":
-        return run_child(name, [py, __file__, "--child", "ours", str(parquet),
-                                str(ctx["chunk_rows"])], env, logdir)
-    if name == "ours_csv":
-        return run_child(name, [py, __file__, "--child", "ours", str(csv),
-                                str(ctx["chunk_rows"])], env, logdir)
-    if name == "ours_task":
-        return run_child(name, [py, __file__, "--child", "task", "ours", str(parquet),
+    task = ["task"] if name.endswith("_task") else []  # forked from a warm worker (child_task)
+    if name.startswith("ours"):
+        source = csv if name == "ours_csv" else parquet
+        return run_child(name, [py, __file__, "--child", *task, "ours", str(source),
                                 str(ctx["chunk_rows"])], env, logdir)
     model_uri = f"models:/{MODEL}/{ctx['version']}"
     out = ctx["work"] / "out" / f"{name}.{'json' if name == 'mlflow_cli' else 'parquet'}"
@@ -446,7 +442,6 @@ def competitor(name: str, size: int, files: dict, ctx: dict) -> dict:
         result["rows"] = size
         result["rows_scored"] = _mlflow_predictions(out)
     else:
-        task = ["task"] if name == "script_task" else []
         result = run_child(name, [py, __file__, "--child", *task, "script", str(parquet),
                                   model_uri, str(out)], env, logdir)
     out.unlink(missing_ok=True)
