@@ -24,7 +24,10 @@ two rounds on a shared machine: our server with the log on and the same server w
 ``--no-prediction-log`` run at once, both pinned to the server core, and load bursts go to one
 and then the other (``--log-rounds`` pairs of ``--log-duration`` seconds per scenario, the order
 alternating); the ratio reported is the median over the pairs of on/off (``--log-cost-only``
-runs only this part: ``make bench-serving-log``). The goal "at c=1, no slower than the log-off
+runs only this part: ``make bench-serving-log``). The rounds are spread over ``--log-pairs``
+(default 3) fresh pairs of server processes: two processes of the very same server differ by
+several per cent for their whole life, which a single pair would count as the log's cost;
+``--log-control`` runs the same protocol with the log off on both sides, to show that noise. The goal "at c=1, no slower than the log-off
 server of the day" is measured the same way against that day's server: ``--baseline-rev``
 (default ``BASELINE_REV``) checked out in a temporary git worktree, run with its log off.
 
@@ -525,6 +528,13 @@ def main() -> int:
                         help="paired bursts (log on, log off) per scenario for the log's cost")
     parser.add_argument("--log-duration", type=float, default=5.0,
                         help="measured seconds per burst of the log's cost")
+    parser.add_argument("--log-pairs", type=int, default=3,
+                        help="fresh pairs of server processes (log on, log off) the log's "
+                             "rounds are spread over (two processes of one server differ by "
+                             "several per cent for their whole life)")
+    parser.add_argument("--log-control", action="store_true",
+                        help="a control run of the log's cost: both sides with the log off, "
+                             "so the ratios show what noise and process luck alone give")
     parser.add_argument("--log-cost-only", action="store_true",
                         help="measure only what the prediction log costs (paired bursts)")
     parser.add_argument("--log-scenarios", default="",
@@ -715,45 +725,71 @@ def log_cost(procs: Procs, argv_for, env: dict, shared: dict, args, pin: bool,
     """What the prediction log costs, paired: our server with the log on and the same server
     with ``--no-prediction-log``, both running and pinned to the server core (the idle one waits
     on its socket), get load bursts in turn, per round and scenario, the order alternating
-    (on off, off on, ...), so a shared machine's drift falls on both alike. Per scenario: the
-    bursts of each side and the per-pair ratios on/off."""
+    (on off, off on, ...), so a shared machine's drift falls on both alike. The rounds are
+    spread over ``--log-pairs`` fresh pairs of server processes: two processes of the same
+    server differ by several per cent for their whole life (where their memory landed), and a
+    single pair would count that as the log's cost (``--log-control`` measures it: both sides
+    with the log off). Per scenario: the bursts of each side, the per-pair ratios on/off and
+    which server pair each came from."""
     from pipeline_tasks.core.http import free_port
 
     scenarios = log_scenarios(args.log_scenarios)
-    ports = {"on": free_port(), "off": free_port()}
-    servers = {}
-    print(f"\nthe prediction log's cost: log on (port {ports['on']}) and off (port "
-          f"{ports['off']}) side by side, {args.log_rounds} paired bursts of "
-          f"{args.log_duration:g} s per scenario", flush=True)
-    try:
-        for side in ("on", "off"):
-            extra = () if side == "on" else ("--no-prediction-log",)
-            proc, started = procs.start(f"ours-log-{side}", argv_for(ports[side], *extra), env)
-            ready = wait_ready(procs, proc, started, f"http://127.0.0.1:{ports[side]}/ready")
-            print(f"  log {side}: ready in {ready:.2f} s", flush=True)
-            servers[side] = proc
-        prepare(ports["on"], servers["on"])
-        agree = [sample_predictions(f"http://127.0.0.1:{ports[side]}/predict", shared["sample"])
-                 for side in ("on", "off")]
-        if agree[0] != agree[1]:
-            raise SystemExit("the servers with the log on and off predict differently")
-        out = alternate(ports, servers, scenarios, shared, args, pin)
-        out["log_on_metrics"] = log_metrics(ports["on"])
-        print(f"  log on: {out['log_on_metrics']}", flush=True)
-    finally:
-        for proc in servers.values():
-            procs.stop(proc)
+    pairs = max(1, min(args.log_pairs, args.log_rounds))
+    control = args.log_control
+    out: dict = {"rounds": args.log_rounds, "pairs": pairs, "duration_s": args.log_duration,
+                 "control": control, "scenarios": {s[0]: {"on": [], "off": [], "pair": []}
+                                                   for s in scenarios}}
+    print(f"\nthe prediction log's cost: log on and off side by side, {args.log_rounds} paired "
+          f"bursts of {args.log_duration:g} s per scenario over {pairs} fresh pair(s) of servers"
+          + (" -- CONTROL: both sides with the log off, so the ratios show the noise alone"
+             if control else ""), flush=True)
+    seen: dict = {}
+    for pair in range(pairs):
+        rounds = range(pair * args.log_rounds // pairs, (pair + 1) * args.log_rounds // pairs)
+        ports = {"on": free_port(), "off": free_port()}
+        servers = {}
+        try:
+            for side in ("on", "off"):
+                extra = () if side == "on" and not control else ("--no-prediction-log",)
+                proc, started = procs.start(f"ours-log-{side}-{pair + 1}",
+                                            argv_for(ports[side], *extra), env)
+                ready = wait_ready(procs, proc, started,
+                                   f"http://127.0.0.1:{ports[side]}/ready")
+                print(f"  pair {pair + 1}/{pairs}: log {side} (port {ports[side]}) ready in "
+                      f"{ready:.2f} s", flush=True)
+                servers[side] = proc
+            prepare(ports["on"], servers["on"])
+            agree = [sample_predictions(f"http://127.0.0.1:{ports[side]}/predict",
+                                        shared["sample"]) for side in ("on", "off")]
+            if agree[0] != agree[1]:
+                raise SystemExit("the servers with the log on and off predict differently")
+            got = alternate(ports, servers, scenarios, shared, args, pin, rounds)
+            for scen, sides in got["scenarios"].items():
+                for side in ("on", "off"):
+                    out["scenarios"][scen][side].extend(sides[side])
+                out["scenarios"][scen]["pair"].extend([pair] * len(sides["on"]))
+            if not control:
+                for key, value in log_metrics(ports["on"]).items():
+                    seen[key] = seen.get(key, 0) + value
+        finally:
+            for proc in servers.values():
+                procs.stop(proc)
+    if seen:
+        out["log_on_metrics"] = seen
+        print(f"  log on, all pairs: {seen}", flush=True)
     return out
 
 
 def alternate(ports: dict, servers: dict, scenarios: list, shared: dict, args,
-              pin: bool) -> dict:
+              pin: bool, rounds: range | None = None) -> dict:
     """Load bursts to the two servers ``on`` and ``off`` in turn, per round and scenario, the
-    order alternating (on off, off on, ...); per scenario the bursts of each side."""
-    out: dict = {"rounds": args.log_rounds, "duration_s": args.log_duration, "scenarios": {}}
+    order alternating (on off, off on, ...); per scenario the bursts of each side. ``rounds``:
+    which of the ``--log-rounds`` rounds (default all)."""
+    rounds = rounds if rounds is not None else range(args.log_rounds)
+    out: dict = {"rounds": len(rounds), "duration_s": args.log_duration, "scenarios": {}}
     for scen, _, _ in scenarios:
         out["scenarios"][scen] = {"on": [], "off": []}
-    for rnd in range(args.log_rounds):
+    for rnd in rounds:
         for k, (scen, per_request, concurrency) in enumerate(scenarios):
             order = ("on", "off") if (rnd + k) % 2 == 0 else ("off", "on")
             got = {}
@@ -855,8 +891,11 @@ def _paired(scenario: dict) -> dict:
            for key in ("rps", "p99_ms", "server_cpu_ms_per_req")}
     rps = [a["rps"] / b["rps"] for a, b in zip(on, off, strict=True)]
     p99 = [a["p99_ms"] / b["p99_ms"] for a, b in zip(on, off, strict=True)]
+    pairs = scenario.get("pair") or [0] * len(rps)
+    per_pair = [statistics.median(r for r, k in zip(rps, pairs, strict=True) if k == pair)
+                for pair in sorted(set(pairs))]
     return {**med, "rps_ratio": statistics.median(rps), "p99_ratio": statistics.median(p99),
-            "rps_ratios": rps, "p99_ratios": p99,
+            "rps_ratios": rps, "p99_ratios": p99, "rps_ratio_per_server_pair": per_pair,
             "errors": sum(r["errors"] for r in on + off),
             "other_cpu": max(r["other_cpu"] for r in on + off)}
 
@@ -865,23 +904,29 @@ def report_log_cost(results: dict) -> None:
     cost = results["log_cost"]
     print(f"\nwhat the prediction log costs: the same server with the log on and off, side by "
           f"side on one core, {cost['rounds']} paired bursts of {cost['duration_s']:g} s per "
-          f"scenario; medians, and the median of the per-pair ratios on/off (goals: throughput "
-          f">= 0.9x, p99 <= 1.3x)")
+          f"scenario over {cost.get('pairs', 1)} fresh pair(s) of server processes; medians, and "
+          f"the median of the per-pair ratios on/off (goals: throughput >= 0.9x, p99 <= 1.3x)")
+    if cost.get("control"):
+        print("CONTROL RUN: both sides had the log off; the ratios are noise and process luck, "
+              "not the log's cost, and the goals below do not apply")
     print(f"{'scenario':<14}{'req/s on':>10}{'off':>8}{'ratio':>7}{'p99 on':>8}{'off':>8}"
-          f"{'ratio':>7}{'cpu-ms/req on':>15}{'off':>6}  {'ratios per pair (req/s; p99)':<40}"
-          f"goals")
+          f"{'ratio':>7}{'cpu-ms/req on':>15}{'off':>6}  {'ratios per pair (req/s; p99)':<30}"
+          f"{'req/s ratio per server pair':<29}goals")
     goals = {}
     for scen in cost["scenarios"]:
         p = cost["scenarios"][scen]["paired"] = _paired(cost["scenarios"][scen])
         ok = p["rps_ratio"] >= 0.9 and p["p99_ratio"] <= 1.3
-        goals[f"{scen}: log on/off throughput {p['rps_ratio']:.2f}x (>= 0.9), p99 "
-              f"{p['p99_ratio']:.2f}x (<= 1.3)"] = ok
+        verdict = "control" if cost.get("control") else "PASS" if ok else "MISS"
+        if not cost.get("control"):
+            goals[f"{scen}: log on/off throughput {p['rps_ratio']:.2f}x (>= 0.9), p99 "
+                  f"{p['p99_ratio']:.2f}x (<= 1.3)"] = ok
         spread = (f"{min(p['rps_ratios']):.2f}-{max(p['rps_ratios']):.2f}; "
                   f"{min(p['p99_ratios']):.2f}-{max(p['p99_ratios']):.2f}")
+        per_pair = " ".join(f"{r:.2f}" for r in p["rps_ratio_per_server_pair"])
         print(f"{scen:<14}{p['rps_on']:>10.1f}{p['rps_off']:>8.1f}{p['rps_ratio']:>7.2f}"
               f"{p['p99_ms_on']:>8.1f}{p['p99_ms_off']:>8.1f}{p['p99_ratio']:>7.2f}"
               f"{p['server_cpu_ms_per_req_on']:>15.2f}{p['server_cpu_ms_per_req_off']:>6.2f}  "
-              f"{spread:<40}{'PASS' if ok else 'MISS'}")
+              f"{spread:<30}{per_pair:<29}{verdict}")
     seen = cost.get("log_on_metrics")
     if seen:
         print(f"the server with the log on predicted {seen['predicted']:,} rows; its log dropped "
