@@ -278,3 +278,34 @@ def test_object_columns_keep_their_types_and_nulls():
     assert _column(np.array([None, None], dtype=object)).type == pa.null()
     assert _column(np.array([None, "AA"], dtype=object)).type == pa.string()
     assert _column(np.array([1.5, np.nan])).to_pylist() == [1.5, None]
+
+
+def test_texts_handed_over_as_arrow_join_with_other_requests_of_any_type(tmp_path):
+    """A request's text columns become Arrow when it is handed over (its values still in the
+    CPU's caches); one turn joins them with the other requests' columns, a request whose text
+    was all missing (a null-typed array) and booleans with and without nulls included."""
+    import numpy as np
+    import pyarrow as pa
+
+    uri = (tmp_path / "predictions").as_uri()
+    log = PredictionLog(uri, flush_s=3600, max_rows=1000)
+    answer = {"predictions": [1, 0], "scores": [0.9, 0.1]}
+    given = [
+        {"carrier": np.array(["AA", "B6"], dtype=object), "late": np.array([True, False]),
+         "distance": np.array([1.0, 2.0])},
+        {"carrier": np.array([np.nan, np.nan], dtype=object),  # the contract's missing texts
+         "late": np.array([None, True], dtype=object), "distance": np.array([3, 4])},
+        {"carrier": np.array(["UA", None], dtype=object), "late": np.array([False, False]),
+         "distance": np.array([5.0, np.nan])},
+    ]
+    for i, columns in enumerate(given):
+        assert log.add_batch("m", "1", [f"r{i}"], [2], columns, answer)
+    queued = log._queue[0].columns  # texts already Arrow, numbers still the given arrays
+    assert isinstance(queued["carrier"], pa.Array) and queued["distance"] is given[0]["distance"]
+    assert log.flush() == 6
+    rows = logged(uri)
+    assert rows["carrier"].tolist() == ["AA", "B6", None, None, "UA", None]
+    assert rows["late"].tolist() == [True, False, None, True, False, False]
+    assert rows["distance"].tolist()[:5] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert pd.isna(rows["distance"].iloc[5])
+    assert rows["row_id"].tolist() == ["r0-0", "r0-1", "r1-0", "r1-1", "r2-0", "r2-1"]
