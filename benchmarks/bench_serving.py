@@ -27,14 +27,16 @@ alternating); the ratio reported is the median over the pairs of on/off (``--log
 runs only this part: ``make bench-serving-log``). The rounds are spread over ``--log-pairs``
 (default 3) fresh pairs of server processes: two processes of the very same server differ by
 several per cent for their whole life, which a single pair would count as the log's cost;
-``--log-control`` runs the same protocol with the log off on both sides, to show that noise. The goal "at c=1, no slower than the log-off
-server of the day" is measured the same way against that day's server: ``--baseline-rev``
-(default ``BASELINE_REV``) checked out in a temporary git worktree, run with its log off.
+``--log-control`` runs the same protocol with the log off on both sides, to show that noise.
+The goal "at c=1, no slower than the log-off server of the day" is measured the same way
+against that day's server: ``--baseline-rev`` (default ``BASELINE_REV``) checked out in a
+temporary git worktree, run with its log off.
 
     .venv/bin/python benchmarks/bench_serving.py                    # about 4 minutes
     ... --keep-home /tmp/bench-serving                              # reuse a home (trains once)
     ... --duration 8 --warmup 1 --rounds 2                          # seconds per scenario, rounds
     ... --log-cost-only --log-rounds 8 --log-duration 5             # only the log's cost, paired
+    ... --log-cost-only --log-control                               # the method's noise alone
 
 Figures go to stdout and to benchmarks/results/<UTC time>-serving.json. Not a test: never asserts
 times; the goals are printed as PASS/MISS for information and the exit code is 0.

@@ -9,10 +9,9 @@ the ``date=`` partition is its day), the row's key (``row_id``, from the request
 the prediction and, for binary classifiers, the score.
 
 Off the request path: ``add`` puts references to the request's columns (the arrays the
-contract already made; its text columns turned into Arrow strings at once, about 35 ns a value
-while they are still in the CPU's caches, where the collector later took twice that) and its
-answer on a queue, a few microseconds under a lock, never a DataFrame or I/O. Two background
-threads do the rest:
+contract already made; its text columns as Arrow strings, ``_texts_now``) and its answer on a
+queue, a few microseconds under a lock, never a DataFrame or I/O. Two background threads do the
+rest:
 
 - the collector turns the queued requests into Arrow tables once ``COLLECT_REQUESTS`` (512)
   requests or ``COLLECT_ROWS`` (4,096) rows wait, and at the latest every ``COLLECT_EVERY_S``
@@ -472,10 +471,10 @@ def _column(values: np.ndarray) -> pa.Array:
 
 
 def _texts_now(columns: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``columns`` with their text (object) columns as Arrow now, while the request's values are
-    still in the CPU's caches: the collector converting them a turn later, cold, spent twice as
-    long on it, most of its time (78 us of CPU per 100-row request, 40 % of it on texts; now
-    about 14 us here, at hand-off). Other columns stay the arrays they are."""
+    """``columns`` with their text (object) columns as Arrow now (about 35 ns a value), while
+    the request's values are still in the CPU's caches: the collector, converting them up to a
+    turn later, cold, took twice as long, 40 % of its time (its CPU per 100-row request went
+    from about 78 to 40 us). Other columns stay the arrays they are."""
     out = None
     for name, values in columns.items():
         if getattr(values, "dtype", None) == object:
