@@ -20,14 +20,18 @@ measured against a canned-response stub and against our server's ``/health``. Ea
 time per answer (robust to other load) and the CPU other processes used meanwhile.
 
 What the prediction log costs is measured paired, because it is smaller than the drift between
-two rounds on a shared machine: our server with the log on and the same server with
-``--no-prediction-log`` run at once, both pinned to the server core, and load bursts go to one
-and then the other (``--log-rounds`` pairs of ``--log-duration`` seconds per scenario, the order
-alternating); the ratio reported is the median over the pairs of on/off (``--log-cost-only``
-runs only this part: ``make bench-serving-log``). The rounds are spread over ``--log-pairs``
-(default 3) fresh pairs of server processes: two processes of the very same server differ by
-several per cent for their whole life, which a single pair would count as the log's cost;
-``--log-control`` runs the same protocol with the log off on both sides, to show that noise.
+two rounds on a shared machine: load bursts go to the server with the log on and then with it
+off (``--log-rounds`` pairs of ``--log-duration`` seconds per scenario, the order alternating);
+the ratio reported is the median over the pairs of on/off (``--log-cost-only`` runs only this
+part: ``make bench-serving-log``). By default (``--log-method switch``) both sides are one server
+process, started by this script (``--serve-switchable``) so that a signal switches its batchers'
+hand-off to the log off and on; before a log-off burst the script waits until the log has
+written what the last log-on burst left, and after it checks that no row reached the log. Two
+processes of the very same server differ by several per cent for their whole life (where their
+memory landed), which ``--log-method pairs`` (a log-on and a ``--no-prediction-log`` process
+side by side) counts as the log's cost. Either way the rounds are spread over ``--log-pairs``
+(default 3) fresh processes (or pairs); ``--log-control`` runs the same protocol with the log
+off on both sides, to show the noise alone.
 The goal "at c=1, no slower than the log-off server of the day" is measured the same way
 against that day's server: ``--baseline-rev`` (default ``BASELINE_REV``) checked out in a
 temporary git worktree, run with its log off.
@@ -69,6 +73,8 @@ SCENARIOS = [("single c=1", 1, 1), ("single c=8", 1, 8), ("single c=32", 1, 32),
              ("batch100 c=8", 100, 8)]
 GOAL_SCENARIO = "single c=8"
 SERVER_CORE, LOADGEN_CORE = 0, 1
+#: Switches the prediction log of a ``--serve-switchable`` server off and on (Linux).
+LOG_SWITCH = signal.SIGRTMIN + 1 if hasattr(signal, "SIGRTMIN") else signal.SIGUSR2
 
 
 # --------------------------------------------------------------------------- load generator
@@ -195,6 +201,44 @@ def loadgen_main() -> int:
         runner = asyncio.run
     print(json.dumps(runner(_loadgen(spec))))
     return 0
+
+
+# --------------------------------------------------------------------------- switchable server
+
+def switchable(argv: list[str]) -> list[str]:
+    """``python -m pipeline_tasks.serving ARGS`` as a ``--serve-switchable`` server."""
+    if argv[1:3] != ["-m", "pipeline_tasks.serving"]:
+        raise ValueError(f"not our server's command line: {argv[:3]}")
+    return [argv[0], __file__, "--serve-switchable", *argv[3:]]
+
+
+def serve_switchable(argv: list[str]) -> int:
+    """Our server, ``python -m pipeline_tasks.serving`` with ``argv``, whose batchers' hand-off
+    to the prediction log ``LOG_SWITCH`` turns off and on: the log's cost measured inside one
+    process, where the two sides share the process's memory layout and luck (switched off,
+    the batcher hands nothing over and the log's threads idle). A benchmark's tool: the hook
+    lives here, not in the server."""
+    sys.path.insert(0, str(ROOT))
+    from pipeline_tasks.serving import app as serving_app
+    from pipeline_tasks.serving.__main__ import main as serve
+
+    state = {"on": True}
+    make_logger = serving_app._logger
+
+    def switched_logger(prediction_log, served):
+        logged = make_logger(prediction_log, served)
+
+        def hand_off(*given) -> None:
+            if state["on"]:
+                logged(*given)
+        return hand_off
+
+    def flip(signum, frame) -> None:
+        state["on"] = not state["on"]
+
+    serving_app._logger = switched_logger
+    signal.signal(LOG_SWITCH, flip)
+    return serve(argv)
 
 
 # --------------------------------------------------------------------------- stub server
@@ -520,6 +564,8 @@ def main() -> int:
         return loadgen_main()
     if "--stub" in sys.argv:
         return stub_main(int(sys.argv[sys.argv.index("--stub") + 1]))
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve-switchable":
+        return serve_switchable(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep-home", help="use this MLOPS_HOME instead of a fresh temp dir")
     parser.add_argument("--duration", type=float, default=8.0, help="measured seconds/scenario")
@@ -531,9 +577,13 @@ def main() -> int:
     parser.add_argument("--log-duration", type=float, default=5.0,
                         help="measured seconds per burst of the log's cost")
     parser.add_argument("--log-pairs", type=int, default=3,
-                        help="fresh pairs of server processes (log on, log off) the log's "
-                             "rounds are spread over (two processes of one server differ by "
-                             "several per cent for their whole life)")
+                        help="fresh server processes (--log-method switch) or pairs of them "
+                             "(log on, log off) the log's rounds are spread over (two processes "
+                             "of one server differ by several per cent for their whole life)")
+    parser.add_argument("--log-method", choices=("switch", "pairs"), default="switch",
+                        help="switch (default): one server process per --log-pairs, its log "
+                             "switched off and on between bursts (both sides share the "
+                             "process); pairs: a log-on and a log-off process side by side")
     parser.add_argument("--log-control", action="store_true",
                         help="a control run of the log's cost: both sides with the log off, "
                              "so the ratios show what noise and process luck alone give")
@@ -724,30 +774,58 @@ def save(results: dict) -> int:
 
 def log_cost(procs: Procs, argv_for, env: dict, shared: dict, args, pin: bool,
              prepare) -> dict:
-    """What the prediction log costs, paired: our server with the log on and the same server
-    with ``--no-prediction-log``, both running and pinned to the server core (the idle one waits
-    on its socket), get load bursts in turn, per round and scenario, the order alternating
-    (on off, off on, ...), so a shared machine's drift falls on both alike. The rounds are
-    spread over ``--log-pairs`` fresh pairs of server processes: two processes of the same
-    server differ by several per cent for their whole life (where their memory landed), and a
-    single pair would count that as the log's cost (``--log-control`` measures it: both sides
-    with the log off). Per scenario: the bursts of each side, the per-pair ratios on/off and
-    which server pair each came from."""
+    """What the prediction log costs, paired: load bursts with the log on and off in turn, per
+    round and scenario, the order alternating (on off, off on, ...), so a shared machine's
+    drift falls on both alike. ``--log-method switch``: one ``--serve-switchable`` process, its
+    log switched before each burst (``LogSwitch``); ``pairs``: our server with the log on and
+    the same server with ``--no-prediction-log``, both running and pinned to the server core
+    (the idle one waits on its socket). The rounds are spread over ``--log-pairs`` fresh
+    processes (or pairs): two processes of the same server differ by several per cent for
+    their whole life, and one would count that as the log's cost under ``pairs``
+    (``--log-control`` shows the noise: both sides with the log off). Per scenario: the bursts
+    of each side, the per-pair ratios on/off and which process (pair) each came from."""
     from pipeline_tasks.core.http import free_port
 
     scenarios = log_scenarios(args.log_scenarios)
     pairs = max(1, min(args.log_pairs, args.log_rounds))
     control = args.log_control
+    switched = args.log_method == "switch"
     out: dict = {"rounds": args.log_rounds, "pairs": pairs, "duration_s": args.log_duration,
-                 "control": control, "scenarios": {s[0]: {"on": [], "off": [], "pair": []}
-                                                   for s in scenarios}}
+                 "control": control, "method": args.log_method,
+                 "scenarios": {s[0]: {"on": [], "off": [], "pair": []} for s in scenarios}}
     print(f"\nthe prediction log's cost: log on and off side by side, {args.log_rounds} paired "
-          f"bursts of {args.log_duration:g} s per scenario over {pairs} fresh pair(s) of servers"
+          f"bursts of {args.log_duration:g} s per scenario over {pairs} fresh "
+          + ("server process(es), the log switched off and on inside each" if switched
+             else "pair(s) of servers")
           + (" -- CONTROL: both sides with the log off, so the ratios show the noise alone"
              if control else ""), flush=True)
     seen: dict = {}
     for pair in range(pairs):
         rounds = range(pair * args.log_rounds // pairs, (pair + 1) * args.log_rounds // pairs)
+        if switched:
+            port = free_port()
+            extra = ("--no-prediction-log",) if control else ()
+            proc, started = procs.start(f"ours-log-switched-{pair + 1}",
+                                        switchable(argv_for(port, *extra)), env)
+            try:
+                ready = wait_ready(procs, proc, started, f"http://127.0.0.1:{port}/ready")
+                print(f"  process {pair + 1}/{pairs} (port {port}) ready in {ready:.2f} s",
+                      flush=True)
+                prepare(port, proc)
+                warm_log(port, proc, shared, pin)
+                got = alternate({"on": port, "off": port}, {"on": proc, "off": proc},
+                                scenarios, shared, args, pin, rounds,
+                                switch=LogSwitch(proc, port))
+                for scen, sides in got["scenarios"].items():
+                    for side in ("on", "off"):
+                        out["scenarios"][scen][side].extend(sides[side])
+                    out["scenarios"][scen]["pair"].extend([pair] * len(sides["on"]))
+                if not control:
+                    for key, value in log_metrics(port).items():
+                        seen[key] = seen.get(key, 0) + value
+            finally:
+                procs.stop(proc)
+            continue
         ports = {"on": free_port(), "off": free_port()}
         servers = {}
         try:
@@ -761,6 +839,7 @@ def log_cost(procs: Procs, argv_for, env: dict, shared: dict, args, pin: bool,
                       f"{ready:.2f} s", flush=True)
                 servers[side] = proc
             prepare(ports["on"], servers["on"])
+            warm_log(ports["on"], servers["on"], shared, pin)
             agree = [sample_predictions(f"http://127.0.0.1:{ports[side]}/predict",
                                         shared["sample"]) for side in ("on", "off")]
             if agree[0] != agree[1]:
@@ -782,11 +861,52 @@ def log_cost(procs: Procs, argv_for, env: dict, shared: dict, args, pin: bool,
     return out
 
 
+def warm_log(port: int, proc, shared: dict, pin: bool, timeout: float = 60.0) -> None:
+    """A short untimed burst of 100-row requests, and the wait until the log has written it:
+    a server's first files pay one-off costs (imports, the first folder), which would
+    otherwise fall on whichever burst comes first."""
+    spec = {"host": "127.0.0.1", "port": port, "method": "POST", "path": "/predict",
+            "bodies": shared["payloads"][100], "rows_per_request": 100, "concurrency": 8,
+            "warmup": 0.0, "duration": 2.0}
+    run_load(spec, pin, proc.pid)
+    deadline = time.monotonic() + timeout
+    while log_metrics(port)["waiting"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+class LogSwitch:
+    """The prediction log of a ``--serve-switchable`` server switched to a side before its
+    burst: off, then wait until the log has written what the last burst with it on left
+    (its queue gauge at 0), so that work does not fall on the log-off side."""
+
+    def __init__(self, proc, port: int, timeout: float = 60.0):
+        self.proc, self.port, self.timeout, self.side = proc, port, timeout, "on"
+
+    def __call__(self, side: str) -> None:
+        if side != self.side:
+            os.kill(self.proc.pid, LOG_SWITCH)
+            self.side = side
+        if side == "off":
+            deadline = time.monotonic() + self.timeout
+            while log_metrics(self.port)["waiting"]:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"the log still had rows waiting {self.timeout:.0f} s "
+                                     "after it was switched off")
+                time.sleep(0.1)
+
+    def check(self, side: str) -> None:
+        """After a burst on ``side``: with the log off, nothing was handed to it."""
+        if side == "off" and log_metrics(self.port)["waiting"]:
+            raise SystemExit("rows reached the prediction log while it was switched off: the "
+                             "switch did not work")
+
+
 def alternate(ports: dict, servers: dict, scenarios: list, shared: dict, args,
-              pin: bool, rounds: range | None = None) -> dict:
+              pin: bool, rounds: range | None = None, switch: LogSwitch | None = None) -> dict:
     """Load bursts to the two servers ``on`` and ``off`` in turn, per round and scenario, the
     order alternating (on off, off on, ...); per scenario the bursts of each side. ``rounds``:
-    which of the ``--log-rounds`` rounds (default all)."""
+    which of the ``--log-rounds`` rounds (default all). ``switch``: one server on both ports,
+    its log switched to each side before its burst."""
     rounds = rounds if rounds is not None else range(args.log_rounds)
     out: dict = {"rounds": len(rounds), "duration_s": args.log_duration, "scenarios": {}}
     for scen, _, _ in scenarios:
@@ -800,7 +920,11 @@ def alternate(ports: dict, servers: dict, scenarios: list, shared: dict, args,
                         "path": "/predict", "bodies": shared["payloads"][per_request],
                         "rows_per_request": per_request, "concurrency": concurrency,
                         "warmup": args.warmup, "duration": args.log_duration}
+                if switch is not None:
+                    switch(side)
                 got[side] = res = run_load(spec, pin, servers[side].pid)
+                if switch is not None:
+                    switch.check(side)
                 out["scenarios"][scen][side].append(res)
             on, off = got["on"], got["off"]
             print(f"  round {rnd + 1}/{args.log_rounds} {scen:<14}"
@@ -904,10 +1028,13 @@ def _paired(scenario: dict) -> dict:
 
 def report_log_cost(results: dict) -> None:
     cost = results["log_cost"]
-    print(f"\nwhat the prediction log costs: the same server with the log on and off, side by "
-          f"side on one core, {cost['rounds']} paired bursts of {cost['duration_s']:g} s per "
-          f"scenario over {cost.get('pairs', 1)} fresh pair(s) of server processes; medians, and "
-          f"the median of the per-pair ratios on/off (goals: throughput >= 0.9x, p99 <= 1.3x)")
+    where = (f"{cost.get('pairs', 1)} fresh server process(es), the log switched off and on "
+             "inside each" if cost.get("method") == "switch" else
+             f"{cost.get('pairs', 1)} fresh pair(s) of server processes (log on, log off)")
+    print(f"\nwhat the prediction log costs: the same server with the log on and off on one "
+          f"core, {cost['rounds']} paired bursts of {cost['duration_s']:g} s per scenario over "
+          f"{where}; medians, and the median of the per-pair ratios on/off (goals: throughput "
+          f">= 0.9x, p99 <= 1.3x)")
     if cost.get("control"):
         print("CONTROL RUN: both sides had the log off; the ratios are noise and process luck, "
               "not the log's cost, and the goals below do not apply")

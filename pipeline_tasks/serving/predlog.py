@@ -20,9 +20,10 @@ rest:
   thread the scheduler holds back while it holds the GIL would stall the event loop;
 - the writer, at a lower CPU priority (``WRITER_NICE``, so the threads that answer go first),
   encodes those tables as row groups of each day's Parquet file in memory, by pyarrow without
-  the GIL, once ``ROW_GROUP_ROWS`` rows of a file wait (big row groups cost a quarter of small
-  ones per row), and every ``prediction_log_flush_s`` seconds (5 s by default; sooner when
-  ``prediction_log_max_rows`` rows wait) finishes the files and writes them.
+  the GIL, once ``ROW_GROUP_ROWS`` rows of a file wait (small enough not to hold up much the
+  requests it overlaps, big enough to cost little more per row), and every
+  ``prediction_log_flush_s`` seconds (5 s by default; sooner when ``prediction_log_max_rows``
+  rows wait) finishes the files and writes them.
 
 The work is spread thin instead of 0.2 CPU seconds of Python at once every 5 s, which would hold
 up every request on the same core. At most ``queue_rows`` rows wait: beyond that a request's
@@ -70,8 +71,14 @@ _DAY_NS = 86_400 * 10**9
 COLLECT_REQUESTS = 512
 COLLECT_ROWS = 4096
 COLLECT_EVERY_S = 1.0
-#: Rows of a day's file kept as Arrow before they are encoded as one Parquet row group.
-ROW_GROUP_ROWS = 16_384
+#: Rows of a day's file kept as Arrow before they are encoded as one Parquet row group. The
+#: encoding works through every column of them on the serving core, and the requests it
+#: overlaps take longer than the writer's own CPU explains (its data evicts theirs from the
+#: core's caches): at 16,384 rows (~5 MB of columns) the serving benchmark's 100-row requests
+#: that overlapped an encoding took 1.5x the others, and the log-on server's p99 was 1.5x the
+#: log-off one's; at 4,096 rows 1.3x, for 9 % more encoding per row and 11 % bigger files on
+#: realistic rows (docs/serving.md).
+ROW_GROUP_ROWS = 4096
 #: How much nicer (lower CPU priority) the writer thread is than the server's other threads
 #: (Linux sets it per thread): encoding a row group takes the core for several milliseconds,
 #: and at 5 the threads that answer requests go first while the writer still gets about a
@@ -449,7 +456,13 @@ def _by_day(batch: pa.Table):
     """``(YYYY-MM-DD, rows)`` per day of ``event_time`` (almost always one)."""
     import pyarrow.compute as pc
 
-    days = pc.cast(batch["event_time"], pa.int64()).to_numpy() // _DAY_NS
+    times = pc.cast(batch["event_time"], pa.int64())
+    span = pc.min_max(times)
+    first, last = span["min"].as_py() // _DAY_NS, span["max"].as_py() // _DAY_NS
+    if first == last:  # one pass over the times, no day per row
+        yield str(np.datetime64(first, "D")), batch
+        return
+    days = times.to_numpy() // _DAY_NS
     unique = np.unique(days)
     for day in unique:
         rows = batch if len(unique) == 1 else batch.filter(pa.array(days == day))
