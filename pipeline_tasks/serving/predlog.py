@@ -73,11 +73,11 @@ COLLECT_ROWS = 4096
 COLLECT_EVERY_S = 1.0
 #: Rows of a day's file kept as Arrow before they are encoded as one Parquet row group. The
 #: encoding works through every column of them on the serving core, and the requests it
-#: overlaps take longer than the writer's own CPU explains (its data evicts theirs from the
-#: core's caches): at 16,384 rows (~5 MB of columns) the serving benchmark's 100-row requests
-#: that overlapped an encoding took 1.5x the others, and the log-on server's p99 was 1.5x the
-#: log-off one's; at 4,096 rows 1.3x, for 9 % more encoding per row and 11 % bigger files on
-#: realistic rows (docs/serving.md).
+#: overlaps take longer than the writer's own CPU explains (likely as its data evicts theirs
+#: from the core's caches): at 16,384 rows (~5 MB of columns) the serving benchmark's 100-row
+#: requests that overlapped an encoding took 1.5x the others, and the log-on server's p99 was
+#: 1.5x the log-off one's; at 4,096 rows 1.3x, for 9 % more encoding per row and 11 % bigger
+#: files on realistic rows (docs/serving.md).
 ROW_GROUP_ROWS = 4096
 #: How much nicer (lower CPU priority) the writer thread is than the server's other threads
 #: (Linux sets it per thread): encoding a row group takes the core for several milliseconds,
@@ -206,6 +206,8 @@ class PredictionLog:
         nothing is concatenated twice); ``ids`` and ``event_times`` per request. False: the
         queue was full and all their rows were dropped (counted and warned about)."""
         rows = sum(counts)
+        if not rows:  # nothing to log (the server refuses such requests; a library caller)
+            return True
         entry = _Entry(request_ids, counts, model_name, model_version, _texts_now(columns),
                        rows, output,
                        ids if ids is not None else [None] * len(counts),

@@ -71,6 +71,15 @@ def test_closing_writes_everything_queued(tmp_path):
     assert "score" not in rows.columns  # no scores given: no score column
 
 
+def test_a_request_without_rows_is_taken_and_holds_up_nothing(tmp_path):
+    uri = (tmp_path / "predictions").as_uri()
+    log = PredictionLog(uri, flush_s=3600, max_rows=10_000)
+    log.add("q0", "m", "1", features(0), {"predictions": []})
+    log.add("q1", "m", "1", features(2), {"predictions": [0, 1]})
+    assert log.flush() == 2 and log.queued_rows == 0
+    assert logged(uri)["request_id"].tolist() == ["q1", "q1"]
+
+
 def test_a_running_log_writes_on_its_own(tmp_path):
     """The collector hands tables to the writer and asks for a flush every ``flush_s``: the
     rows reach the lake while the server runs, not only when it closes."""
