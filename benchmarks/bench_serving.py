@@ -802,49 +802,38 @@ def log_cost(procs: Procs, argv_for, env: dict, shared: dict, args, pin: bool,
     seen: dict = {}
     for pair in range(pairs):
         rounds = range(pair * args.log_rounds // pairs, (pair + 1) * args.log_rounds // pairs)
-        if switched:
-            port = free_port()
-            extra = ("--no-prediction-log",) if control else ()
-            proc, started = procs.start(f"ours-log-switched-{pair + 1}",
-                                        switchable(argv_for(port, *extra)), env)
-            try:
+        servers: dict = {}  # side -> process: one process on both sides when switched
+        try:
+            if switched:
+                port = free_port()
+                ports = {"on": port, "off": port}
+                extra = ("--no-prediction-log",) if control else ()
+                proc, started = procs.start(f"ours-log-switched-{pair + 1}",
+                                            switchable(argv_for(port, *extra)), env)
+                servers = {"on": proc, "off": proc}
                 ready = wait_ready(procs, proc, started, f"http://127.0.0.1:{port}/ready")
                 print(f"  process {pair + 1}/{pairs} (port {port}) ready in {ready:.2f} s",
                       flush=True)
-                prepare(port, proc)
-                warm_log(port, proc, shared, pin)
-                got = alternate({"on": port, "off": port}, {"on": proc, "off": proc},
-                                scenarios, shared, args, pin, rounds,
-                                switch=LogSwitch(proc, port))
-                for scen, sides in got["scenarios"].items():
-                    for side in ("on", "off"):
-                        out["scenarios"][scen][side].extend(sides[side])
-                    out["scenarios"][scen]["pair"].extend([pair] * len(sides["on"]))
-                if not control:
-                    for key, value in log_metrics(port).items():
-                        seen[key] = seen.get(key, 0) + value
-            finally:
-                procs.stop(proc)
-            continue
-        ports = {"on": free_port(), "off": free_port()}
-        servers = {}
-        try:
-            for side in ("on", "off"):
-                extra = () if side == "on" and not control else ("--no-prediction-log",)
-                proc, started = procs.start(f"ours-log-{side}-{pair + 1}",
-                                            argv_for(ports[side], *extra), env)
-                ready = wait_ready(procs, proc, started,
-                                   f"http://127.0.0.1:{ports[side]}/ready")
-                print(f"  pair {pair + 1}/{pairs}: log {side} (port {ports[side]}) ready in "
-                      f"{ready:.2f} s", flush=True)
-                servers[side] = proc
+            else:
+                ports = {"on": free_port(), "off": free_port()}
+                for side in ("on", "off"):
+                    extra = () if side == "on" and not control else ("--no-prediction-log",)
+                    proc, started = procs.start(f"ours-log-{side}-{pair + 1}",
+                                                argv_for(ports[side], *extra), env)
+                    servers[side] = proc
+                    ready = wait_ready(procs, proc, started,
+                                       f"http://127.0.0.1:{ports[side]}/ready")
+                    print(f"  pair {pair + 1}/{pairs}: log {side} (port {ports[side]}) ready "
+                          f"in {ready:.2f} s", flush=True)
             prepare(ports["on"], servers["on"])
             warm_log(ports["on"], servers["on"], shared, pin)
-            agree = [sample_predictions(f"http://127.0.0.1:{ports[side]}/predict",
-                                        shared["sample"]) for side in ("on", "off")]
-            if agree[0] != agree[1]:
-                raise SystemExit("the servers with the log on and off predict differently")
-            got = alternate(ports, servers, scenarios, shared, args, pin, rounds)
+            if not switched:
+                agree = [sample_predictions(f"http://127.0.0.1:{ports[side]}/predict",
+                                            shared["sample"]) for side in ("on", "off")]
+                if agree[0] != agree[1]:
+                    raise SystemExit("the servers with the log on and off predict differently")
+            got = alternate(ports, servers, scenarios, shared, args, pin, rounds,
+                            switch=LogSwitch(servers["on"], ports["on"]) if switched else None)
             for scen, sides in got["scenarios"].items():
                 for side in ("on", "off"):
                     out["scenarios"][scen][side].extend(sides[side])
@@ -853,7 +842,7 @@ def log_cost(procs: Procs, argv_for, env: dict, shared: dict, args, pin: bool,
                 for key, value in log_metrics(ports["on"]).items():
                     seen[key] = seen.get(key, 0) + value
         finally:
-            for proc in servers.values():
+            for proc in dict.fromkeys(servers.values()):
                 procs.stop(proc)
     if seen:
         out["log_on_metrics"] = seen
@@ -869,8 +858,16 @@ def warm_log(port: int, proc, shared: dict, pin: bool, timeout: float = 60.0) ->
             "bodies": shared["payloads"][100], "rows_per_request": 100, "concurrency": 8,
             "warmup": 0.0, "duration": 2.0}
     run_load(spec, pin, proc.pid)
+    wait_log_written(port, timeout)
+
+
+def wait_log_written(port: int, timeout: float = 60.0) -> None:
+    """Until the server's log has written every row it was handed (its queue gauge at 0)."""
     deadline = time.monotonic() + timeout
-    while log_metrics(port)["waiting"] and time.monotonic() < deadline:
+    while log_metrics(port)["waiting"]:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the prediction log on port {port} still had rows waiting after "
+                             f"{timeout:.0f} s")
         time.sleep(0.1)
 
 
@@ -887,12 +884,7 @@ class LogSwitch:
             os.kill(self.proc.pid, LOG_SWITCH)
             self.side = side
         if side == "off":
-            deadline = time.monotonic() + self.timeout
-            while log_metrics(self.port)["waiting"]:
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"the log still had rows waiting {self.timeout:.0f} s "
-                                     "after it was switched off")
-                time.sleep(0.1)
+            wait_log_written(self.port, self.timeout)
 
     def check(self, side: str) -> None:
         """After a burst on ``side``: with the log off, nothing was handed to it."""

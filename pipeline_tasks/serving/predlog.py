@@ -465,10 +465,8 @@ def _by_day(batch: pa.Table):
         yield str(np.datetime64(first, "D")), batch
         return
     days = times.to_numpy() // _DAY_NS
-    unique = np.unique(days)
-    for day in unique:
-        rows = batch if len(unique) == 1 else batch.filter(pa.array(days == day))
-        yield str(np.datetime64(int(day), "D")), rows
+    for day in np.unique(days):
+        yield str(np.datetime64(int(day), "D")), batch.filter(pa.array(days == day))
 
 
 def _column(values: np.ndarray) -> pa.Array:
