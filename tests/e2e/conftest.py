@@ -58,8 +58,9 @@ class Pipeline:
                 )
                 break
             except StackError as exc:
-                # the embedded SQLite metadata DB can time out on its lock (5 s) while other runs
-                # write (a 500, nothing created); the run id makes a retry safe: 409 = it exists
+                # the embedded SQLite metadata DB can still time out on its lock (20 s, see
+                # airflow.cfg.example) while other runs write (a 500, nothing created); the run
+                # id makes a retry safe: 409 = it exists
                 if attempt and "HTTP 409" in str(exc):  # the retried trigger had gone through
                     break
                 if "HTTP 500" not in str(exc) or attempt == 2:

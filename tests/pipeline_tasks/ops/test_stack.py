@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import stat
+import subprocess
+import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
 from pipeline_tasks.core.config import load_config
 from pipeline_tasks.ops.airflow_api import AirflowAPI, StackError, _log_line
-from pipeline_tasks.ops.airflow_home import log_tail, private_log, render_airflow_cfg, stack_env
+from pipeline_tasks.ops.airflow_home import (
+    log_tail,
+    prepare_airflow_home,
+    private_log,
+    render_airflow_cfg,
+    stack_env,
+)
 
 
 @pytest.fixture
@@ -27,6 +37,46 @@ def test_airflow_cfg_is_rendered_for_this_home(config):
     assert f"sqlite:///{config.airflow_home}/airflow.db" in text
     assert "18123" in text
     assert "mp_forkserver_preload = " in text and "pipeline_tasks.ops.preload" in text
+
+
+#: A writer of the metadata DB as Airflow's components are: its engine, from the stack's config.
+WRITER = """
+import sys, time
+from sqlalchemy import text
+from airflow import settings
+settings.configure_orm()
+print("ready", flush=True)
+sys.stdin.readline()
+start = time.monotonic()
+with settings.engine.begin() as conn:
+    conn.execute(text("UPDATE slot_pool SET slots = slots"))
+print(f"written after {time.monotonic() - start:.1f}", flush=True)
+"""
+
+
+def test_a_writer_of_the_embedded_metadata_db_waits_out_a_lock_held_past_five_seconds(config):
+    # SQLite's writers wait 5 s for the lock by default, then fail ("database is locked"; a 500
+    # from the API): a loaded machine's scheduler held it longer in CI. The stack's config waits
+    # longer: a lock held 10 s delays Airflow's write and does not fail it.
+    prepare_airflow_home(config)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER], env=stack_env(config), text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    try:
+        assert writer.stdout.readline().strip() == "ready", writer.stderr.read()
+        holder = sqlite3.connect(f"{config.airflow_home}/airflow.db", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+        time.sleep(10)  # how long the lock is held, not a wait for a state
+        holder.execute("COMMIT")
+        holder.close()
+        out, err = writer.communicate(timeout=60)
+    finally:
+        writer.kill()
+    assert writer.returncode == 0, err[-2000:]
+    waited = float(out.split("written after ")[1])
+    assert waited > 5, f"the writer waited only {waited} s: it did not meet the held lock"
 
 
 def test_components_share_one_secret_kept_private_in_the_home(config, tmp_path):
