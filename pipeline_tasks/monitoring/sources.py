@@ -127,7 +127,7 @@ def read_prediction_log(config: PipelineConfig, model_name: str, start: datetime
     """
     import pandas as pd
 
-    from pipeline_tasks.serving.predlog import META_COLUMNS
+    from pipeline_tasks.serving.predlog import READ_COLUMNS, read_log_file
 
     frames = []
     for day in interval_days(start, end):
@@ -141,14 +141,14 @@ def read_prediction_log(config: PipelineConfig, model_name: str, start: datetime
         for path in paths:
             try:
                 with fs.open(path, "rb") as handle:
-                    frame = pd.read_parquet(handle, engine="pyarrow")
+                    frame = read_log_file(handle)
             except Exception as exc:  # pyarrow raises several types for a damaged file
                 raise MonitoringInputError(f"prediction log file {path} cannot be read "
                                            f"({type(exc).__name__}: {exc}); move it out of "
                                            "the log or restore it, then re-run") from exc
             frames.append(frame[frame["model_name"] == model_name])
     if not frames:
-        return pd.DataFrame(columns=list(META_COLUMNS))
+        return pd.DataFrame(columns=list(READ_COLUMNS))
     rows = pd.concat(frames, ignore_index=True)
     when = pd.to_datetime(rows["event_time"], utc=True)
     return rows[(when >= start) & (when < end)].reset_index(drop=True)

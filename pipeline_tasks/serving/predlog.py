@@ -5,8 +5,9 @@ day and model (each model of a multi-model server has its own partition and colu
 row holds the request id, the UTC time it was predicted (``predicted_at``), the time of the event
 it is about (``event_time``: the request's ``event_time`` if it gave one, else ``predicted_at``;
 the ``date=`` partition is its day), the row's key (``row_id``, from the request's ``ids``, else
-``<request id>-<row number>``), the model name and version, the features under their own names,
-the prediction and, for binary classifiers, the score.
+``<request id>-<row number>``: such a row's file holds its ``row_number`` and a null ``row_id``,
+and ``read_log_file`` joins the key), the model name and version, the features under their own
+names, the prediction and, for binary classifiers, the score.
 
 Off the request path: ``add`` puts references to the request's columns (the arrays the
 contract already made; its text columns as Arrow strings, ``_texts_now``) and its answer on a
@@ -59,9 +60,12 @@ from pipeline_tasks.core import layout, storage
 
 log = logging.getLogger(__name__)
 
-#: Columns the log adds beside the features.
-META_COLUMNS = ("request_id", "row_id", "predicted_at", "event_time", "model_name",
+#: Columns the log's files hold beside the features (a feature of such a name is prefixed).
+META_COLUMNS = ("request_id", "row_id", "row_number", "predicted_at", "event_time", "model_name",
                 "model_version", "prediction", "score")
+#: ... and those ``read_log_file`` gives: ``row_number`` becomes the key (``row_id``) of a
+#: request that gave no ids.
+READ_COLUMNS = tuple(c for c in META_COLUMNS if c != "row_number")
 _DAY_NS = 86_400 * 10**9
 #: The collector turns what is queued into Arrow once this many requests or rows wait (a few
 #: milliseconds of GIL at most: text values are Python objects, about a microsecond a row),
@@ -435,6 +439,27 @@ def _nicer(step: int) -> None:
 _UNIQUE = ("request_id", "row_id", "predicted_at", "event_time")
 
 
+def read_log_file(source: Any) -> pd.DataFrame:
+    """The rows of one file of the log (a path or an open file), each with its key ``row_id``:
+    a file holds the key of a request that gave no ids as its row number (``<request id>-<row
+    number>`` is joined here); files of batch scoring and of earlier servers hold every key."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(source)
+    names = table.column_names
+    if "row_number" in names and "request_id" in names:
+        joined = pc.binary_join_element_wise(
+            table["request_id"], pc.cast(table["row_number"], pa.string()), "-")
+        keys = pc.coalesce(table["row_id"], joined) if "row_id" in names else joined
+        table = table.drop_columns(["row_number"])
+        if "row_id" in names:
+            table = table.set_column(table.column_names.index("row_id"), "row_id", keys)
+        else:
+            table = table.append_column("row_id", keys)
+    return table.to_pandas()
+
+
 def _writer(sink: pa.BufferOutputStream, schema: pa.Schema):
     """A Parquet writer for the log: dictionaries only where values repeat (texts, integers,
     booleans, the model's name and version; not the per-row keys and times, nor floating point
@@ -445,7 +470,10 @@ def _writer(sink: pa.BufferOutputStream, schema: pa.Schema):
     repeating = [f.name for f in schema
                  if f.name not in _UNIQUE and not pa.types.is_floating(f.type)]
     return pq.ParquetWriter(sink, schema, use_dictionary=repeating,
-                            write_statistics=["predicted_at", "event_time"])
+                            write_statistics=["predicted_at", "event_time"],
+                            # without the Arrow schema, the dictionary columns (``_repeated``)
+                            # read back as the strings they hold
+                            store_schema=False)
 
 
 def _utc(moment: Any) -> pd.Timestamp:
@@ -514,13 +542,20 @@ def _joined(parts: tuple) -> pa.Array:
                             promote_options="permissive")["v"].combine_chunks()
 
 
+def _repeated(values: list[str], rows: list[int]) -> pa.DictionaryArray:
+    """Per-entry texts (the model's name, its version) as one value per row: a dictionary of the
+    few distinct ones and an index per row, which the Parquet writer takes as its own dictionary
+    encoding, with no text per row to copy or hash (it reads back as plain strings)."""
+    distinct, index = np.unique(np.array(values, dtype=object), return_inverse=True)
+    return pa.DictionaryArray.from_arrays(
+        pa.array(np.repeat(index.astype(np.int32), rows)), pa.array(distinct, pa.string()))
+
+
 def _table(entries: list[_Entry]) -> pa.Table:
     """The queued entries as one Arrow table, built column by column: one concatenation per
-    feature, the per-request columns (request id, times) and the per-entry ones (model) repeated
-    with ``take`` and ``numpy.repeat``, and generated row ids joined in Arrow, with no Python
-    loop over rows (given ``ids`` are only flattened)."""
-    import pyarrow.compute as pc
-
+    feature, the per-request columns (request id, times, row numbers) repeated with ``take`` and
+    ``numpy``, and the per-entry ones (model) as dictionaries, with no Python loop over rows
+    (given ``ids`` are only flattened)."""
     keys = list(entries[0].columns)
     names = [str(c) for c in keys]
     clash = {c for c in names if c in META_COLUMNS}
@@ -534,16 +569,17 @@ def _table(entries: list[_Entry]) -> pa.Table:
         columns[f"feature_{name}" if clash else name] = _joined(parts)
     request_ids = pa.array([r for e in entries for r in e.request_ids], pa.string())
     columns["request_id"] = request_ids.take(owner)
-    ids = [(rid, given, n) for e in entries
-           for rid, given, n in zip(e.request_ids, e.ids, e.counts, strict=True)]
-    if all(given is None for _, given, _ in ids):  # ``<request id>-<row number>``
-        starts = np.repeat(np.cumsum(counts) - counts, counts)
-        number = pa.array(np.arange(int(counts.sum())) - starts)
-        columns["row_id"] = pc.binary_join_element_wise(
-            columns["request_id"], pc.cast(number, pa.string()), "-")
+    # the row's key: the request's ``ids``, else ``<request id>-<row number>``, joined when
+    # read (``read_log_file``): written as the number, not as one more text per row
+    given = [ids for e in entries for ids in e.ids]
+    if all(ids is None for ids in given):
+        columns["row_id"] = pa.nulls(len(owner), pa.string())
     else:
-        columns["row_id"] = pa.array([key for rid, given, n in ids for key in (
-            given if given is not None else [f"{rid}-{i}" for i in range(n)])], pa.string())
+        columns["row_id"] = pa.array([key for ids, n in zip(given, counts, strict=True)
+                                      for key in (ids if ids is not None else [None] * n)],
+                                     pa.string())
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    columns["row_number"] = pa.array((np.arange(len(owner)) - starts).astype(np.int32))
     predicted = np.array([round(e.predicted_at * 1e9) for e in entries for _ in e.counts],
                          dtype=np.int64)
     columns["predicted_at"] = pa.array(np.repeat(predicted, counts), pa.timestamp("ns", tz="UTC"))
@@ -554,11 +590,9 @@ def _table(entries: list[_Entry]) -> pa.Table:
         stamps = np.array([_utc(t).value if t is not None else round(at * 1e9)
                            for t, at in events], dtype=np.int64)
         columns["event_time"] = pa.array(np.repeat(stamps, counts), pa.timestamp("ns", tz="UTC"))
-    entry_of_row = pa.array(np.repeat(np.arange(len(entries)), [e.rows for e in entries]))
-    columns["model_name"] = pa.array([e.model_name for e in entries],
-                                     pa.string()).take(entry_of_row)
-    columns["model_version"] = pa.array([e.model_version for e in entries],
-                                        pa.string()).take(entry_of_row)
+    rows = [e.rows for e in entries]
+    columns["model_name"] = _repeated([e.model_name for e in entries], rows)
+    columns["model_version"] = _repeated([e.model_version for e in entries], rows)
     columns["prediction"] = _column(np.concatenate([np.asarray(e.output["predictions"])
                                                     for e in entries]))
     if all("scores" in e.output for e in entries):

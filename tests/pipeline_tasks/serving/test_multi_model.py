@@ -12,6 +12,7 @@ from pipeline_tasks.core import storage
 from pipeline_tasks.core.errors import ConfigError
 from pipeline_tasks.serving import model as serving_model
 from pipeline_tasks.serving.app import create_app
+from pipeline_tasks.serving.predlog import read_log_file
 
 FLIGHTS, DIAMONDS = "flights_serving", "diamonds_serving"  # registered by conftest.py
 
@@ -107,7 +108,7 @@ def test_metrics_and_the_prediction_log_are_per_model(client, predlog, other_row
     for model, request_id, rows, column in ((DIAMONDS, "multi-diamonds-1", 7, "carat"),
                                             (FLIGHTS, "multi-flights-1", 5, "carrier")):
         files = sorted(root.glob(f"date=*/model={model}/part-*.parquet"))
-        logged = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        logged = pd.concat([read_log_file(f) for f in files], ignore_index=True)
         mine = logged[logged["request_id"] == request_id]
         assert len(mine) == rows and (mine["model_name"] == model).all()
         assert column in logged.columns  # each partition holds its own model's columns

@@ -18,6 +18,7 @@ from starlette.testclient import TestClient
 from pipeline_tasks.core import http, storage
 from pipeline_tasks.serving.app import create_app
 from pipeline_tasks.serving.oip import DATATYPES
+from pipeline_tasks.serving.predlog import read_log_file
 
 MODEL = "flights_serving"  # registered by conftest.py
 MARKER = "ZZ_ECHO_MARKER_V2"
@@ -200,7 +201,7 @@ def test_v2_requests_are_logged_and_counted_like_predict(client, predlog, served
     assert out["scores"]["data"] == pytest.approx(same["scores"], abs=1e-12)
     predlog.flush()
     files = sorted(storage.local_path(serving_config.predictions_uri).glob("date=*/model=*/*.parquet"))
-    logged = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    logged = pd.concat([read_log_file(f) for f in files], ignore_index=True)
     mine = logged[logged["request_id"] == "v2-log-1"]
     assert mine["prediction"].tolist() == same["predictions"]
     metrics = client.get("/metrics").text

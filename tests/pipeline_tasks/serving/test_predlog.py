@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from starlette.testclient import TestClient
@@ -16,14 +17,14 @@ from starlette.testclient import TestClient
 from pipeline_tasks.core import storage
 from pipeline_tasks.serving import model as serving_model
 from pipeline_tasks.serving.app import create_app
-from pipeline_tasks.serving.predlog import PredictionLog
+from pipeline_tasks.serving.predlog import PredictionLog, read_log_file
 
 
 def logged(uri: str) -> pd.DataFrame:
     files = sorted(storage.local_path(uri).glob("date=*/model=*/part-*.parquet"))
     if not files:
         return pd.DataFrame()
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    return pd.concat([read_log_file(f) for f in files], ignore_index=True)
 
 
 def features(rows: int, start: int = 0) -> pd.DataFrame:
@@ -237,10 +238,43 @@ def test_the_writer_yields_the_core_and_writes_big_row_groups(tmp_path, monkeypa
     assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [40, 40, 20]
     encodings = {meta.schema.column(i).name: meta.row_group(0).column(i).encodings
                  for i in range(meta.num_columns)}
-    assert any("DICTIONARY" in e for e in encodings["carrier"])
-    assert not any("DICTIONARY" in e for e in encodings["row_id"])
-    assert not any("DICTIONARY" in e for e in encodings["distance"])
+    for repeating in ("carrier", "model_name", "model_version", "row_number"):
+        assert any("DICTIONARY" in e for e in encodings[repeating]), repeating
+    for unique in ("request_id", "distance"):
+        assert not any("DICTIONARY" in e for e in encodings[unique]), unique
     assert sorted(logged(uri)["distance"]) == [float(i) for i in range(100)]
+
+
+def test_a_file_holds_a_generated_key_as_its_number_and_reads_back_whole(tmp_path):
+    """A request's given ``ids`` are its rows' keys; without them the file holds each row's
+    number in its request and a null key, and ``read_log_file`` joins ``<request id>-<number>``.
+    The model's name and version are written as a dictionary and read back as texts."""
+    import pyarrow.parquet as pq
+
+    uri = (tmp_path / "predictions").as_uri()
+    log = PredictionLog(uri, flush_s=3600, max_rows=10_000)
+    answer = {"predictions": [1, 0, 1]}
+    log.add_batch("m", "7", ["plain", "keyed", "also-plain"], [1, 3, 2], {
+        "distance": np.arange(6.0), "carrier": np.array(["AA"] * 6, dtype=object)},
+        {"predictions": [1, 0, 1, 1, 0, 1]}, ids=[None, ["k1", "k2", "k3"], None])
+    log.add("later", "m", "8", features(3), answer)
+    assert log.flush() == 9
+    [file] = storage.local_path(uri).glob("date=*/model=m/part-*.parquet")
+    stored = pq.read_table(file)
+    assert stored["row_id"].to_pylist() == [None, "k1", "k2", "k3", None, None] + [None] * 3
+    assert stored["row_number"].to_pylist() == [0, 0, 1, 2, 0, 1, 0, 1, 2]
+    rows = read_log_file(file)
+    assert rows["row_id"].tolist() == ["plain-0", "k1", "k2", "k3", "also-plain-0",
+                                       "also-plain-1", "later-0", "later-1", "later-2"]
+    assert "row_number" not in rows.columns
+    assert rows["model_name"].tolist() == ["m"] * 9
+    assert rows["model_version"].tolist() == ["7"] * 6 + ["8"] * 3
+    assert rows["request_id"].dtype == object and rows["model_version"].dtype == object
+    # a file of batch scoring (or of an earlier server) holds every key: read as it is
+    earlier = tmp_path / "earlier.parquet"
+    pd.DataFrame({"request_id": ["b", "b"], "row_id": ["x", "y"], "distance": [1.0, 2.0],
+                  "model_name": ["m", "m"]}).to_parquet(earlier)
+    assert read_log_file(earlier)["row_id"].tolist() == ["x", "y"]
 
 
 def test_the_collector_takes_the_queue_by_amount_or_at_the_latest_after_a_while(tmp_path,
@@ -273,7 +307,6 @@ def test_the_collector_takes_the_queue_by_amount_or_at_the_latest_after_a_while(
 def test_object_columns_keep_their_types_and_nulls():
     """Text goes to Arrow as strings at once; anything else in an object column is inferred as
     pandas would write it."""
-    import numpy as np
     import pyarrow as pa
 
     from pipeline_tasks.serving.predlog import _column
@@ -293,7 +326,6 @@ def test_texts_handed_over_as_arrow_join_with_other_requests_of_any_type(tmp_pat
     """A request's text columns become Arrow when it is handed over (its values still in the
     CPU's caches); one turn joins them with the other requests' columns, a request whose text
     was all missing (a null-typed array) and booleans with and without nulls included."""
-    import numpy as np
     import pyarrow as pa
 
     uri = (tmp_path / "predictions").as_uri()

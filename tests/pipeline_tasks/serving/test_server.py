@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 from pipeline_tasks.core import storage
 from pipeline_tasks.serving import model as serving_model
 from pipeline_tasks.serving.app import create_app
+from pipeline_tasks.serving.predlog import read_log_file
 
 MODEL = "flights_serving"  # registered by conftest.py
 
@@ -169,7 +170,7 @@ def test_prediction_log_holds_every_served_row(client, predlog, flights_rows, se
     root = storage.local_path(serving_config.predictions_uri)
     files = sorted(root.glob("date=*/model=*/part-*.parquet"))
     assert files
-    logged = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    logged = pd.concat([read_log_file(f) for f in files], ignore_index=True)
     mine = logged[logged["request_id"] == "log-check-1"].reset_index(drop=True)
     assert len(mine) == 25
     assert mine["prediction"].tolist() == answer["predictions"]
@@ -198,7 +199,7 @@ def test_row_keys_and_event_time_file_rows_under_their_day(client, predlog, flig
     predlog.flush()
     part = storage.local_path(serving_config.predictions_uri) / f"date={when:%Y-%m-%d}" / \
         f"model={MODEL}"
-    logged = pd.concat([pd.read_parquet(f) for f in part.glob("part-*.parquet")])
+    logged = pd.concat([read_log_file(f) for f in part.glob("part-*.parquet")])
     mine = logged[logged["request_id"] == "log-check-2"]
     assert mine["row_id"].tolist() == ["UA-1545-2013-01-01", "AA-1141-2013-01-01", "7"]
     assert (mine["event_time"] == when).all()
@@ -294,7 +295,7 @@ def test_requests_answered_by_one_call_are_logged_each_as_its_own(served, regist
     assert app.state.batcher.calls < len(slices)  # some calls answered several requests
     assert log.flush() == sum(len(rows) for rows in slices)
     files = sorted(storage.local_path(uri).glob("date=*/model=*/part-*.parquet"))
-    logged = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    logged = pd.concat([read_log_file(f) for f in files], ignore_index=True)
     for i, (rows, answer) in enumerate(zip(slices, answers, strict=True)):
         mine = logged[logged["request_id"] == f"req-{i}"].sort_values("row_id")
         assert mine["prediction"].tolist() == answer.json()["predictions"]
@@ -375,7 +376,7 @@ def test_sigterm_writes_every_answered_row(registered, serving_config, flights_r
     finally:
         if server.poll() is None:
             server.kill()
-    logged = pd.concat(pd.read_parquet(p) for p in
+    logged = pd.concat(read_log_file(p) for p in
                        storage.local_path(lake).glob("predictions/date=2013-01-01/model=*/*.parquet"))
     assert sorted(logged["row_id"]) == sorted(f"row-{i}" for i in range(100))
 
