@@ -447,16 +447,12 @@ def read_log_file(source: Any) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     table = pq.read_table(source)
-    names = table.column_names
-    if "row_number" in names and "request_id" in names:
+    if "row_number" in table.column_names:  # written beside request_id and row_id (``_table``)
         joined = pc.binary_join_element_wise(
             table["request_id"], pc.cast(table["row_number"], pa.string()), "-")
-        keys = pc.coalesce(table["row_id"], joined) if "row_id" in names else joined
+        table = table.set_column(table.column_names.index("row_id"), "row_id",
+                                 pc.coalesce(table["row_id"], joined))
         table = table.drop_columns(["row_number"])
-        if "row_id" in names:
-            table = table.set_column(table.column_names.index("row_id"), "row_id", keys)
-        else:
-            table = table.append_column("row_id", keys)
     return table.to_pandas()
 
 
