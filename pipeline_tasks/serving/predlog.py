@@ -30,6 +30,10 @@ The work is spread thin instead of 0.2 CPU seconds of Python at once every 5 s, 
 up every request on the same core. At most ``queue_rows`` rows wait: beyond that a request's
 rows are dropped, counted (``dropped_rows``, the server's
 ``mlops_serving_prediction_log_dropped_rows`` counter) and warned about, never waited for.
+Requests whose columns cannot be joined with the others' are made tables of their own; rows
+that cannot be made a table even alone (a library caller's columns of another length) are
+dropped the same way, counted and logged by type, instead of being retried ahead of every row
+after them.
 Files are written atomically, so readers never see a partial one; what a killed server left
 half written is swept once per folder and process (a day's folder gains a file per flush:
 listing it at every flush would cost more each time). ``close`` (the server's shutdown, SIGTERM
@@ -269,24 +273,42 @@ class PredictionLog:
             self._queued_requests = 0
         if not entries:
             return 0
-        by_model: dict[str, list[_Entry]] = {}
-        for entry in entries:  # models have columns of their own: a table each
-            by_model.setdefault(entry.model_name, []).append(entry)
         try:
-            tables = [((day, model), rows) for model, group in by_model.items()
-                      for day, rows in _by_day(_table(group))]
-        except Exception:
-            with self._lock:  # back to the front of the queue: nothing is lost
-                self._queue.extendleft(reversed(entries))
-                self._queued_requests += sum(len(e.counts) for e in entries)
-            raise
+            tables, lost = _tables(entries), []
+        except Exception:  # noqa: BLE001 (columns that do not fit each other's: each alone)
+            tables, lost = self._each(entries)
         rows = sum(e.rows for e in entries)
+        dropped = sum(e.rows for e in lost)
         with self._lock:
             self._queued -= rows
-            self._open_rows += rows
+            self._open_rows += rows - dropped
             self._tables.extend(tables)
+        if dropped:
+            self.dropped_rows += dropped
+            self.dropped_requests += sum(len(e.counts) for e in lost)
+            if self.on_drop is not None:
+                self.on_drop(dropped)
         self._handed.set()
-        return rows
+        return rows - dropped
+
+    @staticmethod
+    def _each(entries: list[_Entry]) -> tuple[list, list[_Entry]]:
+        """The tables of each entry on its own, when together they fail (a column whose type
+        does not fit the other requests', a library caller's other columns), and the entries
+        that fail even alone (a column of another length than its rows, say): those can never
+        be written, so their rows are dropped, counted and logged (by type, not by the values,
+        which are the clients'), instead of holding up every later row."""
+        tables: list = []
+        lost: list[_Entry] = []
+        for entry in entries:
+            try:
+                tables.extend(_tables([entry]))
+            except Exception as exc:  # noqa: BLE001 (any failure: the same one each time)
+                lost.append(entry)
+                log.error("prediction log: dropped %d row(s) of %s v%s that cannot be made a "
+                          "table (%s; request %s)", entry.rows, entry.model_name,
+                          entry.model_version, type(exc).__name__, entry.request_ids[0])
+        return tables, lost
 
     def _drain_tables(self) -> bool:
         """The handed tables added to their open files, in order (with ``_write_lock`` held);
@@ -371,9 +393,8 @@ class PredictionLog:
             flush = asked or self._stop.is_set() or time.monotonic() >= next_flush
             try:
                 self._collect()
-            except Exception:  # the rows stay queued and are tried again; said at a flush
-                log.log(logging.ERROR if flush else logging.DEBUG, "could not turn the "
-                        "prediction log's rows into a table; tried again", exc_info=True)
+            except Exception:  # never the collector's end (rows that fail are dropped there)
+                log.exception("prediction log: a collector turn failed")
             if flush:
                 with self._lock:
                     self._tables.append(_FLUSH)
@@ -545,6 +566,15 @@ def _repeated(values: list[str], rows: list[int]) -> pa.DictionaryArray:
     distinct, index = np.unique(np.array(values, dtype=object), return_inverse=True)
     return pa.DictionaryArray.from_arrays(
         pa.array(np.repeat(index.astype(np.int32), rows)), pa.array(distinct, pa.string()))
+
+
+def _tables(entries: list[_Entry]) -> list[tuple[tuple[str, str], pa.Table]]:
+    """The entries as Arrow tables, one per model (models have columns of their own) and day."""
+    by_model: dict[str, list[_Entry]] = {}
+    for entry in entries:
+        by_model.setdefault(entry.model_name, []).append(entry)
+    return [((day, model), rows) for model, group in by_model.items()
+            for day, rows in _by_day(_table(group))]
 
 
 def _table(entries: list[_Entry]) -> pa.Table:

@@ -350,3 +350,38 @@ def test_texts_handed_over_as_arrow_join_with_other_requests_of_any_type(tmp_pat
     assert rows["distance"].tolist()[:5] == [1.0, 2.0, 3.0, 4.0, 5.0]
     assert pd.isna(rows["distance"].iloc[5])
     assert rows["row_id"].tolist() == ["r0-0", "r0-1", "r1-0", "r1-1", "r2-0", "r2-1"]
+
+
+def test_rows_that_cannot_be_made_a_table_are_dropped_and_counted_not_retried(tmp_path,
+                                                                                caplog):
+    """A request whose columns do not fit the others' goes into a table of its own (nothing
+    lost); one that cannot be made a table even alone (a column of another length than its
+    rows: a library caller's mistake) is dropped, counted and logged by type, never retried
+    ahead of every later row."""
+    uri = (tmp_path / "predictions").as_uri()
+    log = PredictionLog(uri, flush_s=3600, max_rows=1000)
+    dropped = []
+    log.on_drop = dropped.append
+    answer = {"predictions": [1, 0], "scores": [0.9, 0.1]}
+    secret = "card-4111111111111111"
+    given = [
+        {"carrier": np.array(["AA", "B6"], dtype=object), "distance": np.array([1.0, 2.0])},
+        {"carrier": np.array([secret, "x", "y"], dtype=object),  # 3 values for 2 rows
+         "distance": np.array([3.0, 4.0])},
+        {"carrier": np.array([7, 8]), "distance": np.array([5.0, 6.0])},  # ints, not texts
+        {"carrier": np.array(["UA", "DL"], dtype=object), "distance": np.array([7.0, 8.0])},
+    ]
+    with caplog.at_level(logging.ERROR, logger="pipeline_tasks.serving.predlog"):
+        for i, columns in enumerate(given):
+            assert log.add_batch("m", "1", [f"r{i}"], [2], columns, answer)
+        assert log.flush() == 6
+    assert (log.dropped_rows, log.dropped_requests, dropped) == (2, 1, [2])
+    assert log.queued_rows == 0 and not log._queue
+    assert "dropped 2 row(s) of m v1" in caplog.text and "request r1" in caplog.text
+    assert secret not in caplog.text
+    rows = logged(uri)
+    assert sorted(rows["request_id"].unique()) == ["r0", "r2", "r3"]
+    assert sorted(rows["distance"].tolist()) == [1.0, 2.0, 5.0, 6.0, 7.0, 8.0]
+    assert sorted(str(c) for c in rows["carrier"]) == ["7", "8", "AA", "B6", "DL", "UA"]
+    # the log goes on: later rows are written
+    assert log.add_batch("m", "1", ["r4"], [2], given[0], answer) and log.flush() == 2
