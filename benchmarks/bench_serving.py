@@ -914,7 +914,11 @@ def alternate(ports: dict, servers: dict, scenarios: list, shared: dict, args,
                         "warmup": args.warmup, "duration": args.log_duration}
                 if switch is not None:
                     switch(side)
+                log_cpu = log_metrics(ports[side])["cpu_s"] if side == "on" else 0.0
                 got[side] = res = run_load(spec, pin, servers[side].pid)
+                if side == "on":  # the log's threads' CPU time during the burst, per answer
+                    res["log_cpu_ms_per_req"] = ((log_metrics(ports[side])["cpu_s"] - log_cpu)
+                                                 * 1e3 / max(1, res["all_requests"]))
                 if switch is not None:
                     switch.check(side)
                 out["scenarios"][scen][side].append(res)
@@ -989,14 +993,15 @@ def log_metrics(port: int) -> dict:
 
     wanted = {"mlops_serving_rows_predicted_total": "predicted",
               "mlops_serving_prediction_log_dropped_rows_total": "dropped",
-              "mlops_serving_prediction_log_queued_rows": "waiting"}
+              "mlops_serving_prediction_log_queued_rows": "waiting",
+              "mlops_serving_prediction_log_cpu_seconds_total": "cpu_s"}
     figures = dict.fromkeys(wanted.values(), 0.0)
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name in wanted:
                 figures[wanted[sample.name]] += sample.value
-    return {k: int(v) for k, v in figures.items()}
+    return {k: v if k == "cpu_s" else int(v) for k, v in figures.items()}
 
 
 def _paired(scenario: dict) -> dict:
@@ -1012,6 +1017,12 @@ def _paired(scenario: dict) -> dict:
     pairs = scenario.get("pair") or [0] * len(rps)
     per_pair = [statistics.median(r for r, k in zip(rps, pairs, strict=True) if k == pair)
                 for pair in sorted(set(pairs))]
+    # the log's own threads: CPU per answer, and their share of the server's CPU (log on)
+    threads = [(r["log_cpu_ms_per_req"], r["log_cpu_ms_per_req"] / r["server_cpu_ms_per_req"])
+               for r in on if "log_cpu_ms_per_req" in r and r["server_cpu_ms_per_req"]]
+    if threads:
+        med["log_cpu_us_per_req"] = 1e3 * statistics.median(t for t, _ in threads)
+        med["log_cpu_share"] = statistics.median(share for _, share in threads)
     return {**med, "rps_ratio": statistics.median(rps), "p99_ratio": statistics.median(p99),
             "rps_ratio_interval": median_interval(rps), "p99_ratio_interval": median_interval(p99),
             "rps_ratios": rps, "p99_ratios": p99, "rps_ratio_per_server_pair": per_pair,
@@ -1051,7 +1062,8 @@ def report_log_cost(results: dict) -> None:
               "not the log's cost, and the goals below do not apply")
     print(f"{'scenario':<14}{'req/s on':>10}{'off':>8}{'ratio':>7}{'p99 on':>8}{'off':>8}"
           f"{'ratio':>7}{'cpu-ms/req on':>15}{'off':>6}  {'ratios per pair (req/s; p99)':<30}"
-          f"{'median, 90 % (req/s; p99)':<27}{'req/s ratio per server pair':<29}goals")
+          f"{'median, 90 % (req/s; p99)':<27}{'log threads':<18}"
+          f"{'req/s ratio per server pair':<29}goals")
     goals = {}
     for scen in cost["scenarios"]:
         p = cost["scenarios"][scen]["paired"] = _paired(cost["scenarios"][scen])
@@ -1064,12 +1076,19 @@ def report_log_cost(results: dict) -> None:
                   f"{min(p['p99_ratios']):.2f}-{max(p['p99_ratios']):.2f}")
         interval = (f"{p['rps_ratio_interval'][0]:.2f}-{p['rps_ratio_interval'][1]:.2f}; "
                     f"{p['p99_ratio_interval'][0]:.2f}-{p['p99_ratio_interval'][1]:.2f}")
+        threads = (f"{p['log_cpu_us_per_req']:.0f} us ({p['log_cpu_share']:.1%})"
+                   if "log_cpu_share" in p else "-")
         per_pair = " ".join(f"{r:.2f}" for r in p["rps_ratio_per_server_pair"])
         print(f"{scen:<14}{p['rps_on']:>10.1f}{p['rps_off']:>8.1f}{p['rps_ratio']:>7.2f}"
               f"{p['p99_ms_on']:>8.1f}{p['p99_ms_off']:>8.1f}{p['p99_ratio']:>7.2f}"
               f"{p['server_cpu_ms_per_req_on']:>15.2f}{p['server_cpu_ms_per_req_off']:>6.2f}  "
-              f"{spread:<30}{interval:<27}{per_pair:<29}{verdict}")
+              f"{spread:<30}{interval:<27}{threads:<18}{per_pair:<29}{verdict}")
     seen = cost.get("log_on_metrics")
+    if any("log_cpu_share" in s["paired"] for s in cost["scenarios"].values()):
+        print("log threads: the CPU time of the log's collector and writer threads during the "
+              "log-on bursts (their clocks, on /metrics) per answer, and their share of the "
+              "server's CPU time then: what the log takes from the answers, apart from the "
+              "hand-off on the request path and from the caches it shares")
     if seen:
         print(f"the server with the log on predicted {seen['predicted']:,} rows; its log dropped "
               f"{seen['dropped']:,} (a full queue) and had {seen['waiting']:,} waiting at the "

@@ -59,6 +59,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -196,6 +197,24 @@ class Metrics:
             return
         prediction_log.on_drop = self.log_dropped.inc
         self.log_queued.set_function(lambda: prediction_log.queued_rows)
+        self.registry.register(_LogCpu(prediction_log))
+
+
+class _LogCpu:
+    """``mlops_serving_prediction_log_cpu_seconds_total{thread}``: the CPU time the prediction
+    log's threads have used, read from their clocks at each scrape (a server's CPU less this
+    is what its answers took)."""
+
+    def __init__(self, prediction_log: PredictionLog):
+        self.prediction_log = prediction_log
+
+    def collect(self):
+        family = CounterMetricFamily("mlops_serving_prediction_log_cpu_seconds",
+                                     "CPU time the prediction log's threads have used",
+                                     labels=["thread"])
+        for thread, seconds in sorted(self.prediction_log.cpu_seconds().items()):
+            family.add_metric([thread], seconds)
+        yield family
 
 
 def _combined(batch: list[Checked]) -> tuple[dict[str, Any], pd.DataFrame]:

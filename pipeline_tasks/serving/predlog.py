@@ -172,6 +172,8 @@ class PredictionLog:
         self._writer: threading.Thread | None = None
         self._last_drop_warning = 0.0
         self.on_drop: Callable[[int], Any] | None = None  # the server's counter
+        #: each thread's CPU clock (``time.pthread_getcpuclockid``, taken by the thread itself)
+        self._clocks: dict[str, int] = {}
         self.rows_written = 0
         self.files_written = 0
         self.write_errors = 0
@@ -182,6 +184,25 @@ class PredictionLog:
     def queued_rows(self) -> int:
         """Rows not yet in a written file: queued, or encoded in memory."""
         return self._queued + self._open_rows
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """The CPU time each of the log's threads (``collector``, ``writer``) has used so far,
+        read at once from its CPU clock (the server's ``/metrics``: what the log costs, apart
+        from the answers). Empty where threads have no CPU clock of their own."""
+        out = {}
+        for name, clock in list(self._clocks.items()):
+            try:
+                out[name] = time.clock_gettime(clock)
+            except OSError:  # the thread has ended (a closed log)
+                continue
+        return out
+
+    def _own_clock(self, name: str) -> None:
+        """Note the calling thread's CPU clock under ``name``."""
+        try:
+            self._clocks[name] = time.pthread_getcpuclockid(threading.get_ident())
+        except (AttributeError, OSError):  # no such clock here (not a Unix)
+            pass
 
     def start(self) -> None:
         self._writer = threading.Thread(target=self._write_loop, name="prediction-log-writer",
@@ -384,6 +405,7 @@ class PredictionLog:
         """The collector: once ``COLLECT_REQUESTS`` requests (or ``COLLECT_ROWS`` rows)
         wait, and at the latest every ``COLLECT_EVERY_S``, the queue becomes Arrow tables for
         the writer; every ``flush_s`` (or when ``max_rows`` rows wait) a flush is asked for."""
+        self._own_clock("collector")
         next_flush = time.monotonic() + self.flush_s
         while not self._stop.is_set():
             self._wake.wait(max(0.0, min(COLLECT_EVERY_S, next_flush - time.monotonic())))
@@ -405,6 +427,7 @@ class PredictionLog:
         """The writer, at a lower CPU priority: encodes the handed tables as row groups
         (without the GIL) and writes the files when a flush comes."""
         _nicer(WRITER_NICE)
+        self._own_clock("writer")
         while True:
             self._handed.wait()
             self._handed.clear()

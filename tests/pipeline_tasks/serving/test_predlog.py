@@ -88,13 +88,19 @@ def test_a_running_log_writes_on_its_own(tmp_path):
     log = PredictionLog(uri, flush_s=0.2, max_rows=10_000)
     log.start()
     try:
+        deadline = time.monotonic() + 60  # a loaded machine: wait on the state, not a time
+        while time.monotonic() < deadline and len(log.cpu_seconds()) < 2:
+            time.sleep(0.01)
+        idle = log.cpu_seconds()  # each thread's own CPU clock, read at once
         for i in range(5):
             log.add(f"q{i}", "m", "1", features(2, 2 * i), {"predictions": [0, 1]})
-        deadline = time.monotonic() + 60  # a loaded machine: wait on the state, not a time
         while time.monotonic() < deadline and log.rows_written < 10:
             time.sleep(0.05)
         assert log.rows_written == 10 and log.queued_rows == 0 and log.write_errors == 0
         assert sorted(logged(uri)["distance"]) == [float(i) for i in range(10)]
+        busy = log.cpu_seconds()
+        assert sorted(busy) == ["collector", "writer"]
+        assert all(busy[t] > idle[t] for t in busy)  # the table and the file took CPU time
     finally:
         log.close()
     assert log.rows_written == 10  # nothing written twice at the close
@@ -180,6 +186,7 @@ def test_the_server_answers_while_the_log_drops_and_says_so(registered, serving_
         assert [a.status_code for a in answers] == [200, 200, 200]
         metrics = client.get("/metrics").text
     assert "mlops_serving_prediction_log_dropped_rows_total 40.0" in metrics
+    assert "mlops_serving_prediction_log_cpu_seconds_total{" not in metrics  # no threads ran
     assert log.dropped_requests == 2
     assert len(logged(uri)) == 20  # the shutdown wrote the one request that fit
     assert logged(uri)["carrier"].tolist() == [r["carrier"] for r in rows]
@@ -385,3 +392,34 @@ def test_rows_that_cannot_be_made_a_table_are_dropped_and_counted_not_retried(tm
     assert sorted(str(c) for c in rows["carrier"]) == ["7", "8", "AA", "B6", "DL", "UA"]
     # the log goes on: later rows are written
     assert log.add_batch("m", "1", ["r4"], [2], given[0], answer) and log.flush() == 2
+
+
+def test_the_server_shows_what_its_log_threads_cost(registered, serving_config, flights_rows,
+                                                    tmp_path):
+    """``/metrics`` has the CPU time of each of the log's threads, read at the scrape."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    served = serving_model.load(serving_config, "flights_serving", "1", tmp_path / "work")
+    log = PredictionLog((tmp_path / "predictions").as_uri(), flush_s=0.2, max_rows=10_000)
+    log.start()
+    app = create_app(served, max_body_bytes=10**7, prediction_log=log, token="")
+    rows = flights_rows.head(50).to_dict(orient="records")
+
+    def cpu(client) -> dict[str, float]:
+        text = client.get("/metrics").text
+        return {s.labels["thread"]: s.value for f in text_string_to_metric_families(text)
+                for s in f.samples if s.name == "mlops_serving_prediction_log_cpu_seconds_total"}
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(cpu(client)) < 2:
+            time.sleep(0.01)
+        before = cpu(client)
+        for _ in range(4):
+            assert client.post("/predict", json={"records": rows}).status_code == 200
+        while time.monotonic() < deadline and log.rows_written < 200:
+            time.sleep(0.05)
+        after = cpu(client)
+    assert log.rows_written == 200
+    assert sorted(after) == ["collector", "writer"]
+    assert all(after[t] > before[t] for t in after)
