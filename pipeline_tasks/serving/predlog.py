@@ -300,15 +300,14 @@ class PredictionLog:
             tables, lost = self._each(entries)
         rows = sum(e.rows for e in entries)
         dropped = sum(e.rows for e in lost)
-        with self._lock:
+        with self._lock:  # the request path counts its drops under it too
             self._queued -= rows
             self._open_rows += rows - dropped
             self._tables.extend(tables)
-        if dropped:
             self.dropped_rows += dropped
             self.dropped_requests += sum(len(e.counts) for e in lost)
-            if self.on_drop is not None:
-                self.on_drop(dropped)
+        if dropped and self.on_drop is not None:
+            self.on_drop(dropped)
         self._handed.set()
         return rows - dropped
 
