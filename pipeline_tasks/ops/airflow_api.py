@@ -165,8 +165,10 @@ class AirflowAPI:
             if run["state"] in TERMINAL_RUN_STATES:
                 return run
             if time.monotonic() > deadline:
+                tasks = ", ".join(f"{ti['task_id']}={ti['state']} (try {ti.get('try_number')})"
+                                  for ti in self.task_instances(dag_id, run_id))
                 raise StackError(f"run {run_id} of {dag_id} still {run['state']} after "
-                                 f"{timeout:.0f} s")
+                                 f"{timeout:.0f} s: {tasks}")
             time.sleep(1.0)
 
 

@@ -4,14 +4,6 @@ events Airflow stores)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-
 PROBE = r"""
 import json
 from mlops_airflow import assets
@@ -71,13 +63,8 @@ print(json.dumps(out))
 """
 
 
-def test_each_stage_names_its_datasets_from_the_layout(tmp_path):
-    env = dict(os.environ, AIRFLOW_HOME=str(tmp_path / "airflow"), MLOPS_HOME=str(tmp_path),
-               PYTHONPATH=os.pathsep.join([str(ROOT / "plugins"), str(ROOT)]))
-    proc = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True,
-                          text=True, timeout=180, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+def test_each_stage_names_its_datasets_from_the_layout(run_probe):
+    out = run_probe(PROBE)
     raw = ["file", "/lake/raw/run=1/part.parquet", None]
     snapshot = ["file", "/lake/snapshots/abc/data.parquet", "abc"]
     version = ["mlflow", "models:/m.x/3", "3"]

@@ -9,14 +9,6 @@ interpreter on a throwaway Airflow home, like the other DAG tests.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-
 PROBE = r"""
 import json
 from mlops_airflow.params import dag_params
@@ -88,14 +80,9 @@ print(json.dumps(out))
 """
 
 
-def test_form_runspec_defaults_and_first_task_checks_agree(tmp_path):
+def test_form_runspec_defaults_and_first_task_checks_agree(tmp_path, run_probe):
     (tmp_path / "landing" / "flights").mkdir(parents=True)
-    env = dict(os.environ, AIRFLOW_HOME=str(tmp_path / "airflow"), MLOPS_HOME=str(tmp_path),
-               PYTHONPATH=os.pathsep.join([str(ROOT / "plugins"), str(ROOT)]))
-    proc = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True,
-                          timeout=180, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    dags = json.loads(proc.stdout.strip().splitlines()[-1])
+    dags = run_probe(PROBE)
     assert set(dags) == {"ml_training_pipeline", "ml_drift_monitoring", "ml_model_rollback",
                          "ml_batch_scoring"}
     for dag_id, dag in dags.items():
@@ -157,12 +144,7 @@ print(json.dumps([to_xcom(Decision(True, {"drift_run_id": "r1"})), to_xcom(Plain
 """
 
 
-def test_the_glue_stores_a_typed_result_as_its_xcom_dict(tmp_path):
-    env = dict(os.environ, AIRFLOW_HOME=str(tmp_path / "airflow"), MLOPS_HOME=str(tmp_path),
-               PYTHONPATH=os.pathsep.join([str(ROOT / "plugins"), str(ROOT)]))
-    proc = subprocess.run([sys.executable, "-c", XCOM_PROBE], env=env, capture_output=True,
-                          text=True, timeout=180, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [
+def test_the_glue_stores_a_typed_result_as_its_xcom_dict(run_probe):
+    assert run_probe(XCOM_PROBE) == [
         {"retrain": True, "asset_extra": {"drift_run_id": "r1"}}, {"uri": "file:///x"},
         {"rows": 3}, "deploy"]

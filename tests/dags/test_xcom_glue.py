@@ -2,14 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-
 PROBE = r"""
 import json
 from mlops_airflow.runtime import from_xcom, typed_args
@@ -54,13 +46,8 @@ print(json.dumps({
 """
 
 
-def test_the_glue_turns_upstream_xcom_dicts_into_the_stage_types(tmp_path):
-    env = dict(os.environ, AIRFLOW_HOME=str(tmp_path / "airflow"), MLOPS_HOME=str(tmp_path),
-               PYTHONPATH=os.pathsep.join([str(ROOT / "plugins"), str(ROOT)]))
-    proc = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True,
-                          text=True, timeout=180, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {
+def test_the_glue_turns_upstream_xcom_dicts_into_the_stage_types(run_probe):
+    assert run_probe(PROBE) == {
         "ingested": ["IngestResult", 40, True],
         "validated": ["ValidationResult", True, ""],  # keys it lacks take their defaults
         "context": {"ti": "the ti"},  # the task's context is left alone

@@ -21,6 +21,7 @@ from mlflow import MlflowClient
 from pipeline_tasks.core import storage
 from pipeline_tasks.core.http import free_port
 from pipeline_tasks.monitoring import sources as monitoring
+from pipeline_tasks.ops.airflow_api import StackError
 from pipeline_tasks.ops.demo_data import flight_keys, flights_for_day, land_flights_feed
 from pipeline_tasks.ops.replay import replay
 
@@ -265,7 +266,15 @@ def test_a_blessed_model_waits_for_approval(pipeline, client, request, cpu_load)
     with cpu_load(processes=4):
         states = states_until("approve")
         pipeline.api.patch(path, {"chosen_options": ["Approve"]})
-        final = pipeline.api.wait_for_run(TRAINING, run_id, timeout=600)
+        try:
+            final = pipeline.api.wait_for_run(TRAINING, run_id, timeout=600)
+        except StackError as exc:  # say what each attempt of the approval did
+            tries = {ti["task_id"]: ti for ti in
+                     pipeline.api.task_instances(TRAINING, run_id)}["approve"]["try_number"]
+            logs = "\n".join(f"--- approve, try {n}:\n"
+                             f"{pipeline.api.task_log(TRAINING, run_id, 'approve', n)}"
+                             for n in range(1, tries + 1))
+            raise AssertionError(f"{exc}\n{logs}") from exc
     assert states["deploy"] in (None, "none", "scheduled")  # it waited, and deployed nothing
     assert final["state"] == "success", {ti["task_id"]: ti["state"] for ti in
                                          pipeline.api.task_instances(TRAINING, run_id)}
@@ -285,3 +294,20 @@ def test_a_blessed_model_waits_for_approval(pipeline, client, request, cpu_load)
     for attempt in range(2, approve["try_number"] + 1):
         log = pipeline.api.task_log(TRAINING, run_id, "approve", attempt)
         assert "goes on with it instead of asking again" in log
+
+    # Cleared on purpose after a try acted on the answer and succeeded: the person is asked again
+    pipeline.api.post(f"/api/v2/dags/{TRAINING}/clearTaskInstances",
+                      {"dry_run": False, "dag_run_id": run_id, "task_ids": ["approve"],
+                       "include_downstream": False, "only_failed": False,
+                       "reset_dag_runs": True})
+    deadline = time.monotonic() + 600
+    while True:
+        again = {ti["task_id"]: ti for ti in
+                 pipeline.api.task_instances(TRAINING, run_id)}["approve"]
+        if again["try_number"] > approve["try_number"] and again["state"] == "awaiting_input":
+            break
+        assert again["state"] != "failed", again
+        assert time.monotonic() < deadline, again
+        time.sleep(0.2)
+    assert not pipeline.api.get(path)["response_received"]
+    _fail_if_unfinished(pipeline.api, TRAINING, run_id)
