@@ -10,9 +10,9 @@ and ``read_log_file`` joins the key), the model name and version, the features u
 names, the prediction and, for binary classifiers, the score.
 
 Off the request path: ``add`` puts references to the request's columns (the arrays the
-contract already made; its text columns as Arrow strings, ``_texts_now``) and its answer on a
-queue, a few microseconds under a lock, never a DataFrame or I/O. Two background threads do the
-rest:
+contract already made; a big request's text columns as Arrow strings, ``_texts_now``) and its
+answer on a queue, a few microseconds under a lock, never a DataFrame or I/O. Two background
+threads do the rest:
 
 - the collector turns the queued requests into Arrow tables once ``COLLECT_REQUESTS`` (512)
   requests or ``COLLECT_ROWS`` (4,096) rows wait, and at the latest every ``COLLECT_EVERY_S``
@@ -79,6 +79,8 @@ _DAY_NS = 86_400 * 10**9
 COLLECT_REQUESTS = 512
 COLLECT_ROWS = 4096
 COLLECT_EVERY_S = 1.0
+#: Requests of at least this many rows hand their texts over as Arrow (``_texts_now``).
+TEXTS_NOW_ROWS = 16
 #: Rows of a day's file kept as Arrow before they are encoded as one Parquet row group. The
 #: encoding works through every column of them on the serving core, and the requests it
 #: overlaps take longer than the writer's own CPU explains (likely as its data evicts theirs
@@ -237,7 +239,7 @@ class PredictionLog:
         rows = sum(counts)
         if not rows:  # nothing to log (the server refuses such requests; a library caller)
             return True
-        entry = _Entry(request_ids, counts, model_name, model_version, _texts_now(columns),
+        entry = _Entry(request_ids, counts, model_name, model_version, _texts_now(columns, rows),
                        rows, output,
                        ids if ids is not None else [None] * len(counts),
                        event_times if event_times is not None else [None] * len(counts),
@@ -320,14 +322,21 @@ class PredictionLog:
         which are the clients'), instead of holding up every later row."""
         tables: list = []
         lost: list[_Entry] = []
+        why: dict[tuple[str, str], dict[str, list[str]]] = {}  # model -> error type -> requests
         for entry in entries:
             try:
                 tables.extend(_tables([entry]))
             except Exception as exc:  # noqa: BLE001 (any failure: the same one each time)
                 lost.append(entry)
-                log.error("prediction log: dropped %d row(s) of %s v%s that cannot be made a "
-                          "table (%s; request %s)", entry.rows, entry.model_name,
-                          entry.model_version, type(exc).__name__, entry.request_ids[0])
+                why.setdefault((entry.model_name, entry.model_version), {}).setdefault(
+                    type(exc).__name__, []).append(entry.request_ids[0])
+        for (name, version), errors in why.items():  # a line a model and turn, not a request
+            rows = sum(e.rows for e in lost if (e.model_name, e.model_version) == (name, version))
+            log.error("prediction log: dropped %d row(s) of %s v%s that cannot be made a table "
+                      "(%s)", rows, name, version, "; ".join(
+                          f"{kind}: request {ids[0]}"
+                          + (f" and {len(ids) - 1} more" if len(ids) > 1 else "")
+                          for kind, ids in errors.items()))
         return tables, lost
 
     def _drain_tables(self) -> bool:
@@ -550,11 +559,16 @@ def _column(values: np.ndarray) -> pa.Array:
     return pa.array(values, from_pandas=True)
 
 
-def _texts_now(columns: Mapping[str, Any]) -> Mapping[str, Any]:
+def _texts_now(columns: Mapping[str, Any], rows: int) -> Mapping[str, Any]:
     """``columns`` with their text (object) columns as Arrow now (about 35 ns a value), while
     the request's values are still in the CPU's caches: the collector, converting them up to a
     turn later, cold, took twice as long, 40 % of its time (its CPU per 100-row request went
-    from about 78 to 40 us). Other columns stay the arrays they are."""
+    from about 78 to 40 us). Other columns stay the arrays they are. Fewer than
+    ``TEXTS_NOW_ROWS`` rows stay as they are too: then converting costs what a call costs
+    (about 5 us a column, most of a single row's hand-off), and the collector converts such
+    requests' values together, one call a column for the whole turn."""
+    if rows < TEXTS_NOW_ROWS:
+        return columns
     out = None
     for name, values in columns.items():
         if getattr(values, "dtype", None) == object:
@@ -566,13 +580,23 @@ def _texts_now(columns: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def _joined(parts: tuple) -> pa.Array:
     """One column's parts (an entry's each: NumPy arrays, or Arrow where ``_texts_now``
-    converted them) as one Arrow array."""
+    converted them) as one Arrow array; NumPy parts side by side are converted together."""
     if not any(isinstance(part, pa.Array) for part in parts):
         return _column(np.concatenate(parts) if len(parts) > 1 else np.asarray(parts[0]))
     if len(parts) == 1:
         return parts[0]
-    arrays = [part if isinstance(part, pa.Array) else _column(np.asarray(part))
-              for part in parts]
+    arrays: list[pa.Array] = []
+    pending: list[np.ndarray] = []
+    for part in parts:
+        if isinstance(part, pa.Array):
+            if pending:
+                arrays.append(_column(np.concatenate(pending)))
+                pending = []
+            arrays.append(part)
+        else:
+            pending.append(np.asarray(part))
+    if pending:
+        arrays.append(_column(np.concatenate(pending)))
     if len({array.type for array in arrays}) == 1:
         return pa.concat_arrays(arrays)
     # an entry whose values were all missing (null type) beside texts, say: promoted as

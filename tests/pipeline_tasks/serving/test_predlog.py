@@ -329,15 +329,21 @@ def test_object_columns_keep_their_types_and_nulls():
     assert _column(np.array([1.5, np.nan])).to_pylist() == [1.5, None]
 
 
-def test_texts_handed_over_as_arrow_join_with_other_requests_of_any_type(tmp_path):
-    """A request's text columns become Arrow when it is handed over (its values still in the
-    CPU's caches); one turn joins them with the other requests' columns, a request whose text
-    was all missing (a null-typed array) and booleans with and without nulls included."""
+@pytest.mark.parametrize("times", [(1, 1, 1), (8, 8, 8), (8, 1, 1), (1, 8, 1)],
+                         ids=["small", "big", "big-then-small", "small-big-small"])
+def test_texts_handed_over_as_arrow_join_with_other_requests_of_any_type(tmp_path, times):
+    """A request of ``TEXTS_NOW_ROWS`` rows or more has its text columns made Arrow when it is
+    handed over (its values still in the CPU's caches); a smaller one hands them over as they
+    are (a call per column would cost more than its values). One turn joins them all, in any
+    mix, with the other requests' columns, a request whose text was all missing (a null-typed
+    array) and booleans with and without nulls included."""
     import pyarrow as pa
 
+    from pipeline_tasks.serving.predlog import TEXTS_NOW_ROWS
+
+    assert 2 < TEXTS_NOW_ROWS <= 16  # 2 rows are few, 16 many
     uri = (tmp_path / "predictions").as_uri()
     log = PredictionLog(uri, flush_s=3600, max_rows=1000)
-    answer = {"predictions": [1, 0], "scores": [0.9, 0.1]}
     given = [
         {"carrier": np.array(["AA", "B6"], dtype=object), "late": np.array([True, False]),
          "distance": np.array([1.0, 2.0])},
@@ -346,17 +352,25 @@ def test_texts_handed_over_as_arrow_join_with_other_requests_of_any_type(tmp_pat
         {"carrier": np.array(["UA", None], dtype=object), "late": np.array([False, False]),
          "distance": np.array([5.0, np.nan])},
     ]
+    given = [{name: np.tile(values, k) for name, values in columns.items()}
+             for columns, k in zip(given, times)]
     for i, columns in enumerate(given):
-        assert log.add_batch("m", "1", [f"r{i}"], [2], columns, answer)
-    queued = log._queue[0].columns  # texts already Arrow, numbers still the given arrays
-    assert isinstance(queued["carrier"], pa.Array) and queued["distance"] is given[0]["distance"]
-    assert log.flush() == 6
+        rows = 2 * times[i]
+        answer = {"predictions": [1, 0] * times[i], "scores": [0.9, 0.1] * times[i]}
+        assert log.add_batch("m", "1", [f"r{i}"], [rows], columns, answer)
+    for entry, columns in zip(log._queue, given):  # numbers stay the given arrays
+        assert isinstance(entry.columns["carrier"], pa.Array) == (entry.rows >= TEXTS_NOW_ROWS)
+        assert entry.columns["distance"] is columns["distance"]
+    assert log.flush() == 2 * sum(times)
     rows = logged(uri)
-    assert rows["carrier"].tolist() == ["AA", "B6", None, None, "UA", None]
-    assert rows["late"].tolist() == [True, False, None, True, False, False]
-    assert rows["distance"].tolist()[:5] == [1.0, 2.0, 3.0, 4.0, 5.0]
-    assert pd.isna(rows["distance"].iloc[5])
-    assert rows["row_id"].tolist() == ["r0-0", "r0-1", "r1-0", "r1-1", "r2-0", "r2-1"]
+    a, b, c = times
+    assert rows["carrier"].tolist() == ["AA", "B6"] * a + [None, None] * b + ["UA", None] * c
+    assert rows["late"].tolist() == [True, False] * a + [None, True] * b + [False, False] * c
+    distance = rows["distance"].tolist()
+    assert distance[:2 * (a + b)] == [1.0, 2.0] * a + [3.0, 4.0] * b
+    assert distance[2 * (a + b)::2] == [5.0] * c and pd.isna(distance[2 * (a + b) + 1::2]).all()
+    assert rows["row_id"].tolist() == [f"r{i}-{j}" for i, k in enumerate(times)
+                                       for j in range(2 * k)]
 
 
 def test_rows_that_cannot_be_made_a_table_are_dropped_and_counted_not_retried(tmp_path,
@@ -378,20 +392,24 @@ def test_rows_that_cannot_be_made_a_table_are_dropped_and_counted_not_retried(tm
         {"carrier": np.array([7, 8]), "distance": np.array([5.0, 6.0])},  # ints, not texts
         {"carrier": np.array(["UA", "DL"], dtype=object), "distance": np.array([7.0, 8.0])},
     ]
+    given += [given[1]] * 2  # r4, r5: more of r1's kind in the same turn
     with caplog.at_level(logging.ERROR, logger="pipeline_tasks.serving.predlog"):
         for i, columns in enumerate(given):
             assert log.add_batch("m", "1", [f"r{i}"], [2], columns, answer)
         assert log.flush() == 6
-    assert (log.dropped_rows, log.dropped_requests, dropped) == (2, 1, [2])
+    assert (log.dropped_rows, log.dropped_requests, dropped) == (6, 3, [6])
     assert log.queued_rows == 0 and not log._queue
-    assert "dropped 2 row(s) of m v1" in caplog.text and "request r1" in caplog.text
+    # one line for the turn, not one a request (a caller sending such requests would flood it)
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "dropped 6 row(s) of m v1" in errors[0]
+    assert "(ArrowInvalid: request r1 and 2 more)" in errors[0], errors
     assert secret not in caplog.text
     rows = logged(uri)
     assert sorted(rows["request_id"].unique()) == ["r0", "r2", "r3"]
     assert sorted(rows["distance"].tolist()) == [1.0, 2.0, 5.0, 6.0, 7.0, 8.0]
     assert sorted(str(c) for c in rows["carrier"]) == ["7", "8", "AA", "B6", "DL", "UA"]
     # the log goes on: later rows are written
-    assert log.add_batch("m", "1", ["r4"], [2], given[0], answer) and log.flush() == 2
+    assert log.add_batch("m", "1", ["r6"], [2], given[0], answer) and log.flush() == 2
 
 
 def test_the_server_shows_what_its_log_threads_cost(registered, serving_config, flights_rows,
