@@ -323,15 +323,18 @@ class PredictionLog:
         tables: list = []
         lost: list[_Entry] = []
         why: dict[tuple[str, str], dict[str, list[str]]] = {}  # model -> error type -> requests
+        rows_of: dict[tuple[str, str], int] = {}  # model -> rows dropped
         for entry in entries:
             try:
                 tables.extend(_tables([entry]))
             except Exception as exc:  # noqa: BLE001 (any failure: the same one each time)
                 lost.append(entry)
-                why.setdefault((entry.model_name, entry.model_version), {}).setdefault(
-                    type(exc).__name__, []).append(entry.request_ids[0])
+                model = (entry.model_name, entry.model_version)
+                why.setdefault(model, {}).setdefault(type(exc).__name__, []).append(
+                    entry.request_ids[0])
+                rows_of[model] = rows_of.get(model, 0) + entry.rows
         for (name, version), errors in why.items():  # a line a model and turn, not a request
-            rows = sum(e.rows for e in lost if (e.model_name, e.model_version) == (name, version))
+            rows = rows_of[(name, version)]
             log.error("prediction log: dropped %d row(s) of %s v%s that cannot be made a table "
                       "(%s)", rows, name, version, "; ".join(
                           f"{kind}: request {ids[0]}"
@@ -581,22 +584,23 @@ def _texts_now(columns: Mapping[str, Any], rows: int) -> Mapping[str, Any]:
 def _joined(parts: tuple) -> pa.Array:
     """One column's parts (an entry's each: NumPy arrays, or Arrow where ``_texts_now``
     converted them) as one Arrow array; NumPy parts side by side are converted together."""
-    if not any(isinstance(part, pa.Array) for part in parts):
-        return _column(np.concatenate(parts) if len(parts) > 1 else np.asarray(parts[0]))
-    if len(parts) == 1:
-        return parts[0]
     arrays: list[pa.Array] = []
     pending: list[np.ndarray] = []
+
+    def convert_pending() -> None:
+        if pending:
+            arrays.append(_column(np.concatenate(pending) if len(pending) > 1 else pending[0]))
+            pending.clear()
+
     for part in parts:
         if isinstance(part, pa.Array):
-            if pending:
-                arrays.append(_column(np.concatenate(pending)))
-                pending = []
+            convert_pending()
             arrays.append(part)
         else:
             pending.append(np.asarray(part))
-    if pending:
-        arrays.append(_column(np.concatenate(pending)))
+    convert_pending()
+    if len(arrays) == 1:
+        return arrays[0]
     if len({array.type for array in arrays}) == 1:
         return pa.concat_arrays(arrays)
     # an entry whose values were all missing (null type) beside texts, say: promoted as

@@ -71,10 +71,8 @@ class ModelApproval(ApprovalOperator):
         detail = _read(api, f"{prefix}/hitlDetails")  # before this attempt writes it again
         acted_on = _stored(context)
         acted_try = None
-        if acted_on and detail and acted_on.get("responded_at") == _instant(detail):
-            try_number = acted_on.get("try_number")
-            acted_try = (_read(api, f"{prefix}/tries/{try_number}")
-                         if isinstance(try_number, int) else None) or {"state": "unknown"}
+        if _acted_on_this(acted_on, detail) and isinstance(acted_on.get("try_number"), int):
+            acted_try = _read(api, f"{prefix}/tries/{acted_on['try_number']}")
         return answer_to_resume(detail, acted_on, acted_try)
 
 
@@ -90,9 +88,9 @@ def answer_to_resume(detail: dict | None, acted_on: dict | None,
     state cannot be read, the person is asked again, as Airflow does."""
     if not detail or not detail.get("response_received") or not detail.get("responded_at"):
         return None
-    if acted_on and acted_on.get("responded_at") == _instant(detail):
+    if _acted_on_this(acted_on, detail):
         state = (acted_try or {}).get("state")
-        if state == "success" or state in (None, "unknown"):
+        if state in ("success", "unknown", None):
             return None
         log.warning("try %s acted on this answer but ended %s: going on with it",
                     acted_on.get("try_number"), state)
@@ -102,6 +100,12 @@ def answer_to_resume(detail: dict | None, acted_on: dict | None,
         "responded_at": datetime.fromisoformat(_instant(detail)),
         "responded_by_user": detail.get("responded_by_user"),
     }
+
+
+def _acted_on_this(acted_on: dict | None, detail: dict | None) -> bool:
+    """Whether what the state store says an attempt acted on is this very answer."""
+    return bool(acted_on and detail and detail.get("responded_at")
+                and acted_on.get("responded_at") == _instant(detail))
 
 
 def _instant(detail: dict) -> str | None:
