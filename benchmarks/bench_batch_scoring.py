@@ -7,9 +7,10 @@ are repeated to 1M and 10M rows and written, streaming, once as Parquet (row gro
 ``--row-group-rows``, pyarrow's default) and once as CSV (as pandas writes it). Per size, each
 competitor runs alone in a fresh process, in interleaved rounds (each one once per round):
 
-- A ``ours parquet``: ``scoring.batch.resolve_model`` + ``score_interval`` on the Parquet file
-  (``chunk_rows`` = ``config.batch_chunk_rows`` unless ``--chunk-rows``), which also writes the
-  scores partition (ids, label, probabilities) and the prediction log (inputs + ids);
+- A ``ours parquet``: ``python -m pipeline_tasks batch-score`` (``scoring.standalone``: the
+  version fetched in a helper process while the scorer imports, then ``score_interval``) on the
+  Parquet file (``chunk_rows`` = ``config.batch_chunk_rows`` unless ``--chunk-rows``), which also
+  writes the scores partition (ids, label, probabilities) and the prediction log (inputs + ids);
 - B ``ours csv``: the same on the CSV file;
 - C ``mlflow models predict -m models:/flights_is_late/<v> -i <csv> -o out.json --content-type
   csv --env-manager local`` (the registry of the temp home through ``MLFLOW_TRACKING_URI``);
@@ -17,8 +18,9 @@ competitor runs alone in a fresh process, in interleaved rounds (each one once p
   whole frame, the predictions written to Parquet;
 - E and F ``ours parquet`` and the obvious script *as a task*: a process imports
   ``pipeline_tasks.ops.preload`` (what the LocalExecutor's forkserver and the Celery workers
-  import once, not per task) and forks; the forked process runs A (or D) and ends with
-  ``os._exit``, as Airflow's task process does. Its figures are from fork to exit.
+  import once, not per task) and forks; the forked process calls what the DAG's tasks call
+  (``scoring.batch.resolve_model`` + ``score_interval``; or D) and ends with ``os._exit``, as
+  Airflow's task process does. Its figures are from fork to exit.
 
 Each other figure is that of the whole process, from spawn to exit (Python start, imports and
 model load included, as a user running the command sees it): wall time, rows/s, CPU time and peak
@@ -75,7 +77,7 @@ def _result(payload: dict) -> int:
 
 
 def child_ours(source: str, chunk_rows: int) -> int:
-    """One scoring run of ours, as the batch DAG's task calls it."""
+    """One scoring run of ours, as the batch DAG's tasks call it (forked as a task)."""
     t0 = time.perf_counter()
     from pipeline_tasks.core.config import load_config
     from pipeline_tasks.scoring.batch import resolve_model, score_interval
@@ -383,9 +385,10 @@ def _busy_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def run_child(name: str, argv: list[str], env: dict, logdir: Path) -> dict:
+def run_child(name: str, argv: list[str], env: dict, logdir: Path, parse=None) -> dict:
     """Run one command alone; its wall time, CPU time and peak RSS (``os.wait4``: the largest
-    resident set of the process and its reaped descendants)."""
+    resident set of the process and its reaped descendants). ``parse``: its figures from its
+    standard output (default: a child's ``RESULT`` line)."""
     logdir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%H%M%S%f")
     out_path, err_path = logdir / f"{name}-{stamp}.out", logdir / f"{name}-{stamp}.err"
@@ -400,9 +403,13 @@ def run_child(name: str, argv: list[str], env: dict, logdir: Path) -> dict:
     if proc.returncode != 0:
         tail = err_path.read_text()[-3000:]
         raise SystemExit(f"{name} failed (exit {proc.returncode}): {' '.join(argv)}\n{tail}")
-    lines = out_path.read_text().splitlines()
-    line = next((x for x in lines if x.startswith("RESULT ")), None)
-    result = json.loads(line[len("RESULT "):]) if line else {}
+    text = out_path.read_text()
+    lines = text.splitlines()
+    if parse is not None:
+        result = parse(text)
+    else:
+        line = next((x for x in lines if x.startswith("RESULT ")), None)
+        result = json.loads(line[len("RESULT "):]) if line else {}
     result.update({"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": usage.ru_maxrss / 1024,
                    "other_cpu_cores": max(0.0, busy - cpu) / wall if wall else 0.0})
     task = next((x for x in lines if x.startswith("TASK ")), None)
@@ -410,6 +417,14 @@ def run_child(name: str, argv: list[str], env: dict, logdir: Path) -> dict:
         result.update({f"worker_{k}": result[k] for k in ("wall_s", "cpu_s", "peak_rss_mb")})
         result.update(json.loads(task[len("TASK "):]))
     return result
+
+
+def _command_result(text: str) -> dict:
+    """The figures of ``batch-score --json``'s result."""
+    res = json.loads(text)
+    return {"rows": res["rows_read"], "rows_scored": res["rows_scored"],
+            "rows_rejected": res["rows_rejected"], "reasons": res["reject_reasons"],
+            "call_s": res["seconds"]}
 
 
 def _mlflow_predictions(path: Path) -> int:
@@ -426,10 +441,15 @@ def competitor(name: str, size: int, files: dict, ctx: dict) -> dict:
     py, env, logdir = sys.executable, ctx["env"], ctx["work"] / "logs"
     parquet, csv = files[size]
     task = ["task"] if name.endswith("_task") else []  # forked from a warm worker (child_task)
-    if name.startswith("ours"):
-        source = csv if name == "ours_csv" else parquet
-        return run_child(name, [py, __file__, "--child", *task, "ours", str(source),
+    if name == "ours_task":
+        return run_child(name, [py, __file__, "--child", *task, "ours", str(parquet),
                                 str(ctx["chunk_rows"])], env, logdir)
+    if name.startswith("ours"):  # the command a shell, cron or a container runs
+        source = csv if name == "ours_csv" else parquet
+        return run_child(name, [py, "-m", "pipeline_tasks", "batch-score", MODEL, str(source),
+                                "--start", SCORE_INTERVAL[0], "--end", SCORE_INTERVAL[1],
+                                "--chunk-rows", str(ctx["chunk_rows"]), "--run-id", "bench",
+                                "--json"], env, logdir, parse=_command_result)
     model_uri = f"models:/{MODEL}/{ctx['version']}"
     out = ctx["work"] / "out" / f"{name}.{'json' if name == 'mlflow_cli' else 'parquet'}"
     out.parent.mkdir(exist_ok=True)

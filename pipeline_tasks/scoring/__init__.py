@@ -5,6 +5,6 @@ columns are checked against the model's inputs; ``rows`` sorts each chunk's rows
 rejected (with a reason); ``predictor`` computes a chunk's predictions (bit for bit the model's
 own, faster for the histogram gradient boosting pipelines the package trains); ``outputs`` stages
 the scores, the rejects and the prediction-log rows and publishes them at once; ``batch`` runs it
-for one data interval; ``sql_export`` copies a published partition into a SQL table. Nothing here
-imports Airflow.
+for one data interval; ``standalone`` runs it as a process of its own (``mlops batch-score``);
+``sql_export`` copies a published partition into a SQL table. Nothing here imports Airflow.
 """

@@ -116,9 +116,49 @@ class BatchScoreResult(XComResult):
 
 def resolve_model(model_name: str, ref: str, config: PipelineConfig) -> ScoringModel:
     """The version ``ref`` (alias or number) of ``model_name`` names now."""
+    return _scoring_model(model_name, ref, _registered_version(model_name, ref, config))
+
+
+@dataclass(frozen=True)
+class FetchedModel:
+    """A resolved version whose files were downloaded into ``folder`` and checked against its
+    recorded digest (``fetch_model``); ``tags`` are the version's."""
+
+    scoring: ScoringModel
+    folder: str
+    tags: dict[str, str]
+
+
+def fetch_model(model_name: str, ref: str, config: PipelineConfig, dest: str) -> FetchedModel:
+    """Resolve ``ref`` of ``model_name`` (as ``resolve_model``) and download the version's files
+    into ``dest``, checked against the digest recorded at registration. Only the registry and
+    the artifact store are touched (no model is loaded): ``load_fetched`` loads it."""
+    from pipeline_tasks.core import model_artifacts
+
+    mv = _registered_version(model_name, ref, config)
+    scoring = _scoring_model(model_name, ref, mv)
+    folder = model_artifacts.fetch_verified(
+        f"models:/{model_name}/{scoring.version}", scoring.artifact_sha256,
+        f"{dest}/{safe_name(model_name, 'model')}-v{scoring.version}",
+        label=f"model {model_name} v{scoring.version}")
+    return FetchedModel(scoring=scoring, folder=str(folder), tags=dict(mv.tags or {}))
+
+
+def load_fetched(fetched: FetchedModel, config: PipelineConfig) -> ServedModel:
+    """The model of a ``fetch_model`` folder, loaded as the server loads it (its files checked
+    again against the digest, a trusted skops model only)."""
+    from pipeline_tasks.serving import model as serving_model
+
+    scoring = fetched.scoring
+    return serving_model.load_dir(config, fetched.folder, scoring.artifact_sha256,
+                                  {"model_name": scoring.model_name,
+                                   "model_version": scoring.version,
+                                   "run_id": scoring.model_run_id, "tags": fetched.tags})
+
+
+def _registered_version(model_name: str, ref: str, config: PipelineConfig):
     from pipeline_tasks.core import tracking
     from pipeline_tasks.core.errors import ConfigError
-    from pipeline_tasks.core.model_artifacts import DIGEST_TAG
     from pipeline_tasks.serving.model import resolve_version
 
     tracking.configure_mlflow(config)
@@ -126,7 +166,7 @@ def resolve_model(model_name: str, ref: str, config: PipelineConfig) -> ScoringM
     from mlflow.tracking import MlflowClient
 
     try:
-        mv = resolve_version(MlflowClient(), model_name, ref)
+        return resolve_version(MlflowClient(), model_name, ref)
     except MlflowException as exc:  # the registry itself did not answer
         from pipeline_tasks.core.errors import TransientError
 
@@ -135,6 +175,11 @@ def resolve_model(model_name: str, ref: str, config: PipelineConfig) -> ScoringM
     except ConfigError as exc:
         raise BatchInputError(str(exc), advice="Train the model first, or name a version or "
                                                "alias it has.") from exc
+
+
+def _scoring_model(model_name: str, ref: str, mv) -> ScoringModel:
+    from pipeline_tasks.core.model_artifacts import DIGEST_TAG
+
     log.info("batch scoring uses %s v%s (%s)", model_name, mv.version, ref)
     return ScoringModel(model_name=model_name, version=str(mv.version), ref=str(ref),
                         model_run_id=mv.run_id or "",
@@ -231,9 +276,11 @@ def score_interval(source: str, *, model: ScoringModel, interval_start: str, int
                    config: PipelineConfig, dag_id: str, run_id: str,
                    sql_url: str | None = None, id_column: str | None = None,
                    time_column: str | None = None, chunk_rows: int | None = None,
-                   max_reject_share: float | None = None) -> BatchScoreResult:
+                   max_reject_share: float | None = None,
+                   served: ServedModel | None = None) -> BatchScoreResult:
     """Score ``source``'s rows of ``[interval_start, interval_end)`` with ``model`` and publish
-    them (see the module docstring)."""
+    them (see the module docstring). ``served``: ``model`` already loaded (``load_fetched``),
+    else it is loaded here."""
     from pipeline_tasks.core.locks import named_lock
     from pipeline_tasks.data.ingest import as_utc
 
@@ -245,7 +292,7 @@ def score_interval(source: str, *, model: ScoringModel, interval_start: str, int
     chunk_rows = int(chunk_rows or config.batch_chunk_rows)
     share = config.batch_max_reject_share if max_reject_share is None else float(max_reject_share)
     with tempfile.TemporaryDirectory(prefix="mlops-batch-") as workdir:
-        served = _load(model, config, workdir)
+        served = _checked(model, served or _load(model, config, workdir))
         rules = _rules(served, config)
         with named_lock(config, f"batch-scores-{model.model_name}-{key}", LOCK_TIMEOUT_S):
             return _score_locked(
@@ -258,7 +305,14 @@ def score_interval(source: str, *, model: ScoringModel, interval_start: str, int
 def _load(model: ScoringModel, config: PipelineConfig, workdir: str) -> ServedModel:
     from pipeline_tasks.serving import model as serving_model
 
-    served = serving_model.load(config, model.model_name, model.version, workdir)
+    return serving_model.load(config, model.model_name, model.version, workdir)
+
+
+def _checked(model: ScoringModel, served: ServedModel) -> ServedModel:
+    """``served`` if it is the version ``model`` resolved, with the same files."""
+    if served.name != model.model_name or served.version != model.version:
+        raise BatchInputError(f"the loaded model is {served.name} v{served.version}, not the "
+                              f"{model.model_name} v{model.version} the run resolved")
     if model.artifact_sha256 and served.digest != model.artifact_sha256:
         raise BatchInputError(f"{model.model_name} v{model.version}: its files changed since "
                               f"the run resolved it (sha256 {served.digest[:16]} is not "

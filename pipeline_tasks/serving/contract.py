@@ -84,16 +84,22 @@ class Contract:
     max_abs: float
 
     @classmethod
-    def from_signature(cls, signature, *, max_rows: int, max_abs: float) -> Contract:
-        if signature is None or signature.inputs is None:
+    def from_inputs(cls, specs: Any, *, max_rows: int, max_abs: float) -> Contract:
+        """The contract of a model signature's inputs: its column specs as the MLmodel file
+        holds them (``[{"type": "double", "name": "distance", "required": true}, ...]``)."""
+        if not specs:
             raise ValueError("the model has no input signature: it cannot be served safely")
+        if not isinstance(specs, list):
+            raise ValueError("the model's input signature is not a list of columns")  # noqa: TRY004
         columns = []
-        for spec in signature.inputs.inputs:
-            type_name = getattr(spec.type, "name", str(spec.type))
-            if spec.name is None or type_name not in _KINDS:
-                raise ValueError(f"input column {spec.name!r} has type {type_name!r}, which the "
+        for spec in specs:
+            spec = spec if isinstance(spec, dict) else {}
+            name, type_name = spec.get("name"), spec.get("type")
+            if not isinstance(name, str) or not isinstance(type_name, str) \
+                    or type_name not in _KINDS:
+                raise ValueError(f"input column {name!r} has type {type_name!r}, which the "
                                  "server does not support")
-            columns.append(Column(spec.name, _KINDS[type_name], bool(spec.required)))
+            columns.append(Column(name, _KINDS[type_name], bool(spec.get("required", True))))
         return cls(tuple(columns), max_rows, max_abs)
 
     @property

@@ -142,17 +142,15 @@ def load_manifest(config: PipelineConfig, manifest: str | Path) -> list[ServedMo
 def _served(config: PipelineConfig, loaded: model_artifacts.VerifiedModel, *, name: str,
             version: str, run_id: str, tags: dict) -> ServedModel:
     """Serve the verified and loaded model as ``name`` v``version``."""
-    from mlflow.models import Model
-
     model, digest = loaded.model, loaded.digest
-    mlmodel = Model.load(str(loaded.folder / "MLmodel"))
-    signature = mlmodel.signature
-    contract = Contract.from_signature(signature, max_rows=config.serving_max_rows,
-                                       max_abs=config.serving_max_abs_value)
+    mlmodel = _mlmodel(loaded.folder)
+    signature = mlmodel.get("signature") or {}
+    contract = Contract.from_inputs(_specs(signature, "inputs"), max_rows=config.serving_max_rows,
+                                    max_abs=config.serving_max_abs_value)
     classes = None
     if hasattr(model, "predict_proba") and hasattr(model, "classes_"):
         classes = [c.item() if hasattr(c, "item") else c for c in model.classes_]
-    run_id = run_id or (mlmodel.run_id or "")
+    run_id = run_id or str(mlmodel.get("run_id") or "")
     log.info("loaded %s v%s (run %s, sha256 %s)", name, version, run_id, (digest or "")[:16])
     return ServedModel(
         name=name,
@@ -163,7 +161,35 @@ def _served(config: PipelineConfig, loaded: model_artifacts.VerifiedModel, *, na
         model=model,
         contract=contract,
         signature={"inputs": contract.describe(),
-                   "outputs": signature.outputs.to_dict() if signature.outputs else None},
+                   "outputs": _specs(signature, "outputs") or None},
         classes=classes,
         tags=tags,
     )
+
+
+def _mlmodel(folder: Path) -> dict:
+    """The model folder's ``MLmodel`` file: read as YAML, not with ``mlflow.models.Model``,
+    whose import (most of MLflow, a second or more) a batch scorer of its own pays before its
+    first row (``scoring.standalone``); the folder's files were checked against their digest."""
+    import yaml
+
+    try:
+        spec = yaml.safe_load((folder / "MLmodel").read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{folder}: its MLmodel file cannot be read ({exc})") from exc
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{folder}: its MLmodel file is not a mapping")
+    return spec
+
+
+def _specs(signature: Any, part: str) -> Any:
+    """A signature part's column specs (MLflow stores each part as a JSON string)."""
+    import json
+
+    text = signature.get(part) if isinstance(signature, dict) else None
+    if not text:
+        return None
+    try:
+        return json.loads(text) if isinstance(text, str) else text
+    except ValueError as exc:
+        raise ConfigError(f"the model's {part} signature is not JSON ({exc})") from exc

@@ -112,3 +112,27 @@ def test_the_column_wise_check_agrees_with_the_row_by_row_one(kind):
         elif fast is not None:
             assert fast.dtype == slow.dtype, (kind, values)
             assert pd.Series(fast).equals(pd.Series(slow)), (kind, values)  # NaN equals NaN
+
+
+def test_the_contract_is_read_from_the_signature_s_column_specs():
+    specs = [{"type": "double", "name": "distance", "required": True},
+             {"type": "long", "name": "hour", "required": False},
+             {"type": "string", "name": "origin"}]  # MLflow leaves "required" out: required
+    contract = Contract.from_inputs(specs, max_rows=10, max_abs=1e9)
+    assert contract.columns == (Column("distance", "float", True), Column("hour", "int", False),
+                                Column("origin", "str", True))
+
+
+@pytest.mark.parametrize("specs, words", [
+    (None, "no input signature"),
+    ([], "no input signature"),
+    ({"type": "double"}, "not a list of columns"),
+    ([{"type": "tensor", "tensor-spec": {"dtype": "float64", "shape": [-1, 3]}}],
+     "None has type 'tensor'"),
+    ([{"type": "double"}], "None has type 'double'"),
+    ([{"type": {"type": "array", "items": {"type": "double"}}, "name": "xs"}], "'xs' has type"),
+    (["distance"], "None has type None"),
+])
+def test_a_signature_the_server_cannot_check_is_refused(specs, words):
+    with pytest.raises(ValueError, match=words):
+        Contract.from_inputs(specs, max_rows=10, max_abs=1e9)
