@@ -74,6 +74,7 @@ class VerifiedModel:
     digest: str
     label: str
     folder: Path | None  # the checked folder it was read from (None: a temporary one, gone)
+    mlmodel: dict  # its MLmodel file, as read for the trust check (flavors, signature, run id)
 
 
 def folder_digest(folder: str | Path) -> str:
@@ -206,7 +207,7 @@ def load_verified_folder(folder: str | Path, expected: str | None, *, label: str
 def _load_checked(folder: Path, digest: str, label: str, *, keep: bool) -> VerifiedModel:
     import skops.io
 
-    path, types = _trusted_model_file(folder, label)
+    path, types, mlmodel = _trusted_model_file(folder, label)
     try:
         model = skops.io.load(path, trusted=types)
     except Exception as exc:  # a malformed file that skops' audit let through
@@ -214,12 +215,13 @@ def _load_checked(folder: Path, digest: str, label: str, *, keep: bool) -> Verif
                              f"({type(exc).__name__}: {exc})") from exc
     log.info("loaded %s from skops (extra trusted types: %s)", label, ", ".join(types) or "none")
     return VerifiedModel(model=model, digest=digest, label=label,
-                         folder=folder if keep else None)
+                         folder=folder if keep else None, mlmodel=mlmodel)
 
 
-def _trusted_model_file(folder: Path, label: str) -> tuple[Path, list[str]]:
-    """The skops file of a verified folder and the non-default types it holds; refuses any
-    other format and any type outside ``TRUSTED_TYPES``."""
+def _trusted_model_file(folder: Path, label: str) -> tuple[Path, list[str], dict]:
+    """The skops file of a verified folder, the non-default types it holds and the folder's
+    MLmodel file (read here once, for whoever serves the model); refuses any other format and
+    any type outside ``TRUSTED_TYPES``."""
     import yaml
 
     mlmodel = folder / "MLmodel"
@@ -256,7 +258,7 @@ def _trusted_model_file(folder: Path, label: str) -> tuple[Path, list[str]]:
         raise UntrustedModel(f"{label}: its {SKOPS_FORMAT} file holds type(s) outside the "
                              f"trusted list: {', '.join(refused)} (trusted beyond skops' "
                              f"defaults: {', '.join(TRUSTED_TYPES)})")
-    return path, sorted(found)
+    return path, sorted(found), spec
 
 
 def verify_folder(folder: str | Path, expected: str, *, label: str, where: str) -> Path:

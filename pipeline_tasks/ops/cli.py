@@ -84,14 +84,10 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    import re
-
-    from pipeline_tasks.core.params import MODEL_NAME_PATTERN, MODEL_NAME_RULE
     from pipeline_tasks.ops.reproduce import DIFFERS, IDENTICAL, INPUT_GONE, LineageInputGone
     from pipeline_tasks.ops.reproduce import reproduce as rebuild
 
-    if not re.fullmatch(MODEL_NAME_PATTERN, args.model) or len(args.model) > 200:
-        print(f"error: MODEL must be {MODEL_NAME_RULE}", file=sys.stderr)
+    if not _model_name_ok(args.model):
         return INPUT_GONE
     if not args.version.isdigit() or len(args.version) > 9:
         print("error: VERSION must be a version number such as 3", file=sys.stderr)
@@ -105,16 +101,24 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return IDENTICAL if outcome.identical else DIFFERS
 
 
-def _cmd_batch_score(args: argparse.Namespace) -> int:
+def _model_name_ok(name: str) -> bool:
+    """A registered model name as the trigger forms take it; else says so on stderr."""
     import re
 
-    from pipeline_tasks.core.errors import PipelineError
     from pipeline_tasks.core.params import MODEL_NAME_PATTERN, MODEL_NAME_RULE
+
+    if re.fullmatch(MODEL_NAME_PATTERN, name) and len(name) <= 200:
+        return True
+    print(f"error: MODEL must be {MODEL_NAME_RULE}", file=sys.stderr)
+    return False
+
+
+def _cmd_batch_score(args: argparse.Namespace) -> int:
+    from pipeline_tasks.core.errors import PipelineError
     from pipeline_tasks.scoring import standalone
     from pipeline_tasks.scoring.batch import TooManyRejects
 
-    if not re.fullmatch(MODEL_NAME_PATTERN, args.model) or len(args.model) > 200:
-        print(f"error: MODEL must be {MODEL_NAME_RULE}", file=sys.stderr)
+    if not _model_name_ok(args.model):
         return 2
     end = args.end or datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     start = args.start or end - timedelta(days=1)

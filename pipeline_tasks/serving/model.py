@@ -143,7 +143,10 @@ def _served(config: PipelineConfig, loaded: model_artifacts.VerifiedModel, *, na
             version: str, run_id: str, tags: dict) -> ServedModel:
     """Serve the verified and loaded model as ``name`` v``version``."""
     model, digest = loaded.model, loaded.digest
-    mlmodel = _mlmodel(loaded.folder)
+    # the MLmodel file as the trust check read it: not ``mlflow.models.Model``, whose import
+    # (most of MLflow, a second or more) a batch scorer of its own would pay before its first
+    # row (``scoring.standalone``)
+    mlmodel = loaded.mlmodel
     signature = mlmodel.get("signature") or {}
     contract = Contract.from_inputs(_specs(signature, "inputs"), max_rows=config.serving_max_rows,
                                     max_abs=config.serving_max_abs_value)
@@ -165,21 +168,6 @@ def _served(config: PipelineConfig, loaded: model_artifacts.VerifiedModel, *, na
         classes=classes,
         tags=tags,
     )
-
-
-def _mlmodel(folder: Path) -> dict:
-    """The model folder's ``MLmodel`` file: read as YAML, not with ``mlflow.models.Model``,
-    whose import (most of MLflow, a second or more) a batch scorer of its own pays before its
-    first row (``scoring.standalone``); the folder's files were checked against their digest."""
-    import yaml
-
-    try:
-        spec = yaml.safe_load((folder / "MLmodel").read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{folder}: its MLmodel file cannot be read ({exc})") from exc
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{folder}: its MLmodel file is not a mapping")
-    return spec
 
 
 def _specs(signature: Any, part: str) -> Any:
